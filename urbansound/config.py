@@ -31,6 +31,7 @@ class DataSettings:
     root: str | None = None
     missing: str = "error"
     demo_dir: str = "outputs/demo"
+    demo_clips_per_class: int = 100
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,11 @@ def _data(node: Mapping[str, Any]) -> DataSettings:
         root=_str(_get(node, "data", "root", d.root), "data.root", allow_none=True),
         missing=_choice(_get(node, "data", "missing", d.missing), "data.missing", MISSING_MODES),
         demo_dir=_str(_get(node, "data", "demo_dir", d.demo_dir), "data.demo_dir"),
+        demo_clips_per_class=_int(
+            _get(node, "data", "demo_clips_per_class", d.demo_clips_per_class),
+            "data.demo_clips_per_class",
+            minimum=1,
+        ),
     )
 
 
