@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,12 +36,63 @@ def real_root() -> Path:
     return REAL_ROOT
 
 
+DEMO_CLIPS_PER_CLASS = 6
+
+
 @pytest.fixture(scope="session")
-def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small demo corpus (6 clips per class = 60 clips), generated once per test session."""
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``data.demo_dir`` holding a small demo corpus (6 clips per class = 60 clips).
+
+    Pass ``data.demo_dir=<this> data.demo_clips_per_class=6`` to a run to reuse it.
+    """
     from urbansound.data import make_demo_corpus
 
-    return make_demo_corpus(tmp_path_factory.mktemp("demo"), clips_per_class=6)
+    dest = tmp_path_factory.mktemp("demo")
+    make_demo_corpus(dest, clips_per_class=DEMO_CLIPS_PER_CLASS)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def demo_root(demo_dir: Path) -> Path:
+    """The UrbanSound8K-layout root of the small demo corpus, generated once per session."""
+    from urbansound.data import make_demo_corpus
+
+    return make_demo_corpus(demo_dir, clips_per_class=DEMO_CLIPS_PER_CLASS)
+
+
+def cli_env() -> dict[str, str]:
+    """The environment for CLI runs in tests: no dataset variable, no Comet key, no network."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMET_", "URBANSOUND8K"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["MPLBACKEND"] = "Agg"
+    env["HYDRA_FULL_ERROR"] = "1"
+    return env
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``python -m urbansound.run ARGS`` with ``tmp_path`` as working directory.
+
+    Relative outputs (run dirs, feature cache, study storage, Comet archives) land in tmp_path.
+    """
+
+    def _run(*args: str, timeout: float = 600, check: bool = True):
+        proc = subprocess.run(
+            [sys.executable, "-m", "urbansound.run", *args],
+            cwd=tmp_path,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"urbansound.run {' '.join(args)} exited {proc.returncode}\n"
+                f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+            )
+        return proc
+
+    return _run
 
 
 @pytest.fixture
