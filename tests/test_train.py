@@ -1,0 +1,400 @@
+"""Cross-validated training: splits, Keras Adam, lockstep equivalence, determinism, metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from sklearn.model_selection import train_test_split
+
+from urbansound.config import ModelSettings, TrainSettings
+from urbansound.errors import DataError, TrialPruned
+from urbansound.model import MLP, StackedMLP, init_params, layer_sizes
+from urbansound.train import (
+    CVResult,
+    EpochMetrics,
+    FoldRandom,
+    Split,
+    StackedAdam,
+    cross_validate,
+    fold_init_params,
+    fold_seeds,
+    fold_splits,
+    random_split,
+)
+
+N_CLASSES = 4
+SMALL = ModelSettings(hidden=(32, 16), dropout=0.25)
+
+
+def _blobs(n: int = 240, d: int = 6, *, seed: int = 0, n_folds: int = 4):
+    """Separable-ish Gaussian classes with unequal, shuffled fold sizes."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, N_CLASSES, n)
+    centers = rng.normal(size=(N_CLASSES, d)) * 1.5
+    X = (centers[y] + rng.normal(size=(n, d))) * 4.0 + 10.0
+    folds = rng.choice(
+        np.arange(1, n_folds + 1),
+        size=n,
+        p=np.linspace(1, 2, n_folds) / np.linspace(1, 2, n_folds).sum(),
+    )
+    return X.astype(np.float32), y, folds
+
+
+def _train(**kw) -> TrainSettings:
+    base = {"epochs": 3, "batch_size": 16, "seed": 5, "device": "cpu"}
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+# --------------------------------------------------------------------------------------------
+# Splits
+
+
+def test_fold_splits_hold_out_each_fold() -> None:
+    folds = np.array([1, 2, 3, 1, 2, 3, 3, 5])
+    splits = fold_splits(folds)
+    assert [s.fold for s in splits] == [1, 2, 3, 5]
+    for s in splits:
+        assert np.array_equal(s.test, np.flatnonzero(folds == s.fold))
+        assert np.array_equal(s.train, np.flatnonzero(folds != s.fold))
+    assert [s.fold for s in fold_splits(folds, test_folds=[3])] == [3]
+    assert len(fold_splits(folds, test_folds=[3])[0].train) == 5
+
+
+def test_fold_splits_errors_name_the_problem() -> None:
+    with pytest.raises(DataError, match=r"fold\(s\) \[4\]"):
+        fold_splits(np.array([1, 2, 3]), test_folds=[4])
+    with pytest.raises(DataError, match="at least 2 folds"):
+        fold_splits(np.array([1, 1, 1]))
+
+
+def test_random_split_is_sklearns_train_test_split() -> None:
+    y = np.repeat(np.arange(5), 20)
+    (s,) = random_split(100, test_size=0.2, seed=42, stratify=y)
+    tr, te = train_test_split(np.arange(100), test_size=0.2, random_state=42, stratify=y)
+    assert s.fold == "random"
+    assert np.array_equal(s.train, np.sort(tr)) and np.array_equal(s.test, np.sort(te))
+    assert np.bincount(y[s.test]).tolist() == [4] * 5
+    (u,) = random_split(100, test_size=0.2, seed=42)
+    assert len(u.test) == 20 and len(np.intersect1d(u.train, u.test)) == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Adam
+
+
+def _keras_adam(p, g, m, v, t, *, lr=1e-3, b1=0.9, b2=0.999, eps=1e-7, wd=0.0):
+    """keras.optimizers.Adam.update_step (Keras 3), in float64."""
+    p = p - p * wd * lr
+    m = m + (g - m) * (1 - b1)
+    v = v + (g * g - v) * (1 - b2)
+    alpha = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+    return p - alpha * m / (np.sqrt(v) + eps), m, v
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_stacked_adam_is_keras_adam_with_per_model_steps(fused: bool) -> None:
+    sizes = [3, 4, 2]
+    params = [init_params(sizes, generator=torch.Generator().manual_seed(j)) for j in range(3)]
+    net = StackedMLP(params, dropout=0.0)
+    opt = StackedAdam(net, lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.1, fused=fused)
+    assert opt.fused is fused
+    ref = {
+        (j, i): (net.parameters()[i][j].double().numpy().copy(), 0.0, 0.0)
+        for j in range(3)
+        for i in range(4)
+    }
+    t = np.zeros(3, dtype=int)
+    rng = np.random.default_rng(0)
+    # Model 2 sits out some steps, models 1 and 2 others: each keeps its own step count.
+    for k in [3, 3, 2, 3, 1, 1, 3]:
+        grads = [rng.normal(size=g.shape).astype(np.float32) for g in net.gradients()]
+        for g, new in zip(net.gradients(), grads, strict=True):
+            g.copy_(torch.from_numpy(new))
+        before = [p.clone() for p in net.parameters()]
+        opt.step(k)
+        t[:k] += 1
+        for j in range(3):
+            for i, p in enumerate(net.parameters()):
+                if j >= k:
+                    assert torch.equal(p[j], before[i][j])  # skipped exactly
+                    continue
+                w, m, v = ref[(j, i)]
+                ref[(j, i)] = _keras_adam(
+                    w, grads[i][j].astype(np.float64), m, v, t[j], lr=1e-2, wd=0.1
+                )
+                np.testing.assert_allclose(p[j].numpy(), ref[(j, i)][0], rtol=1e-5, atol=1e-6)
+    assert opt.t.tolist() == t.tolist()
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+def test_cross_validate_metrics_are_consistent() -> None:
+    X, y, folds = _blobs()
+    splits = fold_splits(folds)
+    seen: list[EpochMetrics] = []
+    res = cross_validate(
+        X,
+        y,
+        splits,
+        n_classes=N_CLASSES + 1,
+        model=SMALL,
+        train=_train(epochs=4),
+        callbacks=[seen.append],
+        progress=False,
+    )
+    assert isinstance(res, CVResult)
+    assert [h.epoch for h in res.history] == [1, 2, 3, 4] and seen == res.history
+    assert [f.fold for f in res.folds] == [1, 2, 3, 4]
+    last = res.history[-1]
+    for i, (f, s) in enumerate(zip(res.folds, splits, strict=True)):
+        conf = np.array(f.confusion)
+        assert conf.shape == (5, 5) and conf.sum() == len(s.test) == f.n_test
+        assert f.n_train == len(s.train)
+        assert f.accuracy == pytest.approx(np.trace(conf) / conf.sum())
+        assert f.accuracy == pytest.approx(last.test_accuracy[i], abs=1e-6)
+        assert f.loss == pytest.approx(last.test_loss[i], rel=1e-5)
+        assert f.per_class_accuracy[4] is None  # class 4 never occurs
+        assert conf[4].sum() == 0
+        for c in range(N_CLASSES):
+            assert f.per_class_accuracy[c] == pytest.approx(conf[c, c] / conf[c].sum())
+    accs = [f.accuracy for f in res.folds]
+    assert res.mean_accuracy == pytest.approx(np.mean(accs))
+    assert res.std_accuracy == pytest.approx(np.std(accs))
+    assert res.mean_accuracy > 0.6  # it learns (chance is 0.25)
+    assert res.history[-1].mean_train_loss < res.history[0].mean_train_loss
+    d = json.loads(json.dumps(res.to_dict()))
+    assert d["history"][1]["mean_test_accuracy"] == pytest.approx(res.history[1].mean_test_accuracy)
+    assert d["folds"][0]["confusion"] == res.folds[0].confusion
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics() -> None:
+    X, y, folds = _blobs(seed=1)
+    splits = fold_splits(folds)
+    kw = {"n_classes": N_CLASSES, "model": SMALL, "progress": False}
+    a = cross_validate(X, y, splits, train=_train(), **kw).to_dict()
+    b = cross_validate(X, y, splits, train=_train(), **kw).to_dict()
+    assert a == b
+    c = cross_validate(X, y, splits, train=_train(seed=6), **kw).to_dict()
+    assert c["history"][0]["train_loss"] != a["history"][0]["train_loss"]
+
+
+def test_a_fold_trains_the_same_alone_or_in_lockstep() -> None:
+    # Folds of different sizes: fold 1 has the fewest training batches, so it sits out the last
+    # steps of every epoch beside the others.
+    X, y, folds = _blobs(n=260, seed=2)
+    splits = fold_splits(folds)
+    steps = [math.ceil(len(s.train) / 16) for s in splits]
+    assert len(set(steps)) > 1
+    kw = {"n_classes": N_CLASSES, "model": SMALL, "train": _train(), "progress": False}
+    together = cross_validate(X, y, splits, **kw)
+    for i, s in enumerate(splits):
+        alone = cross_validate(X, y, [s], **kw)
+        for h_all, h_one in zip(together.history, alone.history, strict=True):
+            assert h_one.train_loss[0] == pytest.approx(h_all.train_loss[i], rel=1e-5)
+            assert h_one.test_loss[0] == pytest.approx(h_all.test_loss[i], rel=1e-5)
+        assert alone.folds[0].confusion == together.folds[i].confusion
+
+
+def _keras_loop(X, y, split, *, model: ModelSettings, train: TrainSettings, n_classes: int):
+    """One fold trained the way Keras does, step by step with autograd, from the same streams.
+
+    Returns the per-epoch (train loss, test loss, test accuracy) and the final weights.
+    """
+    Xtr, Xte = X[split.train].astype(np.float64), X[split.test].astype(np.float64)
+    if train.standardize:
+        mu, sd = Xtr.mean(0), Xtr.std(0)
+        Xtr, Xte = (Xtr - mu) / sd, (Xte - mu) / sd
+    xtr, xte = torch.tensor(Xtr, dtype=torch.float32), torch.tensor(Xte, dtype=torch.float32)
+    ytr, yte = torch.from_numpy(y[split.train]), torch.from_numpy(y[split.test])
+    sizes = layer_sizes(X.shape[1], model.hidden, n_classes)
+    params = [
+        t.clone().requires_grad_()
+        for pair in fold_init_params(sizes, seed=train.seed, fold=split.fold)
+        for t in pair
+    ]
+    state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+    streams = FoldRandom(fold_seeds(train.seed, split.fold))
+    bs, n = train.batch_size, len(split.train)
+    steps = math.ceil(n / bs)
+    offs = np.cumsum([0, *model.hidden])
+    t = 0
+    history = []
+
+    def forward(x, masks=None):
+        h = x
+        for i in range(len(sizes) - 1):
+            h = h @ params[2 * i] + params[2 * i + 1]
+            if i < len(sizes) - 2:
+                h = torch.relu(h)
+                if masks is not None:
+                    h = h.masked_fill(masks[..., offs[i] : offs[i + 1]], 0.0) / (1 - model.dropout)
+        return h
+
+    for _ in range(train.epochs):
+        perm = streams.permutation(n)
+        masks = streams.drop_masks(steps, bs, int(offs[-1]), model.dropout)
+        total = 0.0
+        for s in range(steps):
+            rows = perm[s * bs : (s + 1) * bs]  # the last batch is smaller
+            logits = forward(xtr[rows], masks[s, : len(rows)])
+            loss = torch.nn.functional.cross_entropy(logits, ytr[rows])
+            total += loss.item() * len(rows)
+            for p in params:
+                p.grad = None
+            loss.backward()
+            t += 1
+            with torch.no_grad():
+                for p, (m, v) in zip(params, state, strict=True):
+                    m += (p.grad - m) * (1 - train.beta1)
+                    v += (p.grad**2 - v) * (1 - train.beta2)
+                    alpha = train.lr * math.sqrt(1 - train.beta2**t) / (1 - train.beta1**t)
+                    p -= alpha * m / (v.sqrt() + train.eps)
+        with torch.no_grad():
+            logits = forward(xte)
+            history.append(
+                (
+                    total / n,
+                    torch.nn.functional.cross_entropy(logits, yte).item(),
+                    (logits.argmax(1) == yte).float().mean().item(),
+                )
+            )
+    return history, [p.detach() for p in params]
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_lockstep_equals_a_keras_style_loop_per_fold(standardize: bool) -> None:
+    X, y, folds = _blobs(n=200, seed=3)
+    splits = fold_splits(folds)
+    train = _train(epochs=2, batch_size=12, standardize=standardize)
+    res = cross_validate(
+        X, y, splits, n_classes=N_CLASSES, model=SMALL, train=train, progress=False
+    )
+    for i, s in enumerate(splits):
+        hist, _ = _keras_loop(X, y, s, model=SMALL, train=train, n_classes=N_CLASSES)
+        for e, (tr_loss, te_loss, acc) in enumerate(hist):
+            assert res.history[e].train_loss[i] == pytest.approx(tr_loss, rel=2e-4)
+            assert res.history[e].test_loss[i] == pytest.approx(te_loss, rel=2e-4)
+            assert res.history[e].test_accuracy[i] == pytest.approx(acc, abs=1.5 / len(s.test))
+
+
+def test_zero_epochs_evaluates_the_initial_weights() -> None:
+    X, y, folds = _blobs(seed=4)
+    splits = fold_splits(folds)
+    train = _train(epochs=0)
+    res = cross_validate(
+        X, y, splits, n_classes=N_CLASSES, model=SMALL, train=train, progress=False
+    )
+    assert res.history == []
+    for f, s in zip(res.folds, splits, strict=True):
+        sizes = layer_sizes(X.shape[1], SMALL.hidden, N_CLASSES)
+        net = MLP(X.shape[1], N_CLASSES, hidden=SMALL.hidden, dropout=SMALL.dropout)
+        net.load_keras_params(fold_init_params(sizes, seed=train.seed, fold=s.fold))
+        net.eval()
+        xtr, xte = X[s.train].astype(np.float64), X[s.test].astype(np.float64)
+        xte = torch.tensor((xte - xtr.mean(0)) / xtr.std(0), dtype=torch.float32)
+        logits = net(xte)
+        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[s.test])).item()
+        assert f.loss == pytest.approx(loss, rel=1e-5)
+
+
+def test_standardisation_uses_only_the_training_part() -> None:
+    X, y, folds = _blobs(seed=5)
+    splits = fold_splits(folds)
+    kw = {"n_classes": N_CLASSES, "model": SMALL, "train": _train(epochs=2), "progress": False}
+    base = cross_validate(X, y, splits, **kw)
+    # Rescaling the test part of fold 1 changes nothing about how fold 1 trains.
+    X2 = X.copy()
+    X2[splits[0].test] = X2[splits[0].test] * 100.0 - 7.0
+    moved = cross_validate(X2, y, splits, **kw)
+    np.testing.assert_array_equal(
+        [h.train_loss[0] for h in moved.history], [h.train_loss[0] for h in base.history]
+    )
+    # Per-feature affine changes of all features are undone by the standardisation.
+    X3 = X * np.linspace(0.5, 3, X.shape[1]).astype(np.float32) + 4.0
+    shifted = cross_validate(X3, y, splits, **kw)
+    np.testing.assert_allclose(
+        [h.train_loss for h in shifted.history], [h.train_loss for h in base.history], rtol=1e-3
+    )
+
+
+def test_pruning_callback_stops_training() -> None:
+    X, y, folds = _blobs(seed=6)
+    calls: list[int] = []
+
+    def prune_at_2(m: EpochMetrics) -> None:
+        calls.append(m.epoch)
+        if m.epoch == 2:
+            raise TrialPruned(m.epoch, m.mean_test_accuracy)
+
+    with pytest.raises(TrialPruned) as info:
+        cross_validate(
+            X,
+            y,
+            fold_splits(folds),
+            n_classes=N_CLASSES,
+            model=SMALL,
+            train=_train(epochs=5),
+            callbacks=[prune_at_2],
+            progress=False,
+        )
+    assert calls == [1, 2] and info.value.epoch == 2
+
+
+def test_bad_inputs_raise_data_errors() -> None:
+    X, y, folds = _blobs(seed=7)
+    kw = {"n_classes": N_CLASSES, "model": SMALL, "train": _train(epochs=1), "progress": False}
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        cross_validate(bad, y, fold_splits(folds), **kw)
+    with pytest.raises(DataError, match=r"labels must lie in 0\.\.3"):
+        cross_validate(X, y + 1, fold_splits(folds), **kw)
+    empty = Split(fold=9, train=np.arange(10), test=np.array([], dtype=int))
+    with pytest.raises(DataError, match="fold 9"):
+        cross_validate(X, y, [empty], **kw)
+
+
+def test_threads_setting_is_applied_and_restored() -> None:
+    X, y, folds = _blobs(n=80, seed=8)
+    before = torch.get_num_threads()
+    seen = []
+    cross_validate(
+        X,
+        y,
+        fold_splits(folds),
+        n_classes=N_CLASSES,
+        model=SMALL,
+        train=_train(epochs=1, threads=1),
+        callbacks=[lambda m: seen.append(torch.get_num_threads())],
+        progress=False,
+    )
+    assert seen == [1]
+    assert torch.get_num_threads() == before
+
+
+def test_random_split_trains_one_model() -> None:
+    X, y, _ = _blobs(seed=9)
+    splits = random_split(len(y), test_size=0.25, seed=0, stratify=y)
+    res = cross_validate(
+        X, y, splits, n_classes=N_CLASSES, model=SMALL, train=_train(epochs=2), progress=False
+    )
+    assert [f.fold for f in res.folds] == ["random"] and res.std_accuracy == 0.0
+    assert res.history[-1].folds == ["random"]
+
+
+def test_fold_seeds_depend_on_seed_and_fold_only() -> None:
+    assert fold_seeds(0, 1) == fold_seeds(0, 1)
+    assert len({fold_seeds(0, f) for f in [1, 2, "random"]} | {fold_seeds(1, 1)}) == 4
+    sizes = [4, 5, 3]
+    a = fold_init_params(sizes, seed=0, fold=2)
+    b = fold_init_params(sizes, seed=0, fold=2)
+    assert all(torch.equal(x[0], z[0]) for x, z in zip(a, b, strict=True))
+    assert replace(TrainSettings(), seed=1) != TrainSettings()
