@@ -126,10 +126,6 @@ def run_experiment(
     root, dataset_name = data.resolve_dataset(settings.data)
     index = data.load_index(root, missing=settings.data.missing, name=dataset_name)
     durations["index"] = time.perf_counter() - t_start
-    if dataset_name == "demo":
-        log.warning("dataset: DEMO corpus (synthetic) at %s; set data.root for UrbanSound8K", root)
-    else:
-        log.info("dataset: %s at %s", dataset_name, root)
 
     clips = index.clips
     cv = settings.cv

@@ -1,0 +1,106 @@
+"""End to end: `python -m urbansound.run` on the demo corpus and on the real partial sample."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from .conftest import DEMO_CLIPS_PER_CLASS
+
+pytestmark = pytest.mark.slow
+
+QUICK = [
+    "train.epochs=3",
+    "tracking.mode=disabled",
+    "features.n_jobs=2",
+    "hydra/sweeper=basic",
+]
+
+
+def _demo(demo_dir: Path) -> list[str]:
+    return [f"data.demo_dir={demo_dir}", f"data.demo_clips_per_class={DEMO_CLIPS_PER_CLASS}"]
+
+
+def _check_results(results: dict, *, n_folds: int) -> None:
+    assert results["status"] == "complete"
+    folds = results["folds"]
+    assert len(folds) == n_folds
+    accs = np.array([f["accuracy"] for f in folds])
+    assert results["mean_accuracy"] == pytest.approx(accs.mean())
+    assert results["std_accuracy"] == pytest.approx(accs.std())
+    n_classes = len(results["class_names"])
+    for f in folds:
+        assert 0.0 <= f["accuracy"] <= 1.0
+        assert np.isfinite(f["loss"])
+        assert f["n_train"] + f["n_test"] == results["n_clips"]
+        confusion = np.array(f["confusion"])
+        assert confusion.shape == (n_classes, n_classes)
+        assert confusion.sum() == f["n_test"]
+        assert np.trace(confusion) / f["n_test"] == pytest.approx(f["accuracy"])
+    assert len(results["history"]) == 3
+    assert [h["epoch"] for h in results["history"]] == [1, 2, 3]
+    for key in ("index", "features", "train", "total"):
+        assert results["durations"][key] >= 0.0
+
+
+def test_demo_run_writes_results_config_and_fold_table(run_cli, tmp_path, demo_dir) -> None:
+    run_dir = tmp_path / "run"
+    proc = run_cli(*QUICK, *_demo(demo_dir), "n_mfcc=13", f"hydra.run.dir={run_dir}")
+    console = proc.stdout + proc.stderr
+    assert "DEMO" in console
+    assert "mean" in console and "±" in console
+
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["dataset"] == "demo"
+    assert results["protocol"] == "folds"
+    assert results["n_clips"] == 10 * DEMO_CLIPS_PER_CLASS
+    assert results["n_features"] == 13
+    assert results["class_names"][8] == "siren"
+    _check_results(results, n_folds=10)
+    assert sorted(f["fold"] for f in results["folds"]) == list(range(1, 11))
+
+    with (run_dir / "folds.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["fold"]) for r in rows] == [f["fold"] for f in results["folds"]]
+    assert float(rows[0]["accuracy"]) == pytest.approx(results["folds"][0]["accuracy"])
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["features"]["n_mfcc"] == 13
+    assert config["train"]["epochs"] == 3
+
+
+def test_real_partial_sample_runs_on_the_folds_it_has(run_cli, tmp_path, real_root) -> None:
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        *QUICK, f"data.root={real_root}", "data.missing=skip", f"hydra.run.dir={run_dir}"
+    )
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["dataset"] == "urbansound8k"
+    assert results["n_listed"] == 8732
+    assert results["n_missing"] == 8732 - 164
+    assert results["n_clips"] == 164
+    assert results["empty_folds"] == [2]
+    _check_results(results, n_folds=9)
+    assert 2 not in [f["fold"] for f in results["folds"]]
+    assert "8568" in proc.stdout + proc.stderr  # the missing count is reported
+
+
+def test_real_sample_with_missing_files_stops_by_default(run_cli, tmp_path, real_root) -> None:
+    proc = run_cli(*QUICK, f"data.root={real_root}", check=False)
+    assert proc.returncode == 2
+    assert "8568" in proc.stderr and "data.missing=skip" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_basic_sweeper_multirun_gives_one_job_dir_per_value(run_cli, tmp_path, demo_dir) -> None:
+    sweep_dir = tmp_path / "sweep"
+    run_cli("-m", *QUICK, *_demo(demo_dir), f"hydra.sweep.dir={sweep_dir}", "n_mfcc=13,20")
+    for job, n in (("0", 13), ("1", 20)):
+        results = json.loads((sweep_dir / job / "results.json").read_text())
+        assert results["n_features"] == n
+        _check_results(results, n_folds=10)
