@@ -1,0 +1,436 @@
+"""urbansound.features: librosa-equal features, the staged cache, errors, resume after kill -9."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import tracemalloc
+import warnings
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import scipy.stats
+import soundfile as sf
+
+from urbansound import features
+from urbansound.audio import load_audio
+from urbansound.config import FeatureSettings, settings_from_config
+from urbansound.errors import AudioError
+from urbansound.features import (
+    POOLINGS,
+    FeatureSet,
+    extract_features,
+    feature_names,
+    log_mel,
+)
+
+
+def _settings(tmp_path: Path, **kw) -> FeatureSettings:
+    kw.setdefault("n_jobs", 1)
+    return dataclasses.replace(FeatureSettings(), cache_dir=str(tmp_path / "cache"), **kw)
+
+
+def _librosa_features(path: Path | str, s: FeatureSettings) -> np.ndarray:
+    """The same features computed with librosa only (the tutorial's calls, generalised)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        y, sr = librosa.load(path, sr=s.sr)
+        if s.kind == "mfcc" and s.top_db == 80.0:  # librosa.feature.mfcc's own power_to_db
+            F = librosa.feature.mfcc(
+                y=y,
+                sr=sr,
+                n_mfcc=s.n_mfcc,
+                lifter=s.lifter,
+                n_fft=s.n_fft,
+                hop_length=s.hop_length,
+                win_length=s.win_length,
+                window=s.window,
+                n_mels=s.n_mels,
+                fmin=s.fmin,
+                fmax=s.fmax,
+            )
+        else:
+            mel = librosa.feature.melspectrogram(
+                y=y,
+                sr=sr,
+                n_fft=s.n_fft,
+                hop_length=s.hop_length,
+                win_length=s.win_length,
+                window=s.window,
+                n_mels=s.n_mels,
+                fmin=s.fmin,
+                fmax=s.fmax,
+            )
+            F = librosa.power_to_db(mel, top_db=s.top_db)
+            if s.kind == "mfcc":
+                F = librosa.feature.mfcc(S=F, n_mfcc=s.n_mfcc, lifter=s.lifter)
+    F = np.concatenate([F, *(librosa.feature.delta(F, order=k) for k in range(1, s.deltas + 1))])
+    stats = {
+        "mean": lambda a: np.mean(a.T, axis=0),
+        "std": lambda a: np.std(a, axis=1),
+        "min": lambda a: np.min(a, axis=1),
+        "max": lambda a: np.max(a, axis=1),
+        "median": lambda a: np.median(a, axis=1),
+        "skew": lambda a: scipy.stats.skew(a, axis=1),
+        "kurtosis": lambda a: scipy.stats.kurtosis(a, axis=1),
+    }
+    return np.concatenate([stats[k](F) for k in POOLINGS[s.pooling]]).astype(np.float32)
+
+
+def _assert_features_close(ours: np.ndarray, ref: np.ndarray, s: FeatureSettings) -> None:
+    """Equal within float32 rounding: each statistic's block to 2e-5 of its largest value."""
+    assert ours.shape == ref.shape
+    assert np.isfinite(ours).all()
+    for block, stat in zip(
+        np.split(np.arange(ours.shape[1]), len(POOLINGS[s.pooling])),
+        POOLINGS[s.pooling],
+        strict=True,
+    ):
+        scale = float(np.abs(ref[:, block]).max())
+        err = float(np.abs(ours[:, block] - ref[:, block]).max())
+        assert err <= 2e-5 * scale + 1e-6, f"{stat}: max error {err} (scale {scale})"
+
+
+def _one_per_format(root: Path, limit: int = 10) -> list[Path]:
+    seen: dict[tuple, Path] = {}
+    for path in sorted((root / "audio").glob("fold*/*.wav")):
+        info = sf.info(path)
+        seen.setdefault((info.subtype, info.samplerate, info.channels), path)
+    return list(seen.values())[:limit]
+
+
+PARAMETER_SETS = {
+    "tutorial": {},
+    "mfcc20-lifter-deltas-stats": dict(
+        n_mfcc=20,
+        lifter=22.0,
+        deltas=2,
+        pooling="stats",
+        top_db=60.0,
+        n_fft=1024,
+        hop_length=256,
+        win_length=800,
+        window="hamming",
+        n_mels=64,
+        fmin=50.0,
+        fmax=8000.0,
+    ),
+    "logmel-16k-mean_std": dict(
+        kind="logmel",
+        sr=16000,
+        n_fft=512,
+        hop_length=160,
+        window="blackman",
+        n_mels=40,
+        top_db=None,
+        deltas=1,
+        pooling="mean_std",
+    ),
+    "mfcc60-44k": dict(sr=44100, n_mfcc=60, hop_length=1024, deltas=1, pooling="mean_std"),
+}
+
+
+@pytest.mark.parametrize("name", list(PARAMETER_SETS))
+def test_features_equal_librosa_on_real_clips(real_root: Path, tmp_path: Path, name: str) -> None:
+    s = _settings(tmp_path, **PARAMETER_SETS[name])
+    clips = _one_per_format(real_root)
+    result = extract_features(clips, s, progress=False)
+    ref = np.stack([_librosa_features(p, s) for p in clips])
+    assert result.ok.all() and result.n_computed == len(clips)
+    assert result.X.dtype == np.float32 and result.X.shape[1] == len(feature_names(s))
+    _assert_features_close(result.X, ref, s)
+
+
+def test_tutorial_features_exactly_as_the_tutorial_writes_them(demo_root: Path, tmp_path) -> None:
+    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[::6]
+    result = extract_features(clips, _settings(tmp_path), progress=False)
+    tutorial = []
+    for path in clips:
+        y, sr = librosa.load(path)
+        tutorial.append(np.mean(librosa.feature.mfcc(y=y, sr=sr, n_mfcc=40).T, axis=0))
+    assert result.X.shape == (len(clips), 40)
+    _assert_features_close(result.X, np.stack(tutorial), _settings(tmp_path))
+
+
+@pytest.mark.parametrize("n", [1, 300, 511, 512, 513, 2047, 2048, 2049, 22050])
+def test_log_mel_stage_frames_like_librosa_for_any_length(n: int) -> None:
+    s = FeatureSettings()
+    y = (0.5 * np.sin(np.arange(n) * 0.3) + 0.01 * np.cos(np.arange(n) * 2.1)).astype(np.float32)
+    ours = log_mel(y, s)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "n_fft=2048 is too large for input signal"
+        ref = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=s.sr), top_db=None)
+    assert ours.shape == ref.shape == (s.n_mels, 1 + n // s.hop_length)
+    # A float32 FFT (librosa's is float64): equal to 1e-3 dB within 80 dB of the clip's peak, the
+    # range the default top_db keeps; bands far below it carry the FFT's float32 rounding.
+    kept = ref >= ref.max() - 80.0
+    np.testing.assert_allclose(ours[kept], ref[kept], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=0.5)
+
+
+def test_feature_names_follow_the_column_layout() -> None:
+    s = dataclasses.replace(FeatureSettings(), n_mfcc=2, deltas=1, pooling="mean_std")
+    assert feature_names(s) == [
+        "mean_mfcc0",
+        "mean_mfcc1",
+        "mean_d1_mfcc0",
+        "mean_d1_mfcc1",
+        "std_mfcc0",
+        "std_mfcc1",
+        "std_d1_mfcc0",
+        "std_d1_mfcc1",
+    ]
+    s = dataclasses.replace(FeatureSettings(), kind="logmel", n_mels=3, pooling="stats")
+    names = feature_names(s)
+    assert len(names) == 3 * 7 and names[:4] == ["mean_mel0", "mean_mel1", "mean_mel2", "std_mel0"]
+    assert names[-1] == "kurtosis_mel2"
+
+
+def _write(path: Path, y: np.ndarray, sr: int = 22050) -> Path:
+    sf.write(path, y, sr, subtype="FLOAT")
+    return path
+
+
+@pytest.mark.parametrize("pooling", list(POOLINGS))
+@pytest.mark.parametrize("kind", ["mfcc", "logmel"])
+def test_silent_constant_and_tiny_clips_give_finite_features(
+    tmp_path: Path, pooling: str, kind: str
+) -> None:
+    clips = [
+        _write(tmp_path / "silent.wav", np.zeros(4 * 22050)),
+        _write(tmp_path / "one_sample.wav", np.array([0.5])),
+        _write(tmp_path / "short.wav", np.full(300, 0.2)),
+        _write(tmp_path / "three_frames.wav", np.sin(np.arange(1100) * 0.2)),
+        _write(tmp_path / "dc.wav", np.full(22050, 0.1)),
+    ]
+    s = _settings(tmp_path, kind=kind, pooling=pooling, deltas=2)
+    result = extract_features(clips, s, progress=False)
+    assert result.ok.all() and result.X.shape == (5, len(feature_names(s)))
+    assert np.isfinite(result.X).all()
+    # Silence is -100 dB in every band (power floor 1e-10), exactly as librosa.power_to_db says.
+    if kind == "logmel":
+        np.testing.assert_allclose(result.X[0, : s.n_mels], -100.0)
+
+
+def test_cache_reuses_the_stage_for_every_on_load_setting(demo_root: Path, tmp_path) -> None:
+    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:12]
+    base = _settings(tmp_path)
+    first = extract_features(clips, base, progress=False)
+    assert (first.n_computed, first.n_cached) == (12, 0)
+    stage_files = sorted((tmp_path / "cache" / "logmel").glob("*/*.bin"))
+    assert len(stage_files) == 12
+    assert all(f.parent.name == f.name[:2] and len(f.stem) == 64 for f in stage_files)
+
+    again = extract_features(clips, base, progress=False)
+    assert (again.n_computed, again.n_cached) == (0, 12)
+    np.testing.assert_array_equal(again.X, first.X)
+
+    for i, change in enumerate(
+        [
+            dict(n_mfcc=20),
+            dict(pooling="stats", deltas=2),
+            dict(top_db=50.0, lifter=10.0),
+            dict(kind="logmel", pooling="mean_std"),
+        ]
+    ):
+        s = dataclasses.replace(base, **change)
+        cached = extract_features(clips, s, progress=False)
+        assert (cached.n_computed, cached.n_cached) == (0, 12), change
+        fresh = extract_features(
+            clips,
+            dataclasses.replace(s, cache_dir=str(tmp_path / f"fresh{i}")),
+            progress=False,
+        )
+        assert fresh.n_computed == 12
+        np.testing.assert_array_equal(cached.X, fresh.X)
+    assert len(list((tmp_path / "cache" / "logmel").glob("*/*.bin"))) == 12
+
+    # A stage parameter changes every key; a touched file changes its own.
+    assert (
+        extract_features(clips, dataclasses.replace(base, n_mels=64), progress=False).n_computed
+        == 12
+    )
+    os.utime(clips[3], ns=(time.time_ns(), time.time_ns()))
+    touched = extract_features(clips, base, progress=False)
+    assert (touched.n_computed, touched.n_cached) == (1, 11)
+    assert not list((tmp_path / "cache" / "tmp").iterdir())
+
+
+def test_cache_key_includes_library_versions(
+    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:3]
+    s = _settings(tmp_path)
+    assert extract_features(clips, s, progress=False).n_computed == 3
+    spec = features._stage_spec(s)["versions"]
+    assert {"librosa", "soxr", "soundfile", "libsndfile"} <= set(spec)
+    monkeypatch.setattr(librosa, "__version__", "0.0.0-test")
+    assert extract_features(clips, s, progress=False).n_computed == 3
+
+
+def test_corrupt_entries_are_detected_and_recomputed(
+    demo_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:8]
+    s = _settings(tmp_path)
+    good = extract_features(clips, s, progress=False)
+    stage_files = sorted((tmp_path / "cache" / "logmel").glob("*/*.bin"))
+    (memo,) = (tmp_path / "cache" / "features").glob("*.bin")
+
+    data = stage_files[0].read_bytes()
+    stage_files[0].write_bytes(data[: len(data) // 2])  # truncated
+    data = bytearray(stage_files[1].read_bytes())
+    data[-100] ^= 0xFF  # one flipped payload byte
+    stage_files[1].write_bytes(bytes(data))
+    stage_files[2].write_bytes(b"garbage" * 1000)  # not an entry at all
+    stage_files[3].write_bytes(stage_files[4].read_bytes())  # another clip's entry
+    memo.write_bytes(memo.read_bytes()[:-8])
+
+    with caplog.at_level("WARNING", logger="urbansound.features"):
+        again = extract_features(clips, s, progress=False)
+    assert (again.n_computed, again.n_cached) == (4, 4)
+    np.testing.assert_array_equal(again.X, good.X)
+    assert sum("corrupt feature cache entry" in r.getMessage() for r in caplog.records) == 5
+    # The recomputed entries replaced the corrupt ones.
+    third = extract_features(clips, dataclasses.replace(s, pooling="mean_std"), progress=False)
+    assert (third.n_computed, third.n_cached) == (0, 8)
+
+
+def test_stale_temporary_files_are_removed(demo_root: Path, tmp_path: Path) -> None:
+    tmp = tmp_path / "cache" / "tmp"
+    tmp.mkdir(parents=True)
+    old, new = tmp / "old.bin.123.abcd.tmp", tmp / "new.bin.456.abcd.tmp"
+    old.write_bytes(b"x")
+    new.write_bytes(b"y")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:1]
+    extract_features(clips, _settings(tmp_path), progress=False)
+    assert not old.exists() and new.exists()
+
+
+def _bad_files(tmp_path: Path, good: list[Path]) -> list[Path]:
+    data = good[0].read_bytes()
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio\n" * 50)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 3])
+    return [empty, text, cut, tmp_path / "missing.wav"]
+
+
+def test_on_error_skip_lists_and_leaves_out_bad_files(demo_root: Path, tmp_path: Path) -> None:
+    good = sorted((demo_root / "audio").glob("fold*/*.wav"))[:3]
+    bad = _bad_files(tmp_path, good)
+    paths = [good[0], bad[0], good[1], bad[1], bad[2], bad[3], good[2]]
+    s = _settings(tmp_path, on_error="skip")
+    result = extract_features(paths, s, progress=False)
+    assert result.ok.tolist() == [True, False, True, False, False, False, True]
+    assert [d["path"] for d in result.skipped] == [str(p) for p in bad]
+    reasons = ["empty", "Format not recognised", "truncated", "no such file"]
+    for entry, reason in zip(result.skipped, reasons, strict=True):
+        assert entry["path"] in entry["error"] and reason in entry["error"]
+    only_good = extract_features(good, _settings(tmp_path / "b"), progress=False)
+    np.testing.assert_array_equal(result.X, only_good.X)
+    assert (result.n_computed, result.n_cached) == (3, 0)
+    assert "4 skipped" in result.summary()
+    assert not (tmp_path / "cache" / "features").exists()  # no whole-result entry with skips
+
+
+def test_on_error_error_raises_naming_the_file(demo_root: Path, tmp_path: Path) -> None:
+    good = sorted((demo_root / "audio").glob("fold*/*.wav"))[:2]
+    for bad in _bad_files(tmp_path, good):
+        with pytest.raises(AudioError, match=str(bad)):
+            extract_features([good[0], bad, good[1]], _settings(tmp_path), progress=False)
+
+
+def test_config_presets_compose(compose_cfg) -> None:
+    mfcc = settings_from_config(compose_cfg([])).features
+    assert (mfcc.kind, mfcc.n_mfcc, mfcc.pooling) == ("mfcc", 40, "mean")
+    logmel = settings_from_config(compose_cfg(["features=logmel"])).features
+    assert logmel.kind == "logmel"
+    assert len(feature_names(logmel)) == logmel.n_mels * len(POOLINGS[logmel.pooling])
+
+
+def test_summary_and_empty_input(tmp_path: Path) -> None:
+    result = extract_features([], _settings(tmp_path), progress=False)
+    assert result.X.shape == (0, 40) and result.ok.shape == (0,)
+    fs = FeatureSet(
+        X=np.zeros((3, 40), np.float32), ok=np.ones(3, bool), n_computed=2, n_cached=1, seconds=1.5
+    )
+    assert fs.summary() == (
+        "features: 3 clips x 40 features: 2 computed, 1 from cache, 0 skipped in 1.5 s, 2 clips/s"
+    )
+
+
+def test_memory_stays_bounded(demo_root: Path, tmp_path: Path) -> None:
+    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))
+    decoded = sum(load_audio(p, sr=22050).nbytes for p in clips)
+    tracemalloc.start()
+    try:
+        extract_features(clips, _settings(tmp_path), progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # One clip at a time: the peak is a few clips' worth, not the corpus' decoded audio.
+    assert peak < decoded / 4, (peak, decoded)
+
+
+@pytest.mark.slow
+def test_parallel_workers_give_the_same_features(demo_root: Path, tmp_path: Path) -> None:
+    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:24]
+    one = extract_features(clips, _settings(tmp_path / "a", pooling="stats"), progress=False)
+    two = extract_features(
+        clips, _settings(tmp_path / "b", pooling="stats", n_jobs=2), progress=False
+    )
+    assert two.n_computed == 24
+    np.testing.assert_allclose(two.X, one.X, rtol=1e-6, atol=1e-4)
+
+
+_CHILD = textwrap.dedent(
+    """
+    import dataclasses, sys
+    from pathlib import Path
+    from urbansound.config import FeatureSettings
+    from urbansound.features import extract_features
+    root, cache = sys.argv[1], sys.argv[2]
+    clips = sorted(Path(root).glob("audio/fold*/*.wav"))
+    s = dataclasses.replace(FeatureSettings(), cache_dir=cache, n_jobs=1, hop_length=128)
+    extract_features(clips, s, progress=False)
+    """
+)
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_reuses_finished_clips(demo_root: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(demo_root), str(cache)])
+    stage = cache / "logmel"
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(stage.glob("*/*.bin"))) < 3:
+            assert child.poll() is None, "the extraction ended before it could be killed"
+            assert time.monotonic() < deadline, "no cache entries appeared"
+            time.sleep(0.005)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    clips = sorted(demo_root.glob("audio/fold*/*.wav"))
+    done = len(list(stage.glob("*/*.bin")))
+    assert 3 <= done < len(clips)
+
+    s = dataclasses.replace(FeatureSettings(), cache_dir=str(cache), n_jobs=1, hop_length=128)
+    resumed = extract_features(clips, s, progress=False)
+    assert (resumed.n_cached, resumed.n_computed) == (done, len(clips) - done)
+    fresh = extract_features(
+        clips, dataclasses.replace(s, cache_dir=str(tmp_path / "fresh")), progress=False
+    )
+    np.testing.assert_array_equal(resumed.X, fresh.X)
