@@ -84,6 +84,7 @@ class CVSettings:
     outer_fold: int | None = None
     test_size: float = 0.2
     seed: int = 42
+    evaluate_outer: bool = False
 
 
 @dataclass(frozen=True)
@@ -319,12 +320,20 @@ def _cv(node: Mapping[str, Any]) -> CVSettings:
     outer = _int(g("outer_fold"), "cv.outer_fold", minimum=1, allow_none=True)
     if outer is not None and outer > 10:
         raise ConfigError(f"cv.outer_fold must be a fold between 1 and 10 or null, got {outer}")
+    name = _choice(g("name"), "cv.name", CV_NAMES)
+    evaluate_outer = _bool(g("evaluate_outer"), "cv.evaluate_outer")
+    if evaluate_outer and (outer is None or name != "folds"):
+        raise ConfigError(
+            "cv.evaluate_outer=true needs cv=folds and cv.outer_fold=k (the fold held out of the "
+            f"search), got cv.name={name}, cv.outer_fold={outer}"
+        )
     return CVSettings(
-        name=_choice(g("name"), "cv.name", CV_NAMES),
+        name=name,
         folds=folds,
         outer_fold=outer,
         test_size=_float(g("test_size"), "cv.test_size", minimum=0.0, strict_min=True, maximum=0.9),
         seed=_int(g("seed"), "cv.seed", minimum=0),
+        evaluate_outer=evaluate_outer,
     )
 
 

@@ -53,8 +53,16 @@ LEAKY_COLOR = "#d62728"
 CV_COLOR = "#1f77b4"
 
 
-def save_figure(fig: Figure, path: str | Path, *, dpi: int = 110, tight: bool = True) -> Path:
-    """Write ``fig`` as PNG to ``path`` atomically (a temporary file, then a rename)."""
+def save_figure(
+    fig: Figure, path: str | Path, *, dpi: int = 110, tight: bool | None = None
+) -> Path:
+    """Write ``fig`` as PNG to ``path`` atomically (a temporary file, then a rename).
+
+    ``tight`` crops to the drawn content (``bbox_inches="tight"``, one extra draw); by default
+    only for figures without a layout engine (constrained layout already fits them).
+    """
+    if tight is None:
+        tight = fig.get_layout_engine() is None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)

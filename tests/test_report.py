@@ -1,0 +1,500 @@
+"""Sweep reports from a real SQLite Optuna study and run directories written to the results schema.
+
+The fixture writes what a three-trial grid sweep (`-m n_mfcc=20,40,60`) leaves behind: one job
+directory per trial with `results.json` and the resolved `config.yaml`, an Optuna study in a
+SQLite file whose trials carry their run directory as a user attribute, a failed trial, and a
+separate run of the best configuration on the LEAKY random split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from optuna.distributions import CategoricalDistribution
+
+from urbansound import report, stats
+from urbansound.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+CLASS_NAMES = [
+    "air_conditioner",
+    "car_horn",
+    "children_playing",
+    "dog_bark",
+    "drilling",
+    "engine_idling",
+    "gun_shot",
+    "jackhammer",
+    "siren",
+    "street_music",
+]
+N_TEST, N_TRAIN = 50, 450
+FOLD_ACC = {  # per-fold accuracies (multiples of 1/50) of each n_mfcc
+    20: [0.60, 0.62, 0.58, 0.64, 0.56],
+    40: [0.70, 0.66, 0.72, 0.68, 0.64],
+    60: [0.66, 0.64, 0.70, 0.62, 0.64],
+}
+RANDOM_SPLIT_ACC = 0.92
+STUDY = "mfcc_grid"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _confusion(acc: float, n_test: int = N_TEST) -> list[list[int]]:
+    """A 10x10 confusion matrix with n_test clips (n_test/10 per class) and accuracy acc."""
+    per = n_test // 10
+    correct = round(acc * n_test)
+    cm = np.zeros((10, 10), int)
+    for i in range(10):
+        c = min(per, correct // 10 + (1 if i < correct % 10 else 0))
+        cm[i, i] = c
+        cm[i, (i + 1) % 10] = per - c
+    assert np.trace(cm) == correct
+    return cm.tolist()
+
+
+def _history(final: float, n_folds: int, epochs: int = 3) -> list[dict]:
+    rows = []
+    for e in range(1, epochs + 1):
+        acc = [final * e / epochs] * n_folds
+        rows.append(
+            {
+                "epoch": e,
+                "train_loss": [2.0 / e] * n_folds,
+                "test_loss": [2.2 / e] * n_folds,
+                "test_accuracy": acc,
+                "mean_test_accuracy": float(np.mean(acc)),
+            }
+        )
+    return rows
+
+
+def _compose(overrides: list[str]) -> dict:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def write_run(
+    run_dir: Path,
+    accs: list[float],
+    *,
+    overrides: list[str],
+    folds: list[int | str] | None = None,
+    leaky: bool = False,
+    protocol: str = "folds",
+    trial: dict | None = None,
+) -> dict:
+    """A run directory as `urbansound.run` writes it (results.json schema + config.yaml)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    folds = folds or list(range(1, len(accs) + 1))
+    fold_rows = [
+        {
+            "fold": k,
+            "accuracy": a,
+            "loss": 1.0 - a,
+            "n_train": N_TRAIN,
+            "n_test": N_TEST,
+            "per_class_accuracy": [None] * 10,
+            "confusion": _confusion(a),
+        }
+        for k, a in zip(folds, accs, strict=True)
+    ]
+    results = {
+        "status": "complete",
+        "dataset": "demo",
+        "protocol": protocol,
+        "leaky": leaky,
+        "n_clips": 500,
+        "n_missing": 0,
+        "skipped": [],
+        "class_names": CLASS_NAMES,
+        "folds": fold_rows,
+        "mean_accuracy": float(np.mean(accs)),
+        "std_accuracy": float(np.std(accs)),
+        "history": _history(float(np.mean(accs)), len(accs)),
+        "durations": {"index": 0.1, "features": 1.0, "train": 5.0, "total": 6.1},
+        "overrides": overrides,
+        "trial": trial or {"study_name": None, "number": None},
+    }
+    (run_dir / "results.json").write_text(json.dumps(results))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(_compose(overrides)))
+    return results
+
+
+def add_trial(study, run_dir: Path | None, value: float | None, params: dict, *, state="COMPLETE"):
+    dists = {
+        k: CategoricalDistribution(sorted({20, 40, 60, v}, key=str)) for k, v in params.items()
+    }
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState[state],
+            value=value,
+            params=params,
+            distributions=dists,
+            user_attrs={"run_dir": str(run_dir)} if run_dir else {"error": "CUDA out of memory"},
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> dict:
+    """A finished grid sweep: storage, study, sweep dir and a separate random-split run."""
+    root = tmp_path_factory.mktemp("report")
+    url = f"sqlite:///{root / 'optuna.db'}"
+    study = optuna.create_study(study_name=STUDY, storage=url, direction="maximize")
+    sweep_dir = root / "multirun" / "2026-01-01" / "12-00-00"
+    for number, n in enumerate((20, 40, 60)):
+        trial_ov = [f"trial.study_name={STUDY}", f"trial.storage={url}", f"trial.number={number}"]
+        run_dir = sweep_dir / str(number)
+        res = write_run(
+            run_dir,
+            FOLD_ACC[n],
+            overrides=[f"n_mfcc={n}", *trial_ov],
+            trial={"study_name": STUDY, "number": number},
+        )
+        add_trial(study, run_dir, res["mean_accuracy"], {"n_mfcc": n})
+    add_trial(study, None, None, {"n_mfcc": 20}, state="FAIL")
+    random_dir = root / "runs" / "random_split"
+    write_run(
+        random_dir,
+        [RANDOM_SPLIT_ACC],
+        overrides=["n_mfcc=40", "cv=random_split"],
+        folds=["random"],
+        leaky=True,
+        protocol="random_split (LEAKY: slices of one recording in train and test)",
+    )
+    return {"root": root, "url": url, "study": study, "sweep_dir": sweep_dir, "random": random_dir}
+
+
+@pytest.fixture(scope="module")
+def storage_report(sweep, tmp_path_factory) -> tuple[Path, str]:
+    """`python -m urbansound.report --storage URL --study NAME --out DIR`: (DIR, its stdout)."""
+    out = tmp_path_factory.mktemp("storage_report")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "urbansound.report",
+            "--storage",
+            sweep["url"],
+            "--study",
+            STUDY,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=sweep["root"],
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_report_from_storage(sweep, storage_report):
+    out, printed = storage_report
+    best_value = sweep["study"].best_value
+    assert best_value == pytest.approx(np.mean(FOLD_ACC[40]))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best"]["number"] == 1
+    assert summary["best"]["value"] == pytest.approx(best_value)
+    assert summary["best"]["params"] == {"n_mfcc": 40}
+    assert [f["accuracy"] for f in summary["best"]["folds"]] == FOLD_ACC[40]
+    # trials sorted by value, the failed one last
+    assert [t["number"] for t in summary["trials"]] == [1, 2, 0, 3]
+    assert summary["trials"][-1]["state"] == "FAIL"
+    assert summary["states"] == {"COMPLETE": 3, "FAIL": 1}
+    assert summary["importances"] == {"n_mfcc": pytest.approx(1.0)}
+
+    md = (out / "report.md").read_text()
+    assert f"mean CV accuracy {best_value:.4f}" in md
+    assert "| 3 | 0.7200 | 0.2800 | 450 | 50 |" in md  # best trial's fold 3
+    for png in (
+        "optimization_history",
+        "param_importances",
+        "confusion_matrix",
+        "per_class_accuracy",
+        "best_epoch_curves",
+        "fold_comparison",
+    ):
+        assert (out / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"]({png}.png)" in md
+    assert not (out / "protocol_comparison.png").exists()  # no random-split run in the study
+    assert "--random-split" in md
+
+    page = (out / "report.html").read_text()
+    assert f'id="best-value">{best_value:.4f}<' in page
+    # self-contained: plotly.js inlined, nothing fetched from the network
+    assert not re.search(r"<script[^>]+src=", page)
+    assert "<link" not in page
+    assert "Plotly.newPlot" in page and len(page) > 3_000_000
+    for div in (
+        "plot-history",
+        "plot-importances",
+        "plot-parallel",
+        "plot-epochs",
+        "plot-confusion",
+    ):
+        assert f'id="{div}"' in page
+
+    assert "best (predefined folds): trial #1 = 0.6800" in printed
+    assert "     3 FAIL             –       –  –: n_mfcc=20" in printed
+
+
+def test_report_from_sweep_dirs_with_a_random_split_run(sweep, tmp_path, capsys):
+    out = tmp_path / "rep"
+    rc = report.main([str(sweep["sweep_dir"]), str(sweep["random"]), "--out", str(out)])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    # the storage named in the jobs' config.yaml was opened: the failed trial (no run dir) is there
+    assert summary["study"] == STUDY
+    assert summary["states"] == {"COMPLETE": 3, "FAIL": 1}
+    assert summary["best"]["run_dir"] == str(sweep["sweep_dir"] / "1")
+    # the separate random-split run is not a trial of the study, and never the best ...
+    assert summary["best"]["number"] == 1 and summary["n_trials"] == 4
+    # ... but it is compared with the same configuration on the predefined folds
+    (row,) = summary["protocol_comparison"]
+    assert row["label"] == "n_mfcc=40"
+    assert row["folds"]["trial"] == 1
+    assert row["folds"]["accuracy"] == pytest.approx(0.68)
+    assert row["random_split"]["accuracy"] == pytest.approx(RANDOM_SPLIT_ACC)
+    assert row["ratio"] == pytest.approx(RANDOM_SPLIT_ACC / 0.68)
+    assert "LEAKY" in row["random_split"]["protocol"]
+    md = (out / "report.md").read_text()
+    assert "| n_mfcc=40 | demo | 0.6800 ± 0.0283 (5 folds) | 0.9200 (LEAKY) | 1.35× |" in md
+    page = (out / "report.html").read_text()
+    assert '<td class="leaky">0.9200 (LEAKY)</td>' in page
+    assert (out / "protocol_comparison.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_run_dirs_and_default_report_folder(tmp_path):
+    for d in ("0", "1", "report/evaluations/outer_fold3_trial1"):
+        (tmp_path / d).mkdir(parents=True)
+        (tmp_path / d / "results.json").write_text("{}")
+    assert report.find_run_dirs(tmp_path) == [tmp_path / "0", tmp_path / "1"]
+    assert report.find_run_dirs(tmp_path / "1") == [tmp_path / "1"]
+    args = report.parse_args([str(tmp_path)])
+    assert report._default_out(args, None) == tmp_path / "report"
+
+
+def test_report_without_storage(sweep, tmp_path):
+    """A plain multirun (Hydra's basic sweeper): no study; trials rebuilt from the job dirs."""
+    for number, n in enumerate((60, 20, 40)):
+        write_run(tmp_path / "mr" / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
+    sw = report.load_sweep([tmp_path / "mr"])
+    assert sw.storage is None
+    assert sorted((r.number, r.params["n_mfcc"]) for r in sw.records) == [(0, 60), (1, 20), (2, 40)]
+    assert len(sw.study.trials) == 3
+    files = report.build_report(sw, out_dir=tmp_path / "out")
+    assert files.best is not None and files.best.number == 2
+    summary = json.loads(files.summary.read_text())
+    assert summary["best"]["value"] == pytest.approx(np.mean(FOLD_ACC[40]))
+    assert "n_mfcc" in summary["importances"]
+    # Optuna's intermediate values come from results.json's per-epoch history
+    assert sw.study.trials[2].intermediate_values == {
+        1: pytest.approx(0.68 / 3),
+        2: pytest.approx(0.68 * 2 / 3),
+        3: pytest.approx(0.68),
+    }
+
+
+def test_paired_comparison_of_the_top_configurations(sweep):
+    sw = report.load_sweep(storage=sweep["url"], study_name=STUDY)
+    comps = report.paired_comparisons(sw, top=3)
+    assert [(c["best"]["number"], c["other"]["number"]) for c in comps] == [(1, 2), (1, 0)]
+    cmp = comps[0]["comparison"]
+    d = np.subtract(FOLD_ACC[40], FOLD_ACC[60])
+    assert cmp["differences"] == pytest.approx(d.tolist())
+    assert cmp["test_train_ratio"] == pytest.approx(N_TEST / N_TRAIN)
+    # t = mean(d) / sqrt((1/J + n_test/n_train) * var(d)): d = [.04 .02 .02 .06 0]
+    t = 0.028 / math.sqrt((1 / 5 + 1 / 9) * 5.2e-4)
+    assert cmp["ttest"]["statistic"] == pytest.approx(t, rel=1e-9)
+    assert cmp["ttest"]["pvalue"] == pytest.approx(
+        stats.corrected_resampled_ttest(d, n_train=N_TRAIN, n_test=N_TEST).pvalue
+    )
+    # four positive differences and one zero: W = 0, exact p = 2/16
+    assert cmp["wilcoxon"]["pvalue"] == pytest.approx(0.125)
+    assert report.paired_comparisons(sw, top=1) == []
+
+
+def test_leaky_trial_is_never_the_best(sweep, tmp_path):
+    url = f"sqlite:///{tmp_path / 'leaky.db'}"
+    study = optuna.create_study(study_name="with_leak", storage=url, direction="maximize")
+    cv_dist = {"cv": CategoricalDistribution(["folds", "random_split"])}
+    fold_dir, rand_dir = tmp_path / "0", tmp_path / "1"
+    write_run(fold_dir, FOLD_ACC[40], overrides=["cv=folds"])
+    write_run(
+        rand_dir,
+        [0.9],
+        overrides=["cv=random_split"],
+        folds=["random"],
+        leaky=True,
+        protocol="random_split (LEAKY: slices of one recording in train and test)",
+    )
+    for d, value, cv in ((fold_dir, 0.68, "folds"), (rand_dir, 0.9, "random_split")):
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=value,
+                params={"cv": cv},
+                distributions=cv_dist,
+                user_attrs={"run_dir": str(d)},
+            )
+        )
+    assert study.best_trial.number == 1
+    sw = report.load_sweep(storage=url, study_name="with_leak")
+    assert report.best_record(sw).number == 0
+    files = report.build_report(sw, out_dir=tmp_path / "out")
+    md = files.markdown.read_text()
+    assert "Optuna's best trial #1 (0.9000) used the LEAKY random split" in md
+    assert "**Trial #0: mean CV accuracy 0.6800**" in md
+    # same configuration with both protocols: compared side by side
+    (row,) = json.loads(files.summary.read_text())["protocol_comparison"]
+    assert (row["folds"]["trial"], row["random_split"]["trial"]) == (0, 1)
+
+
+def test_outer_fold_estimate(tmp_path):
+    url = f"sqlite:///{tmp_path / 'outer.db'}"
+    study = optuna.create_study(study_name="outer", storage=url, direction="maximize")
+    dist = {"n_mfcc": CategoricalDistribution([20, 40])}
+    for number, n in enumerate((20, 40)):
+        d = tmp_path / "sweep" / str(number)
+        res = write_run(
+            d,
+            FOLD_ACC[n][:4],
+            overrides=[f"n_mfcc={n}", "cv.outer_fold=5"],
+            protocol="folds (outer fold 5 held out)",
+        )
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=res["mean_accuracy"],
+                params={"n_mfcc": n},
+                distributions=dist,
+                user_attrs={"run_dir": str(d)},
+            )
+        )
+    sw = report.load_sweep(storage=url, study_name="outer")
+    out = tmp_path / "rep"
+    (est,) = report.outer_estimates(sw, report.load_evaluations(out))
+    assert est["outer_fold"] == 5 and est["outer_accuracy"] is None
+    assert est["inner_folds"] == [1, 2, 3, 4]
+    summary = {"outer_estimate": [est]}
+    assert "--evaluate-outer" in "\n".join(report._md_outer(summary, sw))
+
+    # what `--evaluate-outer` writes: the winner trained on folds 1-4, tested once on fold 5
+    write_run(
+        out / "evaluations" / "outer_fold5_trial1",
+        [0.61],
+        folds=[5],
+        overrides=["n_mfcc=40", "cv.outer_fold=5", "cv.evaluate_outer=true"],
+        protocol="folds (outer fold 5 evaluation)",
+    )
+    files = report.build_report(sw, out_dir=out)
+    (est,) = json.loads(files.summary.read_text())["outer_estimate"]
+    assert est["outer_accuracy"] == pytest.approx(0.61)
+    assert est["search_objective"] == pytest.approx(np.mean(FOLD_ACC[40][:4]))
+    assert est["n_test"] == N_TEST
+    md = files.markdown.read_text()
+    assert "**Held-out fold 5: accuracy 0.6100**" in md
+    # the evaluation is reported apart: it is not a trial and never the best
+    summary = json.loads(files.summary.read_text())
+    assert summary["n_trials"] == 2 and summary["best"]["number"] == 1
+
+
+def test_user_errors(sweep, tmp_path, capsys):
+    assert report.main([str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such sweep or run directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert report.main([str(tmp_path / "empty")]) == 2
+    assert "no results.json found" in capsys.readouterr().err
+    assert report.main(["--storage", sweep["url"], "--study", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "--study nope: no such study" in err and STUDY in err
+    with pytest.raises(ConfigError, match="did not hold a fold out"):
+        report.evaluate_outer(
+            report.load_sweep([sweep["sweep_dir"] / "1"]).records[0], out_dir=tmp_path / "x"
+        )
+
+
+def test_random_split_and_outer_config(compose_cfg):
+    from urbansound.config import settings_from_config
+
+    s = settings_from_config(compose_cfg(["cv=random_split"]))
+    assert (s.cv.name, s.cv.test_size, s.cv.seed) == ("random_split", 0.2, 42)
+    s = settings_from_config(compose_cfg(["cv.outer_fold=3", "cv.evaluate_outer=true"]))
+    assert (s.cv.outer_fold, s.cv.evaluate_outer) == (3, True)
+    with pytest.raises(ConfigError, match=r"cv.evaluate_outer=true needs cv=folds and cv.outer"):
+        settings_from_config(compose_cfg(["cv.evaluate_outer=true"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The page in a real browser
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def _render(page: Path, profile: Path) -> str:
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("chromium not installed (apt-get install chromium; .ci/services.sh does it)")
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=15000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_page_renders_in_headless_chromium(sweep, storage_report, tmp_path):
+    out, _ = storage_report
+    dom = _render(out / "report.html", tmp_path / "profile")
+    errors = re.search(r'<pre id="script-errors">(.*?)</pre>', dom, re.S)
+    assert errors is not None and errors.group(1) == "", errors.group(1) if errors else dom[:500]
+    n_plots = int(re.search(r'data-plots="(\d+)"', dom).group(1))
+    drawn = int(re.search(r'data-plots-drawn="(\d+)"', dom).group(1))
+    assert n_plots == 5 and drawn == n_plots
+    best = re.search(r'id="best-value">([^<]*)<', dom).group(1)
+    assert best == f"{sweep['study'].best_value:.4f}"
+
+    # the check can fail: a script error on the page shows up in the rendered DOM
+    broken = tmp_path / "broken.html"
+    broken.write_text(
+        (out / "report.html")
+        .read_text()
+        .replace("</body>", "<script>noSuchFunction();</script></body>")
+    )
+    dom = _render(broken, tmp_path / "profile2")
+    assert "noSuchFunction is not defined" in re.search(
+        r'<pre id="script-errors">(.*?)</pre>', dom, re.S
+    ).group(1)
