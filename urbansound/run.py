@@ -26,8 +26,10 @@ from typing import Any
 
 import hydra
 import numpy as np
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from urbansound import tracking
 from urbansound.config import CVSettings, Settings, settings_from_config
 from urbansound.errors import TrialPruned, UrbansoundError
 
@@ -37,12 +39,15 @@ log = logging.getLogger("urbansound.run")
 def build_splits(cv: CVSettings, folds: np.ndarray, y: np.ndarray) -> list[Any]:
     """The train/test splits of the configured protocol over clips with fold labels ``folds``.
 
-    ``cv.outer_fold`` must already have been removed from ``folds`` by the caller.
+    ``cv.outer_fold`` must already have been removed from ``folds`` by the caller, except with
+    ``cv.evaluate_outer``: then the one split trains on every other fold and tests on fold k.
     """
     from urbansound import train
 
     if cv.name == "random_split":
         return train.random_split(len(y), test_size=cv.test_size, seed=cv.seed, stratify=y)
+    if cv.evaluate_outer:  # a search's winner, tested once on the fold the search never saw
+        return train.fold_splits(folds, test_folds=[cv.outer_fold])
     return train.fold_splits(folds, test_folds=cv.folds)
 
 
@@ -50,6 +55,8 @@ def protocol_label(cv: CVSettings) -> str:
     """How the protocol is named in every output; the leaky random split says so."""
     if cv.name == "random_split":
         return "random_split (LEAKY: slices of one recording in train and test)"
+    if cv.evaluate_outer:
+        return f"folds (outer fold {cv.outer_fold} evaluation: trained on the other folds)"
     if cv.outer_fold is not None:
         return f"folds (outer fold {cv.outer_fold} held out)"
     return "folds"
@@ -129,7 +136,7 @@ def run_experiment(
 
     clips = index.clips
     cv = settings.cv
-    if cv.outer_fold is not None:
+    if cv.outer_fold is not None and not cv.evaluate_outer:
         clips = clips[clips["fold"] != cv.outer_fold]
         log.info("outer fold %d held out of the search: %d clips left", cv.outer_fold, len(clips))
 
@@ -218,6 +225,12 @@ def run_experiment(
     )
     _write_json(run_dir / "results.json", results)
     _write_folds_csv(run_dir / "folds.csv", out["folds"])
+    try:  # confusion matrix, epoch curves, the dataset's class examples (drawn once per dataset)
+        from urbansound import plots
+
+        plots.run_figures(run_dir, results, clips=index.clips, features=settings.features)
+    except Exception as exc:  # figures are extras: a finished run is never lost over one
+        log.warning("run figures not written: %s", exc)
     return results
 
 
@@ -226,6 +239,31 @@ def _is_multirun() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+class CometUploadCommand(Callback):
+    """Hydra callback: print the ``comet upload`` command once, after a run or a whole sweep.
+
+    Lists the offline archives recorded in the ``results.json`` files of the run or sweep
+    directory (registered in ``conf/config.yaml`` under ``hydra.callbacks``).
+    """
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        _print_upload_command(Path(config.hydra.runtime.output_dir), list_file=None)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        _print_upload_command(sweep_dir, list_file=sweep_dir / "comet_archives.txt")
+
+
+def _print_upload_command(directory: Path, *, list_file: Path | None) -> None:
+    archives = tracking.archives_under(directory) if directory.is_dir() else []
+    command = tracking.upload_command(archives, list_file=list_file)
+    if command:
+        print(
+            f"Comet: {len(archives)} offline archive(s); to upload them (COMET_API_KEY set):\n"
+            f"  {command}"
+        )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -238,20 +276,33 @@ def main(cfg: DictConfig) -> float:
         hc = HydraConfig.get()
         run_dir = Path(hc.runtime.output_dir)
         overrides = list(hc.overrides.task)
-        callbacks: list[Callable[[Any], None]] = []
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        tracker = tracking.start(settings, run_dir=run_dir, config=resolved, overrides=overrides)
+        # Comet sees every epoch, including the one after which the pruner stops the trial.
+        callbacks: list[Callable[[Any], None]] = [tracker.log_epoch]
         if settings.trial.number is not None:  # a job of the urbansound Optuna sweeper
             from urbansound import sweep
 
             reporter = sweep.epoch_reporter(settings.trial)
             if reporter is not None:
                 callbacks.append(reporter)
-        results = run_experiment(
-            settings,
-            run_dir=run_dir,
-            resolved_config=OmegaConf.to_container(cfg, resolve=True),
-            overrides=overrides,
-            callbacks=callbacks,
-        )
+            # Links from the Optuna trial (dashboard) to this run and its Comet experiment.
+            sweep.set_trial_attrs(
+                settings.trial,
+                run_dir=str(run_dir),
+                comet_experiment_key=tracker.experiment_key,
+                comet_mode=tracker.mode,
+            )
+        try:
+            results = run_experiment(
+                settings,
+                run_dir=run_dir,
+                resolved_config=resolved,
+                overrides=overrides,
+                callbacks=callbacks,
+            )
+        finally:
+            tracker.finish(run_dir)  # whatever the outcome; never raises
     except UrbansoundError as exc:
         if _is_multirun():
             raise  # the sweeper records the trial as failed, with this message
