@@ -434,3 +434,28 @@ def test_resume_after_kill_9_reuses_finished_clips(demo_root: Path, tmp_path: Pa
         clips, dataclasses.replace(s, cache_dir=str(tmp_path / "fresh")), progress=False
     )
     np.testing.assert_array_equal(resumed.X, fresh.X)
+
+
+@pytest.mark.parametrize("window", ["hann", "hamming", "blackman", "boxcar", "bartlett", "triang"])
+def test_window_equals_librosa(window: str) -> None:
+    for win_length, n_fft in [(2048, 2048), (800, 1024), (511, 512), (1, 16), (2, 16), (3, 16)]:
+        ref = librosa.filters.get_window(window, win_length, fftbins=True)
+        ref = librosa.util.pad_center(ref, size=n_fft).astype(np.float32)
+        np.testing.assert_array_equal(features._window(window, win_length, n_fft), ref)
+
+
+@pytest.mark.parametrize(
+    ("sr", "n_fft", "n_mels", "fmin", "fmax"),
+    [
+        (22050, 2048, 128, 0.0, 11025.0),
+        (16000, 512, 40, 0.0, 8000.0),
+        (44100, 1024, 64, 50.0, 8000.0),
+        (8000, 256, 20, 300.0, 4000.0),
+        (48000, 4096, 256, 1000.0, 24000.0),
+    ],
+)
+def test_mel_matrix_equals_librosa(
+    sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float
+) -> None:
+    ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    np.testing.assert_array_equal(features._mel_basis_t(sr, n_fft, n_mels, fmin, fmax), ref.T)

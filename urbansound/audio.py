@@ -98,8 +98,8 @@ def _to_mono_resampled(y: np.ndarray, native_sr: int, sr: int) -> np.ndarray:
     else:
         # np.mean over the channel axis of librosa's (channels, n) array: a float32 running sum
         # over channels divided by their count. Column slices avoid a slow strided reduction.
-        mono = y[:, 0].copy()
-        for c in range(1, n_channels):
+        mono = y[:, 0] + y[:, 1]
+        for c in range(2, n_channels):
             mono += y[:, c]
         mono /= np.float32(n_channels)
     mono = np.ascontiguousarray(mono, dtype=np.float32)

@@ -160,20 +160,83 @@ def _fmax(s: FeatureSettings) -> float:
     return float(s.fmax) if s.fmax is not None else s.sr / 2.0
 
 
+# The window and mel matrix are librosa's (``librosa.filters.get_window`` + ``pad_center`` and
+# ``librosa.filters.mel``, checked equal by the tests) rewritten in numpy: importing
+# ``librosa.filters`` imports scipy.signal and scipy.stats, seconds of start-up in every process.
+
+
 @functools.lru_cache(maxsize=8)
 def _window(window: str, win_length: int, n_fft: int) -> np.ndarray:
-    import librosa
+    """``get_window(window, win_length, fftbins=True)`` centred in ``n_fft`` zeros, float32."""
+    n = win_length
+    k = np.arange(n, dtype=np.float64)
+    if window == "boxcar" or n == 1:
+        w = np.ones(n)
+    elif window in ("hann", "hamming", "blackman"):
+        # Periodic (fftbins=True): the symmetric window of n + 1 points without its last one.
+        coeffs = {"hann": (0.5, 0.5), "hamming": (0.54, 0.46), "blackman": (0.42, 0.5, 0.08)}
+        fac = np.linspace(-np.pi, np.pi, n + 1)[:n]
+        w = sum(a * np.cos(i * fac) for i, a in enumerate(coeffs[window]))
+    elif window == "bartlett":
+        w = 1.0 - np.abs(2.0 * k / n - 1.0)
+    elif window == "triang":
+        m = n + 1
+        half = np.arange(1, (m + 1) // 2 + 1)
+        if m % 2 == 0:
+            w = (2 * half - 1.0) / m
+            w = np.r_[w, w[::-1]]
+        else:
+            w = 2 * half / (m + 1.0)
+            w = np.r_[w, w[-2::-1]]
+        w = w[:n]
+    else:  # the config validator allows only the names above
+        raise ValueError(f"unsupported window {window!r}")
+    lpad = (n_fft - n) // 2
+    return np.pad(w, (lpad, n_fft - n - lpad)).astype(np.float32)
 
-    w = librosa.filters.get_window(window, win_length, fftbins=True)
-    return librosa.util.pad_center(w, size=n_fft).astype(np.float32)
+
+_F_SP = 200.0 / 3  # Slaney mel scale: linear below 1 kHz (this many Hz a mel), log above
+_MIN_LOG_MEL = 1000.0 / _F_SP  # 14.999999999999998, exactly as librosa computes it
+_LOGSTEP = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(f: float) -> float:
+    if f >= 1000.0:
+        return _MIN_LOG_MEL + float(np.log(f / 1000.0)) / _LOGSTEP
+    return f / _F_SP
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    freqs = _F_SP * m
+    log_t = m >= _MIN_LOG_MEL
+    freqs[log_t] = 1000.0 * np.exp(_LOGSTEP * (m[log_t] - _MIN_LOG_MEL))
+    return freqs
 
 
 @functools.lru_cache(maxsize=8)
 def _mel_basis_t(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    import librosa
-
-    basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
-    return np.ascontiguousarray(basis.T, dtype=np.float32)  # (1 + n_fft // 2, n_mels)
+    """``librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax)`` (Slaney), transposed."""
+    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
+    for i in range(n_mels):
+        lower = -ramps[i] / fdiff[i]
+        upper = ramps[i + 2] / fdiff[i + 1]
+        weights[i] = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, np.newaxis]
+    empty = (mel_f[:-2] != 0) & (weights.max(axis=1) == 0)
+    if empty.any():
+        logger.warning(
+            "%d of features.n_mels=%d mel bands are empty at sr=%d, n_fft=%d: lower n_mels or "
+            "raise n_fft",
+            int(empty.sum()),
+            n_mels,
+            sr,
+            n_fft,
+        )
+    return np.ascontiguousarray(weights.T)  # (1 + n_fft // 2, n_mels)
 
 
 def log_mel(y: np.ndarray, settings: FeatureSettings) -> np.ndarray:
