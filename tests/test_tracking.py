@@ -339,49 +339,172 @@ def test_single_run_archive_holds_parameters_curves_folds_and_confusion(
 
 
 @pytest.mark.slow
-def test_a_failing_logging_call_costs_only_what_it_logs(
-    compose_cfg, tmp_path: Path, demo_dir: Path, feature_cache: Path, monkeypatch, caplog
+def test_sweep_trials_are_linked_experiments_with_samples_logged_once(
+    run_cli, tmp_path: Path, demo_dir: Path, feature_cache: Path
 ) -> None:
-    from omegaconf import OmegaConf
+    import optuna
 
-    from urbansound.run import run_experiment
-
-    def broken(self: tracking.Tracker, metrics: Any) -> None:
-        raise RuntimeError("metrics channel broken")
-
-    monkeypatch.setattr(tracking.Tracker, "_log_epoch", broken)
-    overrides = [
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(
+        "-m",
+        "n_mfcc=13,20",
         *_demo(demo_dir, feature_cache),
         "tracking.mode=offline",
-        "tracking.log_audio=false",
-    ]
-    overrides += ["tracking.log_figures=false", f"tracking.offline_dir={tmp_path / 'comet'}"]
-    cfg = compose_cfg([*overrides, "tracking.log_model=true"])
-    settings = settings_from_config(cfg)
+        "tracking.log_figures=false",
+        "hydra.sweeper.storage=sqlite:///optuna.db",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    (summary,) = optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.load_study(
+        study_name=summary.study_name, storage=f"sqlite:///{tmp_path}/optuna.db"
+    )
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+
+    archives = {}
+    for t in trials:
+        results = json.loads((Path(t.user_attrs["run_dir"]) / "results.json").read_text())
+        key = results["tracking"]["experiment_key"]
+        assert t.user_attrs["comet_experiment_key"] == key
+        archives[t.number] = read_archive(results["tracking"]["archive"])
+        a = archives[t.number]
+        assert set(a.experiment["tags"]) == {
+            "demo",
+            "sweep",
+            f"study:{study.study_name}",
+            f"trial:{t.number}",
+        }
+        assert a.others["Name"] == f"{study.study_name}#{t.number}"
+        assert (a.others["study_name"], a.others["trial_number"]) == (study.study_name, t.number)
+        assert a.parameters["n_mfcc"] == a.parameters["features.n_mfcc"] == t.params["n_mfcc"]
+        # Comet's optimization fields group the study
+        assert a.others["optimizer_id"] == study.study_name
+        assert a.others["optimizer_objective"] == "maximize"
+        assert a.others["optimizer_metric"] == "mean_accuracy"
+        assert a.others["optimizer_metric_value"] == pytest.approx(t.value)
+        assert json.loads(a.others["optimizer_parameters"])["n_mfcc"] == t.params["n_mfcc"]
+        # the curve Comet holds is the one Optuna's pruner saw
+        assert a.metrics["test_accuracy"] == pytest.approx(t.intermediate_values)
+        assert a.metrics["mean_accuracy"] == pytest.approx({3: t.value})
+    # stable parameter names: the experiments of one study line up in Comet's comparison views
+    assert set(archives[0].parameters) == set(archives[1].parameters)
+
+    # the class samples are in one experiment of the sweep; the other one points to it
+    with_audio = [n for n, a in archives.items() if a.uploads_of("audio")]
+    assert len(with_audio) == 1
+    first, other = archives[with_audio[0]], archives[1 - with_audio[0]]
+    assert len(first.uploads_of("audio")) == 10
+    assert other.others["samples_experiment"] == first.others["samples_experiment"]
+    assert (
+        first.others["samples_experiment"]
+        == trials[with_audio[0]].user_attrs["comet_experiment_key"]
+    )
+
+    console = proc.stdout + proc.stderr
+    assert console.count("comet upload") == 1
+    (line,) = [ln for ln in console.splitlines() if "comet upload" in ln]
+    assert sorted(line.split()[2:]) == sorted(
+        f"outputs/comet/{t.user_attrs['comet_experiment_key']}.zip" for t in trials
+    )
+
+
+def test_an_unusable_offline_dir_leaves_the_run_untracked_with_one_warning(
+    tmp_path: Path, caplog
+) -> None:
+    not_a_dir = tmp_path / "comet"
+    not_a_dir.write_text("a file where the archives should go")
+    settings = _settings(tmp_path)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "fold_models.pt").write_bytes(b"weights")
-    with caplog.at_level(logging.WARNING, logger="urbansound.tracking"):
-        tracker = tracking.start(
-            settings, run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True)
-        )
-        try:
-            results = run_experiment(
-                settings, run_dir=run_dir, callbacks=[tracker.log_epoch], progress=False
-            )
-        finally:
-            info = tracker.finish(run_dir)
-    assert results["status"] == "complete" and len(results["history"]) == 3
-    warnings = [r.getMessage() for r in caplog.records if r.name == "urbansound.tracking"]
-    assert len(warnings) == 1 and "epoch metrics" in warnings[0]
-    assert "metrics channel broken" in warnings[0]
+    (run_dir / "results.json").write_text('{"status": "complete", "mean_accuracy": 0.5}')
+    with caplog.at_level(logging.WARNING):
+        tracker = tracking.start(settings, run_dir=run_dir, config={"n_mfcc": 40})
+        tracker.log_results({"status": "complete", "mean_accuracy": 0.5})
+        info = tracker.finish(run_dir)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning.startswith("Comet: tracking is off for this run")
+    assert (info["mode"], info["experiment_key"], info["archive"]) == ("failed", None, None)
     recorded = json.loads((run_dir / "results.json").read_text())
-    assert recorded["mean_accuracy"] == results["mean_accuracy"]
-    assert recorded["tracking"] == info and "metrics channel broken" in info["errors"][0]
+    assert recorded["mean_accuracy"] == 0.5
+    assert recorded["tracking"]["mode"] == "failed"
+    assert recorded["tracking"]["errors"] == [warning]
+
+
+def test_finish_logs_the_run_directory_and_records_the_experiment_in_results(
+    tmp_path: Path,
+) -> None:
+    settings = settings_from_config(
+        {
+            "tracking": {"mode": "offline", "offline_dir": "comet", "log_model": True},
+            "trial": {"study_name": "s", "number": 1},
+        }
+    )
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- n_mfcc=20\n")
+    (run_dir / "run.log").write_text("the job's log\n")
+    (run_dir / "fold_models.pt").write_bytes(b"weights")
+    (run_dir / "results.json").write_text(json.dumps({"status": "pruned", "pruned_at_epoch": 2}))
+    tracker = tracking.start(settings, run_dir=run_dir, config={"n_mfcc": 20})
+    info = tracker.finish(run_dir)
+    assert info["mode"] == "offline" and info["errors"] == []
+    recorded = json.loads((run_dir / "results.json").read_text())
+    assert recorded == {"status": "pruned", "pruned_at_epoch": 2, "tracking": info}
     a = read_archive(info["archive"])
-    assert "test_accuracy" not in a.metrics
-    assert a.metrics["mean_accuracy"] == pytest.approx({3: results["mean_accuracy"]})
-    assert json.loads(a.upload("confusion-matrix.json"))["matrix"] == _summed(results["folds"])
-    assert a.parameters["features.n_mfcc"] == 40
+    assert a.upload("hydra/overrides.yaml") == b"- n_mfcc=20\n"
+    assert a.upload("run.log") == b"the job's log\n"
     assert a.uploads_of("model-element") == ["fold_models.pt"]
-    assert a.upload("fold_models.pt") == b"weights"
+    assert (a.others["status"], a.others["pruned_at_epoch"]) == ("pruned", 2)
+    assert set(a.experiment["tags"]) == {"sweep", "study:s", "trial:1", "pruned"}
+    assert "optimizer_id" not in a.others  # a pruned trial has no objective value
+    assert Path(info["archive"]) == tmp_path / "comet" / f"{info['experiment_key']}.zip"
+
+
+@pytest.mark.slow
+def test_a_failing_logging_call_leaves_the_optuna_trial_complete_with_its_value(
+    hydra_sweep_runner, tmp_path: Path, demo_dir: Path, feature_cache: Path, monkeypatch
+) -> None:
+    """An in-process sweep (one trial) whose per-fold metrics cannot be logged."""
+    import optuna
+
+    from urbansound import run
+
+    def broken(self: tracking.Tracker, *args: Any) -> None:
+        raise RuntimeError("metrics channel broken")
+
+    monkeypatch.setattr(tracking.Tracker, "_log_fold_metrics", broken)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    sweep_dir = tmp_path / "sweep"
+    runner = hydra_sweep_runner(
+        calling_file=run.__file__,
+        calling_module=None,
+        task_function=run.main.__wrapped__,
+        config_path="../conf",
+        config_name="config",
+        overrides=[
+            "n_mfcc=13",
+            *_demo(demo_dir, feature_cache),
+            "tracking.mode=offline",
+            "tracking.log_audio=false",
+            "tracking.log_figures=false",
+            f"hydra.sweeper.storage={storage}",
+        ],
+        temp_dir=sweep_dir,
+    )
+    runner.__enter__()  # not as a context: its __exit__ would delete the job directories
+    (summary,) = optuna.get_all_study_summaries(storage)
+    (trial,) = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    assert trial.state.name == "COMPLETE"
+    job_dir = Path(trial.user_attrs["run_dir"])
+    results = json.loads((job_dir / "results.json").read_text())
+    assert results["status"] == "complete"
+    assert trial.value == pytest.approx(results["mean_accuracy"])
+    (error,) = results["tracking"]["errors"]
+    assert "per-fold metrics" in error and "metrics channel broken" in error
+    assert (job_dir / "run.log").read_text().count("metrics channel broken") == 1
+
+    a = read_archive(results["tracking"]["archive"])
+    assert not [m for m in a.metrics if m.startswith(("accuracy_fold_", "loss_fold_", "std_"))]
+    assert a.metrics["test_accuracy"] == pytest.approx(trial.intermediate_values)
+    assert json.loads(a.upload("confusion-matrix.json"))["matrix"] == _summed(results["folds"])
+    assert a.others["optimizer_metric_value"] == pytest.approx(trial.value)

@@ -564,18 +564,7 @@ class Tracker:
         In that case the other run's experiment key is logged as ``samples_experiment``.
         """
         assert self._settings is not None
-        f = self._settings.features
-        ident = [
-            self._settings.trial.study_name,
-            str(results["data_root"]),
-            f.sr,
-            f.n_mfcc,
-            f.n_fft,
-            f.hop_length,
-            f.n_mels,
-            f.fmin,
-            f.fmax,
-        ]
+        ident = [self._settings.trial.study_name, str(results["data_root"])]
         digest = hashlib.sha1(json.dumps(ident).encode()).hexdigest()[:16]
         base = self._offline_dir or Path(self._settings.tracking.offline_dir)
         claim = base / ".samples" / f"{digest}.json"
