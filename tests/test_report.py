@@ -498,3 +498,70 @@ def test_page_renders_in_headless_chromium(sweep, storage_report, tmp_path):
     assert "noSuchFunction is not defined" in re.search(
         r'<pre id="script-errors">(.*?)</pre>', dom, re.S
     ).group(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluations train for real (demo corpus, a few epochs)
+
+
+@pytest.mark.slow
+def test_evaluate_outer_and_random_split_end_to_end(demo_dir, tmp_path, capsys):
+    """A search with fold 10 held out, then `report --evaluate-outer --random-split`."""
+    from urbansound.config import settings_from_config
+    from urbansound.run import run_experiment
+
+    from .conftest import DEMO_CLIPS_PER_CLASS
+
+    base = [
+        f"data.demo_dir={demo_dir}",
+        f"data.demo_clips_per_class={DEMO_CLIPS_PER_CLASS}",
+        f"features.cache_dir={tmp_path / 'cache' / 'features'}",
+        "features.n_jobs=1",
+        "train.epochs=3",
+        "tracking.mode=disabled",
+        "cv.outer_fold=10",
+        "n_mfcc=13",
+    ]
+    sweep_dir = tmp_path / "sweep"
+    for number, lr in enumerate(("1e-3", "3e-3")):
+        overrides = [*base, f"train.lr={lr}"]
+        cfg = _compose(overrides)
+        res = run_experiment(
+            settings_from_config(cfg),
+            run_dir=sweep_dir / str(number),
+            resolved_config=cfg,
+            overrides=overrides,
+            progress=False,
+        )
+        assert 10 not in [f["fold"] for f in res["folds"]]  # the search never sees fold 10
+    # each run has its figures; the class examples (same features) drawn once and linked
+    figs = sweep_dir / "0" / "figures"
+    assert (figs / "confusion_matrix.png").is_file() and (figs / "classes_overview.png").is_file()
+    assert (figs / "classes_overview.png").stat().st_ino == (
+        sweep_dir / "1" / "figures" / "classes_overview.png"
+    ).stat().st_ino
+
+    rc = report.main([str(sweep_dir), "--evaluate-outer", "--random-split", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    out = sweep_dir / "report"
+    summary = json.loads((out / "summary.json").read_text())
+    best = summary["best"]
+    (est,) = summary["outer_estimate"]
+    ev = json.loads(next((out / "evaluations").glob("outer_fold10_*/results.json")).read_text())
+    assert [f["fold"] for f in ev["folds"]] == [10]
+    assert ev["folds"][0]["n_test"] == 7  # fold 10 of the demo corpus
+    assert ev["folds"][0]["n_train"] == 53  # every other fold
+    assert "outer fold 10 evaluation" in ev["protocol"]
+    assert est["outer_accuracy"] == pytest.approx(ev["mean_accuracy"])
+    assert est["search_objective"] == pytest.approx(best["value"])
+    assert summary["fixed_overrides"]["n_mfcc"] == 13  # shared by both jobs: not a label
+    assert best["params"] == {"train.lr": 0.001 if best["number"] == 0 else 0.003}
+    assert (out / "protocol_comparison.png").is_file()
+    (row,) = summary["protocol_comparison"]
+    rs = json.loads(next((out / "evaluations").glob("random_split_*/results.json")).read_text())
+    assert rs["leaky"] is True and "LEAKY" in rs["protocol"]
+    assert rs["n_clips"] == 53  # the same clips as the search: fold 10 still left out
+    assert row["random_split"]["accuracy"] == pytest.approx(rs["mean_accuracy"])
+    assert row["folds"]["trial"] == best["number"]
+    printed = capsys.readouterr().out
+    assert "held-out fold 10: accuracy" in printed and "random split (LEAKY)" in printed

@@ -321,6 +321,13 @@ def _overview_figure(
     return fig
 
 
+def _wrap(text: str, *, width: int = 24, lines: int = 3) -> str:
+    """A long label on a few short lines (cut with an ellipsis past ``lines``)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width=width, max_lines=lines, placeholder=" …")) or text
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).strip("_") or "class"
 
@@ -531,7 +538,7 @@ def fold_comparison_figure(
     ax = fig.add_subplot()
     x = np.arange(len(folds))
     for label, vals in series.items():
-        ax.plot(x, vals, marker="o", linewidth=1, label=label)
+        ax.plot(x, vals, marker="o", linewidth=1, label=_wrap(label, width=40))
     ax.set_xticks(x, [str(f) for f in folds])
     ax.set_xlabel("test fold")
     ax.set_ylabel("accuracy")
@@ -551,6 +558,7 @@ def protocol_comparison_figure(
     fig = Figure(figsize=(1.5 + 1.6 * len(labels), 3.8), layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(labels))
+    labels = [_wrap(label) for label in labels]
     w = 0.38
     cv = np.array([np.nan if v is None else v for v in fold_cv], dtype=float)
     rs = np.array([np.nan if v is None else v for v in random_split], dtype=float)

@@ -162,6 +162,7 @@ class Sweep:
     records: list[TrialRecord]
     study: Any  # optuna.Study: the real one, or one rebuilt in memory from the run directories
     storage: str | None = None
+    fixed: dict[str, Any] = field(default_factory=dict)  # overrides shared by every job
 
 
 def _fmt_param(v: Any) -> str:
@@ -205,18 +206,25 @@ def find_run_dirs(path: str | Path) -> list[Path]:
 
 
 def _parse_override(text: str) -> tuple[str, Any] | None:
+    """``key=value`` of a Hydra override as (key, int | float | bool | str); None for the sweeper's
+    own ``trial.*`` and ``hydra.*`` keys."""
     text = text.lstrip("+~")
     if "=" not in text:
         return None
     key, raw = text.split("=", 1)
     if key.startswith(("trial.", "hydra.", "hydra/")) or key in ("trial", "hydra"):
         return None
+    for kind in (int, float):  # Hydra reads 3e-3 as a float; YAML 1.1 would keep it a string
+        try:
+            return key, kind(raw)
+        except ValueError:
+            pass
     try:
         value = yaml.safe_load(raw) if raw else raw
     except yaml.YAMLError:
         value = raw
-    if isinstance(value, list | dict):
-        value = raw
+    if not isinstance(value, bool | str) and value is not None:
+        value = raw  # lists, dicts: compared and shown as written
     return key, value
 
 
@@ -422,13 +430,29 @@ def load_sweep(
     for r in dir_records:  # a plain run directory: number it after the sweep's jobs
         if r.number is None:
             r.number = next(free)
+    fixed = _common_params(dir_records)
+    for r in dir_records:  # label trials by what was swept, not by what every job shares
+        r.params = {k: v for k, v in r.params.items() if k not in fixed}
     return Sweep(
         name=name,
         source=", ".join(str(p) for p in paths),
         direction="maximize",
         records=dir_records,
         study=study_from_records(dir_records, name=name),
+        fixed=fixed,
     )
+
+
+def _common_params(records: Sequence[TrialRecord]) -> dict[str, Any]:
+    """Overrides with one value in every record (none when there is a single record)."""
+    if len(records) < 2:
+        return {}
+    first = records[0].params
+    return {
+        k: v
+        for k, v in first.items()
+        if all(k in r.params and repr(r.params[k]) == repr(v) for r in records[1:])
+    }
 
 
 def _merge(
@@ -1018,6 +1042,7 @@ def _summary(
         "direction": sweep.direction,
         "generated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "datasets": datasets,
+        "fixed_overrides": dict(sweep.fixed),
         "n_trials": len(trials),
         "states": states,
         "best": None
@@ -1197,6 +1222,10 @@ def _header_notes(summary: Mapping[str, Any], sweep: Sweep) -> list[tuple[str, s
     return notes
 
 
+def _fixed_text(sweep: Sweep) -> str:
+    return " ".join(f"{k}={_fmt_param(v)}" for k, v in sorted(sweep.fixed.items()))
+
+
 def _markdown(
     sweep: Sweep, summary: Mapping[str, Any], best: TrialRecord | None, figs: _Figures
 ) -> str:
@@ -1208,6 +1237,8 @@ def _markdown(
         + f") · generated {summary['generated']}"
     )
     out.append("")
+    if sweep.fixed:
+        out += [f"Overrides shared by every job: `{_fixed_text(sweep)}`", ""]
     for _, text in _header_notes(summary, sweep):
         out += [f"> **Note.** {text}", ""]
     out += ["## Best configuration", ""]
@@ -1416,6 +1447,10 @@ def _html(
         + esc(", ".join(f"{v} {k}" for k, v in sorted(summary["states"].items())))
         + f") · generated {esc(summary['generated'])}</p>"
     )
+    if sweep.fixed:
+        parts.append(
+            f"<p>Overrides shared by every job: <code>{esc(_fixed_text(sweep))}</code></p>"
+        )
     for cls, text in _header_notes(summary, sweep):
         parts.append(f'<div class="{cls}">{esc(text)}</div>')
 
