@@ -97,7 +97,7 @@ COMET_ENV_DEFAULTS: dict[str, str] = {
     "COMET_LOGGING_CONSOLE": "WARNING",
     "COMET_DISABLE_ANNOUNCEMENT": "true",
 }
-#: Seconds to wait for Comet's server (or the proxy) to accept a connection in online mode.
+#: Seconds to wait for Comet's server to answer its version check in online mode.
 PROBE_TIMEOUT_S = 3.0
 #: Config sections that are not parameters of the experiment.
 _NOT_PARAMETERS = ("trial", "hydra")
@@ -267,14 +267,14 @@ def _comet_silenced() -> Iterator[None]:
         comet_logger.setLevel(level)
 
 
-def _api_key(comet_ml: Any) -> str | None:
+def _api_key() -> str | None:
     """The API key Comet would use (``COMET_API_KEY`` or its config file), if any."""
     from comet_ml.config import get_api_key, get_config
 
     return get_api_key(None, get_config())
 
 
-def _probe_server(comet_ml: Any) -> str | None:
+def _probe_server() -> str | None:
     """``None`` when Comet's server answers its version check; otherwise a short reason.
 
     One plain request with :data:`PROBE_TIMEOUT_S` (through the environment's proxy, if any), so
@@ -818,7 +818,7 @@ def _create_experiment(
             display_summary_level=0,
         )
 
-    online = ts.mode == "online" or (ts.mode == "auto" and _api_key(comet_ml) is not None)
+    online = ts.mode == "online" or (ts.mode == "auto" and _api_key() is not None)
     if online:
         experiment, reason = _try_online(comet_ml, settings, experiment_config(online=True))
         if experiment is not None:
@@ -840,9 +840,9 @@ def _create_experiment(
 
 def _try_online(comet_ml: Any, settings: Settings, experiment_config: Any) -> tuple[Any, str]:
     """An online experiment, or ``(None, reason)`` without waiting on Comet's retries."""
-    if _api_key(comet_ml) is None:
+    if _api_key() is None:
         return None, "no Comet API key: set COMET_API_KEY or run `comet login`"
-    reason = _probe_server(comet_ml)
+    reason = _probe_server()
     if reason is not None:
         return None, reason
     experiment = None
