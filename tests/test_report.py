@@ -424,6 +424,10 @@ def test_user_errors(sweep, tmp_path, capsys):
     assert report.main(["--storage", sweep["url"], "--study", "nope"]) == 2
     err = capsys.readouterr().err
     assert "--study nope: no such study" in err and STUDY in err
+    missing = tmp_path / "missing.db"
+    assert report.main(["--storage", f"sqlite:///{missing}"]) == 2
+    assert f"no such SQLite file {missing}" in capsys.readouterr().err
+    assert not missing.exists()  # not created by looking
     with pytest.raises(ConfigError, match="did not hold a fold out"):
         report.evaluate_outer(
             report.load_sweep([sweep["sweep_dir"] / "1"]).records[0], out_dir=tmp_path / "x"

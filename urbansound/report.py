@@ -298,6 +298,13 @@ def open_study(storage: str, study_name: str | None) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if storage.startswith("sqlite:///"):  # opening a missing SQLite file would create it
+        db = storage.removeprefix("sqlite:///").split("?", 1)[0]
+        if db != ":memory:" and not Path(db).is_file():
+            raise ConfigError(
+                f"--storage {storage}: no such SQLite file {db} (relative to {Path.cwd()}); run "
+                "the report from where the sweep ran or give the absolute path"
+            )
     try:
         names = optuna.study.get_all_study_names(storage=storage)
     except Exception as exc:
