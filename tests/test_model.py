@@ -75,9 +75,13 @@ def test_mlp_module_layout_and_weights() -> None:
 
 @pytest.mark.parametrize("activation", ["relu", "gelu", "tanh", "elu"])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_stacked_backward_matches_autograd(activation: str, dropout: float) -> None:
+@pytest.mark.parametrize("sizes", [[5, 6, 4, 3], [66, 96, 64, 3]], ids=["thin", "wide"])
+def test_stacked_backward_matches_autograd(
+    activation: str, dropout: float, sizes: list[int]
+) -> None:
+    # "thin" stores every kernel transposed, "wide" only the output layer's.
     torch.manual_seed(0)
-    n_models, batch, sizes = 3, 7, [5, 6, 4, 3]
+    n_models, batch = 3, 7
     params = [init_params(sizes, generator=torch.Generator().manual_seed(j)) for j in range(3)]
     for p in params:  # non-zero biases so their gradients are exercised
         for _, b in p:
@@ -89,8 +93,9 @@ def test_stacked_backward_matches_autograd(activation: str, dropout: float) -> N
     drop = None
     if dropout:
         drop = [torch.rand(n_models, batch, h) < dropout for h in sizes[1:-1]]
+    keep = [(~m).float() / (1 - dropout) for m in drop] if drop is not None else [None, None]
 
-    logits, cache = net.forward_train(x, drop or [None, None])
+    logits, cache = net.forward_train(x, keep)
     onehot = torch.nn.functional.one_hot(y, sizes[-1]).float()
     grad = (torch.softmax(logits, -1) - onehot) * w[..., None]
     net.backward(grad, cache)
@@ -116,7 +121,7 @@ def test_stacked_backward_matches_autograd(activation: str, dropout: float) -> N
         loss = (torch.nn.functional.cross_entropy(h, y[j], reduction="none") * w[j]).sum()
         loss.backward()
         for i in range(3):
-            assert torch.allclose(ws[i].grad, net.grad_weights[i][j], atol=1e-5, rtol=1e-4)
+            assert torch.allclose(ws[i].grad, net.kernel_grad(i)[j], atol=1e-5, rtol=1e-4)
             assert torch.allclose(bs[i].grad, net.grad_biases[i][j], atol=1e-5, rtol=1e-4)
 
 

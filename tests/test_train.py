@@ -25,6 +25,7 @@ from urbansound.train import (
     fold_seeds,
     fold_splits,
     random_split,
+    unpack_keep,
 )
 
 N_CLASSES = 4
@@ -235,15 +236,16 @@ def _keras_loop(X, y, split, *, model: ModelSettings, train: TrainSettings, n_cl
             if i < len(sizes) - 2:
                 h = torch.relu(h)
                 if masks is not None:
-                    h = h.masked_fill(masks[..., offs[i] : offs[i + 1]], 0.0) / (1 - model.dropout)
+                    h = h * masks[..., offs[i] : offs[i + 1]] / (1 - model.dropout)
         return h
 
     for _ in range(train.epochs):
         perm = streams.permutation(n)
-        masks = streams.drop_masks(steps, bs, int(offs[-1]), model.dropout)
+        bits = streams.keep_bits(steps, bs, int(offs[-1]), model.dropout)
+        masks = torch.from_numpy(unpack_keep(bits, bs, int(offs[-1])))
         total = 0.0
         for s in range(steps):
-            rows = perm[s * bs : (s + 1) * bs]  # the last batch is smaller
+            rows = torch.from_numpy(perm[s * bs : (s + 1) * bs])  # the last batch is smaller
             logits = forward(xtr[rows], masks[s, : len(rows)])
             loss = torch.nn.functional.cross_entropy(logits, ytr[rows])
             total += loss.item() * len(rows)

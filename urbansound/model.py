@@ -137,51 +137,72 @@ class MLP(nn.Module):
 
 
 def _act_forward(name: str, z: torch.Tensor) -> torch.Tensor:
-    if name == "relu":
-        return z.relu_()
     if name == "gelu":
         return torch.nn.functional.gelu(z)
     if name == "tanh":
-        return z.tanh_()
+        return torch.tanh(z)
     if name == "elu":
         return torch.nn.functional.elu(z)
     raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
 
 
-def _act_backward(name: str, grad: torch.Tensor, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """Gradient through the activation; ``z`` is its input, ``a`` its output (before dropout)."""
-    if name == "gelu":
+def _act_grad(name: str, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """d act / dz, from the activation's input ``z`` and output ``a``."""
+    if name == "gelu":  # exact GELU: Phi(z) + z phi(z)
         cdf = 0.5 * (1.0 + torch.erf(z * (1.0 / math.sqrt(2.0))))
         pdf = torch.exp(-0.5 * z * z) * (1.0 / math.sqrt(2.0 * math.pi))
-        return grad * (cdf + z * pdf)
+        return cdf + z * pdf
     if name == "tanh":
-        return grad * (1.0 - a * a)
+        return 1.0 - a * a
     if name == "elu":
-        return grad * torch.where(z > 0, 1.0, a + 1.0)
-    raise ValueError(f"no generic backward for activation {name!r}")
+        return torch.where(z > 0, 1.0, a + 1.0)
+    raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
 
 
 @dataclass
 class StepCache:
     """What :meth:`StackedMLP.backward` needs from a training forward pass."""
 
-    inputs: list[torch.Tensor]  # input of each dense layer (post-dropout, unscaled)
-    pre: list[torch.Tensor | None]  # pre-activations (only for non-ReLU activations)
-    post: list[torch.Tensor | None]  # activations before dropout (only for non-ReLU)
-    drop: list[torch.Tensor | None]  # boolean drop masks per hidden layer
     k: int  # number of leading models that took part
+    inputs: list[torch.Tensor]  # input of each dense layer (after dropout)
+    keep: list[torch.Tensor | None]  # dropout multipliers per hidden layer (non-ReLU only)
+    grad_act: list[torch.Tensor | None]  # activation derivatives per hidden layer (non-ReLU)
+    dropped: list[bool]  # whether hidden layer i had a dropout mask
+
+
+# A kernel whose output is this narrow is stored transposed, (fan_out, fan_in): batched products
+# with a thin right-hand side are several times slower than with a thin left-hand side.
+THIN = 64
+
+
+@dataclass
+class _Views:
+    """Slices of the stacked tensors and workspace for the first ``k`` models (built once)."""
+
+    fwd: list[torch.Tensor]  # kernels as (k, fan_in, fan_out) (views)
+    bwd: list[torch.Tensor]  # kernels as (k, fan_out, fan_in) (views)
+    b: list[torch.Tensor]  # biases as (k, 1, fan_out)
+    gw: list[torch.Tensor]  # kernel gradients, stored layout
+    gb: list[torch.Tensor]
+    z: list[torch.Tensor]  # per layer: (k, batch, fan_out) pre-activations / activations
+    gh: list[torch.Tensor]  # per layer: (k, batch, fan_in) gradient w.r.t. the layer input
+    g: list[torch.Tensor]  # per layer: (k, batch, fan_in) gradient w.r.t. the previous z
 
 
 class StackedMLP:
     """``F`` independent MLPs with stacked weights, evaluated with batched matrix products.
 
-    ``weights[l]`` is ``(F, fan_in, fan_out)``, ``biases[l]`` is ``(F, fan_out)``. Every method
-    works on the first ``k`` models only (``k = F`` by default), so models whose data ran out can
-    sit out a step without being touched.
+    Layer ``l``'s kernels are ``(F, fan_in, fan_out)`` (Keras' layout) or, for a thin layer
+    (``fan_out < 64``, the output layer), ``(F, fan_out, fan_in)``; :meth:`kernel` and
+    :meth:`kernel_grad` always give the Keras layout. Biases are ``(F, fan_out)``. Every method
+    works on the first ``k`` models of the stack (``k`` is the leading size of the input), so
+    models whose data ran out sit out a step without being touched. Training steps reuse
+    preallocated buffers; the tensors a step returns are overwritten by the next step.
 
     Dropout follows Keras: a unit is dropped with probability ``dropout`` and the kept units are
-    scaled by ``1 / (1 - dropout)``. The scale is applied inside the next layer's matrix product
-    (``alpha``), so the stored activations are the unscaled, masked ones.
+    scaled by ``1 / (1 - dropout)``. The caller passes the masks as multipliers (``0`` or
+    ``1 / (1 - dropout)``). With ReLU, ``relu(z) * keep`` is positive exactly where the gradient
+    passes, so the backward pass needs only the stored activations and the scale.
     """
 
     def __init__(
@@ -197,9 +218,13 @@ class StackedMLP:
                 f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}"
             )
         n_layers = len(params[0])
-        self.weights = [
-            torch.stack([p[i][0] for p in params]).to(device).contiguous() for i in range(n_layers)
-        ]
+        self.transposed = [params[0][i][0].shape[1] < THIN for i in range(n_layers)]
+        self.weights = []
+        for i in range(n_layers):
+            w = torch.stack([p[i][0] for p in params])
+            if self.transposed[i]:
+                w = w.transpose(1, 2)
+            self.weights.append(w.to(device).contiguous())
         self.biases = [
             torch.stack([p[i][1] for p in params]).to(device).contiguous() for i in range(n_layers)
         ]
@@ -208,17 +233,25 @@ class StackedMLP:
         self.activation = activation
         self.grad_weights = [torch.zeros_like(w) for w in self.weights]
         self.grad_biases = [torch.zeros_like(b) for b in self.biases]
+        self._views: dict[tuple[int, int], _Views] = {}
+        self._work: dict[int, tuple[list[torch.Tensor], ...]] = {}
 
     @property
     def n_models(self) -> int:
         return self.weights[0].shape[0]
 
-    @property
-    def hidden(self) -> list[int]:
-        return [w.shape[2] for w in self.weights[:-1]]
+    def kernel(self, i: int) -> torch.Tensor:
+        """Layer ``i``'s kernels in Keras layout, ``(F, fan_in, fan_out)`` (a view)."""
+        w = self.weights[i]
+        return w.transpose(1, 2) if self.transposed[i] else w
+
+    def kernel_grad(self, i: int) -> torch.Tensor:
+        """Gradient of :meth:`kernel` ``(i)``, same layout (a view)."""
+        g = self.grad_weights[i]
+        return g.transpose(1, 2) if self.transposed[i] else g
 
     def parameters(self) -> list[torch.Tensor]:
-        """Stacked tensors in the order ``W0, b0, W1, b1, ...``."""
+        """Stacked tensors in the order ``W0, b0, W1, b1, ...`` (stored layout)."""
         return [t for pair in zip(self.weights, self.biases, strict=True) for t in pair]
 
     def gradients(self) -> list[torch.Tensor]:
@@ -228,64 +261,91 @@ class StackedMLP:
     def model_params(self, f: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Model ``f``'s weights in Keras layout (copies on the CPU)."""
         return [
-            (w[f].detach().cpu().clone(), b[f].detach().cpu().clone())
-            for w, b in zip(self.weights, self.biases, strict=True)
+            (self.kernel(i)[f].detach().cpu().clone(), self.biases[i][f].detach().cpu().clone())
+            for i in range(len(self.weights))
         ]
 
-    def forward(
-        self, x: torch.Tensor, *, drop: Sequence[torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        """Logits ``(k, batch, n_classes)`` for inputs ``(k, batch, n_features)``.
+    def _slices(self, k: int, batch: int) -> _Views:
+        v = self._views.get((k, batch))
+        if v is None:
+            work = self._work.get(batch)
+            if work is None:
+                n, dev = self.n_models, self.weights[0].device
+                outs = [b.shape[1] for b in self.biases]
+                ins = [self.kernel(i).shape[1] for i in range(len(self.weights))]
+                work = (
+                    [torch.zeros((n, batch, o), device=dev) for o in outs],
+                    [torch.zeros((n, batch, i), device=dev) for i in ins],
+                    [torch.zeros((n, batch, i), device=dev) for i in ins],
+                )
+                self._work[batch] = work
+            v = _Views(
+                fwd=[self.kernel(i)[:k] for i in range(len(self.weights))],
+                bwd=[self.kernel(i)[:k].transpose(1, 2) for i in range(len(self.weights))],
+                b=[b[:k].unsqueeze(1) for b in self.biases],
+                gw=[g[:k] for g in self.grad_weights],
+                gb=[g[:k] for g in self.grad_biases],
+                z=[t[:k] for t in work[0]],
+                gh=[t[:k] for t in work[1]],
+                g=[t[:k] for t in work[2]],
+            )
+            self._views[(k, batch)] = v
+        return v
 
-        ``drop`` (training): one boolean ``(k, batch, width)`` mask per hidden layer, True where a
-        unit is dropped; ``None`` evaluates without dropout.
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(k, rows, n_classes)`` for inputs ``(k, rows, n_features)``, no dropout.
+
+        Allocates its outputs (for evaluation on whole test sets).
         """
-        logits, _ = self._forward(x, drop=drop, keep_cache=False)
-        return logits
+        k = x.shape[0]
+        h = x
+        last = len(self.weights) - 1
+        for i in range(last + 1):
+            z = torch.baddbmm(self.biases[i][:k].unsqueeze(1), h, self.kernel(i)[:k])
+            if i == last:
+                return z
+            h = z.relu_() if self.activation == "relu" else _act_forward(self.activation, z)
+        raise AssertionError("unreachable")
 
     def forward_train(
-        self, x: torch.Tensor, drop: Sequence[torch.Tensor]
+        self,
+        x: torch.Tensor,
+        keep: Sequence[torch.Tensor | None],
+        *,
+        out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, StepCache]:
-        """Training forward pass: logits and the cache for :meth:`backward`."""
-        logits, cache = self._forward(x, drop=drop, keep_cache=True)
-        assert cache is not None
-        return logits, cache
+        """Training forward pass: logits and the cache for :meth:`backward`.
 
-    def _forward(
-        self, x: torch.Tensor, *, drop: Sequence[torch.Tensor] | None, keep_cache: bool
-    ) -> tuple[torch.Tensor, StepCache | None]:
+        ``keep`` holds one ``(k, batch, width)`` float multiplier per hidden layer: 0 where a
+        unit is dropped, ``1 / (1 - dropout)`` where it is kept (``None``: no dropout there).
+        ``out`` receives the logits when given.
+        """
         k = x.shape[0]
+        v = self._slices(k, x.shape[1])
         relu = self.activation == "relu"
-        n_layers = len(self.weights)
+        last = len(self.weights) - 1
         inputs: list[torch.Tensor] = []
-        pre: list[torch.Tensor | None] = []
-        post: list[torch.Tensor | None] = []
-        drops: list[torch.Tensor | None] = []
+        keeps: list[torch.Tensor | None] = []
+        grads: list[torch.Tensor | None] = []
+        dropped: list[bool] = []
         h = x
-        alpha = 1.0
-        for i in range(n_layers):
-            w, b = self.weights[i], self.biases[i]
+        for i in range(last):
             inputs.append(h)
-            z = torch.baddbmm(b[:k].unsqueeze(1), h, w[:k], alpha=alpha)
-            if i == n_layers - 1:
-                h = z
-                break
-            mask = drop[i] if drop is not None else None
+            z = torch.baddbmm(v.b[i], h, v.fwd[i], out=v.z[i])
+            mask = keep[i]
             if relu:
-                # ReLU commutes with a 0/1 mask: mask first, then clamp, both in place.
-                h = z.masked_fill_(mask, 0.0).relu_() if mask is not None else z.relu_()
-                pre.append(None)
-                post.append(None)
+                h = z.relu_() if mask is None else z.mul_(mask).relu_()
+                keeps.append(None)
+                grads.append(None)
             else:
-                zc = z if keep_cache else None
-                a = _act_forward(self.activation, z.clone() if keep_cache else z)
-                pre.append(zc)
-                post.append(a if keep_cache else None)
-                h = a.masked_fill(mask, 0.0) if mask is not None else a
-            drops.append(mask)
-            alpha = self.scale if mask is not None else 1.0
-        cache = StepCache(inputs, pre, post, drops, k) if keep_cache else None
-        return h, cache
+                a = _act_forward(self.activation, z)
+                grads.append(_act_grad(self.activation, z, a))
+                keeps.append(mask)
+                h = a if mask is None else a.mul_(mask)
+            dropped.append(mask is not None)
+        inputs.append(h)
+        logits = torch.baddbmm(v.b[last], h, v.fwd[last], out=v.z[last] if out is None else out)
+        return logits, StepCache(k=k, inputs=inputs, keep=keeps, grad_act=grads, dropped=dropped)
 
     def backward(self, grad_logits: torch.Tensor, cache: StepCache) -> None:
         """Fill :attr:`grad_weights` / :attr:`grad_biases` of the first ``k`` models.
@@ -293,28 +353,25 @@ class StackedMLP:
         ``grad_logits`` is d(loss)/d(logits), ``(k, batch, n_classes)``; each model's loss is its
         own (the models are independent), so the stacked gradient is every model's gradient.
         """
-        k = cache.k
-        n_layers = len(self.weights)
+        v = self._slices(cache.k, grad_logits.shape[1])
         relu = self.activation == "relu"
         g = grad_logits
-        for i in range(n_layers - 1, -1, -1):
+        for i in range(len(self.weights) - 1, -1, -1):
             h_in = cache.inputs[i]
-            # The input of layer i>0 was scaled by 1/(1-p) inside the product (dropout).
-            alpha = self.scale if (i > 0 and cache.drop[i - 1] is not None) else 1.0
-            torch.bmm(h_in.transpose(1, 2), g, out=self.grad_weights[i][:k])
-            if alpha != 1.0:
-                self.grad_weights[i][:k].mul_(alpha)
-            torch.sum(g, dim=1, out=self.grad_biases[i][:k])
+            torch.sum(g, dim=1, out=v.gb[i])
+            if self.transposed[i]:
+                torch.bmm(g.transpose(1, 2), h_in, out=v.gw[i])
+            else:
+                torch.bmm(h_in.transpose(1, 2), g, out=v.gw[i])
             if i == 0:
                 break
-            gh = torch.bmm(g, self.weights[i][:k].transpose(1, 2))
-            if alpha != 1.0:
-                gh.mul_(alpha)
             if relu:
-                # d/dz of mask(relu(z)) is 1 exactly where the stored output is positive.
-                g = torch.ops.aten.threshold_backward(gh, h_in, 0.0)
+                # keep * relu(z) has slope keep = scale exactly where it is positive.
+                alpha = self.scale if cache.dropped[i - 1] else 1.0
+                gh = torch.baddbmm(v.gh[i], g, v.bwd[i], beta=0.0, alpha=alpha, out=v.gh[i])
+                g = torch.ops.aten.threshold_backward.grad_input(gh, h_in, 0.0, grad_input=v.g[i])
             else:
-                mask = cache.drop[i - 1]
+                g = torch.bmm(g, v.bwd[i], out=v.g[i]).mul_(cache.grad_act[i - 1])
+                mask = cache.keep[i - 1]
                 if mask is not None:
-                    gh = gh.masked_fill_(mask, 0.0)
-                g = _act_backward(self.activation, gh, cache.pre[i - 1], cache.post[i - 1])
+                    g = g.mul_(mask)

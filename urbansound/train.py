@@ -26,6 +26,7 @@ part only (``train.standardize``; the ``tutorial`` preset turns it off).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import zlib
@@ -226,30 +227,70 @@ def fold_init_params(
     return init_params(sizes, generator=gen)
 
 
-class FoldRandom:
-    """One fold's shuffling and dropout streams (seeded by :func:`fold_seeds`), on ``device``.
+def dropout_bits(rate: float) -> tuple[int, ...]:
+    """Binary digits of a dropout rate rounded to a multiple of 2**-16, trailing zeros dropped.
 
-    The lockstep trainer draws from these exactly as a per-fold loop would, so a fold's batches
-    and dropout masks depend only on ``(train.seed, fold)`` and its training-set size.
+    ``0.5`` is ``(1,)``, ``0.25`` is ``(0, 1)``; ``0.3`` needs all 16 digits (it becomes
+    19661 / 65536 = 0.300003). A unit is dropped when a uniform number with that many random
+    bits lies below the rate, so dyadic rates are exact and cost one random bit per digit.
+    """
+    q = round(float(rate) * 2**16)
+    if not 0 <= q < 2**16:
+        raise ValueError(f"dropout rate must lie in [0, 1), got {rate}")
+    digits = [(q >> (15 - i)) & 1 for i in range(16)]
+    while digits and digits[-1] == 0:
+        digits.pop()
+    return tuple(digits)
+
+
+class FoldRandom:
+    """One fold's shuffling and dropout streams (seeded by :func:`fold_seeds`).
+
+    Drawn on the host with NumPy (PCG64), so a fold's batches and dropout masks depend only on
+    ``(train.seed, fold)`` and its training-set size: not on the device, not on which other folds
+    train beside it. The lockstep trainer draws from these exactly as a per-fold loop would.
     """
 
-    def __init__(self, seeds: FoldSeeds, *, device: torch.device | str = "cpu") -> None:
-        self.device = torch.device(device)
-        self._shuffle = torch.Generator(device=self.device).manual_seed(seeds.shuffle)
-        self._dropout = torch.Generator(device=self.device).manual_seed(seeds.dropout)
+    def __init__(self, seeds: FoldSeeds) -> None:
+        self._shuffle = np.random.Generator(np.random.PCG64(seeds.shuffle))
+        self._bits = np.random.PCG64(seeds.dropout)
 
-    def permutation(self, n: int) -> torch.Tensor:
-        """The order of an epoch's ``n`` training clips (int64, on the device)."""
-        return torch.randperm(n, generator=self._shuffle, device=self.device)
+    def permutation(self, n: int) -> np.ndarray:
+        """The order of an epoch's ``n`` training clips (int64)."""
+        return self._shuffle.permutation(n)
 
-    def drop_masks(self, steps: int, batch: int, width: int, rate: float) -> torch.Tensor:
-        """An epoch's dropout masks, ``(steps, batch, width)`` bool, True = dropped.
+    def keep_bits(self, steps: int, batch: int, width: int, rate: float) -> np.ndarray:
+        """An epoch's dropout masks as packed bits, ``(steps, n_bytes)`` uint8.
 
-        ``width`` is the sum of the hidden widths (layer ``i`` uses its own slice of the last
-        axis); rows beyond a smaller last batch are drawn and ignored.
+        Step ``s`` keeps unit ``u`` of row ``r`` when bit ``r * width + u`` of row ``s`` is set
+        (little-endian bit order; :func:`unpack_keep` expands it). ``width`` is the sum of the
+        hidden widths (layer ``i`` uses its own slice of it); rows beyond a smaller last batch
+        are drawn and ignored. A unit is dropped with probability ``rate`` rounded as in
+        :func:`dropout_bits`: "uniform < rate" is decided 64 units at a time, one random bit
+        plane per binary digit of the rate. Each step's bits start on a 64-bit word.
         """
-        u = torch.rand((steps, batch, width), generator=self._dropout, device=self.device)
-        return u < rate
+        words = -(-(batch * width) // 64)
+        digits = dropout_bits(rate)
+        if steps * words == 0 or not digits:
+            return np.full((steps, words * 8), 255, dtype=np.uint8)
+        below = np.zeros(steps * words, dtype=np.uint64)  # decided: uniform < rate
+        equal: np.ndarray | None = None  # undecided: equal to the rate's digits so far
+        for i, digit in enumerate(digits):
+            plane = self._bits.random_raw(steps * words)
+            last = i == len(digits) - 1
+            if digit:
+                below |= ~plane if equal is None else equal & ~plane
+                if not last:
+                    equal = plane if equal is None else equal & plane
+            else:
+                equal = ~plane if equal is None else equal & ~plane
+        return np.invert(below, out=below).view(np.uint8).reshape(steps, words * 8)
+
+
+def unpack_keep(bits: np.ndarray, batch: int, width: int) -> np.ndarray:
+    """Expand :meth:`FoldRandom.keep_bits` to ``(steps, batch, width)`` uint8 (1 = kept)."""
+    flat = np.unpackbits(bits, axis=1, count=batch * width, bitorder="little")
+    return flat.reshape(len(bits), batch, width)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -314,23 +355,15 @@ class StackedAdam:
             )
             for j in range(n)
         ]
-        self._groups: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        self._lists: dict[tuple[int, int], list[list[torch.Tensor]]] = {}
 
-    def _runs(self, k: int) -> list[tuple[int, int]]:
-        """Runs ``[a, b)`` of the first ``k`` models that share a step count."""
-        t = self.t[:k]
-        key = tuple(t.tolist())
-        runs = self._groups.get(key)
-        if runs is None:
-            runs, a = [], 0
-            for b in range(1, k + 1):
-                if b == k or t[b] != t[a]:
-                    runs.append((a, b))
-                    a = b
-            if len(self._groups) > 64:
-                self._groups.clear()
-            self._groups[key] = runs
-        return runs
+    def _run_lists(self, a: int, b: int) -> list[list[torch.Tensor]]:
+        """Params, grads, moments and steps of models ``a..b-1``, as flat lists for the kernel."""
+        lists = self._lists.get((a, b))
+        if lists is None:
+            lists = [[x for j in range(a, b) for x in self._views[j][i]] for i in range(5)]
+            self._lists[(a, b)] = lists
+        return lists
 
     def step(self, k: int) -> None:
         """Update the first ``k`` models with their gradients (the others are not touched)."""
@@ -339,14 +372,19 @@ class StackedAdam:
         if not self.fused:
             self._step_reference(k)
             return
-        for a, b in self._runs(k):
-            t = int(self.t[a])
-            eps = self.eps / math.sqrt(1.0 - self.beta2**t)
-            lists = [[x for j in range(a, b) for x in self._views[j][i]] for i in range(5)]
+        t = self.t[:k]
+        bounds = [0, *(np.flatnonzero(t[1:] != t[:-1]) + 1).tolist(), k]
+        for a, b in itertools.pairwise(bounds):
+            # Keras adds eps to sqrt(v) before the bias correction: torch's eps / sqrt(1 - b2^t).
+            eps = self.eps / math.sqrt(1.0 - self.beta2 ** int(t[a]))
+            p, g, m, v, steps = self._run_lists(a, b)
             torch._fused_adamw_(
-                *lists[:4],
+                p,
+                g,
+                m,
+                v,
                 [],
-                lists[4],
+                steps,
                 lr=self.lr,
                 beta1=self.beta1,
                 beta2=self.beta2,
@@ -454,17 +492,18 @@ def cross_validate(
     if train.threads is not None:
         torch.set_num_threads(train.threads)
     try:
-        return _cross_validate(
-            X,
-            y,
-            list(splits),
-            n_classes=n_classes,
-            model=model,
-            train=train,
-            device=device,
-            callbacks=callbacks,
-            progress=progress,
-        )
+        with torch.inference_mode():  # no autograd anywhere: the backward pass is written out
+            return _cross_validate(
+                X,
+                y,
+                list(splits),
+                n_classes=n_classes,
+                model=model,
+                train=train,
+                device=device,
+                callbacks=callbacks,
+                progress=progress,
+            )
     finally:
         if train.threads is not None:
             torch.set_num_threads(old_threads)
@@ -485,53 +524,67 @@ def _cross_validate(
     n, d = X.shape
     bs = train.batch_size
     n_train = np.array([len(s.train) for s in splits])
-    steps = -(-n_train // bs)  # ceil: the last batch of an epoch may be smaller
     # Models are stacked in order of decreasing batch count: the folds still training at any
     # step of an epoch are then a leading slice of the stack.
+    steps = -(-n_train // bs)  # the last batch of an epoch may be smaller
     order = np.argsort(-steps, kind="stable")
-    n_models = len(splits)
+    inverse = np.argsort(order)
     msplits = [splits[i] for i in order]
-    msteps = steps[order]
-    active = np.array([(msteps > s).sum() for s in range(int(msteps.max()))])
+    m_train, m_steps = n_train[order], steps[order]
+    n_models, n_steps = len(splits), int(m_steps.max())
+    active = [int((m_steps > s).sum()) for s in range(n_steps)]
     sizes = layer_sizes(d, model.hidden, n_classes)
+    hidden = list(model.hidden)
+    width = sum(hidden)
+    offsets = np.cumsum([0, *hidden]).tolist()
+    use_dropout = model.dropout > 0 and width > 0
     logger.info(
-        "training %d fold(s) in lockstep on %s: %d epochs, batch %d, %d-%s-%d MLP (%s)",
+        "training %d fold(s) in lockstep on %s: %d epochs, batch %d, %s MLP (%s, dropout %g)",
         n_models,
         device,
         train.epochs,
         bs,
-        d,
-        "-".join(str(h) for h in model.hidden),
-        n_classes,
+        "-".join(str(w) for w in sizes),
         model.activation,
+        model.dropout,
     )
 
-    # Per-model inputs, standardised with that model's training statistics.
+    # Rows of every model's own copy of X, standardised with that model's training statistics.
     if train.standardize:
         stats = [_standardizer(X, s.train) for s in msplits]
-        Xm = np.stack([((X - m) / s).astype(np.float32) for m, s in stats])
+        Xm = np.concatenate([((X - m) / s).astype(np.float32) for m, s in stats])
+        block = n  # model j reads rows j * n .. j * n + n - 1
     else:
-        Xm = X[None]
-    X_all = torch.from_numpy(np.ascontiguousarray(Xm)).to(device).reshape(-1, d)
-    row_offset = n if train.standardize else 0
-    y_dev = torch.from_numpy(y).to(device)
+        Xm, block = X, 0
+    X_all = torch.from_numpy(np.ascontiguousarray(Xm)).to(device)
+    y_all = torch.from_numpy(np.tile(y, len(Xm) // n)).to(device)
 
     # Test parts, padded to a common length.
     n_test = np.array([len(s.test) for s in msplits])
     t_max = int(n_test.max())
     test_idx = np.zeros((n_models, t_max), dtype=np.int64)
-    test_valid = np.zeros((n_models, t_max), dtype=bool)
+    test_valid = np.zeros((n_models, t_max), dtype=np.float32)
     for j, s in enumerate(msplits):
-        test_idx[j, : len(s.test)] = s.test + j * row_offset
-        test_valid[j, : len(s.test)] = True
-    test_idx_t = torch.from_numpy(test_idx).to(device)
-    X_test = X_all.index_select(0, test_idx_t.view(-1)).view(n_models, t_max, d)
-    y_test = y_dev.index_select(0, torch.from_numpy(test_idx % n).to(device).view(-1))
-    y_test = y_test.view(n_models, t_max)
+        test_idx[j] = s.test[0] + j * block
+        test_idx[j, : len(s.test)] = s.test + j * block
+        test_valid[j, : len(s.test)] = 1.0
+    test_idx_t = torch.from_numpy(test_idx).to(device).view(-1)
+    X_test = X_all.index_select(0, test_idx_t).view(n_models, t_max, d)
+    y_test = y_all.index_select(0, test_idx_t).view(n_models, t_max, 1)
     valid_test = torch.from_numpy(test_valid).to(device)
-    n_test_dev = torch.from_numpy(n_test.astype(np.float32)).to(device)
+    n_test_t = torch.from_numpy(n_test.astype(np.float32)).to(device)
+    n_train_t = torch.from_numpy(m_train.astype(np.float32)).to(device)
 
-    # Model, optimiser, random streams.
+    # Per step, per model, per row: 1 / (that batch's size) for real rows, 0 for padding.
+    weight = np.zeros((n_steps, n_models, bs, 1), dtype=np.float32)
+    for j in range(n_models):
+        for s in range(int(m_steps[j])):
+            c = min(bs, int(m_train[j]) - s * bs)
+            weight[s, j, :c] = 1.0 / c
+    weight_t = torch.from_numpy(weight).to(device)
+    valid_t = (weight_t > 0).to(torch.float32)
+    neg_weight = (-weight_t).expand(-1, -1, -1, n_classes)
+
     params = [fold_init_params(sizes, seed=train.seed, fold=s.fold) for s in msplits]
     net = StackedMLP(params, dropout=model.dropout, activation=model.activation, device=device)
     opt = StackedAdam(
@@ -542,72 +595,90 @@ def _cross_validate(
         eps=train.eps,
         weight_decay=train.weight_decay,
     )
-    streams = [FoldRandom(fold_seeds(train.seed, s.fold), device=device) for s in msplits]
-    train_rows = [
-        torch.from_numpy(s.train + j * row_offset).to(device) for j, s in enumerate(msplits)
-    ]
+    streams = [FoldRandom(fold_seeds(train.seed, s.fold)) for s in msplits]
+    train_rows = [s.train + j * block for j, s in enumerate(msplits)]
+    # Device buffers reused every epoch: the batches, the loss-gradient targets, every step's
+    # logits (the training loss is computed from them once per epoch), the dropout bits.
+    x_buf = torch.zeros((n_steps, n_models, bs, d), device=device)
+    y_buf = torch.zeros((n_steps, n_models, bs, 1), dtype=torch.long, device=device)
+    logits_buf = torch.zeros((n_steps, n_models, bs, n_classes), device=device)
+    target = torch.zeros((n_steps, n_models, bs, n_classes), device=device)
+    full = [active[s] == n_models for s in range(n_steps)]
+    no_masks: list[torch.Tensor | None] = [None] * len(hidden)
+    n_bytes = 8 * -(-(bs * width) // 64)
+    # Expanding the packed bits of one step is one table lookup: byte -> 8 multipliers.
+    byte_bits = (np.arange(256)[:, None] >> np.arange(8)[None]) & 1
+    keep_table = torch.from_numpy(byte_bits / (1.0 - model.dropout)).float().to(device)
+    keep_idx = torch.zeros((n_models, n_bytes), dtype=torch.int32, device=device)
+    keep_buf = torch.zeros((n_models, n_bytes * 8), device=device)
+    masks_for: dict[int, tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]] = {}
+    for k in sorted(set(active)):
+        rows = keep_buf[:k, : bs * width].view(k, bs, width)
+        layers = [rows[..., a:b] for a, b in itertools.pairwise(offsets)]
+        masks_for[k] = (keep_idx[:k], keep_buf[:k].view(-1, 8), layers)
 
-    n_steps = int(msteps.max())
-    hidden = list(model.hidden)
-    width = sum(hidden)
-    use_dropout = model.dropout > 0 and width > 0
-    # Per-step sample weights: 1/batch size for real rows, 0 for padding.
-    counts = np.clip(n_train[order][:, None] - np.arange(n_steps)[None] * bs, 0, bs)
-    weight = np.zeros((n_models, n_steps, bs), dtype=np.float32)
-    for j in range(n_models):
-        for s in range(int(msteps[j])):
-            weight[j, s, : counts[j, s]] = 1.0 / counts[j, s]
-    weight_t = torch.from_numpy(weight).to(device)
-    valid_t = weight_t > 0
-    train_n_dev = torch.from_numpy(n_train[order].astype(np.float32)).to(device)
-    folds_out = [s.fold for s in splits]
-    inverse = np.argsort(order)
+    def draw_epoch() -> tuple[np.ndarray, np.ndarray | None]:
+        """Host side of an epoch: every model's batch rows and packed dropout bits."""
+        idx = np.empty((n_steps, n_models, bs), dtype=np.int64)
+        for j in range(n_models):
+            rows = np.full(n_steps * bs, train_rows[j][0])
+            rows[: m_train[j]] = train_rows[j][streams[j].permutation(int(m_train[j]))]
+            idx[:, j] = rows.reshape(n_steps, bs)
+        bits = None
+        if use_dropout:
+            bits = np.zeros((n_steps, n_models, n_bytes), dtype=np.uint8)
+            for j in range(n_models):
+                sj = int(m_steps[j])
+                bits[:sj, j] = streams[j].keep_bits(sj, bs, width, model.dropout)
+        return idx, bits
+
+    def evaluate() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = net.forward(X_test)
+        logp = torch.log_softmax(logits, dim=-1)
+        ce = -logp.gather(-1, y_test).squeeze(-1)
+        loss = (ce * valid_test).sum(-1) / n_test_t
+        pred = logits.argmax(-1)
+        acc = ((pred == y_test.squeeze(-1)) * valid_test).sum(-1) / n_test_t
+        return loss, acc, pred
 
     history: list[EpochMetrics] = []
-    test_pred = None
+    folds_out = [s.fold for s in splits]
+    pending = draw_epoch() if train.epochs > 0 else None
     bar = tqdm(range(train.epochs), desc="train", unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
-        # One permutation of every model's training rows, padded to the longest epoch.
-        idx = torch.zeros((n_models, n_steps * bs), dtype=torch.long, device=device)
-        for j in range(n_models):
-            perm = streams[j].permutation(len(train_rows[j]))
-            idx[j, : len(perm)] = train_rows[j][perm]
-        x_ep = X_all.index_select(0, idx.view(-1)).view(n_models, n_steps, bs, d)
-        y_ep = y_dev.index_select(0, (idx % n).view(-1)).view(n_models, n_steps, bs)
-        onehot = torch.nn.functional.one_hot(y_ep, n_classes).to(torch.float32)
-        drop_ep = None
-        if use_dropout:
-            drop_ep = torch.zeros((n_models, n_steps, bs, width), dtype=torch.bool, device=device)
-            for j in range(n_models):
-                drop_ep[j, : int(msteps[j])] = streams[j].drop_masks(
-                    int(msteps[j]), bs, width, model.dropout
-                )
-        loss_sum = torch.zeros(n_models, dtype=torch.float32, device=device)
+        assert pending is not None
+        idx_np, bits_np = pending
+        idx = torch.from_numpy(idx_np).to(device).view(-1)
+        torch.index_select(X_all, 0, idx, out=x_buf.view(-1, d))
+        torch.index_select(y_all, 0, idx, out=y_buf.view(-1))
+        # d(mean cross-entropy)/d(logits) = softmax * weight + target, target = -onehot * weight.
+        target.zero_().scatter_(-1, y_buf, neg_weight)
+        bits = torch.from_numpy(bits_np).to(device) if bits_np is not None else None
+        # Per-step views, made once per epoch (slicing is per-call overhead in the hot loop).
+        xs, ts, ws, ls = (t.unbind(0) for t in (x_buf, target, weight_t, logits_buf))
+        bs_ = bits.unbind(0) if bits is not None else None
         for s in range(n_steps):
-            k = int(active[s])
-            x = x_ep[:k, s]
-            drops = None
-            if drop_ep is not None:
-                dm = drop_ep[:k, s]
-                offs = np.cumsum([0, *hidden])
-                drops = [dm[..., offs[i] : offs[i + 1]] for i in range(len(hidden))]
-            logits, cache = net.forward_train(x, drops or [None] * len(hidden))
-            lse = torch.logsumexp(logits, dim=-1)
-            ce = lse - (logits * onehot[:k, s]).sum(-1)
-            loss_sum[:k] += (ce * valid_t[:k, s]).sum(-1)
-            grad = torch.softmax(logits, dim=-1).sub_(onehot[:k, s]).mul_(weight_t[:k, s, :, None])
+            k = active[s]
+            if full[s]:
+                x, tgt, w, lg = xs[s], ts[s], ws[s], ls[s]
+            else:
+                x, tgt, w, lg = xs[s][:k], ts[s][:k], ws[s][:k], ls[s][:k]
+            masks = no_masks
+            if bs_ is not None:
+                idx_k, out_k, masks = masks_for[k]
+                idx_k.copy_(bs_[s] if full[s] else bs_[s][:k])
+                torch.index_select(keep_table, 0, idx_k.view(-1), out=out_k)
+            logits, cache = net.forward_train(x, masks, out=lg)
+            grad = torch.addcmul(tgt, torch.softmax(logits, dim=-1), w)
             net.backward(grad, cache)
             opt.step(k)
-
-        with torch.inference_mode():
-            logits = net.forward(X_test)
-            lse = torch.logsumexp(logits, dim=-1)
-            ce = lse - logits.gather(-1, y_test.unsqueeze(-1)).squeeze(-1)
-            test_loss = (ce * valid_test).sum(-1) / n_test_dev
-            test_pred = logits.argmax(-1)
-            acc = ((test_pred == y_test) & valid_test).sum(-1).float() / n_test_dev
-            train_loss = loss_sum / train_n_dev
-            row = torch.stack([train_loss, test_loss, acc]).cpu().numpy()[:, inverse]
+        logp = torch.log_softmax(logits_buf, dim=-1)
+        nll = -logp.gather(-1, y_buf)
+        train_loss = (nll * valid_t).sum(dim=(0, 2, 3)) / n_train_t
+        test_loss, test_acc, test_pred = evaluate()
+        # Draw the next epoch on the host while an accelerator finishes this one.
+        pending = draw_epoch() if epoch + 1 < train.epochs else None
+        row = torch.stack([train_loss, test_loss, test_acc]).cpu().numpy()[:, inverse]
         metrics = EpochMetrics(
             epoch=epoch + 1,
             folds=list(folds_out),
@@ -621,13 +692,7 @@ def _cross_validate(
             cb(metrics)
     bar.close()
 
-    if test_pred is None:  # zero epochs: evaluate the initial weights
-        with torch.inference_mode():
-            logits = net.forward(X_test)
-            test_pred = logits.argmax(-1)
-            lse = torch.logsumexp(logits, dim=-1)
-            ce = lse - logits.gather(-1, y_test.unsqueeze(-1)).squeeze(-1)
-            test_loss = (ce * valid_test).sum(-1) / n_test_dev
+    test_loss, _, test_pred = evaluate()
     pred = test_pred.cpu().numpy()
     losses = test_loss.cpu().numpy()
     results = []
