@@ -28,11 +28,12 @@ from urbansound.errors import AudioError
 _SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 
+#: What to do, at the end of every AudioError message.
+HINT = "; replace or remove the file, or set features.on_error=skip to leave it out"
+
+
 def _fail(path: str | Path, reason: str) -> AudioError:
-    return AudioError(
-        f"cannot decode audio file {path}: {reason}; replace or remove the file, "
-        "or set features.on_error=skip to leave it out"
-    )
+    return AudioError(f"cannot decode audio file {path}: {reason}{HINT}")
 
 
 def _reason(path: str | Path, exc: BaseException) -> str:

@@ -60,6 +60,7 @@ import stat
 import struct
 import time
 import uuid
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -67,9 +68,9 @@ from pathlib import Path
 
 import numpy as np
 
-from urbansound.audio import load_audio
+from urbansound.audio import HINT, load_audio
 from urbansound.config import FeatureSettings
-from urbansound.errors import AudioError
+from urbansound.errors import AudioError, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -460,7 +461,7 @@ def _read_entry(path: Path, key: bytes) -> dict[str, np.ndarray] | None:
     try:
         with open(path, "rb") as f:
             data = f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     if len(data) < _HEAD.size:
         raise _Corrupt("shorter than its header")
@@ -645,6 +646,16 @@ def extract_features(
                 seconds=time.perf_counter() - t0,
             )
 
+    try:
+        (root / "tmp").mkdir(parents=True, exist_ok=True)
+        writable = os.access(root / "tmp", os.W_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        raise ConfigError(
+            f"features.cache_dir={settings.cache_dir} ({root}) cannot be written: "
+            "point it at a writable folder"
+        )
     _remove_stale_tmp(root)
     job = _Job(
         settings=settings,
@@ -677,7 +688,9 @@ def extract_features(
                         n_cached += status == "cached"
                 bar.update(len(done))
         finally:
-            results.close()
+            with warnings.catch_warnings():  # joblib: "N tasks ... have been cancelled"
+                warnings.simplefilter("ignore", UserWarning)
+                results.close()
     finally:
         bar.close()
 
@@ -687,9 +700,11 @@ def extract_features(
         if ok.any()
         else np.zeros((0, width), dtype=np.float32)
     )
-    skipped = [{"path": os.fspath(paths[i]), "error": errors[i]} for i in sorted(errors)]
+    skipped = [
+        {"path": os.fspath(paths[i]), "error": errors[i].removesuffix(HINT)} for i in sorted(errors)
+    ]
     for s in skipped:
-        logger.warning("skipped %s", s["error"])
+        logger.warning("features.on_error=skip: left out %s", s["error"])
     if result_key is not None and not skipped:
         _write_entry(
             root / "features" / f"{result_key.hex()}.bin",
