@@ -215,6 +215,7 @@ def test_report_from_storage(sweep, storage_report):
     assert summary["best"]["value"] == pytest.approx(best_value)
     assert summary["best"]["params"] == {"n_mfcc": 40}
     assert [f["accuracy"] for f in summary["best"]["folds"]] == FOLD_ACC[40]
+    assert summary["best"]["pooled_accuracy"] == pytest.approx(0.68)  # equal folds: the mean
     # trials sorted by value, the failed one last
     assert [t["number"] for t in summary["trials"]] == [1, 2, 0, 3]
     assert summary["trials"][-1]["state"] == "FAIL"
@@ -555,6 +556,10 @@ def test_evaluate_outer_and_random_split_end_to_end(demo_dir, tmp_path, capsys):
     assert [f["fold"] for f in ev["folds"]] == [10]
     assert ev["folds"][0]["n_test"] == 7  # fold 10 of the demo corpus
     assert ev["folds"][0]["n_train"] == 53  # every other fold
+    # unequal folds: pooled accuracy weighs each of the 53 inner test clips once
+    run = json.loads((sweep_dir / str(best["number"]) / "results.json").read_text())
+    pooled = sum(f["accuracy"] * f["n_test"] for f in run["folds"]) / 53
+    assert best["pooled_accuracy"] == pytest.approx(pooled)
     assert "outer fold 10 evaluation" in ev["protocol"]
     assert est["outer_accuracy"] == pytest.approx(ev["mean_accuracy"])
     assert est["search_objective"] == pytest.approx(best["value"])

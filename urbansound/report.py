@@ -129,6 +129,16 @@ class TrialRecord:
         return float(v) if v is not None else None
 
     @property
+    def pooled_accuracy(self) -> float | None:
+        """Accuracy over all test clips of all folds (each clip counts once; the objective is the
+        unweighted mean over folds, which small folds sway as much as large ones)."""
+        folds = [f for f in self.folds if f.get("n_test")]
+        n = sum(int(f["n_test"]) for f in folds)
+        if not n:
+            return None
+        return sum(float(f["accuracy"]) * int(f["n_test"]) for f in folds) / n
+
+    @property
     def dataset(self) -> str | None:
         return (self.results or {}).get("dataset")
 
@@ -606,6 +616,7 @@ def protocol_comparison(records: Sequence[TrialRecord]) -> list[dict[str, Any]]:
                         "accuracy": cv.value,
                         "std": cv.std,
                         "n_folds": len(cv.folds),
+                        "pooled_accuracy": cv.pooled_accuracy,
                         "run_dir": str(cv.run_dir),
                     },
                     "random_split": {
@@ -1058,6 +1069,7 @@ def _summary(
             "number": best.number,
             "value": best.value,
             "std": best.std,
+            "pooled_accuracy": best.pooled_accuracy,
             "params": best.params,
             "label": best.label(),
             "protocol": best.protocol(),
@@ -1254,7 +1266,9 @@ def _markdown(
     else:
         out += [
             f"**Trial #{best.number}: mean CV accuracy {_f(best.value)}** "
-            f"(± {_f(best.std)} std over {len(best.folds)} folds; protocol {best.protocol()})",
+            f"(± {_f(best.std)} std over {len(best.folds)} folds; protocol {best.protocol()}; "
+            f"pooled over all {sum(f.get('n_test', 0) for f in best.folds)} test clips: "
+            f"{_f(best.pooled_accuracy)})",
             "",
             f"Parameters: {best.label()}  ",
             f"Run directory: `{best.run_dir}`",
@@ -1468,7 +1482,9 @@ def _html(
         parts.append(
             f'<p>Trial #{best.number}, mean CV accuracy</p><p class="best-value" '
             f'id="best-value">{_f(best.value)}</p>'
-            f"<p>± {_f(best.std)} std over {len(best.folds)} folds · protocol "
+            f"<p>± {_f(best.std)} std over {len(best.folds)} folds · pooled over all "
+            f"{sum(f.get('n_test', 0) for f in best.folds)} test clips: "
+            f"{_f(best.pooled_accuracy)} · protocol "
             f"{esc(best.protocol())}<br>Parameters: <code>{esc(best.label())}</code><br>"
             f"Run directory: <code>{esc(str(best.run_dir))}</code></p>"
         )
