@@ -32,7 +32,8 @@ _SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILIN
 HINT = "; replace or remove the file, or set features.on_error=skip to leave it out"
 
 
-def _fail(path: str | Path, reason: str) -> AudioError:
+def audio_error(path: str | Path, reason: str) -> AudioError:
+    """The error for an unreadable clip: one line naming the file, the reason and what to do."""
     return AudioError(f"cannot decode audio file {path}: {reason}{HINT}")
 
 
@@ -76,18 +77,18 @@ def load_audio(path: str | Path, *, sr: int) -> np.ndarray:
             y = f.read(dtype="float32", always_2d=True)
             info = f.extra_info
     except (sf.SoundFileError, RuntimeError, OSError) as exc:  # LibsndfileError, read errors
-        raise _fail(path, _reason(path, exc)) from None
+        raise audio_error(path, _reason(path, exc)) from None
     short = _SHORT_DATA.search(info)
     if short is not None and int(short.group(2)) < int(short.group(1)):
-        raise _fail(
+        raise audio_error(
             path,
             f"the file is truncated (its header declares {short.group(1)} bytes of audio data, "
             f"it holds {short.group(2)})",
         )
     if y.shape[0] == 0:
-        raise _fail(path, "it holds no audio samples")
+        raise audio_error(path, "it holds no audio samples")
     if y.shape[0] < declared:
-        raise _fail(path, f"the file is truncated (read {y.shape[0]} of {declared} frames)")
+        raise audio_error(path, f"the file is truncated (read {y.shape[0]} of {declared} frames)")
     return _to_mono_resampled(y, native_sr, sr)
 
 
