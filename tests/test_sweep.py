@@ -1,0 +1,376 @@
+"""The urbansound sweeper on a tiny task app (tests/apps/quadratic), in this process.
+
+Every sweep writes its SQLite study and job directories under tmp_path; assertions reopen the
+study with ``optuna.load_study``, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from urbansound import sweep
+
+from .apps.quadratic import app
+
+APP = Path(app.__file__)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """In-process Hydra runs point the root logger at this test's captured output; undo that."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def run_sweep(hydra_sweep_runner, tmp_path: Path) -> Callable[..., Path]:
+    """Run the quadratic app's sweep in this process; returns its sweep dir (kept after)."""
+    counter = iter(range(1000))
+
+    def _run(*overrides: str, db: str = "optuna.db") -> Path:
+        sweep_dir = tmp_path / f"sweep{next(counter)}"
+        storage = db if "://" in db or db.endswith(".log") else f"sqlite:///{tmp_path / db}"
+        runner = hydra_sweep_runner(
+            calling_file=str(APP),
+            calling_module=None,
+            task_function=app.task,
+            config_path="conf",
+            config_name="config",
+            overrides=[f"hydra.sweeper.storage={storage}", *overrides],
+            temp_dir=sweep_dir / "jobs",
+        )
+        runner.__enter__()  # not as a context: its __exit__ would delete the job directories
+        return sweep_dir / "jobs"
+
+    return _run
+
+
+def load(tmp_path: Path, name: str | None = None, db: str = "optuna.db") -> optuna.Study:
+    storage = f"sqlite:///{tmp_path / db}"
+    if name is None:
+        (summary,) = optuna.get_all_study_summaries(storage)
+        name = summary.study_name
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def complete_params(study: optuna.Study) -> list[tuple]:
+    return sorted(
+        tuple(sorted(t.params.items())) for t in study.trials if t.state == TrialState.COMPLETE
+    )
+
+
+@pytest.mark.slow
+def test_grid_runs_every_combination_once_with_links_and_summary(run_sweep, tmp_path, capsys):
+    jobs = run_sweep("x=0,1,2", "y=0,1")
+    study = load(tmp_path)
+    assert study.study_name.startswith("x+y-")
+    assert complete_params(study) == [(("x", x), ("y", y)) for x in (0, 1, 2) for y in (0, 1)]
+    assert study.metric_names == ["score"]
+    for t in study.trials:
+        assert t.value == pytest.approx(app.score(t.params["x"], t.params["y"]))
+        # the job reported every epoch; the job directory is named after the trial number
+        assert sorted(t.intermediate_values) == [1, 2]
+        assert t.user_attrs["run_dir"] == str(jobs / str(t.number))
+        assert t.user_attrs["job_dir"] == t.user_attrs["run_dir"]  # set by the job itself
+        assert t.user_attrs["overrides"] == [f"x={t.params['x']}", f"y={t.params['y']}"]
+        results = json.loads((jobs / str(t.number) / "results.json").read_text())
+        assert results["score"] == pytest.approx(t.value)
+        overrides = yaml.safe_load((jobs / str(t.number) / ".hydra" / "overrides.yaml").read_text())
+        assert f"trial.number={t.number}" in overrides
+        assert f"trial.study_name={study.study_name}" in overrides
+
+    out = capsys.readouterr().out
+    assert f"study {study.study_name}: 6 complete, 0 pruned, 0 failed (n_trials 6)" in out
+    assert "best: trial" in out and "x=2 y=1" in out
+    assert f"optuna-dashboard sqlite:///{tmp_path / 'optuna.db'}" in out
+    rows = (jobs / "trials.csv").read_text().splitlines()
+    assert rows[0].split(",")[:4] == ["trial", "state", "value", "duration_s"]
+    assert len(rows) == 7
+    best = yaml.safe_load((jobs / "best_params.yaml").read_text())
+    assert best["params"] == {"x": 2, "y": 1}
+    assert best["best_value"] == pytest.approx(1.0)
+    assert best["overrides"] == ["x=2", "y=1"]
+
+
+def test_same_command_continues_the_study_without_repeating_grid_points(run_sweep, tmp_path):
+    first = run_sweep("x=0,1,2,3", "hydra.sweeper.n_trials=2")
+    name = load(tmp_path).study_name
+    assert len(load(tmp_path, name).trials) == 2
+
+    second = run_sweep("x=0,1,2,3")  # n_trials defaults to the grid size: 2 more trials
+    study = load(tmp_path, name)
+    assert complete_params(study) == [(("x", x),) for x in range(4)]
+    # job numbers continue: the second run's jobs are 2 and 3, the first run's stay untouched
+    assert sorted(p.name for p in first.iterdir() if p.name.isdigit()) == ["0", "1"]
+    assert sorted(p.name for p in second.iterdir() if p.name.isdigit()) == ["2", "3"]
+
+    third = run_sweep("x=0,1,2,3")  # nothing left to do
+    assert len(load(tmp_path, name).trials) == 4
+    assert not any(p.name.isdigit() for p in third.iterdir())
+
+
+@pytest.mark.slow
+def test_resumed_random_search_does_not_replay_earlier_draws(run_sweep, tmp_path):
+    common = ("x=interval(-5,5)", "hydra/sweeper/sampler=random")
+    run_sweep(*common, "hydra.sweeper.n_trials=2")
+    run_sweep(*common, "hydra.sweeper.n_trials=4")
+    xs = [t.params["x"] for t in load(tmp_path).trials]
+    assert len(xs) == 4 and len(set(xs)) == 4
+    # the same command on a fresh study reproduces the first run's draws (seed 0)
+    run_sweep(*common, "hydra.sweeper.n_trials=2", db="fresh.db")
+    assert [t.params["x"] for t in load(tmp_path, db="fresh.db").trials] == xs[:2]
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "qmc", "cmaes", "gp"])
+def test_every_sampler_runs_a_search(run_sweep, tmp_path, sampler):
+    run_sweep(
+        "x=interval(-5,5)",
+        "y=int(interval(0,3))",
+        f"hydra/sweeper/sampler={sampler}",
+        "hydra.sweeper.n_trials=2",
+        "epochs=1",
+    )
+    study = load(tmp_path)
+    assert len(study.trials) == 2
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    expected = {
+        "tpe": optuna.samplers.TPESampler,
+        "random": optuna.samplers.RandomSampler,
+        "qmc": optuna.samplers.QMCSampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+        "gp": optuna.samplers.GPSampler,
+    }[sampler]
+    assert (
+        type(
+            sweep.build_sampler(
+                {"_target_": f"{expected.__module__}.{expected.__name__}"},
+                sweep.build_search_space(None, ["x=interval(0,1)"]),
+            )
+        )
+        is expected
+    )
+    for t in study.trials:
+        assert -5 <= t.params["x"] <= 5 and t.params["y"] in (0, 1, 2, 3)
+
+
+def test_search_without_n_trials_is_a_one_line_error(run_sweep, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_sweep("x=interval(0,1)")
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: hydra.sweeper.n_trials is required with TPESampler" in err
+
+
+def test_unknown_key_fails_before_any_trial(run_sweep, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_sweep("nope.key=1,2")
+    assert "the sweep's overrides do not compose" in capsys.readouterr().err
+    assert optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna.db'}") == []
+
+
+def test_failed_trial_is_recorded_and_the_sweep_goes_on(run_sweep, tmp_path):
+    jobs = run_sweep("x=0,1,2,3", "fail_x=[1]", "hydra.sweeper.max_failure_rate=0.25")
+    study = load(tmp_path)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].params == {"x": 1}
+    assert failed[0].user_attrs["error"] == "RuntimeError: boom at x=1"
+    assert failed[0].value is None
+    error_txt = (jobs / str(failed[0].number) / "error.txt").read_text()
+    assert "Traceback" in error_txt and "boom at x=1" in error_txt
+    assert complete_params(study) == [(("x", 0),), (("x", 2),), (("x", 3),)]
+    assert "RuntimeError: boom at x=1" in (jobs / "trials.csv").read_text()
+
+
+def test_too_many_failures_stop_the_sweep(run_sweep, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_sweep("x=0,1,2,3", "fail_x=[0,1,2,3]", "hydra.sweeper.max_failure_rate=0.25")
+    assert exit_.value.code == 2
+    trials = load(tmp_path).trials
+    # one failure is tolerated (0.25 x 4); the second stops the sweep
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert (
+        "2 trials failed, more than max_failure_rate 0.25 x n_trials 4" in capsys.readouterr().err
+    )
+
+
+def test_failed_trials_run_again_when_asked(run_sweep, tmp_path):
+    run_sweep("x=0,1", "fail_x=[1]", "hydra.sweeper.study_name=retry")
+    # fixed: the same study, failed trials queued again
+    run_sweep("x=0,1", "hydra.sweeper.study_name=retry", "hydra.sweeper.retry_failed=true")
+    study = load(tmp_path, "retry")
+    assert complete_params(study) == [(("x", 0),), (("x", 1),)]
+    retried = [t for t in study.trials if t.state == TrialState.COMPLETE and t.params["x"] == 1]
+    assert retried[0].system_attrs["retry_history"] == [
+        t.number for t in study.trials if t.state == TrialState.FAIL
+    ]
+    assert not retried[0].user_attrs.get("error")
+
+
+def test_median_pruner_stops_a_bad_trial_and_its_job_says_so(run_sweep, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="prune", storage=storage, direction="maximize")
+    study.enqueue_trial({"x": 2})  # runs first and completes: 0.495, 0.99
+    study.enqueue_trial({"x": -8})  # below the median from epoch 1 on
+    jobs = run_sweep(
+        "x=2,-8",
+        "hydra.sweeper.study_name=prune",
+        "hydra/sweeper/pruner=median",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra.sweeper.pruner.n_warmup_steps=0",
+    )
+    good, bad = load(tmp_path, "prune").trials
+    assert good.state == TrialState.COMPLETE and good.params == {"x": 2}
+    assert bad.state == TrialState.PRUNED and bad.params == {"x": -8}
+    assert list(bad.intermediate_values) == [1]
+    assert bad.value == pytest.approx(app.score(-8, 0) / 2)  # the last reported value
+    assert json.loads((jobs / "1" / "results.json").read_text()) == {"status": "pruned", "epoch": 1}
+
+
+@pytest.mark.parametrize(
+    ("pruner", "cls"),
+    [
+        ("none", optuna.pruners.NopPruner),
+        ("median", optuna.pruners.MedianPruner),
+        ("percentile", optuna.pruners.PercentilePruner),
+        ("hyperband", optuna.pruners.HyperbandPruner),
+        ("wilcoxon", optuna.pruners.WilcoxonPruner),
+    ],
+)
+def test_pruner_groups_build_optuna_pruners(compose_cfg, pruner, cls):
+    cfg = compose_cfg([f"hydra/sweeper/pruner={pruner}"], return_hydra_config=True)
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.to_container(cfg.hydra.sweeper.pruner)
+    assert type(sweep.build_pruner(node)) is cls
+
+
+def test_journal_storage_by_path(run_sweep, tmp_path, capsys):
+    journal = tmp_path / "journal" / "optuna.log"
+    run_sweep("x=0,1", db=str(journal))
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))
+    )
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    assert complete_params(study) == [(("x", 0),), (("x", 1),)]
+    assert all(sweep.HEARTBEAT_ATTR in t.system_attrs for t in study.trials)
+    assert f"optuna-dashboard {journal}" in capsys.readouterr().out
+
+
+def test_stale_running_trial_is_failed_and_run_again(tmp_path):
+    """A trial left RUNNING by a dead worker (no heartbeat for grace_period) is re-run."""
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    settings = sweep.sweep_settings(
+        {
+            "storage": storage,
+            "study_name": "stale",
+            "heartbeat_interval": 1,
+            "grace_period": 2,
+            "metric_name": "score",
+        },
+        arguments=["x=0,1,2"],
+        hydra_overrides=["hydra.sweeper.study_name=stale"],
+    )
+    _, study = sweep.prepare_study(settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna: heartbeats are meant for Study.optimize
+        dead = study.ask(fixed_distributions=settings.space.distributions())  # grid point 0
+    st = study._storage
+    st.record_heartbeat(dead._trial_id)  # then it dies
+    launched: list[tuple[list[str], int]] = []
+
+    def launch(overrides: list[str], job_num: int) -> sweep.JobOutcome:
+        launched.append((overrides, job_num))
+        x = int(overrides[0].split("=")[1])
+        return sweep.JobOutcome(value=float(x))
+
+    import time
+
+    time.sleep(3)
+    sweep.run_workers(settings, launch)
+    study = optuna.load_study(study_name="stale", storage=storage)
+    states = {t.number: t.state for t in study.trials}
+    assert states[0] == TrialState.FAIL
+    assert complete_params(study) == [(("x", 0),), (("x", 1),), (("x", 2),)]
+    retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == 0)
+    assert retry.params == dead.params and retry.state == TrialState.COMPLETE
+    assert sorted(n for _, n in launched) == [1, 2, 3]
+    summary = sweep.summarize(settings, tmp_path / "s")
+    assert summary.progress.complete == 3 and summary.progress.failed == 0
+    assert "FAIL (retried)" in summary.table
+
+
+SWEEP_FILES = sorted(p.stem for p in (Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
+
+
+def test_the_named_sweeps_exist():
+    assert {"mfcc_grid", "features_tpe", "full_tpe"} <= set(SWEEP_FILES)
+
+
+def _corner(param: sweep.Param, *, last: bool):
+    d = param.distribution
+    if hasattr(d, "choices"):
+        return d.choices[-1 if last else 0]
+    return d.high if last else d.low
+
+
+@pytest.mark.parametrize("name", SWEEP_FILES)
+def test_every_sweep_file_composes_into_a_valid_study(compose_cfg, tmp_path, monkeypatch, name):
+    from omegaconf import OmegaConf
+
+    from urbansound.config import settings_from_config
+
+    monkeypatch.chdir(tmp_path)  # the default storage folder is created relative to here
+    cfg = compose_cfg([f"sweep={name}"], return_hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"  # no -m needed
+    conf = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    settings = sweep.sweep_settings(conf, arguments=[f"sweep={name}"])
+    assert settings.study_name == name
+    assert settings.storage == f"sqlite:///{tmp_path}/outputs/optuna.db"
+    assert settings.space.params and settings.n_trials >= 1
+    assert isinstance(
+        sweep.build_sampler(settings.sampler, settings.space), optuna.samplers.BaseSampler
+    )
+    assert isinstance(sweep.build_pruner(settings.pruner), optuna.pruners.BasePruner)
+    # both corners of the space compose into settings the experiment accepts
+    for last in (False, True):
+        point = {n: _corner(p, last=last) for n, p in settings.space.params.items()}
+        settings_from_config(compose_cfg(settings.space.overrides(point)))
+
+
+def test_mfcc_grid_is_the_tutorials_grid(compose_cfg, tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_cfg(["sweep=mfcc_grid"], return_hydra_config=True)
+    conf = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    settings = sweep.sweep_settings(conf, arguments=["sweep=mfcc_grid"])
+    assert sweep.grid_points(settings.space) == [{"n_mfcc": 20}, {"n_mfcc": 40}, {"n_mfcc": 60}]
+    assert settings.n_trials == 3
+    assert sweep.resolve_sampler_target(settings.sampler, settings.space) == sweep.GRID_SAMPLER
+
+
+def test_command_line_grid_uses_the_default_sweeper(compose_cfg, tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_cfg([], return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_.endswith("UrbansoundSweeper")
+    conf = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    settings = sweep.sweep_settings(conf, arguments=["n_mfcc=20,40,60"])
+    assert sweep.resolve_sampler_target(settings.sampler, settings.space) == sweep.GRID_SAMPLER
+    assert settings.n_trials == 3 and settings.study_name.startswith("n_mfcc-")
+    basic = compose_cfg(["hydra/sweeper=basic"], return_hydra_config=True)
+    assert basic.hydra.sweeper._target_.endswith("BasicSweeper")
