@@ -95,6 +95,7 @@ def test_grid_runs_every_combination_once_with_links_and_summary(run_sweep, tmp_
     assert f"study {study.study_name}: 6 complete, 0 pruned, 0 failed (n_trials 6)" in out
     assert "best: trial" in out and "x=2 y=1" in out
     assert f"optuna-dashboard sqlite:///{tmp_path / 'optuna.db'}" in out
+    assert "x=0,1,2" in (jobs / "multirun.yaml").read_text()  # the sweep's own config
     rows = (jobs / "trials.csv").read_text().splitlines()
     assert rows[0].split(",")[:4] == ["trial", "state", "value", "duration_s"]
     assert len(rows) == 7

@@ -112,6 +112,38 @@ def test_kill_9_in_the_middle_of_a_trial_then_the_same_command_resumes(tmp_path)
     assert all(t.state == TrialState.COMPLETE for t in ref.trials)
 
 
+def test_ctrl_c_queues_the_interrupted_trial_for_the_next_run_at_once(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    markers = tmp_path / "markers"
+    # heartbeats every 60 s: only the Ctrl-C handling can make the next run start at once
+    cmd = command(
+        tmp_path / "jobs",
+        storage,
+        "x=0,1,2",
+        "epochs=4",
+        "sleep=0.3",
+        f"marker_dir={markers}",
+        "hydra.sweeper.heartbeat_interval=60",
+    )
+    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(markers / "1.start")
+    time.sleep(0.5)
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=60)
+    assert first.returncode != 0
+
+    trials = only_study(storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].user_attrs["error"] == "interrupted (KeyboardInterrupt); queued again"
+    assert trials[2].params == trials[1].params
+
+    run(cmd, tmp_path, timeout=60)
+    study = only_study(storage)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["x"] for t in complete) == [0, 1, 2]
+    assert study.trials[2].state == TrialState.COMPLETE  # the queued copy ran first
+
+
 def test_parallel_workers_do_not_wait_for_a_slow_trial(tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     jobs = tmp_path / "jobs"

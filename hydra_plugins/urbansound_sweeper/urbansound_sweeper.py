@@ -67,6 +67,8 @@ class UrbansoundSweeper(Sweeper):
             # Resolving the sweep dir here fixes its ${now:...} for every job and every worker.
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
             self._validate(settings)
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # as Hydra's sweepers do
             summary = sweep.run_sweep(settings, self._launch, sweep_dir=sweep_dir)
         except UrbansoundError as exc:
             log.error("%s", exc)
