@@ -338,25 +338,38 @@ def test_single_run_archive_holds_parameters_curves_folds_and_confusion(
     assert a.others["samples_experiment"] == info["experiment_key"]
 
 
-@pytest.mark.slow
-def test_sweep_trials_are_linked_experiments_with_samples_logged_once(
-    run_cli, tmp_path: Path, demo_dir: Path, feature_cache: Path
-) -> None:
+def _sweep(hydra_sweep_runner: Any, tmp_path: Path, *overrides: str) -> Any:
+    """Run ``python -m urbansound.run -m OVERRIDES`` in this process; returns the Optuna study."""
     import optuna
 
-    sweep_dir = tmp_path / "sweep"
-    proc = run_cli(
-        "-m",
+    from urbansound import run
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    runner = hydra_sweep_runner(
+        calling_file=run.__file__,
+        calling_module=None,
+        task_function=run.main.__wrapped__,
+        config_path="../conf",
+        config_name="config",
+        overrides=[*overrides, f"hydra.sweeper.storage={storage}"],
+        temp_dir=tmp_path / "sweep",
+    )
+    runner.__enter__()  # not as a context: its __exit__ would delete the job directories
+    (summary,) = optuna.get_all_study_summaries(storage)
+    return optuna.load_study(study_name=summary.study_name, storage=storage)
+
+
+@pytest.mark.slow
+def test_sweep_trials_are_linked_experiments_with_samples_logged_once(
+    hydra_sweep_runner, tmp_path: Path, demo_dir: Path, feature_cache: Path, capsys
+) -> None:
+    study = _sweep(
+        hydra_sweep_runner,
+        tmp_path,
         "n_mfcc=13,20",
         *_demo(demo_dir, feature_cache),
         "tracking.mode=offline",
         "tracking.log_figures=false",
-        "hydra.sweeper.storage=sqlite:///optuna.db",
-        f"hydra.sweep.dir={sweep_dir}",
-    )
-    (summary,) = optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna.db'}")
-    study = optuna.load_study(
-        study_name=summary.study_name, storage=f"sqlite:///{tmp_path}/optuna.db"
     )
     trials = sorted(study.trials, key=lambda t: t.number)
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
@@ -400,7 +413,7 @@ def test_sweep_trials_are_linked_experiments_with_samples_logged_once(
         == trials[with_audio[0]].user_attrs["comet_experiment_key"]
     )
 
-    console = proc.stdout + proc.stderr
+    console = capsys.readouterr().out
     assert console.count("comet upload") == 1
     (line,) = [ln for ln in console.splitlines() if "comet upload" in ln]
     assert sorted(line.split()[2:]) == sorted(
@@ -465,35 +478,21 @@ def test_a_failing_logging_call_leaves_the_optuna_trial_complete_with_its_value(
     hydra_sweep_runner, tmp_path: Path, demo_dir: Path, feature_cache: Path, monkeypatch
 ) -> None:
     """An in-process sweep (one trial) whose per-fold metrics cannot be logged."""
-    import optuna
-
-    from urbansound import run
 
     def broken(self: tracking.Tracker, *args: Any) -> None:
         raise RuntimeError("metrics channel broken")
 
     monkeypatch.setattr(tracking.Tracker, "_log_fold_metrics", broken)
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    sweep_dir = tmp_path / "sweep"
-    runner = hydra_sweep_runner(
-        calling_file=run.__file__,
-        calling_module=None,
-        task_function=run.main.__wrapped__,
-        config_path="../conf",
-        config_name="config",
-        overrides=[
-            "n_mfcc=13",
-            *_demo(demo_dir, feature_cache),
-            "tracking.mode=offline",
-            "tracking.log_audio=false",
-            "tracking.log_figures=false",
-            f"hydra.sweeper.storage={storage}",
-        ],
-        temp_dir=sweep_dir,
+    study = _sweep(
+        hydra_sweep_runner,
+        tmp_path,
+        "n_mfcc=13",
+        *_demo(demo_dir, feature_cache),
+        "tracking.mode=offline",
+        "tracking.log_audio=false",
+        "tracking.log_figures=false",
     )
-    runner.__enter__()  # not as a context: its __exit__ would delete the job directories
-    (summary,) = optuna.get_all_study_summaries(storage)
-    (trial,) = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    (trial,) = study.trials
     assert trial.state.name == "COMPLETE"
     job_dir = Path(trial.user_attrs["run_dir"])
     results = json.loads((job_dir / "results.json").read_text())

@@ -68,6 +68,7 @@ import shlex
 import socket
 import ssl
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -584,9 +585,9 @@ class Tracker:
         return claim
 
     def _log_samples(self, results: Mapping[str, Any]) -> None:
-        import librosa
+        import soundfile
 
-        from urbansound import data
+        from urbansound import audio, data
 
         assert self._settings is not None
         tracking, f = self._settings.tracking, self._settings.features
@@ -595,15 +596,16 @@ class Tracker:
         index = data.load_index(root, missing="skip", name=dataset)
         names = list(results.get("class_names") or index.class_names)
         if tracking.log_audio:
-            for cid, path in _one_clip_per_class(index.clips):
-                name = names[cid] if cid < len(names) else str(cid)
-                y, _ = librosa.load(path, sr=f.sr)
-                self._exp.log_audio(
-                    y,
-                    sample_rate=f.sr,
-                    file_name=f"{cid}_{name}.wav",
-                    metadata={"class": name, "clip": os.path.relpath(path, root)},
-                )
+            with tempfile.TemporaryDirectory(prefix="urbansound-samples-") as tmp:
+                for cid, path in _one_clip_per_class(index.clips):
+                    name = names[cid] if cid < len(names) else str(cid)
+                    wav = Path(tmp) / f"{cid}_{name}.wav"  # decoded at features.sr, 16-bit PCM
+                    soundfile.write(wav, audio.load_audio(path, sr=f.sr), f.sr, subtype="PCM_16")
+                    self._exp.log_audio(
+                        str(wav),
+                        file_name=wav.name,
+                        metadata={"class": name, "clip": os.path.relpath(path, root)},
+                    )
         if tracking.log_figures:
             from urbansound import plots
 
