@@ -56,23 +56,29 @@ def _tutorial(paths: list[str], res_type: str) -> float:
 
 
 class _PeakRSS:
-    """Samples the resident memory of this process and its children every 20 ms."""
+    """Samples the resident memory of this process and of its children every 20 ms."""
 
     def __init__(self) -> None:
-        self.peak = 0
+        import psutil
+
+        self._me = psutil.Process()
+        self.before = self._me.memory_info().rss
+        self.peak_self = self.peak_children = self.peak_total = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         import psutil
 
-        me = psutil.Process()
         while not self._stop.is_set():
-            total = 0
-            for p in [me, *me.children(recursive=True)]:
+            own = self._me.memory_info().rss
+            children = 0
+            for p in self._me.children(recursive=True):
                 with contextlib.suppress(psutil.Error):  # a worker that just exited
-                    total += p.memory_info().rss
-            self.peak = max(self.peak, total)
+                    children += p.memory_info().rss
+            self.peak_self = max(self.peak_self, own)
+            self.peak_children = max(self.peak_children, children)
+            self.peak_total = max(self.peak_total, own + children)
             self._stop.wait(0.02)
 
     def __enter__(self) -> _PeakRSS:
@@ -173,10 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         f"from the stage cache       {stage:8.3f} s        {stage / cold:6.2%} of cold"
         "   (new pooling: every clip's log-mel read back)"
     )
+    mib = 2**20
     print(
-        f"peak memory                {mem.peak / 2**20:8.0f} MiB"
-        f"     (decoded audio of these clips at 22.05 kHz: "
-        f"{seconds_of_audio * 22050 * 4 / 2**20:.0f} MiB)"
+        f"peak memory                {mem.peak_total / mib:8.0f} MiB     (this process "
+        f"{mem.before / mib:.0f} -> {mem.peak_self / mib:.0f} MiB, workers "
+        f"{mem.peak_children / mib:.0f} MiB; the decoded audio of these clips at 22.05 kHz: "
+        f"{seconds_of_audio * 22050 * 4 / mib:.0f} MiB)"
     )
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -220,7 +221,11 @@ def test_silent_constant_and_tiny_clips_give_finite_features(
 
 
 def test_cache_reuses_the_stage_for_every_on_load_setting(demo_root: Path, tmp_path) -> None:
-    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:12]
+    (tmp_path / "clips").mkdir()
+    clips = [  # copies: the test touches one, and the demo corpus is shared by the session
+        Path(shutil.copy2(p, tmp_path / "clips"))
+        for p in sorted((demo_root / "audio").glob("fold*/*.wav"))[:12]
+    ]
     base = _settings(tmp_path)
     first = extract_features(clips, base, progress=False)
     assert (first.n_computed, first.n_cached) == (12, 0)
