@@ -150,3 +150,15 @@ def test_bad_size_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="clips_per_class must be >= 1"):
         make_demo_corpus(tmp_path, clips_per_class=0)
     assert not any(tmp_path.iterdir())
+
+
+def test_parallel_generation_writes_the_same_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urbansound.data as data
+
+    one = make_demo_corpus(tmp_path / "one", clips_per_class=3, progress=False)
+    monkeypatch.setattr(data, "_MIN_CLIPS_PER_WORKER", 10)
+    monkeypatch.setattr(data.os, "cpu_count", lambda: 2)
+    two = make_demo_corpus(tmp_path / "two", clips_per_class=3, progress=False)
+    assert _digests(one) == _digests(two)

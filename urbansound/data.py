@@ -353,9 +353,10 @@ def resolve_dataset(data: DataSettings) -> tuple[Path, str]:
 # --------------------------------------------------------------------------------------------
 # The demo corpus: WAV writing
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 DEFAULT_DEMO_CLIPS_PER_CLASS = 100
 MANIFEST = "demo.json"
+_MIN_CLIPS_PER_WORKER = 150  # below this, worker start-up costs more than it saves
 _SYNTH_SR = 22050  # synthesis rate; files at higher rates are resampled up
 _SUBTYPE_BITS = {"PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "FLOAT": 32}
 
@@ -512,9 +513,9 @@ def _air_conditioner(p: dict, r: np.random.Generator, n: int, sr: int) -> np.nda
 
 def _rec_car_horn(r: np.random.Generator) -> dict:
     return {
-        "f0": r.uniform(250, 600),
+        "f0": r.uniform(300, 650),
         "second": r.uniform(1.15, 1.35) if r.random() < 0.5 else 0.0,
-        "tilt": r.uniform(0.5, 1.5),
+        "tilt": r.uniform(0.3, 1.2),
         "odd": r.uniform(0.0, 1.5),
         "honks": int(r.integers(2, 4)),
         "dur": (r.uniform(0.3, 0.8), r.uniform(1.0, 2.5)),
@@ -527,14 +528,14 @@ def _car_horn(p: dict, r: np.random.Generator, n: int, sr: int) -> np.ndarray:
     x = _harmonic(f0, sr, n, amps)
     if p["second"]:
         x += 0.8 * _harmonic(f0 * p["second"], sr, n, amps, 1.0)
-    x = np.tanh(1.5 * x / (np.abs(x).max() + 1e-12))
+    x = np.tanh(3.0 * x / (np.abs(x).max() + 1e-12))
     return x * _segments(r, n, sr, p["honks"], p["dur"])
 
 
 def _rec_children_playing(r: np.random.Generator) -> dict:
     return {
         "voices": int(r.integers(2, 5)),
-        "pitch": r.uniform(220, 420),
+        "pitch": r.uniform(250, 450),
         "formant": r.uniform(700, 1600),
         "crowd": r.uniform(0.1, 0.7),
         "tilt": r.uniform(0.6, 1.4),
@@ -551,16 +552,16 @@ def _children_playing(p: dict, r: np.random.Generator, n: int, sr: int) -> np.nd
         f0 = glide * (1 + 0.03 * np.sin(2 * np.pi * r.uniform(4, 7) * t))
         formant = p["formant"] * r.uniform(0.8, 1.25)
         amps = h ** -p["tilt"] * (1 + 2.5 * np.exp(-(((h * base - formant) / 400.0) ** 2)))
-        env = _segments(r, n, sr, int(r.integers(1, 4)), (0.2, 1.2))
+        env = _segments(r, n, sr, int(r.integers(2, 5)), (0.4, 1.8))
         x += r.uniform(0.3, 1.0) * _harmonic(f0, sr, n, amps, r.uniform(0, 6.3)) * env
     return x
 
 
 def _rec_dog_bark(r: np.random.Generator) -> dict:
     return {
-        "f0": r.uniform(300, 900),
+        "f0": r.uniform(350, 900),
         "fall": r.uniform(0.1, 0.5),
-        "breath": r.uniform(0.2, 0.9),
+        "breath": r.uniform(0.4, 1.2),
         "len": r.uniform(0.12, 0.4),
         "barks": int(r.integers(3, 9)),
         "formant": r.uniform(800, 2500),
@@ -844,7 +845,7 @@ def _rec_scene(r: np.random.Generator, class_id: int) -> dict:
     }
 
 
-def _synth_slice(row: pd.Series, rec: dict, scene: dict, seed: int) -> np.ndarray:
+def _synth_slice(row: dict, rec: dict, scene: dict, seed: int) -> np.ndarray:
     """One slice's audio (frames x channels) at the row's sample rate.
 
     Synthesised at up to 22.05 kHz, then filtered by the recording's microphone curve and
@@ -943,32 +944,57 @@ def make_demo_corpus(
     return root
 
 
-def _generate(out: Path, *, clips_per_class: int, seed: int, progress: bool) -> None:
-    from tqdm.auto import tqdm
-
-    plan = _plan(clips_per_class, seed)
-    log.info(
-        "demo corpus: generating %d clips (%d per class, seed %d) into %s",
-        len(plan),
-        clips_per_class,
-        seed,
-        out,
-    )
-    for f in FOLDS:
-        (out / "audio" / f"fold{f}").mkdir(parents=True)
-    (out / "metadata").mkdir()
+def _write_recordings(out: Path, rows: list[dict], seed: int) -> int:
+    """Synthesise and write the slices in ``rows`` (whole recordings); returns how many."""
     recs: dict[int, tuple[dict, dict]] = {}
-    for _, row in tqdm(
-        plan.iterrows(), total=len(plan), desc="demo corpus", unit="clip", disable=not progress
-    ):
-        i = int(row["rec"])
+    for row in rows:
+        i, c = int(row["rec"]), int(row["classID"])
         if i not in recs:
-            r = np.random.default_rng([seed, int(row["classID"]), i, 0])
-            c = int(row["classID"])
+            r = np.random.default_rng([seed, c, i, 0])
             recs[i] = (_GENERATORS[c][0](r), _rec_scene(r, c))
         audio = _synth_slice(row, *recs[i], seed)
         path = out / "audio" / f"fold{row['fold']}" / row["slice_file_name"]
         path.write_bytes(_wav_bytes(audio, int(row["sr"]), str(row["subtype"])))
+    return len(rows)
+
+
+def _generate(out: Path, *, clips_per_class: int, seed: int, progress: bool) -> None:
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    plan = _plan(clips_per_class, seed)
+    for f in FOLDS:
+        (out / "audio" / f"fold{f}").mkdir(parents=True)
+    (out / "metadata").mkdir()
+    # whole recordings per task: each slice's audio depends only on (seed, recording, slice),
+    # so the files are the same whichever worker writes them
+    rows = plan.sort_values(["rec", "slice"]).to_dict("records")
+    recordings: dict[int, list[dict]] = {}
+    for row in rows:
+        recordings.setdefault(int(row["rec"]), []).append(row)
+    n_tasks = max(1, min(64, len(rows) // 16, len(recordings)))
+    groups = list(recordings.values())
+    chunks = [
+        [row for g in part for row in groups[g]]
+        for part in np.array_split(np.arange(len(groups)), n_tasks)
+    ]
+    workers = max(1, min(os.cpu_count() or 1, len(rows) // _MIN_CLIPS_PER_WORKER))
+    log.info(
+        "demo corpus: generating %d clips (%d per class, seed %d) into %s with %d worker(s)",
+        len(plan),
+        clips_per_class,
+        seed,
+        out,
+        workers,
+    )
+    with tqdm(total=len(rows), desc="demo corpus", unit="clip", disable=not progress) as bar:
+        if workers == 1:
+            for chunk in chunks:
+                bar.update(_write_recordings(out, chunk, seed))
+        else:
+            parallel = Parallel(n_jobs=workers, return_as="generator_unordered")
+            for done in parallel(delayed(_write_recordings)(out, ch, seed) for ch in chunks):
+                bar.update(done)
     plan[list(CSV_COLUMNS)].to_csv(out / METADATA, index=False, lineterminator="\n")
     manifest = {
         "generator": "urbansound.data.make_demo_corpus",
