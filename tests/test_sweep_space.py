@@ -196,3 +196,18 @@ def test_storage_paths_become_absolute(tmp_path, monkeypatch) -> None:
     )
     with pytest.raises(ConfigError, match="in-memory SQLite"):
         sweep.normalize_storage("sqlite://")
+
+
+def test_hydra_start_up_does_not_import_optuna() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from hydra.core.plugins import Plugins\n"
+        "from hydra.plugins.sweeper import Sweeper\n"
+        "names = [p.__name__ for p in Plugins.instance().discover(Sweeper)]\n"
+        "print(names, 'optuna' in sys.modules, 'urbansound.sweep' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['BasicSweeper', 'UrbansoundSweeper'] False False"

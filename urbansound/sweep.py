@@ -45,6 +45,7 @@ import multiprocessing
 import os
 import shlex
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -973,10 +974,21 @@ def run_worker(settings: SweepSettings, launch: Launch, *, worker: int = 0) -> P
             )
             return progress
         if progress.counted >= settings.n_trials:
-            if not progress.running or settings.heartbeat_interval is None:
+            if not progress.running:
+                return progress
+            if settings.heartbeat_interval is None:
+                log.warning(
+                    "trials %s are still RUNNING (another worker, or a killed sweep: without "
+                    "hydra.sweeper.heartbeat_interval they are never run again)",
+                    progress.running,
+                )
                 return progress
             if progress.running != waiting_logged:
-                log.info("waiting for running trials %s (other workers)", progress.running)
+                log.info(
+                    "waiting for running trials %s (other workers, or a killed sweep whose "
+                    "heartbeat has not expired yet)",
+                    progress.running,
+                )
                 waiting_logged = progress.running
             time.sleep(min(settings.heartbeat_interval, 5))
             continue
@@ -1087,14 +1099,17 @@ def _worker_process(
         os._exit(3)  # the sweep's main process is gone (kill -9): stop like it did
 
     threading.Thread(target=watchdog, name="urbansound-watchdog", daemon=True).start()
+    code = 0
     try:
         run_worker(settings, launch, worker=worker)
     except KeyboardInterrupt:
-        os._exit(130)
+        code = 130
     except Exception:
         log.exception("sweep worker %d stopped", worker)
-        os._exit(1)
-    os._exit(0)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)  # skip the parent's atexit handlers, inherited through fork
 
 
 def run_workers(settings: SweepSettings, launch: Launch) -> None:
