@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 
 from urbansound.data import CLASS_NAMES, CSV_COLUMNS, load_index, make_demo_corpus
+from urbansound.errors import DataError
 
 NAME = re.compile(r"^(\d+)-(\d)-(\d+)-(\d+)\.wav$")
 
@@ -135,8 +136,9 @@ def test_complete_corpus_is_reused_and_partial_one_ignored(tmp_path: Path) -> No
     half = tmp_path / "b" / root.name
     (half / "metadata").mkdir(parents=True)
     (half / "metadata" / "UrbanSound8K.csv").write_text("slice_file_name\n")
-    with pytest.raises(OSError):  # refuses to replace a folder it did not make complete
+    with pytest.raises(DataError, match="exists but is not a complete demo corpus"):
         make_demo_corpus(tmp_path / "b", clips_per_class=1, progress=False)
+    assert (half / "metadata" / "UrbanSound8K.csv").read_text() == "slice_file_name\n"
     (half / "metadata" / "UrbanSound8K.csv").unlink()
     (half / "metadata").rmdir()
     half.rmdir()
@@ -144,6 +146,12 @@ def test_complete_corpus_is_reused_and_partial_one_ignored(tmp_path: Path) -> No
     assert again == half
     assert _digests(again) == _digests(root)
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted([crashed.name, half.name])
+
+
+def test_unwritable_destination_is_a_data_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(DataError, match=r"cannot create the demo corpus in .*data\.demo_dir"):
+        make_demo_corpus(tmp_path / "file" / "demo", clips_per_class=1, progress=False)
 
 
 def test_bad_size_is_rejected(tmp_path: Path) -> None:

@@ -898,7 +898,9 @@ def make_demo_corpus(
     (siren sweeps, bark bursts, drilling, engine hum, ...) over shared background noise at varying
     SNR; slices of one synthetic recording (one ``fsID``) share its sound parameters, format and
     fold; formats mix 11.025-96 kHz, 8-bit unsigned, 16-bit, 24-bit and float, mono and stereo,
-    and clips shorter than 4 s, as in the real data. The same arguments give byte-identical files.
+    and clips shorter than 4 s, as in the real data. The same arguments give byte-identical files
+    (with the same numpy on the same kind of machine; the WAV files are written by hand, without
+    libsndfile's timestamped PEAK chunk).
 
     Parameters
     ----------
@@ -917,7 +919,13 @@ def make_demo_corpus(
     Path
         The corpus root (``metadata/UrbanSound8K.csv`` + ``audio/fold1..10``). An existing complete
         corpus is reused; generation writes into a temporary folder renamed into place, so an
-        interrupted run never leaves a partial corpus.
+        interrupted run never leaves a partial corpus (a killed one may leave a hidden
+        ``.UrbanSound8K-demo-*.tmp-*`` folder in ``dest``, which is never read and may be deleted).
+
+    Raises
+    ------
+    DataError
+        ``dest`` cannot be written, or the corpus folder exists without being complete.
     """
     if isinstance(clips_per_class, bool) or int(clips_per_class) != clips_per_class:
         raise ValueError(f"clips_per_class must be an integer, got {clips_per_class!r}")
@@ -928,15 +936,27 @@ def make_demo_corpus(
     if (root / MANIFEST).is_file() and (root / METADATA).is_file():
         log.info("demo corpus: reusing %s", root)
         return root
-    dest.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=dest))
+    incomplete = DataError(
+        f"{root} exists but is not a complete demo corpus (no {MANIFEST}); delete it and run "
+        "again, or set data.demo_dir to another folder"
+    )
+    if root.exists() and any(root.iterdir()):
+        raise incomplete
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=dest))
+    except OSError as exc:
+        raise DataError(
+            f"cannot create the demo corpus in {dest} ({exc.strerror}); set data.demo_dir to a "
+            "writable folder"
+        ) from None
     try:
         _generate(tmp, clips_per_class=clips_per_class, seed=seed, progress=progress)
         try:
             os.rename(tmp, root)
         except OSError:
             if not (root / MANIFEST).is_file():  # not a concurrent generator's finished copy
-                raise
+                raise incomplete from None
             log.info("demo corpus: another process finished %s first; using it", root)
     finally:
         if tmp.exists():
