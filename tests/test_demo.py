@@ -91,6 +91,7 @@ def test_clips_decode_to_sound(demo: pd.DataFrame) -> None:
         assert np.std(y) > 1e-3
 
 
+@pytest.mark.slow
 def test_classes_differ_in_sound(demo: pd.DataFrame) -> None:
     """Class-specific synthesis: per-class mean spectra are far apart relative to within-class."""
     feats = np.array(
