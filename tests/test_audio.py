@@ -58,19 +58,30 @@ def test_other_rates_equal_librosa(real_root: Path, sr: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("subtype", "channels", "native_sr"),
-    [("FLOAT", 3, 32000), ("PCM_24", 6, 44100), ("PCM_U8", 1, 11025), ("PCM_16", 2, 22050)],
+    ("subtype", "channels", "native_sr", "fmt"),
+    [
+        ("FLOAT", 3, 32000, "WAV"),
+        ("PCM_24", 6, 44100, "WAV"),
+        ("PCM_U8", 1, 11025, "WAV"),
+        ("PCM_U8", 2, 11025, "WAV"),
+        ("PCM_16", 2, 22050, "WAV"),
+        ("PCM_16", 6, 48000, "WAV"),
+        ("PCM_S8", 3, 16000, "AIFF"),
+    ],
 )
 def test_written_formats_equal_librosa(
-    tmp_path: Path, subtype: str, channels: int, native_sr: int
+    tmp_path: Path, subtype: str, channels: int, native_sr: int, fmt: str
 ) -> None:
     rng = np.random.default_rng(channels)
     x = (0.3 * rng.standard_normal((native_sr // 2, channels))).clip(-1, 1)
-    path = tmp_path / f"clip_{subtype}.wav"
-    sf.write(path, x, native_sr, subtype=subtype)
+    path = tmp_path / f"clip_{subtype}.{fmt.lower()}"
+    sf.write(path, x, native_sr, subtype=subtype, format=fmt)
     ours = load_audio(path, sr=22050)
     ref = _librosa_load(path, 22050)
     assert ours.shape == ref.shape
+    if subtype in ("PCM_16", "PCM_U8", "PCM_S8"):
+        # Decoded as integers and scaled in numpy: exact arithmetic, so bitwise librosa's.
+        np.testing.assert_array_equal(ours, ref)
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5)
 
 

@@ -2,9 +2,12 @@
 
 :func:`load_audio` reads a file with soundfile (libsndfile), averages its channels to mono and
 resamples it with soxr in high quality ("HQ", librosa's default ``res_type="soxr_hq"``), then
-fixes the length to ``ceil(n * sr / sr_native)`` samples, as ``librosa.resample`` does. The result
-is bitwise what ``librosa.load(path, sr=sr)[0]`` returns for every format soundfile reads
-(8-bit unsigned, 16/24-bit PCM, WAVE_FORMAT_EXTENSIBLE, float, FLAC, OGG...).
+fixes the length to ``ceil(n * sr / sr_native)`` samples, as ``librosa.resample`` does: the same
+operations in the same order, so the result is bitwise ``librosa.load(path, sr=sr)[0]`` on every
+clip of the UrbanSound8K sample and of the demo corpus (8-bit unsigned, 16- and 24-bit PCM,
+WAVE_FORMAT_EXTENSIBLE, float, mono to 6 channels; the tests require 1e-5). 8- and 16-bit files
+are decoded as integers and scaled in numpy, which is exact and twice as fast as libsndfile's
+float conversion.
 
 Unlike ``librosa.load`` it never falls back to audioread (deprecated there), and it refuses
 files that carry no audio: an empty or non-audio file, a WAV whose data chunk is cut short
@@ -24,6 +27,8 @@ import soxr
 
 from urbansound.errors import AudioError
 
+# Subtypes whose float samples are int16 values times 2**-15 (see _int16_mono).
+_INT16_EXACT = frozenset({"PCM_16", "PCM_U8", "PCM_S8"})
 # libsndfile logs a data chunk declared longer than the file as "data : 460404 (should be 956)".
 _SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
@@ -74,7 +79,8 @@ def load_audio(path: str | Path, *, sr: int) -> np.ndarray:
         with sf.SoundFile(str(path)) as f:
             native_sr = f.samplerate
             declared = f.frames
-            y = f.read(dtype="float32", always_2d=True)
+            as_int16 = f.subtype in _INT16_EXACT
+            y = f.read(dtype="int16" if as_int16 else "float32", always_2d=True)
             info = f.extra_info
     except (sf.SoundFileError, RuntimeError, OSError) as exc:  # LibsndfileError, read errors
         raise audio_error(path, _reason(path, exc)) from None
@@ -89,11 +95,28 @@ def load_audio(path: str | Path, *, sr: int) -> np.ndarray:
         raise audio_error(path, "it holds no audio samples")
     if y.shape[0] < declared:
         raise audio_error(path, f"the file is truncated (read {y.shape[0]} of {declared} frames)")
-    return _to_mono_resampled(y, native_sr, sr)
+    return _resample(_int16_mono(y) if as_int16 else _float_mono(y), native_sr, sr)
 
 
-def _to_mono_resampled(y: np.ndarray, native_sr: int, sr: int) -> np.ndarray:
-    """Average channels then resample, with librosa's operations in librosa's order."""
+def _int16_mono(y: np.ndarray) -> np.ndarray:
+    """Mono float32 from 16-bit (or 8-bit) samples, bitwise equal to the float path below.
+
+    libsndfile's float samples are ``int16 * 2**-15`` (8-bit ones ``(u8 - 128) * 2**-7``, which
+    it also returns as ``int16`` shifted left by 8): exact in float32, and so is their float32 sum
+    over channels (at most 24 significant bits), so summing integers, then scaling, then dividing
+    by the channel count rounds exactly where librosa's float mean does. Converting in numpy
+    rather than in libsndfile halves the decoding time.
+    """
+    total = y[:, 0] if y.shape[1] == 1 else y.sum(axis=1, dtype=np.int32)
+    mono = total.astype(np.float32)
+    mono *= np.float32(2.0**-15)
+    if y.shape[1] > 1:
+        mono /= np.float32(y.shape[1])
+    return mono
+
+
+def _float_mono(y: np.ndarray) -> np.ndarray:
+    """Average channels with librosa's float32 operations in librosa's order."""
     n_channels = y.shape[1]
     if n_channels == 1:
         mono = y[:, 0]
@@ -104,6 +127,11 @@ def _to_mono_resampled(y: np.ndarray, native_sr: int, sr: int) -> np.ndarray:
         for c in range(2, n_channels):
             mono += y[:, c]
         mono /= np.float32(n_channels)
+    return mono
+
+
+def _resample(mono: np.ndarray, native_sr: int, sr: int) -> np.ndarray:
+    """``librosa.resample(mono, orig_sr=native_sr, target_sr=sr)`` with its default soxr_hq."""
     mono = np.ascontiguousarray(mono, dtype=np.float32)
     if native_sr == sr:
         return mono
