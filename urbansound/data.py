@@ -249,7 +249,6 @@ def load_index(root: Path, *, missing: str = "error", name: str = "urbansound8k"
             f"{audio} (first: {shown})"
         )
         if missing == "error":
-            log.error(summary)
             raise DataError(
                 f"{summary}; restore them, or pass data.missing=skip to go on with the "
                 f"{int(present.sum())} present clips"

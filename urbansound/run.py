@@ -306,8 +306,7 @@ def main(cfg: DictConfig) -> float:
     except UrbansoundError as exc:
         if _is_multirun():
             raise  # the sweeper records the trial as failed, with this message
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)  # one line, no traceback
         sys.exit(2)
 
     table = format_fold_table(results["folds"], results["mean_accuracy"], results["std_accuracy"])
