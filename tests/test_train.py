@@ -12,7 +12,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from urbansound.config import ModelSettings, TrainSettings
-from urbansound.errors import DataError, TrialPruned
+from urbansound.errors import ConfigError, DataError, TrialPruned
 from urbansound.model import MLP, StackedMLP, init_params, layer_sizes
 from urbansound.train import (
     CVResult,
@@ -21,10 +21,12 @@ from urbansound.train import (
     Split,
     StackedAdam,
     cross_validate,
+    dropout_bits,
     fold_init_params,
     fold_seeds,
     fold_splits,
     random_split,
+    resolve_device,
     unpack_keep,
 )
 
@@ -400,3 +402,130 @@ def test_fold_seeds_depend_on_seed_and_fold_only() -> None:
     b = fold_init_params(sizes, seed=0, fold=2)
     assert all(torch.equal(x[0], z[0]) for x, z in zip(a, b, strict=True))
     assert replace(TrainSettings(), seed=1) != TrainSettings()
+
+
+# --------------------------------------------------------------------------------------------
+# Random streams, groups, devices
+
+
+def test_dropout_bits_are_the_rates_binary_digits() -> None:
+    assert dropout_bits(0.5) == (1,)
+    assert dropout_bits(0.25) == (0, 1)
+    assert dropout_bits(0.75) == (1, 1)
+    assert dropout_bits(0.0) == ()
+    digits = dropout_bits(0.3)
+    assert len(digits) == 16
+    assert sum(b / 2 ** (i + 1) for i, b in enumerate(digits)) == 19661 / 65536
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.25, 0.3, 0.1])
+def test_keep_bits_drop_units_independently_at_the_rate(rate: float) -> None:
+    stream = FoldRandom(fold_seeds(0, 1))
+    steps, batch, width = 40, 32, 96
+    bits = stream.keep_bits(steps, batch, width, rate)
+    assert bits.shape == (steps, 8 * math.ceil(batch * width / 64)) and bits.dtype == np.uint8
+    keep = unpack_keep(bits, batch, width).astype(np.float64)
+    assert keep.shape == (steps, batch, width) and set(np.unique(keep)) == {0.0, 1.0}
+    n = keep.size  # 122 880 units: the drop rate is within 4 standard errors
+    assert 1 - keep.mean() == pytest.approx(rate, abs=4 * math.sqrt(rate * (1 - rate) / n))
+    # No structure across units, rows or steps: neighbours are uncorrelated.
+    for a, b in [
+        (keep[..., 1:], keep[..., :-1]),
+        (keep[:, 1:], keep[:, :-1]),
+        (keep[1:], keep[:-1]),
+    ]:
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.02
+    # The next epoch draws new masks.
+    assert not np.array_equal(stream.keep_bits(steps, batch, width, rate), bits)
+
+
+def test_each_epoch_visits_every_training_clip_once() -> None:
+    from urbansound.train import _Lockstep
+
+    X, y, folds = _blobs(n=230, seed=10)
+    splits = fold_splits(folds)
+    group = _Lockstep(
+        X,
+        y,
+        splits,
+        n_classes=N_CLASSES,
+        model=SMALL,
+        train=_train(batch_size=16),
+        device=torch.device("cpu"),
+    )
+    weight = group.weight.squeeze(-1).numpy()  # (steps, models, batch): > 0 for real rows
+    assert group.active == sorted(group.active, reverse=True) and group.active[0] == len(splits)
+    for _ in range(2):
+        idx, _bits = group.draw_epoch()
+        for j, i in enumerate(np.argsort(group.inverse)):
+            s = splits[i]
+            rows = idx[:, j][weight[:, j] > 0]  # rows of model j's own copy of X
+            assert len(rows) == len(s.train)
+            assert np.array_equal(np.sort(rows % len(y)), s.train)
+            steps_j = math.ceil(len(s.train) / 16)
+            assert (weight[:steps_j, j, 0] > 0).all() and (weight[steps_j:, j] == 0).all()
+            last = len(s.train) - 16 * (steps_j - 1)
+            assert weight[steps_j - 1, j, 0] == pytest.approx(1 / last)  # the smaller batch
+
+
+def test_thread_groups_do_not_change_the_results() -> None:
+    X, y, folds = _blobs(n=260, seed=11, n_folds=5)
+    splits = fold_splits(folds)
+    kw = {"n_classes": N_CLASSES, "model": SMALL, "progress": False}
+    one = cross_validate(X, y, splits, train=_train(threads=1), **kw)
+    three = cross_validate(X, y, splits, train=_train(threads=3), **kw)
+    for a, b in zip(one.history, three.history, strict=True):
+        np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-5)
+        np.testing.assert_allclose(a.test_loss, b.test_loss, rtol=1e-5)
+    assert [f.confusion for f in one.folds] == [f.confusion for f in three.folds]
+
+
+def test_device_setting() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert resolve_device("auto").type == "cuda"
+    else:
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(ConfigError, match=r"train.device=cuda but torch sees no CUDA"):
+            resolve_device("cuda")
+
+
+@pytest.mark.slow
+def test_lockstep_and_the_usual_per_fold_loop_reach_the_same_accuracy() -> None:
+    # The usual way: nn.Module with nn.Dropout, autograd, torch.optim.Adam, a fresh shuffle per
+    # epoch from torch's generator. Same initial weights; different random streams, so the
+    # accuracies agree within noise, not exactly.
+    X, y, folds = _blobs(n=400, seed=12, n_folds=4)
+    splits = fold_splits(folds)
+    train = _train(epochs=8, batch_size=16)
+    ours = cross_validate(
+        X, y, splits, n_classes=N_CLASSES, model=SMALL, train=train, progress=False
+    )
+    sizes = layer_sizes(X.shape[1], SMALL.hidden, N_CLASSES)
+    accs = []
+    for s in splits:
+        xtr, xte = X[s.train].astype(np.float64), X[s.test].astype(np.float64)
+        mu, sd = xtr.mean(0), xtr.std(0)
+        xtr = torch.tensor((xtr - mu) / sd, dtype=torch.float32)
+        xte = torch.tensor((xte - mu) / sd, dtype=torch.float32)
+        ytr, yte = torch.from_numpy(y[s.train]), torch.from_numpy(y[s.test])
+        net = MLP(X.shape[1], N_CLASSES, hidden=SMALL.hidden, dropout=SMALL.dropout)
+        init = fold_init_params(sizes, seed=train.seed, fold=s.fold)
+        net.load_keras_params(init)
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(init, net.keras_params(), strict=True))
+        opt = torch.optim.Adam(net.parameters(), lr=train.lr, eps=train.eps)
+        gen = torch.Generator().manual_seed(int(s.fold))
+        torch.manual_seed(int(s.fold))  # nn.Dropout draws from the global generator
+        for _ in range(train.epochs):
+            net.train()
+            perm = torch.randperm(len(ytr), generator=gen)
+            for b in range(0, len(perm), train.batch_size):
+                rows = perm[b : b + train.batch_size]
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(net(xtr[rows]), ytr[rows]).backward()
+                opt.step()
+        net.eval()
+        with torch.no_grad():
+            accs.append((net(xte).argmax(1) == yte).float().mean().item())
+    assert ours.mean_accuracy > 0.6
+    assert ours.mean_accuracy == pytest.approx(np.mean(accs), abs=0.05)  # ~2.5 std errors

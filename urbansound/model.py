@@ -235,6 +235,7 @@ class StackedMLP:
         self.grad_biases = [torch.zeros_like(b) for b in self.biases]
         self._views: dict[tuple[int, int], _Views] = {}
         self._work: dict[int, tuple[list[torch.Tensor], ...]] = {}
+        self._eval: dict[tuple[int, int], list[torch.Tensor]] = {}
 
     @property
     def n_models(self) -> int:
@@ -295,13 +296,18 @@ class StackedMLP:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(k, rows, n_classes)`` for inputs ``(k, rows, n_features)``, no dropout.
 
-        Allocates its outputs (for evaluation on whole test sets).
+        Writes into buffers kept for this input shape (evaluation repeats the same shapes every
+        epoch); the result is overwritten by the next call with that shape.
         """
-        k = x.shape[0]
+        k, rows = x.shape[0], x.shape[1]
+        bufs = self._eval.get((k, rows))
+        if bufs is None:
+            bufs = [x.new_empty((k, rows, b.shape[1])) for b in self.biases]
+            self._eval[(k, rows)] = bufs
         h = x
         last = len(self.weights) - 1
         for i in range(last + 1):
-            z = torch.baddbmm(self.biases[i][:k].unsqueeze(1), h, self.kernel(i)[:k])
+            z = torch.baddbmm(self.biases[i][:k].unsqueeze(1), h, self.kernel(i)[:k], out=bufs[i])
             if i == last:
                 return z
             h = z.relu_() if self.activation == "relu" else _act_forward(self.activation, z)

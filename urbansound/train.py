@@ -31,7 +31,9 @@ import logging
 import math
 import zlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -489,24 +491,215 @@ def cross_validate(
     X, y = _check_inputs(X, y, splits, n_classes)
     device = resolve_device(train.device)
     old_threads = torch.get_num_threads()
-    if train.threads is not None:
-        torch.set_num_threads(train.threads)
+    threads = train.threads if train.threads is not None else old_threads
+    # On the CPU the folds are dealt to `threads` lockstep groups, one per worker thread, each
+    # running single-threaded torch ops: one synchronisation per epoch instead of one per op
+    # (an OpenMP team per op collapses when the cores are shared with other processes).
+    workers = 1 if device.type != "cpu" else max(1, min(threads, len(splits)))
+    intra = max(1, threads // workers) if device.type == "cpu" else threads
+    torch.set_num_threads(intra)
     try:
-        with torch.inference_mode():  # no autograd anywhere: the backward pass is written out
-            return _cross_validate(
-                X,
-                y,
-                list(splits),
-                n_classes=n_classes,
-                model=model,
-                train=train,
-                device=device,
-                callbacks=callbacks,
-                progress=progress,
-            )
+        return _cross_validate(
+            X,
+            y,
+            list(splits),
+            n_classes=n_classes,
+            model=model,
+            train=train,
+            device=device,
+            workers=workers,
+            callbacks=callbacks,
+            progress=progress,
+        )
     finally:
-        if train.threads is not None:
-            torch.set_num_threads(old_threads)
+        torch.set_num_threads(old_threads)
+
+
+class _Lockstep:
+    """A group of folds trained together as one stacked model; one group per worker thread.
+
+    Folds are stacked in order of decreasing batch count, so the folds still training at any
+    step of an epoch are a leading slice of the stack. Everything a step touches lives in
+    buffers allocated here once.
+    """
+
+    def __init__(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        splits: list[Split],
+        *,
+        n_classes: int,
+        model: ModelSettings,
+        train: TrainSettings,
+        device: torch.device,
+    ) -> None:
+        n, d = X.shape
+        bs = train.batch_size
+        n_train = np.array([len(s.train) for s in splits])
+        steps = -(-n_train // bs)  # the last batch of an epoch may be smaller
+        order = np.argsort(-steps, kind="stable")
+        self.inverse = np.argsort(order)  # stack position of splits[i]
+        msplits = [splits[i] for i in order]
+        m_train, m_steps = n_train[order], steps[order]
+        n_models, n_steps = len(splits), int(m_steps.max())
+        active = [int((m_steps > s).sum()) for s in range(n_steps)]
+        sizes = layer_sizes(d, model.hidden, n_classes)
+        hidden = list(model.hidden)
+        width = sum(hidden)
+        offsets = np.cumsum([0, *hidden]).tolist()
+        self.device, self.bs, self.d, self.width = device, bs, d, width
+        self.n_models, self.n_steps, self.active = n_models, n_steps, active
+        self.m_train, self.m_steps = m_train, m_steps
+        self.dropout = model.dropout
+        self.use_dropout = model.dropout > 0 and width > 0
+
+        # Rows of every model's own copy of X, standardised with its training statistics.
+        if train.standardize:
+            stats = [_standardizer(X, s.train) for s in msplits]
+            Xm = np.concatenate([((X - m) / s).astype(np.float32) for m, s in stats])
+            block = n  # model j reads rows j * n .. j * n + n - 1
+        else:
+            Xm, block = X, 0
+        self.X_all = torch.from_numpy(np.ascontiguousarray(Xm)).to(device)
+        self.y_all = torch.from_numpy(np.tile(y, len(Xm) // n)).to(device)
+        self.train_rows = [s.train + j * block for j, s in enumerate(msplits)]
+
+        # Test parts, padded to a common length.
+        n_test = np.array([len(s.test) for s in msplits])
+        t_max = int(n_test.max())
+        test_idx = np.zeros((n_models, t_max), dtype=np.int64)
+        test_valid = np.zeros((n_models, t_max), dtype=np.float32)
+        for j, s in enumerate(msplits):
+            test_idx[j] = s.test[0] + j * block
+            test_idx[j, : len(s.test)] = s.test + j * block
+            test_valid[j, : len(s.test)] = 1.0
+        test_idx_t = torch.from_numpy(test_idx).to(device).view(-1)
+        self.X_test = self.X_all.index_select(0, test_idx_t).view(n_models, t_max, d)
+        self.y_test = self.y_all.index_select(0, test_idx_t).view(n_models, t_max, 1)
+        self.valid_test = torch.from_numpy(test_valid).to(device)
+        self.n_test_t = torch.from_numpy(n_test.astype(np.float32)).to(device)
+        self.n_train_t = torch.from_numpy(m_train.astype(np.float32)).to(device)
+
+        # Per step, per model, per row: 1 / (that batch's size) for real rows, 0 for padding.
+        weight = np.zeros((n_steps, n_models, bs, 1), dtype=np.float32)
+        for j in range(n_models):
+            for s in range(int(m_steps[j])):
+                c = min(bs, int(m_train[j]) - s * bs)
+                weight[s, j, :c] = 1.0 / c
+        self.weight = torch.from_numpy(weight).to(device)
+        self.valid = (self.weight > 0).to(torch.float32)
+        self.neg_weight = (-self.weight).expand(-1, -1, -1, n_classes)
+
+        params = [fold_init_params(sizes, seed=train.seed, fold=s.fold) for s in msplits]
+        self.net = StackedMLP(
+            params, dropout=model.dropout, activation=model.activation, device=device
+        )
+        self.opt = StackedAdam(
+            self.net,
+            lr=train.lr,
+            beta1=train.beta1,
+            beta2=train.beta2,
+            eps=train.eps,
+            weight_decay=train.weight_decay,
+        )
+        self.streams = [FoldRandom(fold_seeds(train.seed, s.fold)) for s in msplits]
+
+        # Buffers reused every epoch: the batches, the loss-gradient targets, every step's
+        # logits (the training loss is computed from them once per epoch), the dropout bits.
+        self.x_buf = torch.zeros((n_steps, n_models, bs, d), device=device)
+        self.y_buf = torch.zeros((n_steps, n_models, bs, 1), dtype=torch.long, device=device)
+        self.logits = torch.zeros((n_steps, n_models, bs, n_classes), device=device)
+        self.target = torch.zeros((n_steps, n_models, bs, n_classes), device=device)
+        self.n_bytes = 8 * -(-(bs * width) // 64)
+        # Expanding the packed bits of one step is one table lookup: byte -> 8 multipliers.
+        byte_bits = (np.arange(256)[:, None] >> np.arange(8)[None]) & 1
+        scale = 1.0 / (1.0 - model.dropout)
+        self.keep_table = torch.from_numpy(byte_bits * scale).float().to(device)
+        keep_idx = torch.zeros((n_models, self.n_bytes), dtype=torch.int32, device=device)
+        keep_buf = torch.zeros((n_models, self.n_bytes * 8), device=device)
+        self.masks_for: dict[int, tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]] = {}
+        for k in sorted(set(active)):
+            rows = keep_buf[:k, : bs * width].view(k, bs, width)
+            layers = [rows[..., a:b] for a, b in itertools.pairwise(offsets)]
+            self.masks_for[k] = (keep_idx[:k], keep_buf[:k].view(-1, 8), layers)
+        self.no_masks: list[torch.Tensor | None] = [None] * len(hidden)
+        self.pending: tuple[np.ndarray, np.ndarray | None] | None = None
+
+    def draw_epoch(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Host side of an epoch: every model's batch rows and packed dropout bits."""
+        n_steps, n_models, bs = self.n_steps, self.n_models, self.bs
+        idx = np.empty((n_steps, n_models, bs), dtype=np.int64)
+        for j in range(n_models):
+            rows = np.full(n_steps * bs, self.train_rows[j][0])
+            perm = self.streams[j].permutation(int(self.m_train[j]))
+            rows[: self.m_train[j]] = self.train_rows[j][perm]
+            idx[:, j] = rows.reshape(n_steps, bs)
+        bits = None
+        if self.use_dropout:
+            bits = np.zeros((n_steps, n_models, self.n_bytes), dtype=np.uint8)
+            for j in range(n_models):
+                sj = int(self.m_steps[j])
+                bits[:sj, j] = self.streams[j].keep_bits(sj, bs, self.width, self.dropout)
+        return idx, bits
+
+    def evaluate(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Test loss, accuracy and predictions of every model (stack order, on the device)."""
+        with torch.inference_mode():
+            logits = self.net.forward(self.X_test)
+            logp = torch.log_softmax(logits, dim=-1)
+            ce = -logp.gather(-1, self.y_test).squeeze(-1)
+            loss = (ce * self.valid_test).sum(-1) / self.n_test_t
+            pred = logits.argmax(-1)
+            hit = (pred == self.y_test.squeeze(-1)) * self.valid_test
+            return loss, hit.sum(-1) / self.n_test_t, pred
+
+    def run_epoch(self, *, last: bool) -> np.ndarray:
+        """Train one epoch; ``(3, n)`` train loss, test loss, test accuracy in split order."""
+        with torch.inference_mode():  # thread-local: entered by the worker thread itself
+            if self.pending is None:
+                self.pending = self.draw_epoch()
+            idx_np, bits_np = self.pending
+            dev, d = self.device, self.d
+            idx = torch.from_numpy(idx_np).to(dev).view(-1)
+            torch.index_select(self.X_all, 0, idx, out=self.x_buf.view(-1, d))
+            torch.index_select(self.y_all, 0, idx, out=self.y_buf.view(-1))
+            # d(mean cross-entropy)/d(logits) = softmax * weight + target, with
+            # target = -onehot * weight.
+            self.target.zero_().scatter_(-1, self.y_buf, self.neg_weight)
+            # Per-step views, made once per epoch (each slice is per-call overhead).
+            xs, ts, ws, ls = (
+                t.unbind(0) for t in (self.x_buf, self.target, self.weight, self.logits)
+            )
+            bits = torch.from_numpy(bits_np).to(dev).unbind(0) if bits_np is not None else None
+            net, opt, masks_for, table = self.net, self.opt, self.masks_for, self.keep_table
+            for s, k in enumerate(self.active):
+                full = k == self.n_models
+                if full:
+                    x, tgt, w, lg = xs[s], ts[s], ws[s], ls[s]
+                else:
+                    x, tgt, w, lg = xs[s][:k], ts[s][:k], ws[s][:k], ls[s][:k]
+                masks = self.no_masks
+                if bits is not None:
+                    idx_k, out_k, masks = masks_for[k]
+                    idx_k.copy_(bits[s] if full else bits[s][:k])
+                    torch.index_select(table, 0, idx_k.view(-1), out=out_k)
+                logits, cache = net.forward_train(x, masks, out=lg)
+                grad = torch.addcmul(tgt, torch.softmax(logits, dim=-1), w)
+                net.backward(grad, cache)
+                opt.step(k)
+            nll = -torch.log_softmax(self.logits, dim=-1).gather(-1, self.y_buf)
+            train_loss = (nll * self.valid).sum(dim=(0, 2, 3)) / self.n_train_t
+            test_loss, test_acc, _ = self.evaluate()
+            # Draw the next epoch on the host while an accelerator finishes this one.
+            self.pending = None if last else self.draw_epoch()
+            row = torch.stack([train_loss, test_loss, test_acc]).cpu().numpy()
+        return row[:, self.inverse]
+
+    def final(self) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions ``(n, max test size)`` and test losses ``(n,)`` in split order."""
+        loss, _, pred = self.evaluate()
+        return pred.cpu().numpy()[self.inverse], loss.cpu().numpy()[self.inverse]
 
 
 def _cross_validate(
@@ -518,196 +711,89 @@ def _cross_validate(
     model: ModelSettings,
     train: TrainSettings,
     device: torch.device,
+    workers: int,
     callbacks: Sequence[EpochCallback],
     progress: bool,
 ) -> CVResult:
-    n, d = X.shape
-    bs = train.batch_size
-    n_train = np.array([len(s.train) for s in splits])
-    # Models are stacked in order of decreasing batch count: the folds still training at any
-    # step of an epoch are then a leading slice of the stack.
-    steps = -(-n_train // bs)  # the last batch of an epoch may be smaller
-    order = np.argsort(-steps, kind="stable")
-    inverse = np.argsort(order)
-    msplits = [splits[i] for i in order]
-    m_train, m_steps = n_train[order], steps[order]
-    n_models, n_steps = len(splits), int(m_steps.max())
-    active = [int((m_steps > s).sum()) for s in range(n_steps)]
-    sizes = layer_sizes(d, model.hidden, n_classes)
-    hidden = list(model.hidden)
-    width = sum(hidden)
-    offsets = np.cumsum([0, *hidden]).tolist()
-    use_dropout = model.dropout > 0 and width > 0
+    # Deal the folds to the workers by decreasing batch count, so every group has about the
+    # same number of steps per epoch.
+    steps = np.array([-(-len(s.train) // train.batch_size) for s in splits])
+    ranked = np.argsort(-steps, kind="stable")
+    members = [sorted(ranked[w::workers].tolist()) for w in range(workers)]
+    members = [m for m in members if m]
+    groups = [
+        _Lockstep(
+            X,
+            y,
+            [splits[i] for i in m],
+            n_classes=n_classes,
+            model=model,
+            train=train,
+            device=device,
+        )
+        for m in members
+    ]
     logger.info(
-        "training %d fold(s) in lockstep on %s: %d epochs, batch %d, %s MLP (%s, dropout %g)",
-        n_models,
+        "training %d fold(s) in lockstep on %s (%d group(s)): %d epochs, batch %d, "
+        "%s MLP (%s, dropout %g)",
+        len(splits),
         device,
+        len(groups),
         train.epochs,
-        bs,
-        "-".join(str(w) for w in sizes),
+        train.batch_size,
+        "-".join(str(w) for w in layer_sizes(X.shape[1], model.hidden, n_classes)),
         model.activation,
         model.dropout,
     )
+    pool = ThreadPoolExecutor(len(groups), "train") if len(groups) > 1 else None
+    try:
 
-    # Rows of every model's own copy of X, standardised with that model's training statistics.
-    if train.standardize:
-        stats = [_standardizer(X, s.train) for s in msplits]
-        Xm = np.concatenate([((X - m) / s).astype(np.float32) for m, s in stats])
-        block = n  # model j reads rows j * n .. j * n + n - 1
-    else:
-        Xm, block = X, 0
-    X_all = torch.from_numpy(np.ascontiguousarray(Xm)).to(device)
-    y_all = torch.from_numpy(np.tile(y, len(Xm) // n)).to(device)
+        def each(call: Callable[[_Lockstep], Any]) -> list[Any]:
+            if pool is None:
+                return [call(g) for g in groups]
+            return list(pool.map(call, groups))
 
-    # Test parts, padded to a common length.
-    n_test = np.array([len(s.test) for s in msplits])
-    t_max = int(n_test.max())
-    test_idx = np.zeros((n_models, t_max), dtype=np.int64)
-    test_valid = np.zeros((n_models, t_max), dtype=np.float32)
-    for j, s in enumerate(msplits):
-        test_idx[j] = s.test[0] + j * block
-        test_idx[j, : len(s.test)] = s.test + j * block
-        test_valid[j, : len(s.test)] = 1.0
-    test_idx_t = torch.from_numpy(test_idx).to(device).view(-1)
-    X_test = X_all.index_select(0, test_idx_t).view(n_models, t_max, d)
-    y_test = y_all.index_select(0, test_idx_t).view(n_models, t_max, 1)
-    valid_test = torch.from_numpy(test_valid).to(device)
-    n_test_t = torch.from_numpy(n_test.astype(np.float32)).to(device)
-    n_train_t = torch.from_numpy(m_train.astype(np.float32)).to(device)
-
-    # Per step, per model, per row: 1 / (that batch's size) for real rows, 0 for padding.
-    weight = np.zeros((n_steps, n_models, bs, 1), dtype=np.float32)
-    for j in range(n_models):
-        for s in range(int(m_steps[j])):
-            c = min(bs, int(m_train[j]) - s * bs)
-            weight[s, j, :c] = 1.0 / c
-    weight_t = torch.from_numpy(weight).to(device)
-    valid_t = (weight_t > 0).to(torch.float32)
-    neg_weight = (-weight_t).expand(-1, -1, -1, n_classes)
-
-    params = [fold_init_params(sizes, seed=train.seed, fold=s.fold) for s in msplits]
-    net = StackedMLP(params, dropout=model.dropout, activation=model.activation, device=device)
-    opt = StackedAdam(
-        net,
-        lr=train.lr,
-        beta1=train.beta1,
-        beta2=train.beta2,
-        eps=train.eps,
-        weight_decay=train.weight_decay,
-    )
-    streams = [FoldRandom(fold_seeds(train.seed, s.fold)) for s in msplits]
-    train_rows = [s.train + j * block for j, s in enumerate(msplits)]
-    # Device buffers reused every epoch: the batches, the loss-gradient targets, every step's
-    # logits (the training loss is computed from them once per epoch), the dropout bits.
-    x_buf = torch.zeros((n_steps, n_models, bs, d), device=device)
-    y_buf = torch.zeros((n_steps, n_models, bs, 1), dtype=torch.long, device=device)
-    logits_buf = torch.zeros((n_steps, n_models, bs, n_classes), device=device)
-    target = torch.zeros((n_steps, n_models, bs, n_classes), device=device)
-    full = [active[s] == n_models for s in range(n_steps)]
-    no_masks: list[torch.Tensor | None] = [None] * len(hidden)
-    n_bytes = 8 * -(-(bs * width) // 64)
-    # Expanding the packed bits of one step is one table lookup: byte -> 8 multipliers.
-    byte_bits = (np.arange(256)[:, None] >> np.arange(8)[None]) & 1
-    keep_table = torch.from_numpy(byte_bits / (1.0 - model.dropout)).float().to(device)
-    keep_idx = torch.zeros((n_models, n_bytes), dtype=torch.int32, device=device)
-    keep_buf = torch.zeros((n_models, n_bytes * 8), device=device)
-    masks_for: dict[int, tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]] = {}
-    for k in sorted(set(active)):
-        rows = keep_buf[:k, : bs * width].view(k, bs, width)
-        layers = [rows[..., a:b] for a, b in itertools.pairwise(offsets)]
-        masks_for[k] = (keep_idx[:k], keep_buf[:k].view(-1, 8), layers)
-
-    def draw_epoch() -> tuple[np.ndarray, np.ndarray | None]:
-        """Host side of an epoch: every model's batch rows and packed dropout bits."""
-        idx = np.empty((n_steps, n_models, bs), dtype=np.int64)
-        for j in range(n_models):
-            rows = np.full(n_steps * bs, train_rows[j][0])
-            rows[: m_train[j]] = train_rows[j][streams[j].permutation(int(m_train[j]))]
-            idx[:, j] = rows.reshape(n_steps, bs)
-        bits = None
-        if use_dropout:
-            bits = np.zeros((n_steps, n_models, n_bytes), dtype=np.uint8)
-            for j in range(n_models):
-                sj = int(m_steps[j])
-                bits[:sj, j] = streams[j].keep_bits(sj, bs, width, model.dropout)
-        return idx, bits
-
-    def evaluate() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = net.forward(X_test)
-        logp = torch.log_softmax(logits, dim=-1)
-        ce = -logp.gather(-1, y_test).squeeze(-1)
-        loss = (ce * valid_test).sum(-1) / n_test_t
-        pred = logits.argmax(-1)
-        acc = ((pred == y_test.squeeze(-1)) * valid_test).sum(-1) / n_test_t
-        return loss, acc, pred
-
-    history: list[EpochMetrics] = []
-    folds_out = [s.fold for s in splits]
-    pending = draw_epoch() if train.epochs > 0 else None
-    bar = tqdm(range(train.epochs), desc="train", unit="epoch", disable=not progress, leave=False)
-    for epoch in bar:
-        assert pending is not None
-        idx_np, bits_np = pending
-        idx = torch.from_numpy(idx_np).to(device).view(-1)
-        torch.index_select(X_all, 0, idx, out=x_buf.view(-1, d))
-        torch.index_select(y_all, 0, idx, out=y_buf.view(-1))
-        # d(mean cross-entropy)/d(logits) = softmax * weight + target, target = -onehot * weight.
-        target.zero_().scatter_(-1, y_buf, neg_weight)
-        bits = torch.from_numpy(bits_np).to(device) if bits_np is not None else None
-        # Per-step views, made once per epoch (slicing is per-call overhead in the hot loop).
-        xs, ts, ws, ls = (t.unbind(0) for t in (x_buf, target, weight_t, logits_buf))
-        bs_ = bits.unbind(0) if bits is not None else None
-        for s in range(n_steps):
-            k = active[s]
-            if full[s]:
-                x, tgt, w, lg = xs[s], ts[s], ws[s], ls[s]
-            else:
-                x, tgt, w, lg = xs[s][:k], ts[s][:k], ws[s][:k], ls[s][:k]
-            masks = no_masks
-            if bs_ is not None:
-                idx_k, out_k, masks = masks_for[k]
-                idx_k.copy_(bs_[s] if full[s] else bs_[s][:k])
-                torch.index_select(keep_table, 0, idx_k.view(-1), out=out_k)
-            logits, cache = net.forward_train(x, masks, out=lg)
-            grad = torch.addcmul(tgt, torch.softmax(logits, dim=-1), w)
-            net.backward(grad, cache)
-            opt.step(k)
-        logp = torch.log_softmax(logits_buf, dim=-1)
-        nll = -logp.gather(-1, y_buf)
-        train_loss = (nll * valid_t).sum(dim=(0, 2, 3)) / n_train_t
-        test_loss, test_acc, test_pred = evaluate()
-        # Draw the next epoch on the host while an accelerator finishes this one.
-        pending = draw_epoch() if epoch + 1 < train.epochs else None
-        row = torch.stack([train_loss, test_loss, test_acc]).cpu().numpy()[:, inverse]
-        metrics = EpochMetrics(
-            epoch=epoch + 1,
-            folds=list(folds_out),
-            train_loss=row[0].astype(np.float64),
-            test_loss=row[1].astype(np.float64),
-            test_accuracy=row[2].astype(np.float64),
+        history: list[EpochMetrics] = []
+        folds_out = [s.fold for s in splits]
+        bar = tqdm(
+            range(train.epochs), desc="train", unit="epoch", disable=not progress, leave=False
         )
-        history.append(metrics)
-        bar.set_postfix(acc=f"{metrics.mean_test_accuracy:.4f}")
-        for cb in callbacks:
-            cb(metrics)
-    bar.close()
+        for epoch in bar:
+            last = epoch + 1 == train.epochs
+            rows = each(lambda g, last=last: g.run_epoch(last=last))
+            row = np.empty((3, len(splits)))
+            for m, r in zip(members, rows, strict=True):
+                row[:, m] = r
+            metrics = EpochMetrics(
+                epoch=epoch + 1,
+                folds=list(folds_out),
+                train_loss=row[0],
+                test_loss=row[1],
+                test_accuracy=row[2],
+            )
+            history.append(metrics)
+            bar.set_postfix(acc=f"{metrics.mean_test_accuracy:.4f}")
+            for cb in callbacks:
+                cb(metrics)
+        bar.close()
+        finals = each(lambda g: g.final())
+    finally:
+        if pool is not None:
+            pool.shutdown()
 
-    test_loss, _, test_pred = evaluate()
-    pred = test_pred.cpu().numpy()
-    losses = test_loss.cpu().numpy()
-    results = []
-    for i, s in enumerate(splits):
-        j = int(inverse[i])
-        p = pred[j, : len(s.test)]
-        t = y[s.test]
-        conf = np.bincount(t * n_classes + p, minlength=n_classes * n_classes)
-        conf = conf.reshape(n_classes, n_classes)
-        support = conf.sum(axis=1)
-        per_class = [
-            float(conf[c, c] / support[c]) if support[c] else None for c in range(n_classes)
-        ]
-        results.append(
-            FoldResult(
+    by_split: dict[int, FoldResult] = {}
+    for m, (pred, losses) in zip(members, finals, strict=True):
+        for j, i in enumerate(m):
+            s = splits[i]
+            p = pred[j, : len(s.test)]
+            t = y[s.test]
+            conf = np.bincount(t * n_classes + p, minlength=n_classes * n_classes)
+            conf = conf.reshape(n_classes, n_classes)
+            support = conf.sum(axis=1)
+            per_class = [
+                float(conf[c, c] / support[c]) if support[c] else None for c in range(n_classes)
+            ]
+            by_split[i] = FoldResult(
                 fold=s.fold,
                 accuracy=float((p == t).mean()),
                 loss=float(losses[j]),
@@ -716,7 +802,7 @@ def _cross_validate(
                 per_class_accuracy=per_class,
                 confusion=conf.tolist(),
             )
-        )
+    results = [by_split[i] for i in range(len(splits))]
     accs = np.array([r.accuracy for r in results])
     return CVResult(
         folds=results,
