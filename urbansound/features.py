@@ -436,8 +436,6 @@ def _stage_path(root: str, key: bytes) -> str:
 
 def _write_entry(path: Path, key: bytes, arrays: dict[str, np.ndarray], *, tmp_dir: Path) -> None:
     """Write ``arrays`` under ``key`` to ``path`` atomically: into ``tmp_dir``, then a rename."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     crc = 0
     for a in arrays.values():
@@ -446,6 +444,9 @@ def _write_entry(path: Path, key: bytes, arrays: dict[str, np.ndarray], *, tmp_d
         {"arrays": [[k, a.dtype.str, list(a.shape)] for k, a in arrays.items()], "crc32": crc}
     ).encode()
     tmp = tmp_dir / f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    for folder in (tmp_dir, path.parent):
+        if not os.path.isdir(folder):  # a stat; mkdir(exist_ok=True) costs an exception each time
+            folder.mkdir(parents=True, exist_ok=True)
     try:
         with open(tmp, "wb") as f:
             f.write(_HEAD.pack(_MAGIC, key, len(header)))
