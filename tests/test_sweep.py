@@ -375,3 +375,32 @@ def test_command_line_grid_uses_the_default_sweeper(compose_cfg, tmp_path, monke
     assert settings.n_trials == 3 and settings.study_name.startswith("n_mfcc-")
     basic = compose_cfg(["hydra/sweeper=basic"], return_hydra_config=True)
     assert basic.hydra.sweeper._target_.endswith("BasicSweeper")
+
+
+def test_a_trial_failed_by_another_worker_meanwhile_does_not_stop_the_sweep(tmp_path, caplog):
+    """A worker whose heartbeat stalled finds its trial failed (and queued) by another one."""
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    settings = sweep.sweep_settings(
+        {"storage": storage, "study_name": "taken", "max_retry": 3},
+        arguments=["x=0,1"],
+        hydra_overrides=["hydra.sweeper.study_name=taken"],
+    )
+    sweep.prepare_study(settings)
+    other = optuna.storages.RDBStorage(storage)
+    study_id = other.get_study_id_from_name("taken")
+
+    def launch(overrides: list[str], job_num: int) -> sweep.JobOutcome:
+        if job_num == 0:  # meanwhile, another worker declares trial 0 dead and queues a copy
+            other.set_trial_state_values(
+                other.get_trial_id_from_study_id_trial_number(study_id, 0), TrialState.FAIL
+            )
+            study = optuna.load_study(study_name="taken", storage=other)
+            sweep._requeue(study, study.trials[0], 3)
+        return sweep.JobOutcome(value=float(overrides[0].split("=")[1]))
+
+    with caplog.at_level(logging.WARNING, logger="urbansound.sweep"):
+        sweep.run_workers(settings, launch)
+    assert "trial 0 is already FAIL" in caplog.text
+    study = optuna.load_study(study_name="taken", storage=storage)
+    assert complete_params(study) == [(("x", 0),), (("x", 1),)]
+    assert study.trials[0].state == TrialState.FAIL and study.trials[0].value is None

@@ -167,6 +167,11 @@ def test_study_name_is_stable_and_ignores_operational_overrides() -> None:
     assert sweep.derive_study_name(space, ["sweep=mfcc_grid"], base="mfcc_grid") == "mfcc_grid"
     suffixed = sweep.derive_study_name(space, ["train.epochs=5"], base="mfcc_grid")
     assert suffixed.startswith("mfcc_grid-") and suffixed != "mfcc_grid"
+    changed = sweep.derive_study_name(space, ["hydra.sweeper.params.n_mfcc=13"], base="mfcc_grid")
+    assert changed.startswith("mfcc_grid-") and changed != suffixed
+    assert sweep.derive_study_name(space, ["hydra.sweeper.n_jobs=4"], base="mfcc_grid") == (
+        "mfcc_grid"
+    )
 
 
 def test_seeds_derive_per_worker_and_resume() -> None:

@@ -632,7 +632,7 @@ class HeartbeatJournalStorage(optuna.storages.JournalStorage, _journal_heartbeat
             if beat is None and t.datetime_start is not None:
                 beat = t.datetime_start.timestamp()
             if beat is not None and now - float(beat) > grace:
-                stale.append(t._trial_id)
+                stale.append(self.get_trial_id_from_study_id_trial_number(study_id, t.number))
         return stale
 
     def get_heartbeat_interval(self) -> int | None:
@@ -693,7 +693,7 @@ class SweepSettings:
     n_jobs: int = 1
     max_failure_rate: float = 0.5
     retry_failed: bool = False
-    heartbeat_interval: int | None = 10
+    heartbeat_interval: int | None = 20
     grace_period: int | None = None
     max_retry: int | None = 3
 
@@ -738,6 +738,8 @@ def derive_study_name(
 
 def _is_operational(override: str) -> bool:
     key = override.split("=", 1)[0].lstrip("+~")
+    if key.startswith("hydra.sweeper.params"):
+        return False  # the search space itself
     return any(key == k.rstrip(".") or key.startswith(k) for k in OPERATIONAL_KEYS if k)
 
 
@@ -1032,7 +1034,7 @@ def _run_trial(
             raise
         except SystemExit as exc:  # a task that calls sys.exit fails its trial, not the sweep
             outcome = JobOutcome(error=exc)
-    _tell(study, trial, outcome, seconds=time.monotonic() - t0)
+    _tell(study, trial, outcome, storage=storage, trial_id=trial_id, seconds=time.monotonic() - t0)
 
 
 def _is_excess(storage: BaseStorage, study_id: int, number: int, n_trials: int) -> bool:
@@ -1042,7 +1044,25 @@ def _is_excess(storage: BaseStorage, study_id: int, number: int, n_trials: int) 
     return study_progress(earlier, gone=_superseded(trials)).counted >= n_trials
 
 
-def _tell(study: Any, trial: Any, outcome: JobOutcome, *, seconds: float) -> None:
+def _tell(
+    study: Any,
+    trial: Any,
+    outcome: JobOutcome,
+    *,
+    storage: BaseStorage,
+    trial_id: int,
+    seconds: float,
+) -> None:
+    state = storage.get_trial(trial_id).state
+    if state != TrialState.RUNNING:
+        # Another worker took this trial for dead (no heartbeat for grace_period seconds: a
+        # starved or suspended process) and queued a copy; that copy's result is the one kept.
+        log.warning(
+            "trial %d is already %s (its heartbeat stopped for too long); its result is dropped",
+            trial.number,
+            state.name,
+        )
+        return
     if outcome.output_dir:
         trial.set_user_attr("run_dir", outcome.output_dir)
     error = outcome.error

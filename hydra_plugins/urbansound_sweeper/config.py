@@ -165,7 +165,7 @@ class UrbansoundSweeperConf:
     # Seconds between heartbeats of a running trial (null = off); a trial without a heartbeat
     # for grace_period seconds (null = 2 x heartbeat_interval) is failed and queued again, up
     # to max_retry times.
-    heartbeat_interval: int | None = 10
+    heartbeat_interval: int | None = 20
     grace_period: int | None = None
     max_retry: int | None = 3
     # Search space: key -> override grammar (choice, range, interval, tag(log, ...), int(...)).
