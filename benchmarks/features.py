@@ -10,7 +10,8 @@ it, the built-in demo corpus (generated into ``outputs/demo`` on first use). Pri
 - per-clip cold time of the tutorial's loop (``librosa.load(path, res_type="kaiser_fast")``, then
   ``np.mean(librosa.feature.mfcc(y=y, sr=sr, n_mfcc=40).T, axis=0)``, one clip after another) on
   an even sample of ``--baseline-clips`` clips, and of :func:`urbansound.features.extract_features`
-  on every clip with an empty cache (worker start-up included), and their ratio;
+  on every clip with an empty cache (worker start-up included), and their ratio; the tutorial
+  again with BLAS held to one thread, for reference (its default threads spin on a busy machine);
 - n_mfcc = 20, 40, 60 extracted one after another into one cache (a grid sweep), relative to the
   first of them (the cold one);
 - a fully cached load (same settings again) and a load from the stage cache (new pooling),
@@ -134,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         base = _tutorial(sample, res_type)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"):  # spinning BLAS threads on a busy machine
+            base_1 = _tutorial(sample, res_type)
 
     tmp = Path(tempfile.mkdtemp(prefix="urbansound-bench-"))
     try:
@@ -162,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     ours = cold / n
     print()
     print(f"tutorial loop, 1 process   {base * 1e3:8.2f} ms/clip")
+    print(
+        f"  the same, 1 BLAS thread  {base_1 * 1e3:8.2f} ms/clip   (ratios below use the "
+        "tutorial as it runs, with default threads)"
+    )
     print(
         f"ours, 1 process (sample)   {single / len(sample) * 1e3:8.2f} ms/clip"
         f"   {base / (single / len(sample)):6.1f}x"
