@@ -510,3 +510,14 @@ def test_deltas_equal_librosa_for_any_length(n_frames: int) -> None:
             continue
         ref = librosa.feature.delta(f, order=order, width=width)
         np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize(
+    "change", [{}, {"kind": "logmel"}, {"top_db": None, "lifter": 22.0}, {"n_mfcc": 13}]
+)
+def test_mean_pooling_shortcut_equals_pooling_the_frames(change: dict) -> None:
+    s = dataclasses.replace(FeatureSettings(), **change)
+    stage = np.random.default_rng(0).uniform(-100, 40, (s.n_mels, 173)).astype(np.float32)
+    direct = features.pool(features.frame_features(stage, s), "mean")
+    shortcut = features.clip_features(stage, s)
+    np.testing.assert_allclose(shortcut, direct, rtol=0, atol=1e-5 * np.abs(direct).max())

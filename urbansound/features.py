@@ -329,15 +329,28 @@ def _delta(f: np.ndarray, order: int) -> np.ndarray:
     return np.concatenate([edges[0], inner, edges[1]], axis=1).astype(np.float32)
 
 
+def _floor(stage: np.ndarray, top_db: float | None) -> np.ndarray:
+    return stage if top_db is None else np.maximum(stage, stage.max() - np.float32(top_db))
+
+
+def clip_features(stage: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """One clip's feature vector (a row of :attr:`FeatureSet.X`) from its cached stage."""
+    s = settings
+    if s.pooling == "mean" and not s.deltas:
+        # The DCT is linear: the DCT of the time average is the time average of the MFCCs
+        # (to float32 rounding), one matrix-vector product instead of one per frame.
+        m = _floor(stage, s.top_db).mean(axis=1, dtype=np.float32)
+        return _dct_lifter(s.n_mels, s.n_mfcc, float(s.lifter)) @ m if s.kind == "mfcc" else m
+    return pool(frame_features(stage, s), s.pooling)
+
+
 def frame_features(stage: np.ndarray, settings: FeatureSettings) -> np.ndarray:
     """Per-frame features from a clip's stage: ``(n_rows, n_frames)`` float32.
 
     MFCC (or log-mel bands) after the ``top_db`` floor, followed by their deltas.
     """
     s = settings
-    S = stage
-    if s.top_db is not None:
-        S = np.maximum(S, S.max() - np.float32(s.top_db))
+    S = _floor(stage, s.top_db)
     F = _dct_lifter(s.n_mels, s.n_mfcc, float(s.lifter)) @ S if s.kind == "mfcc" else S
     if s.deltas:
         F = np.concatenate([F, *(_delta(F, k) for k in range(1, s.deltas + 1))])
@@ -566,7 +579,7 @@ def _process_clip(item: tuple[int, str, int, int], job: _Job) -> tuple:
         stage = _log_mel(y, s.hop_length, job.window, job.mel_t)
         _write_entry(Path(entry_path), key, {"logmel": stage}, tmp_dir=Path(job.root, "tmp"))
         status = "computed"
-    return index, pool(frame_features(stage, s), s.pooling), status
+    return index, clip_features(stage, s), status
 
 
 def _chunks(
