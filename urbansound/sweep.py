@@ -27,6 +27,12 @@ here. A sweep is an Optuna study in a persistent storage:
   ends (no batches). Several machines run the same command against a PostgreSQL storage; the
   storage is the only coordination. A grid assigns grid points by trial number, so two workers
   never run the same point.
+- **Failures.** A FAIL trial is final (``retry_failed`` queues the study's failed trials again);
+  once more than ``max_failure_rate * n_trials`` trials failed no new trial starts and the sweep
+  ends with an error after its summary.
+- **Seeds.** The first worker on a new study uses the configured seed, so a sweep is
+  reproducible; other workers and resumed runs derive theirs (:func:`derive_seed`) so that they do
+  not replay draws already made. Grid and QMC keep the seed: their points follow trial numbers.
 - **Job side.** :func:`epoch_reporter` reopens the trial in the job process, reports the mean CV
   accuracy per epoch and raises :class:`~urbansound.errors.TrialPruned` when the pruner says so;
   :func:`set_trial_attrs` stores links (run directory, Comet experiment key).
