@@ -132,7 +132,7 @@ def test_stacked_adam_is_keras_adam_with_per_model_steps(fused: bool) -> None:
                     w, grads[i][j].astype(np.float64), m, v, t[j], lr=1e-2, wd=0.1
                 )
                 np.testing.assert_allclose(p[j].numpy(), ref[(j, i)][0], rtol=1e-5, atol=1e-6)
-    assert opt.t.tolist() == t.tolist()
+    assert opt.t == t.tolist()
 
 
 # --------------------------------------------------------------------------------------------

@@ -369,15 +369,16 @@ class StackedMLP:
                 torch.bmm(g.transpose(1, 2), h_in, out=v.gw[i])
             else:
                 torch.bmm(h_in.transpose(1, 2), g, out=v.gw[i])
-            if i == 0:
-                break
-            if relu:
-                # keep * relu(z) has slope keep = scale exactly where it is positive.
-                alpha = self.scale if cache.dropped[i - 1] else 1.0
-                gh = torch.baddbmm(v.gh[i], g, v.bwd[i], beta=0.0, alpha=alpha, out=v.gh[i])
-                g = torch.ops.aten.threshold_backward.grad_input(gh, h_in, 0.0, grad_input=v.g[i])
-            else:
-                g = torch.bmm(g, v.bwd[i], out=v.g[i]).mul_(cache.grad_act[i - 1])
-                mask = cache.keep[i - 1]
-                if mask is not None:
-                    g = g.mul_(mask)
+            if i > 0:
+                if relu:
+                    # keep * relu(z) has slope keep = scale exactly where it is positive.
+                    alpha = self.scale if cache.dropped[i - 1] else 1.0
+                    gh = torch.baddbmm(v.gh[i], g, v.bwd[i], beta=0.0, alpha=alpha, out=v.gh[i])
+                    g = torch.ops.aten.threshold_backward.grad_input(
+                        gh, h_in, 0.0, grad_input=v.g[i]
+                    )
+                else:
+                    g = torch.bmm(g, v.bwd[i], out=v.g[i]).mul_(cache.grad_act[i - 1])
+                    mask = cache.keep[i - 1]
+                    if mask is not None:
+                        g = g.mul_(mask)

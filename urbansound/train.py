@@ -4,14 +4,17 @@
 part after every epoch, so a run yields a per-epoch cross-validation curve (for pruning and
 tracking) as well as the final per-fold metrics.
 
-All folds train together as one stacked model (:class:`urbansound.model.StackedMLP`): step ``s``
-of an epoch runs batch ``s`` of every fold through batched matrix products, and one fused Adam
-update moves every fold's weights. Each fold is still exactly the model Keras would train on its
-own:
+The folds train together as one stacked model (:class:`urbansound.model.StackedMLP`): step ``s``
+of an epoch runs batch ``s`` of every fold through batched matrix products with a written-out
+backward pass (no autograd), and fused Adam updates move every fold's weights. On the CPU the
+folds are dealt to ``train.threads`` such stacks, each driven by its own worker thread with
+single-threaded torch ops, meeting once per epoch; on CUDA there is one stack and nothing leaves
+the device inside an epoch (metrics are copied to the host once per epoch). Each fold is still
+exactly the model Keras would train on its own:
 
 - its own initialisation, shuffling and dropout, drawn from generators derived from
-  ``(train.seed, fold)`` only (:func:`fold_seeds`), so a fold trains the same whether it trains
-  alone or beside others;
+  ``(train.seed, fold)`` only (:func:`fold_seeds`, :class:`FoldRandom`, on the host), so a fold
+  trains the same whether it trains alone or beside others, on any device;
 - an epoch visits each of the fold's training clips exactly once, in batches of
   ``train.batch_size`` with a smaller last batch (``Model.fit(shuffle=True)``);
 - folds with fewer batches sit out the last steps of an epoch: their weights, Adam moments and
@@ -341,7 +344,7 @@ class StackedAdam:
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         n = model.n_models
         device = self.params[0].device
-        self.t = np.zeros(n, dtype=np.int64)  # host copy: no device sync to read it
+        self.t = [0] * n  # step counts, kept on the host: no device sync to read them
         self.steps = torch.zeros(n, dtype=torch.float32, device=device)
         if fused is None:
             fused = hasattr(torch, "_fused_adamw_") and device.type in ("cpu", "cuda")
@@ -358,6 +361,7 @@ class StackedAdam:
             for j in range(n)
         ]
         self._lists: dict[tuple[int, int], list[list[torch.Tensor]]] = {}
+        self._steps_views: dict[int, torch.Tensor] = {}
 
     def _run_lists(self, a: int, b: int) -> list[list[torch.Tensor]]:
         """Params, grads, moments and steps of models ``a..b-1``, as flat lists for the kernel."""
@@ -367,18 +371,27 @@ class StackedAdam:
             self._lists[(a, b)] = lists
         return lists
 
+    def _steps_of(self, k: int) -> torch.Tensor:
+        v = self._steps_views.get(k)
+        if v is None:
+            v = self._steps_views[k] = self.steps[:k]
+        return v
+
     def step(self, k: int) -> None:
         """Update the first ``k`` models with their gradients (the others are not touched)."""
-        self.t[:k] += 1
-        self.steps[:k] += 1
+        t = self.t
+        for j in range(k):
+            t[j] += 1
+        self._steps_of(k).add_(1.0)
         if not self.fused:
             self._step_reference(k)
             return
-        t = self.t[:k]
-        bounds = [0, *(np.flatnonzero(t[1:] != t[:-1]) + 1).tolist(), k]
-        for a, b in itertools.pairwise(bounds):
+        a = 0
+        for b in range(1, k + 1):
+            if b < k and t[b] == t[a]:
+                continue
             # Keras adds eps to sqrt(v) before the bias correction: torch's eps / sqrt(1 - b2^t).
-            eps = self.eps / math.sqrt(1.0 - self.beta2 ** int(t[a]))
+            eps = self.eps / math.sqrt(1.0 - self.beta2 ** t[a])
             p, g, m, v, steps = self._run_lists(a, b)
             torch._fused_adamw_(
                 p,
@@ -395,14 +408,16 @@ class StackedAdam:
                 amsgrad=False,
                 maximize=False,
             )
+            a = b
 
     def _step_reference(self, k: int) -> None:
         """The same update written out with tensor ops (for devices without the fused kernel)."""
         t = torch.as_tensor(self.t[:k], dtype=torch.float64)
         alpha = self.lr * torch.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
         alpha = alpha.to(dtype=torch.float32, device=self.params[0].device)
-        for p, g, m, v in zip(self.params, self.grads, self.exp_avg, self.exp_avg_sq, strict=True):
-            p, g, m, v = p[:k], g[:k], m[:k], v[:k]
+        for i in range(len(self.params)):
+            p, g = self.params[i][:k], self.grads[i][:k]
+            m, v = self.exp_avg[i][:k], self.exp_avg_sq[i][:k]
             shape = (k,) + (1,) * (p.dim() - 1)
             if self.weight_decay:
                 p.mul_(1.0 - self.lr * self.weight_decay)
