@@ -529,3 +529,30 @@ def test_lockstep_and_the_usual_per_fold_loop_reach_the_same_accuracy() -> None:
             accs.append((net(xte).argmax(1) == yte).float().mean().item())
     assert ours.mean_accuracy > 0.6
     assert ours.mean_accuracy == pytest.approx(np.mean(accs), abs=0.05)  # ~2.5 std errors
+
+
+@pytest.mark.parametrize(
+    ("model", "batch_size", "epochs"),
+    [
+        (ModelSettings(hidden=(), dropout=0.0), 16, 6),  # multinomial logistic regression
+        (ModelSettings(hidden=(16,), dropout=0.3, activation="gelu"), 7, 6),
+        (ModelSettings(hidden=(8, 12), dropout=0.0, activation="tanh"), 1000, 80),  # one batch
+        (ModelSettings(hidden=(70, 9), dropout=0.5, activation="elu"), 32, 6),
+    ],
+    ids=["no-hidden", "gelu", "tanh-one-batch", "elu"],
+)
+def test_model_variants_train(model: ModelSettings, batch_size: int, epochs: int) -> None:
+    X, y, folds = _blobs(n=200, seed=13)
+    res = cross_validate(
+        X,
+        y,
+        fold_splits(folds),
+        n_classes=N_CLASSES,
+        model=model,
+        train=_train(epochs=epochs, batch_size=batch_size, threads=2),
+        progress=False,
+    )
+    losses = np.array([h.train_loss for h in res.history])
+    assert np.isfinite(losses).all() and np.isfinite([f.loss for f in res.folds]).all()
+    assert res.history[-1].mean_train_loss < res.history[0].mean_train_loss
+    assert res.mean_accuracy > 0.4  # above chance (0.25)
