@@ -19,7 +19,7 @@ It prints:
 - the usual way, one fold after another (a ``DataLoader`` with ``shuffle=True``, ``nn.Sequential``
   with Keras initialisation, ``torch.optim.Adam(eps=1e-7)``, autograd, evaluation after every
   epoch), for ``--plain-epochs`` epochs of every fold, scaled to the full trial; at 1 thread and
-  at ``--threads`` threads, the faster one counting;
+  at ``--threads`` threads (or ``--plain-threads``), the faster one counting;
 - their ratio, and the mean CV accuracy of both after ``--plain-epochs`` epochs (the same number
   of epochs; ``--plain-epochs`` equal to ``--epochs`` compares full trials);
 - the GFLOP/s our trainer achieves (the products of the forward and backward passes and the
@@ -181,6 +181,12 @@ def main() -> None:
     parser.add_argument("--plain-epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--plain-threads",
+        type=int,
+        nargs="*",
+        help="thread counts for the plain loop (default: 1 and --threads; the faster counts)",
+    )
     args = parser.parse_args()
 
     X, y, folds = synthetic(args.seed) if args.data == "synthetic" else real(args.data)
@@ -210,7 +216,7 @@ def main() -> None:
 
     pe = args.plain_epochs
     timings = {}
-    for th in sorted({1, args.threads}):
+    for th in sorted(set(args.plain_threads or (1, args.threads))):
         sec, acc = plain(X, y, splits, epochs=pe, threads=th, n_classes=n_classes, seed=args.seed)
         timings[th] = (sec, acc)
         print(
