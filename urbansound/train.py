@@ -787,7 +787,7 @@ def _cross_validate(
                 test_accuracy=row[2],
             )
             history.append(metrics)
-            bar.set_postfix(acc=f"{metrics.mean_test_accuracy:.4f}")
+            bar.set_postfix(acc=f"{metrics.mean_test_accuracy:.4f}", refresh=False)
             for cb in callbacks:
                 cb(metrics)
         bar.close()
