@@ -1,0 +1,189 @@
+"""Measure the README's results with the project's own commands, and write them into README.md.
+
+For each dataset (the real partial UrbanSound8K sample where it is found, and the built-in demo
+corpus) this runs, exactly as a user would:
+
+1. ``python -m urbansound.run -m n_mfcc=20,40,60 ...``: the tutorial's MFCC grid as an Optuna
+   study, every trial a 10-fold CV on the predefined folds (100 epochs, batch 32);
+2. ``python -m urbansound.report <sweep dir> --random-split``: the sweep report, which also
+   evaluates the best configuration on the tutorial's leaky random 80/20 split.
+
+It then copies the report's key plots into ``benchmarks/results/<dataset>/`` and replaces the part
+of README.md between the ``results:start`` and ``results:end`` markers with a table built from the
+reports' ``summary.json`` (no number is typed in by hand).
+
+Usage::
+
+    python benchmarks/readme_results.py [--real ../shared/data/UrbanSound8K] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+PLOTS = ("confusion_matrix.png", "optimization_history.png", "protocol_comparison.png")
+
+
+def _run(cmd: list[str], *, cwd: Path) -> None:
+    print("$", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, cwd=cwd, check=True)
+
+
+def measure(name: str, data_args: list[str], *, work: Path) -> dict:
+    """Run the grid sweep and its report for one dataset; return the report's summary."""
+    sweep_dir = work / name / "sweep"
+    report_dir = work / name / "report"
+    shutil.rmtree(work / name, ignore_errors=True)
+    sweep = [
+        sys.executable,
+        "-m",
+        "urbansound.run",
+        "-m",
+        "n_mfcc=20,40,60",
+        *data_args,
+        "tracking.mode=disabled",
+        f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.sweeper.storage=sqlite:///{work / 'optuna.db'}",
+        f"hydra.sweeper.study_name=readme-{name}",
+    ]
+    report = [
+        sys.executable,
+        "-m",
+        "urbansound.report",
+        str(sweep_dir),
+        "--random-split",
+        "--no-progress",
+        "--out",
+        str(report_dir),
+    ]
+    t0 = time.perf_counter()
+    _run(sweep, cwd=work)
+    _run(report, cwd=work)
+    summary = json.loads((report_dir / "summary.json").read_text())
+    summary["_commands"] = [_display(sweep, work), _display(report, work)]
+    summary["_seconds"] = time.perf_counter() - t0
+    dest = RESULTS / name
+    dest.mkdir(parents=True, exist_ok=True)
+    for png in PLOTS:
+        if (report_dir / png).is_file():
+            shutil.copyfile(report_dir / png, dest / png)
+    best_run = Path(summary["best"]["run_dir"])
+    overview = best_run / "figures" / "classes_overview.png"
+    if overview.is_file():
+        shutil.copyfile(overview, dest / "classes_overview.png")
+    (dest / "summary.json").write_text(json.dumps(_portable(summary), indent=1) + "\n")
+    return summary
+
+
+def _display(cmd: list[str], work: Path) -> str:
+    """The command as a user types it from the repository root (paths made relative)."""
+    text = shlex.join(["python", *cmd[1:]])
+    return text.replace(str(work), "<work>").replace(str(REPO.parent), "..")
+
+
+def _portable(summary: dict) -> dict:
+    return json.loads(json.dumps(summary).replace(str(REPO.parent), ".."))
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def markdown(results: dict[str, dict]) -> str:
+    """The README section: one table per dataset plus the commands and plots."""
+    lines = [
+        START,
+        "",
+        "_Written by `python benchmarks/readme_results.py`; the numbers come from the reports' "
+        "`summary.json` files in `benchmarks/results/`._",
+        "",
+    ]
+    for name, s in results.items():
+        title = {
+            "real": "Real UrbanSound8K sample (164 clips of `../shared/data`)",
+            "demo": "Built-in demo corpus (synthetic, 1 000 clips)",
+        }[name]
+        best = s["best"]
+        proto = (s.get("protocol_comparison") or [{}])[0]
+        leaky = (proto.get("random_split") or {}).get("accuracy")
+        lines += [
+            f"#### {title}",
+            "",
+            "| n_mfcc | mean CV accuracy (predefined folds) | std over folds |",
+            "| ---: | ---: | ---: |",
+        ]
+        for t in sorted(s["trials"], key=lambda t: t["params"].get("n_mfcc", 0)):
+            if t["state"] != "COMPLETE":
+                continue
+            lines.append(f"| {t['params'].get('n_mfcc')} | {_pct(t['value'])} | {_pct(t['std'])} |")
+        lines.append("")
+        folds_note = f"{len(best['folds'])} folds"
+        lines.append(
+            f"Best: `{best['label']}`, {_pct(best['value'])} ± {_pct(best['std'])} "
+            f"({folds_note}, pooled {_pct(best['pooled_accuracy'])})."
+        )
+        if leaky is not None:
+            lines.append(
+                f"The same configuration on the tutorial's random 80/20 split (**LEAKY**): "
+                f"{_pct(leaky)}, {leaky / best['value']:.2f}x the honest fold-CV figure."
+            )
+        pairs = s.get("paired_comparisons") or []
+        if pairs:
+            c = pairs[0]["comparison"]
+            lines.append(
+                f"Best vs runner-up (`{pairs[0]['other']['label']}`): mean per-fold difference "
+                f"{100 * c['mean_difference']:+.1f} points, corrected resampled t-test "
+                f"p = {c['ttest']['pvalue']:.2f}, Wilcoxon p = {c['wilcoxon']['pvalue']:.2f}."
+            )
+        lines += ["", "Reproduce:", "", "```bash", *s["_commands"], "```", ""]
+        imgs = [p for p in (*PLOTS, "classes_overview.png") if (RESULTS / name / p).is_file()]
+        lines += [f"![{name} {p[:-4]}](benchmarks/results/{name}/{p})" for p in imgs]
+        lines.append("")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def update_readme(section: str) -> None:
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+        text = head + section + tail
+    else:
+        text = text.rstrip() + "\n\n## Results\n\n" + section + "\n"
+    readme.write_text(text)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--real", type=Path, default=REPO.parent / "shared/data/UrbanSound8K")
+    p.add_argument("--work", type=Path, default=REPO / "outputs" / "readme_results")
+    args = p.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    if (args.real / "metadata" / "UrbanSound8K.csv").is_file():
+        real = [f"data.root={args.real.resolve()}", "data.missing=skip"]
+        results["real"] = measure("real", real, work=args.work)
+    else:
+        print(f"no real sample at {args.real}: measuring the demo corpus only")
+    demo = [f"data.demo_dir={args.work / 'demo_corpus'}"]
+    results["demo"] = measure("demo", demo, work=args.work)
+    section = markdown(results)
+    update_readme(section)
+    print(section)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
