@@ -22,22 +22,11 @@ import pytest
 import yaml
 from optuna.distributions import CategoricalDistribution
 
-from urbansound import report, stats
+from urbansound import data, report, stats
 from urbansound.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-CLASS_NAMES = [
-    "air_conditioner",
-    "car_horn",
-    "children_playing",
-    "dog_bark",
-    "drilling",
-    "engine_idling",
-    "gun_shot",
-    "jackhammer",
-    "siren",
-    "street_music",
-]
+CLASS_NAMES = list(data.CLASS_NAMES)
 N_TEST, N_TRAIN = 50, 450
 FOLD_ACC = {  # per-fold accuracies (multiples of 1/50) of each n_mfcc
     20: [0.60, 0.62, 0.58, 0.64, 0.56],

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "class_example_figure",
     "confusion_matrix_figure",
+    "dataset_figure_settings",
     "dataset_figures",
     "epoch_curves_figure",
     "fold_comparison_figure",
@@ -240,17 +241,27 @@ def run_figures(
         clips,
         class_names=list(results.get("class_names") or []),
         dataset=str(results.get("dataset") or "dataset"),
-        cache_dir=Path(features.cache_dir).parent / "figures",
-        sr=features.sr,
-        n_mfcc=features.n_mfcc,
-        n_fft=features.n_fft,
-        hop_length=features.hop_length,
-        n_mels=features.n_mels,
-        fmin=features.fmin,
-        fmax=features.fmax,
         dest=Path(run_dir) / FIGURES_DIR,
+        **dataset_figure_settings(features),
     )
     return written
+
+
+def dataset_figure_settings(features: FeatureSettings) -> dict[str, Any]:
+    """The keyword arguments of :func:`dataset_figures` that follow a run's feature settings.
+
+    The class examples are cached in ``figures/`` beside the feature cache.
+    """
+    return {
+        "cache_dir": Path(features.cache_dir).parent / "figures",
+        "sr": features.sr,
+        "n_mfcc": features.n_mfcc,
+        "n_fft": features.n_fft,
+        "hop_length": features.hop_length,
+        "n_mels": features.n_mels,
+        "fmin": features.fmin,
+        "fmax": features.fmax,
+    }
 
 
 def _protocol_label(results: Mapping[str, Any]) -> str:

@@ -1004,6 +1004,22 @@ def _verdict(cmp: Mapping[str, Any], alpha: float = 0.05) -> str:
     return f"not significant at {alpha:g}: the difference is within fold-to-fold noise"
 
 
+TRIAL_COLUMNS = ["trial", "state", "value", "std", "protocol", "parameters", "seconds"]
+
+
+def _trial_cells(r: TrialRecord) -> list[Any]:
+    """One row of the trials table (Markdown and HTML share it)."""
+    return [
+        r.number,
+        r.state,
+        _f(r.value),
+        _f(r.std),
+        r.protocol() if r.results or r.leaky else "–",
+        r.label(),
+        _f(r.duration_s, 1),
+    ]
+
+
 def _trial_rows(sweep: Sweep) -> list[TrialRecord]:
     trials = [r for r in sweep.records if r.number is not None]
     sign = -1.0 if sweep.direction == "maximize" else 1.0
@@ -1283,23 +1299,7 @@ def _markdown(
             "",
         ]
     out += ["## Trials (best first)", ""]
-    out.append(
-        _md_table(
-            ["trial", "state", "value", "std", "protocol", "parameters", "seconds"],
-            [
-                [
-                    r.number,
-                    r.state,
-                    _f(r.value),
-                    _f(r.std),
-                    r.protocol() if r.results or r.leaky else "–",
-                    r.label(),
-                    _f(r.duration_s, 1),
-                ]
-                for r in _trial_rows(sweep)
-            ],
-        )
-    )
+    out.append(_md_table(TRIAL_COLUMNS, [_trial_cells(r) for r in _trial_rows(sweep)]))
     out.append("")
     out += _md_comparisons(summary)
     out += _md_protocols(summary)
@@ -1501,18 +1501,9 @@ def _html(
     parts.append('<h2 id="trials">Trials (best first)</h2>')
     parts.append(
         _html_table(
-            ["trial", "state", "value", "std", "protocol", "parameters", "seconds", "run dir"],
+            [*TRIAL_COLUMNS, "run dir"],
             [
-                [
-                    r.number,
-                    r.state,
-                    _f(r.value),
-                    _f(r.std),
-                    r.protocol() if r.results or r.leaky else "–",
-                    r.label(),
-                    _f(r.duration_s, 1),
-                    str(r.run_dir) if r.run_dir else (r.error or "–"),
-                ]
+                [*_trial_cells(r), str(r.run_dir) if r.run_dir else (r.error or "–")]
                 for r in _trial_rows(sweep)
             ],
             cls="trials",

@@ -613,14 +613,7 @@ class Tracker:
                 index.clips,
                 class_names=names,
                 dataset=dataset,
-                cache_dir=Path(f.cache_dir).parent / "figures",
-                sr=f.sr,
-                n_mfcc=f.n_mfcc,
-                n_fft=f.n_fft,
-                hop_length=f.hop_length,
-                n_mels=f.n_mels,
-                fmin=f.fmin,
-                fmax=f.fmax,
+                **plots.dataset_figure_settings(f),
             )
             for png in pngs:
                 self._exp.log_image(str(png), name=png.name)
