@@ -404,3 +404,11 @@ def test_a_trial_failed_by_another_worker_meanwhile_does_not_stop_the_sweep(tmp_
     study = optuna.load_study(study_name="taken", storage=storage)
     assert complete_params(study) == [(("x", 0),), (("x", 1),)]
     assert study.trials[0].state == TrialState.FAIL and study.trials[0].value is None
+
+
+def test_progress_line_shows_finished_trials_against_n_trials() -> None:
+    from urbansound.sweep import Progress
+
+    line = Progress(complete=3, pruned=1, failed=0, running=[7], waiting=0).describe(10)
+    assert line == "[########............] 4/10 trials (3 complete, 1 pruned, 0 failed, 1 running)"
+    assert Progress(0, 0, 0, [], 0).describe(3).startswith("[....................] 0/3 trials")

@@ -871,6 +871,18 @@ class Progress:
         """Trials that count toward ``n_trials`` (finished, failed, or running now)."""
         return self.complete + self.pruned + self.failed + len(self.running)
 
+    def describe(self, n_trials: int) -> str:
+        """A progress line: ``[#####.....] 5/10 trials (4 complete, 1 pruned, 0 failed)``."""
+        done = self.complete + self.pruned + self.failed
+        width = 20
+        filled = min(width, round(width * done / n_trials)) if n_trials else width
+        bar = "#" * filled + "." * (width - filled)
+        running = f", {len(self.running)} running" if self.running else ""
+        return (
+            f"[{bar}] {done}/{n_trials} trials ({self.complete} complete, {self.pruned} pruned, "
+            f"{self.failed} failed{running})"
+        )
+
 
 def _superseded(trials: Sequence[FrozenTrial]) -> set[int]:
     """Numbers of trials that were queued again (a retry replaces them)."""
@@ -1000,6 +1012,7 @@ def run_worker(settings: SweepSettings, launch: Launch, *, worker: int = 0) -> P
                 waiting_logged = progress.running
             time.sleep(min(settings.heartbeat_interval, 5))
             continue
+        log.info("sweep %s: %s", settings.study_name, progress.describe(settings.n_trials))
         _run_trial(settings, storage, study, study_id, launch)
 
 
