@@ -343,9 +343,12 @@ class StackedAdam:
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         n = model.n_models
-        device = self.params[0].device
+        device = self.device = self.params[0].device
         self.t = [0] * n  # step counts, kept on the host: no device sync to read them
-        self.steps = torch.zeros(n, dtype=torch.float32, device=device)
+        # The fused kernel reads step counts from tensors: 0-d tensors holding 1024 * b + i, by
+        # block b (made 1024 at a time, dropped once every model is past them), so a step
+        # launches no op to count.
+        self._count_blocks: dict[int, tuple[torch.Tensor, ...]] = {}
         if fused is None:
             fused = hasattr(torch, "_fused_adamw_") and device.type in ("cpu", "cuda")
         self.fused = bool(fused)
@@ -356,33 +359,37 @@ class StackedAdam:
                 [g[j] for g in self.grads],
                 [m[j] for m in self.exp_avg],
                 [v[j] for v in self.exp_avg_sq],
-                [self.steps[j]] * len(self.params),
             )
             for j in range(n)
         ]
         self._lists: dict[tuple[int, int], list[list[torch.Tensor]]] = {}
-        self._steps_views: dict[int, torch.Tensor] = {}
 
     def _run_lists(self, a: int, b: int) -> list[list[torch.Tensor]]:
-        """Params, grads, moments and steps of models ``a..b-1``, as flat lists for the kernel."""
+        """Params, grads and moments of models ``a..b-1``, as flat lists for the kernel."""
         lists = self._lists.get((a, b))
         if lists is None:
-            lists = [[x for j in range(a, b) for x in self._views[j][i]] for i in range(5)]
+            lists = [[x for j in range(a, b) for x in self._views[j][i]] for i in range(4)]
             self._lists[(a, b)] = lists
         return lists
 
-    def _steps_of(self, k: int) -> torch.Tensor:
-        v = self._steps_views.get(k)
-        if v is None:
-            v = self._steps_views[k] = self.steps[:k]
-        return v
+    def _count(self, t: int) -> torch.Tensor:
+        """A 0-d float32 tensor holding step count ``t`` (on the parameters' device)."""
+        block = self._count_blocks.get(t >> 10)
+        if block is None:
+            done = min(self.t) >> 10  # blocks below every model's count are not needed again
+            self._count_blocks = {b: c for b, c in self._count_blocks.items() if b >= done}
+            start = (t >> 10) << 10
+            block = torch.arange(
+                start, start + 1024, dtype=torch.float32, device=self.device
+            ).unbind(0)
+            self._count_blocks[t >> 10] = block
+        return block[t & 1023]
 
     def step(self, k: int) -> None:
         """Update the first ``k`` models with their gradients (the others are not touched)."""
         t = self.t
         for j in range(k):
             t[j] += 1
-        self._steps_of(k).add_(1.0)
         if not self.fused:
             self._step_reference(k)
             return
@@ -392,14 +399,14 @@ class StackedAdam:
                 continue
             # Keras adds eps to sqrt(v) before the bias correction: torch's eps / sqrt(1 - b2^t).
             eps = self.eps / math.sqrt(1.0 - self.beta2 ** t[a])
-            p, g, m, v, steps = self._run_lists(a, b)
+            p, g, m, v = self._run_lists(a, b)
             torch._fused_adamw_(
                 p,
                 g,
                 m,
                 v,
                 [],
-                steps,
+                [self._count(t[a])] * len(p),
                 lr=self.lr,
                 beta1=self.beta1,
                 beta2=self.beta2,
