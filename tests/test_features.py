@@ -43,32 +43,19 @@ def _librosa_features(path: Path | str, s: FeatureSettings) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         y, sr = librosa.load(path, sr=s.sr)
+        mel_kw = {
+            "n_fft": s.n_fft,
+            "hop_length": s.hop_length,
+            "win_length": s.win_length,
+            "window": s.window,
+            "n_mels": s.n_mels,
+            "fmin": s.fmin,
+            "fmax": s.fmax,
+        }
         if s.kind == "mfcc" and s.top_db == 80.0:  # librosa.feature.mfcc's own power_to_db
-            F = librosa.feature.mfcc(
-                y=y,
-                sr=sr,
-                n_mfcc=s.n_mfcc,
-                lifter=s.lifter,
-                n_fft=s.n_fft,
-                hop_length=s.hop_length,
-                win_length=s.win_length,
-                window=s.window,
-                n_mels=s.n_mels,
-                fmin=s.fmin,
-                fmax=s.fmax,
-            )
+            F = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=s.n_mfcc, lifter=s.lifter, **mel_kw)
         else:
-            mel = librosa.feature.melspectrogram(
-                y=y,
-                sr=sr,
-                n_fft=s.n_fft,
-                hop_length=s.hop_length,
-                win_length=s.win_length,
-                window=s.window,
-                n_mels=s.n_mels,
-                fmin=s.fmin,
-                fmax=s.fmax,
-            )
+            mel = librosa.feature.melspectrogram(y=y, sr=sr, **mel_kw)
             F = librosa.power_to_db(mel, top_db=s.top_db)
             if s.kind == "mfcc":
                 F = librosa.feature.mfcc(S=F, n_mfcc=s.n_mfcc, lifter=s.lifter)
