@@ -115,10 +115,12 @@ def run_experiment(
     resolved_config: dict[str, Any] | None = None,
     overrides: Sequence[str] = (),
     callbacks: Sequence[Callable[[Any], None]] = (),
+    on_index: Callable[[Any], None] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run one experiment and write its outputs into ``run_dir``.
 
+    ``on_index`` receives the dataset index once it is built (the tracker reuses it).
     Returns the content of ``results.json``. Raises :class:`TrialPruned` (after writing
     ``results.json`` with ``status: "pruned"``) when a callback stops training.
     """
@@ -133,6 +135,8 @@ def run_experiment(
     root, dataset_name = data.resolve_dataset(settings.data)
     index = data.load_index(root, missing=settings.data.missing, name=dataset_name)
     durations["index"] = time.perf_counter() - t_start
+    if on_index is not None:
+        on_index(index)
 
     clips = index.clips
     cv = settings.cv
@@ -300,6 +304,7 @@ def main(cfg: DictConfig) -> float:
                 resolved_config=resolved,
                 overrides=overrides,
                 callbacks=callbacks,
+                on_index=tracker.use_index,
             )
         finally:
             tracker.finish(run_dir)  # whatever the outcome; never raises

@@ -350,6 +350,7 @@ class Tracker:
         self._failed: set[str] = set()
         self._ended = False
         self._last_epoch = 0
+        self._index: Any = None
         self.experiment_key: str | None = None
         self.archive: Path | None = None
         self.url: str | None = None
@@ -396,6 +397,10 @@ class Tracker:
             return None
 
     # -- during the run ---------------------------------------------------------------------
+
+    def use_index(self, index: Any) -> None:
+        """Keep the run's dataset index, so the class samples need not index the dataset again."""
+        self._index = index
 
     def log_epoch(self, metrics: EpochMetrics) -> None:
         """The epoch callback (a ``urbansound.train.EpochCallback``): curves at step = epoch."""
@@ -593,7 +598,9 @@ class Tracker:
         tracking, f = self._settings.tracking, self._settings.features
         root = Path(str(results["data_root"]))
         dataset = str(results.get("dataset") or "urbansound8k")
-        index = data.load_index(root, missing="skip", name=dataset)
+        index = self._index
+        if index is None or Path(index.root) != root:  # not handed the run's index
+            index = data.load_index(root, missing="skip", name=dataset)
         names = list(results.get("class_names") or index.class_names)
         if tracking.log_audio:
             with tempfile.TemporaryDirectory(prefix="urbansound-samples-") as tmp:
