@@ -23,6 +23,13 @@ class AudioError(UrbansoundError):
     """A clip cannot be decoded; the message names the file."""
 
 
+class OutputError(UrbansoundError):
+    """A file or directory cannot be written (read-only, full disk, something in the way).
+
+    The message names the path and what to do.
+    """
+
+
 class TrialPruned(Exception):
     """Raised from an epoch callback to stop training early (an Optuna pruner said so).
 

@@ -35,7 +35,7 @@ import math
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from urbansound.config import ModelSettings, TrainSettings
 from urbansound.errors import ConfigError, DataError
 from urbansound.model import StackedMLP, init_params, layer_sizes
+from urbansound.results import CVResult, EpochCallback, EpochMetrics, FoldResult
 
 logger = logging.getLogger(__name__)
 
@@ -123,79 +124,6 @@ def random_split(
     except ValueError as exc:  # e.g. a class with one clip under stratification
         raise DataError(f"cannot split {n} clips with cv.test_size={test_size}: {exc}") from None
     return [Split(fold="random", train=np.sort(train), test=np.sort(test))]
-
-
-# --------------------------------------------------------------------------------------------
-# Results
-
-
-@dataclass
-class EpochMetrics:
-    """Every fold's metrics after one epoch (arrays are in split order)."""
-
-    epoch: int  # 1-based
-    folds: list[int | str]
-    train_loss: np.ndarray  # (n_splits,) mean training loss over the epoch (dropout on)
-    test_loss: np.ndarray  # (n_splits,) on each fold's test part (dropout off)
-    test_accuracy: np.ndarray  # (n_splits,)
-
-    @property
-    def mean_test_accuracy(self) -> float:
-        return float(np.mean(self.test_accuracy))
-
-    @property
-    def mean_train_loss(self) -> float:
-        return float(np.mean(self.train_loss))
-
-    @property
-    def mean_test_loss(self) -> float:
-        return float(np.mean(self.test_loss))
-
-    def to_dict(self) -> dict:
-        """JSON-ready: lists of floats plus ``mean_test_accuracy``."""
-        return {
-            "epoch": self.epoch,
-            "folds": list(self.folds),
-            "train_loss": [float(v) for v in self.train_loss],
-            "test_loss": [float(v) for v in self.test_loss],
-            "test_accuracy": [float(v) for v in self.test_accuracy],
-            "mean_test_accuracy": self.mean_test_accuracy,
-        }
-
-
-EpochCallback = Callable[[EpochMetrics], None]
-
-
-@dataclass
-class FoldResult:
-    """One fold's final metrics (after the last epoch) on its test part."""
-
-    fold: int | str
-    accuracy: float
-    loss: float
-    n_train: int
-    n_test: int
-    per_class_accuracy: list[float | None]  # None for a class absent from the test part
-    confusion: list[list[int]]  # n_classes x n_classes, rows = true class
-
-
-@dataclass
-class CVResult:
-    """All folds' final metrics, the per-epoch history, and the mean and std over folds."""
-
-    folds: list[FoldResult]
-    history: list[EpochMetrics] = field(default_factory=list)
-    mean_accuracy: float = float("nan")
-    std_accuracy: float = float("nan")  # over folds, ddof=0 (0.0 for one fold)
-
-    def to_dict(self) -> dict:
-        """JSON-ready dict: ``folds``, ``history``, ``mean_accuracy``, ``std_accuracy``."""
-        return {
-            "folds": [asdict(f) for f in self.folds],
-            "history": [h.to_dict() for h in self.history],
-            "mean_accuracy": float(self.mean_accuracy),
-            "std_accuracy": float(self.std_accuracy),
-        }
 
 
 # --------------------------------------------------------------------------------------------

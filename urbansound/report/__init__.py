@@ -1687,7 +1687,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"best (predefined folds): trial #{files.best.number} = {files.best.value:.4f}")
     print(f"report: {files.html}\nmarkdown: {files.markdown}\nsummary: {files.summary}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
