@@ -12,23 +12,21 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from urbansound.config import ModelSettings, TrainSettings
+from urbansound.cv import Split, fold_splits, random_split
 from urbansound.errors import ConfigError, DataError, TrialPruned
-from urbansound.model import MLP, StackedMLP, init_params, layer_sizes
-from urbansound.train import (
-    CVResult,
-    EpochMetrics,
+from urbansound.lockstep import (
     FoldRandom,
-    Split,
-    StackedAdam,
-    cross_validate,
     dropout_bits,
     fold_init_params,
     fold_seeds,
-    fold_splits,
-    random_split,
     resolve_device,
     unpack_keep,
 )
+from urbansound.model import StackedAdam, StackedMLP, init_params, layer_sizes
+from urbansound.results import CVResult, EpochMetrics
+from urbansound.train import cross_validate
+
+from .oracle import MLP
 
 N_CLASSES = 4
 SMALL = ModelSettings(hidden=(32, 16), dropout=0.25)
@@ -440,7 +438,7 @@ def test_keep_bits_drop_units_independently_at_the_rate(rate: float) -> None:
 
 
 def test_each_epoch_visits_every_training_clip_once() -> None:
-    from urbansound.train import _Lockstep
+    from urbansound.lockstep import _Lockstep
 
     X, y, folds = _blobs(n=230, seed=10)
     splits = fold_splits(folds)
