@@ -36,6 +36,7 @@ import argparse
 import dataclasses
 import itertools
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -45,8 +46,13 @@ import torch
 from torch import nn
 
 from urbansound.config import ModelSettings, TrainSettings
-from urbansound.model import MLP, layer_sizes
-from urbansound.train import Split, cross_validate, fold_init_params, fold_splits
+from urbansound.cv import Split, fold_splits
+from urbansound.lockstep import fold_init_params
+from urbansound.model import layer_sizes
+from urbansound.train import cross_validate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' autograd oracle
+from tests.oracle import MLP
 
 US8K_FOLD_SIZES = (873, 888, 925, 990, 936, 823, 838, 806, 816, 837)
 

@@ -45,7 +45,7 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Pass ``data.demo_dir=<this> data.demo_clips_per_class=6`` to a run to reuse it.
     """
-    from urbansound.data import make_demo_corpus
+    from urbansound.demo import make_demo_corpus
 
     dest = tmp_path_factory.mktemp("demo")
     make_demo_corpus(dest, clips_per_class=DEMO_CLIPS_PER_CLASS)
@@ -55,7 +55,7 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def demo_root(demo_dir: Path) -> Path:
     """The UrbanSound8K-layout root of the small demo corpus, generated once per session."""
-    from urbansound.data import make_demo_corpus
+    from urbansound.demo import make_demo_corpus
 
     return make_demo_corpus(demo_dir, clips_per_class=DEMO_CLIPS_PER_CLASS)
 

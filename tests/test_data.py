@@ -271,3 +271,33 @@ def test_resolve_explicit_root_that_does_not_exist_is_an_error(
     with pytest.raises(DataError, match=r"\$URBANSOUND8K=.*typo does not exist"):
         resolve_dataset(DataSettings(demo_dir=str(places["demo"])))
     assert not places["demo"].exists()
+
+
+# Recording leakage: slices of one recording (fsID) in two folds (issue 11 item 7)
+REAL_LEAKY = {77751: [2, 7], 106905: [1, 8], 132016: [1, 4], 176638: [1, 4], 180937: [1, 9]}
+
+
+def test_real_csv_recordings_split_across_folds_are_named(real_root: Path, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="urbansound.data"):
+        index = load_index(real_root, missing="skip")
+    assert {r["fsID"]: r["folds"] for r in index.leaky_recordings} == REAL_LEAKY
+    (line,) = [r.getMessage() for r in caplog.records if "more than one fold" in r.getMessage()]
+    assert "5 recording(s)" in line
+    for fs, folds in REAL_LEAKY.items():
+        assert f"fsID {fs} in folds {folds[0]}, {folds[1]}" in line
+
+
+def test_leaky_recording_is_a_warning_not_an_error(tiny_root: Path, caplog) -> None:
+    csv = tiny_root / "metadata" / "UrbanSound8K.csv"
+    df = pd.read_csv(csv)
+    assert load_index(tiny_root).leaky_recordings == []  # the demo keeps recordings in one fold
+    # two clips of different folds now claim one recording; a third keeps its own fold
+    moved = df.index[df["fold"] != df["fold"][0]][0]
+    df.loc[moved, "fsID"] = df["fsID"][0]
+    df.to_csv(csv, index=False)
+    with caplog.at_level(logging.WARNING, logger="urbansound.data"):
+        index = load_index(tiny_root)
+    folds = sorted(int(f) for f in (df["fold"][0], df["fold"][moved]))
+    assert index.leaky_recordings == [{"fsID": int(df["fsID"][0]), "folds": folds}]
+    assert f"fsID {df['fsID'][0]} in folds {folds[0]}, {folds[1]}" in caplog.text
+    assert len(index.clips) == 10

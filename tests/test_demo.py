@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from urbansound.data import CLASS_NAMES, CSV_COLUMNS, load_index, make_demo_corpus
+from urbansound.data import CLASS_NAMES, CSV_COLUMNS, load_index
+from urbansound.demo import make_demo_corpus
 from urbansound.errors import DataError
 
 NAME = re.compile(r"^(\d+)-(\d)-(\d+)-(\d+)\.wav$")
@@ -164,10 +165,10 @@ def test_bad_size_is_rejected(tmp_path: Path) -> None:
 def test_parallel_generation_writes_the_same_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import urbansound.data as data
+    import urbansound.demo as demo
 
     one = make_demo_corpus(tmp_path / "one", clips_per_class=3, progress=False)
-    monkeypatch.setattr(data, "_MIN_CLIPS_PER_WORKER", 10)
-    monkeypatch.setattr(data.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(demo, "_MIN_CLIPS_PER_WORKER", 10)
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 2)
     two = make_demo_corpus(tmp_path / "two", clips_per_class=3, progress=False)
     assert _digests(one) == _digests(two)

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from urbansound.config import ModelSettings, TrainSettings
-from urbansound.model import MLP, StackedMLP, glorot_uniform, init_params, layer_sizes
+from urbansound.model import StackedMLP, glorot_uniform, init_params, layer_sizes
+
+from .oracle import MLP
 
 
 def test_defaults_are_the_tutorial_keras_model() -> None:

@@ -131,44 +131,63 @@ def _write_clips(root: Path) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_dataset_figures_drawn_once_and_linked(tmp_path):
+def test_dataset_figures_drawn_once_per_stage_settings_and_linked(tmp_path):
     clips = _write_clips(tmp_path)
     names = ["air_conditioner", "car_horn", "children_playing"]
-    kw = {"class_names": names, "dataset": "demo", "cache_dir": tmp_path / "cache", "n_mfcc": 13}
-    first = plots.dataset_figures(clips, dest=tmp_path / "run1", **kw)
-    assert sorted(p.name for p in first) == [
-        "class_0_air_conditioner.png",
-        "class_1_car_horn.png",
-        "class_2_children_playing.png",
-        "classes_overview.png",
+    feats = FeatureSettings(sr=8000, n_fft=512, hop_length=128, n_mels=32, n_mfcc=13)
+    kw = {"class_names": names, "dataset": "demo", "cache_dir": tmp_path / "cache"}
+    first = plots.dataset_figures(clips, dest=tmp_path / "run1", features=feats, **kw)
+    assert sorted(first.figures) == [
+        "class_0_air_conditioner",
+        "class_1_car_horn",
+        "class_2_children_playing",
+        "classes_overview",
     ]
+    assert [name for name, _ in first.samples] == names
     (cached,) = (tmp_path / "cache").iterdir()
     assert cached.name.startswith("demo-")
     done = json.loads((cached / "done.json").read_text())
     # class 1's first clip cannot be decoded: its second clip is drawn instead
     assert done["clips"]["car_horn"].endswith("1-1.wav")
     assert done["clips"]["air_conditioner"].endswith("0-0.wav")
+    # the sample is the clip decoded at features.sr, 16-bit PCM
+    wav = dict(first.samples)["car_horn"]
+    y, sr = sf.read(wav)
+    assert sr == 8000 and sf.info(wav).subtype == "PCM_16"
+    ref, _ = sf.read(tmp_path / "1-1.wav")
+    assert np.abs(y - ref).max() < 1e-4
     stamps = {p.name: p.stat().st_mtime_ns for p in cached.glob("*.png")}
 
-    second = plots.dataset_figures(clips, dest=tmp_path / "run2", **kw)
-    assert [p.name for p in second] == [p.name for p in first]
+    # n_mfcc, pooling and the model do not change the figures: the cache entry is reused
+    other = FeatureSettings(**{**feats.__dict__, "n_mfcc": 20, "pooling": "max"})
+    second = plots.dataset_figures(clips, dest=tmp_path / "run2", features=other, **kw)
+    assert sorted(second.figures) == sorted(first.figures)
     assert {p.name: p.stat().st_mtime_ns for p in cached.glob("*.png")} == stamps  # not redrawn
-    for p in second:
+    for p in [*second.figures.values(), *(w for _, w in second.samples)]:
+        assert p.parent == tmp_path / "run2"
         assert p.stat().st_ino == (cached / p.name).stat().st_ino  # a link, not a copy
+    for p in second.figures.values():
         _png_size(p)
 
-    # other settings, other cache entry
-    plots.dataset_figures(clips, **{**kw, "n_mfcc": 20})
+    # other stage settings, other cache entry
+    plots.dataset_figures(clips, features=FeatureSettings(**{**feats.__dict__, "n_mels": 16}), **kw)
     assert len(list((tmp_path / "cache").iterdir())) == 2
 
 
-@pytest.mark.slow
-def test_run_figures_links_class_examples_into_the_run(tmp_path):
-    clips = _write_clips(tmp_path)
-    res = {**_results(), "class_names": ["a", "b", "c"]}
-    feats = FeatureSettings(cache_dir=str(tmp_path / "cache" / "features"), n_mfcc=13)
-    written = plots.run_figures(tmp_path / "run", res, clips=clips, features=feats)
-    names = {p.name for p in written}
-    assert {"confusion_matrix.png", "epoch_curves.png", "classes_overview.png"} <= names
-    assert all(p.parent == tmp_path / "run" / "figures" for p in written)
-    assert (tmp_path / "cache" / "figures").is_dir()
+def test_class_example_figure_shows_log_mel_in_db_with_colour_bar():
+    feats = FeatureSettings(sr=8000, n_fft=512, hop_length=128, n_mels=32)
+    t = np.arange(8000) / 8000
+    y = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    s_db = plots._log_mel_db(y, feats)
+    assert s_db.max() == 0.0 and s_db.min() >= -80.0
+    fig = plots.class_example_figure(y, s_db, features=feats, title="a")
+    _wave, spec, cbar = fig.axes
+    assert spec.get_xlabel() == "time (s)" and spec.get_ylabel() == "frequency (Hz)"
+    assert "dB" in cbar.get_ylabel()
+
+
+def test_epoch_axis_ticks_are_integers():
+    fig = plots.epoch_curves_figure(_results()["history"])
+    for ax in fig.axes:
+        ticks = ax.get_xticks()
+        assert np.all(ticks == np.round(ticks)), ticks

@@ -104,3 +104,72 @@ def test_basic_sweeper_multirun_gives_one_job_dir_per_value(run_cli, tmp_path, d
         results = json.loads((sweep_dir / job / "results.json").read_text())
         assert results["n_features"] == n
         _check_results(results, n_folds=10)
+
+
+CALLBACK = "+hydra.callbacks.dataset_figures._target_=urbansound.run.DatasetFiguresCallback"
+
+
+def test_real_sample_records_leaky_recordings(run_cli, tmp_path, real_root) -> None:
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        *QUICK, f"data.root={real_root}", "data.missing=skip", f"hydra.run.dir={run_dir}"
+    )
+    results = json.loads((run_dir / "results.json").read_text())
+    assert {r["fsID"] for r in results["leaky_recordings"]} == {
+        77751,
+        106905,
+        132016,
+        176638,
+        180937,
+    }
+    assert "fsID 77751 in folds 2, 7" in proc.stdout + proc.stderr
+
+
+def test_empty_outer_fold_is_blamed_on_cv_outer_fold(run_cli, tmp_path, real_root) -> None:
+    proc = run_cli(
+        *QUICK, f"data.root={real_root}", "data.missing=skip", "cv.outer_fold=2", check=False
+    )
+    assert proc.returncode == 2
+    assert "cv.outer_fold=2" in proc.stderr and "cv.folds" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unwritable_run_dir_is_one_line_and_leaves_nothing(run_cli, tmp_path, demo_dir) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.json").mkdir()  # a directory where results.json must go
+    proc = run_cli(*QUICK, *_demo(demo_dir), f"hydra.run.dir={run_dir}", check=False)
+    assert proc.returncode == 2
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and str(run_dir / "results.json") in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
+    assert not (run_dir / "folds.csv").exists()
+
+
+def test_dataset_figures_drawn_after_the_run_once_per_stage_settings(
+    run_cli, tmp_path, demo_dir
+) -> None:
+    cache = f"features.cache_dir={tmp_path / 'cache' / 'features'}"
+    sweep_dir = tmp_path / "sweep"
+    run_cli(
+        "-m",
+        *QUICK,
+        *_demo(demo_dir),
+        cache,
+        CALLBACK,
+        f"hydra.sweep.dir={sweep_dir}",
+        "n_mfcc=13,20",
+    )
+    (entry,) = (tmp_path / "cache" / "figures").iterdir()  # one entry for both n_mfcc values
+    linked = sweep_dir / "figures" / "dataset"
+    assert (linked / "classes_overview.png").stat().st_ino == (
+        entry / "classes_overview.png"
+    ).stat().st_ino
+    assert len(list(linked.glob("class_*.wav"))) == 10
+    for job in ("0", "1"):  # a job's own figures only; its durations say what they cost
+        results = json.loads((sweep_dir / job / "results.json").read_text())
+        assert set(results["durations"]) == {"index", "features", "train", "figures", "total"}
+        assert not (sweep_dir / job / "figures" / "dataset").exists()
+        names = {p.name for p in (sweep_dir / job / "figures").iterdir()}
+        assert names == {"confusion_matrix.png", "epoch_curves.png"}

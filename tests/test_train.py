@@ -12,23 +12,21 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from urbansound.config import ModelSettings, TrainSettings
+from urbansound.cv import Split, fold_splits, random_split
 from urbansound.errors import ConfigError, DataError, TrialPruned
-from urbansound.model import MLP, StackedMLP, init_params, layer_sizes
-from urbansound.train import (
-    CVResult,
-    EpochMetrics,
+from urbansound.lockstep import (
     FoldRandom,
-    Split,
-    StackedAdam,
-    cross_validate,
     dropout_bits,
     fold_init_params,
     fold_seeds,
-    fold_splits,
-    random_split,
     resolve_device,
     unpack_keep,
 )
+from urbansound.model import StackedAdam, StackedMLP, init_params, layer_sizes
+from urbansound.results import CVResult, EpochMetrics
+from urbansound.train import cross_validate
+
+from .oracle import MLP
 
 N_CLASSES = 4
 SMALL = ModelSettings(hidden=(32, 16), dropout=0.25)
@@ -440,7 +438,7 @@ def test_keep_bits_drop_units_independently_at_the_rate(rate: float) -> None:
 
 
 def test_each_epoch_visits_every_training_clip_once() -> None:
-    from urbansound.train import _Lockstep
+    from urbansound.lockstep import _Lockstep
 
     X, y, folds = _blobs(n=230, seed=10)
     splits = fold_splits(folds)
@@ -556,3 +554,32 @@ def test_model_variants_train(model: ModelSettings, batch_size: int, epochs: int
     assert np.isfinite(losses).all() and np.isfinite([f.loss for f in res.folds]).all()
     assert res.history[-1].mean_train_loss < res.history[0].mean_train_loss
     assert res.mean_accuracy > 0.4  # above chance (0.25)
+
+
+def test_batch_larger_than_every_training_part_is_clipped(caplog) -> None:
+    """Issue 11 item 6: a huge batch trains as one full batch, said once, with buffers that do
+    not grow with the requested size (same result as a batch of exactly the largest part)."""
+    X, y, folds = _blobs(n=80, seed=3)
+    splits = fold_splits(folds)
+    largest = max(len(s.train) for s in splits)
+    kw = {"n_classes": N_CLASSES, "model": SMALL, "progress": False}
+    with caplog.at_level("WARNING", logger="urbansound.train"):
+        huge = cross_validate(X, y, splits, train=_train(batch_size=10**9), **kw)
+    exact = cross_validate(X, y, splits, train=_train(batch_size=largest), **kw)
+    (line,) = [r.getMessage() for r in caplog.records if "clipped" in r.getMessage()]
+    assert "train.batch_size=1000000000" in line and f"clipped to {largest}" in line
+    assert huge.to_dict() == exact.to_dict()
+
+
+def test_outer_fold_without_clips_blames_cv_outer_fold() -> None:
+    import pandas as pd
+
+    from urbansound.config import CVSettings
+    from urbansound.cv import select_clips
+
+    clips = pd.DataFrame({"fold": [1, 1, 2, 4, 4]})
+    for evaluate in (False, True):
+        with pytest.raises(DataError, match=r"cv\.outer_fold=3 .*folds with clips: \[1, 2, 4\]"):
+            select_clips(CVSettings(outer_fold=3, evaluate_outer=evaluate), clips)
+    assert list(select_clips(CVSettings(outer_fold=2), clips)["fold"]) == [1, 1, 4, 4]
+    assert len(select_clips(CVSettings(outer_fold=2, evaluate_outer=True), clips)) == 5

@@ -3,13 +3,12 @@
 The network is Dense(h) - activation - Dropout(p) for each hidden width h, then Dense(n_classes)
 with softmax cross-entropy. Weights start as in Keras: glorot-uniform kernels, zero biases.
 
-Two forms share one initialisation (:func:`init_params`, a Keras kernel is ``(fan_in, fan_out)``):
-
-- :class:`MLP`, a plain ``torch.nn.Module`` for one fold (the reference form, trained with
-  autograd; also what a user would export).
-- :class:`StackedMLP`, the weights of ``F`` independent models stacked along a leading axis and
-  run with batched matrix products, with a hand-written backward pass (checked against autograd
-  by the tests). The trainer in :mod:`urbansound.train` uses it to train all folds in lockstep.
+:func:`init_params` draws one model's Keras initialisation (a Keras kernel is
+``(fan_in, fan_out)``); :class:`StackedMLP` holds the weights of ``F`` independent models
+stacked along a leading axis and runs them with batched matrix products and a hand-written
+backward pass (checked against an autograd ``torch.nn.Module`` oracle in the tests).
+:class:`StackedAdam` is Keras' Adam over those stacked weights. :mod:`urbansound.lockstep` uses
+both to train all folds in lockstep.
 """
 
 from __future__ import annotations
@@ -20,9 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-ACTIVATIONS = ("relu", "gelu", "tanh", "elu")
+from urbansound.config import ACTIVATIONS
 
 
 def layer_sizes(n_features: int, hidden: Sequence[int], n_classes: int) -> list[int]:
@@ -57,79 +55,6 @@ def init_params(
             )
         )
     return params
-
-
-def _activation_module(name: str) -> nn.Module:
-    if name == "relu":
-        return nn.ReLU()
-    if name == "gelu":
-        return nn.GELU()  # exact (erf) form, as keras.activations.gelu(approximate=False)
-    if name == "tanh":
-        return nn.Tanh()
-    if name == "elu":
-        return nn.ELU(alpha=1.0)
-    raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
-
-
-class MLP(nn.Module):
-    """One fold's model as a plain module: ``(Linear, activation, Dropout) * len(hidden)``,
-    then ``Linear`` to the class logits (softmax lives in the loss).
-
-    Parameters
-    ----------
-    n_features, n_classes:
-        Input and output widths.
-    hidden:
-        Hidden layer widths (the tutorial: ``(256, 256)``).
-    dropout:
-        Dropout rate after each hidden layer (the tutorial: 0.5).
-    activation:
-        ``relu`` (the tutorial), ``gelu``, ``tanh`` or ``elu``.
-    generator:
-        Where the Keras initialisation draws from; ``None`` uses torch's global generator.
-    """
-
-    def __init__(
-        self,
-        n_features: int,
-        n_classes: int,
-        *,
-        hidden: Sequence[int] = (256, 256),
-        dropout: float = 0.5,
-        activation: str = "relu",
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__()
-        sizes = layer_sizes(n_features, hidden, n_classes)
-        layers: list[nn.Module] = []
-        for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
-            layers.append(nn.Linear(fan_in, fan_out))
-            if i < len(sizes) - 2:
-                layers += [_activation_module(activation), nn.Dropout(dropout)]
-        self.net = nn.Sequential(*layers)
-        if generator is None:
-            generator = torch.Generator().manual_seed(int(torch.initial_seed()) % 2**63)
-        self.load_keras_params(init_params(sizes, generator=generator))
-
-    @property
-    def linears(self) -> list[nn.Linear]:
-        """The dense layers, input first."""
-        return [m for m in self.net if isinstance(m, nn.Linear)]
-
-    @torch.no_grad()
-    def load_keras_params(self, params: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Copy Keras-layout ``(kernel, bias)`` pairs into the layers (``weight = kernel.T``)."""
-        for lin, (kernel, bias) in zip(self.linears, params, strict=True):
-            lin.weight.copy_(kernel.T)
-            lin.bias.copy_(bias)
-
-    def keras_params(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The weights in Keras layout: ``(kernel (fan_in, fan_out), bias)`` per layer."""
-        return [(lin.weight.detach().T.clone(), lin.bias.detach().clone()) for lin in self.linears]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits for a ``(batch, n_features)`` input."""
-        return self.net(x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,3 +307,124 @@ class StackedMLP:
                     mask = cache.keep[i - 1]
                     if mask is not None:
                         g = g.mul_(mask)
+
+
+# --------------------------------------------------------------------------------------------
+# Adam, Keras flavour, over stacked weights
+
+
+class StackedAdam:
+    """Keras' Adam for every model of a :class:`StackedMLP`, each with its own step count.
+
+    Keras (``keras.optimizers.Adam``) updates ``m += (g - m)(1 - b1)``, ``v += (g^2 - v)(1 - b2)``,
+    ``w -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)`` after the decoupled decay
+    ``w -= lr wd w``. That equals torch's AdamW with ``eps / sqrt(1 - b2^t)`` in place of
+    ``eps``, so models are updated with torch's fused kernel, one call per distinct step count.
+    """
+
+    def __init__(
+        self,
+        model: StackedMLP,
+        *,
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        weight_decay: float = 0.0,
+        fused: bool | None = None,
+    ) -> None:
+        self.lr, self.beta1, self.beta2 = float(lr), float(beta1), float(beta2)
+        self.eps, self.weight_decay = float(eps), float(weight_decay)
+        self.params = model.parameters()
+        self.grads = model.gradients()
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        n = model.n_models
+        device = self.device = self.params[0].device
+        self.t = [0] * n  # step counts, kept on the host: no device sync to read them
+        # The fused kernel reads step counts from tensors: 0-d tensors holding 1024 * b + i, by
+        # block b (made 1024 at a time, dropped once every model is past them), so a step
+        # launches no op to count.
+        self._count_blocks: dict[int, tuple[torch.Tensor, ...]] = {}
+        if fused is None:
+            fused = hasattr(torch, "_fused_adamw_") and device.type in ("cpu", "cuda")
+        self.fused = bool(fused)
+        # Per model: views of its slice of every stacked tensor (the fused kernel takes lists).
+        self._views = [
+            (
+                [p[j] for p in self.params],
+                [g[j] for g in self.grads],
+                [m[j] for m in self.exp_avg],
+                [v[j] for v in self.exp_avg_sq],
+            )
+            for j in range(n)
+        ]
+        self._lists: dict[tuple[int, int], list[list[torch.Tensor]]] = {}
+
+    def _run_lists(self, a: int, b: int) -> list[list[torch.Tensor]]:
+        """Params, grads and moments of models ``a..b-1``, as flat lists for the kernel."""
+        lists = self._lists.get((a, b))
+        if lists is None:
+            lists = [[x for j in range(a, b) for x in self._views[j][i]] for i in range(4)]
+            self._lists[(a, b)] = lists
+        return lists
+
+    def _count(self, t: int) -> torch.Tensor:
+        """A 0-d float32 tensor holding step count ``t`` (on the parameters' device)."""
+        block = self._count_blocks.get(t >> 10)
+        if block is None:
+            done = min(self.t) >> 10  # blocks below every model's count are not needed again
+            self._count_blocks = {b: c for b, c in self._count_blocks.items() if b >= done}
+            start = (t >> 10) << 10
+            block = torch.arange(
+                start, start + 1024, dtype=torch.float32, device=self.device
+            ).unbind(0)
+            self._count_blocks[t >> 10] = block
+        return block[t & 1023]
+
+    def step(self, k: int) -> None:
+        """Update the first ``k`` models with their gradients (the others are not touched)."""
+        t = self.t
+        for j in range(k):
+            t[j] += 1
+        if not self.fused:
+            self._step_reference(k)
+            return
+        a = 0
+        for b in range(1, k + 1):
+            if b < k and t[b] == t[a]:
+                continue
+            # Keras adds eps to sqrt(v) before the bias correction: torch's eps / sqrt(1 - b2^t).
+            eps = self.eps / math.sqrt(1.0 - self.beta2 ** t[a])
+            p, g, m, v = self._run_lists(a, b)
+            torch._fused_adamw_(
+                p,
+                g,
+                m,
+                v,
+                [],
+                [self._count(t[a])] * len(p),
+                lr=self.lr,
+                beta1=self.beta1,
+                beta2=self.beta2,
+                weight_decay=self.weight_decay,
+                eps=eps,
+                amsgrad=False,
+                maximize=False,
+            )
+            a = b
+
+    def _step_reference(self, k: int) -> None:
+        """The same update written out with tensor ops (for devices without the fused kernel)."""
+        t = torch.as_tensor(self.t[:k], dtype=torch.float64)
+        alpha = self.lr * torch.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
+        alpha = alpha.to(dtype=torch.float32, device=self.params[0].device)
+        for i in range(len(self.params)):
+            p, g = self.params[i][:k], self.grads[i][:k]
+            m, v = self.exp_avg[i][:k], self.exp_avg_sq[i][:k]
+            shape = (k,) + (1,) * (p.dim() - 1)
+            if self.weight_decay:
+                p.mul_(1.0 - self.lr * self.weight_decay)
+            m.lerp_(g, 1.0 - self.beta1)
+            v.mul_(self.beta2).addcmul_(g, g, value=1.0 - self.beta2)
+            p.sub_(m / (v.sqrt() + self.eps) * alpha.view(shape))

@@ -5,11 +5,12 @@ global figure state, no GUI backend, safe in worker processes); :func:`save_figu
 atomically and closes nothing that the caller still holds. The tracking module logs the same
 figures to Comet; :mod:`urbansound.report` saves PNG copies of the sweep report's plots.
 
-Per run, :func:`run_figures` writes ``figures/confusion_matrix.png`` (summed over the test folds)
-and ``figures/epoch_curves.png`` into the run directory and links the class examples there. Per
-dataset, :func:`dataset_figures` draws what the tutorial showed for one clip of each class, a
-waveform and an MFCC image, once: the PNGs are cached under a key of the chosen clips and feature
-settings, and later runs link them.
+Per run, :func:`write_run_figures` writes ``figures/confusion_matrix.png`` (summed over the test
+folds) and ``figures/epoch_curves.png`` into the run directory. Per dataset,
+:func:`dataset_figures` draws what the tutorial showed for one clip of each class (a waveform and
+a log-mel spectrogram in dB), once per dataset and stage settings: the PNGs and one WAV per class
+are cached under a key of the chosen clips and the stage settings, and linked into a run or sweep
+directory after the run (``urbansound.run``'s Hydra callback), off the run's critical path.
 """
 
 from __future__ import annotations
@@ -21,20 +22,24 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from urbansound.config import FeatureSettings
+from urbansound.files import atomic_open, output_error, write_json
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DatasetFigures",
     "class_example_figure",
     "confusion_matrix_figure",
-    "dataset_figure_settings",
+    "dataset_figure_key",
     "dataset_figures",
     "epoch_curves_figure",
     "fold_comparison_figure",
@@ -42,7 +47,6 @@ __all__ = [
     "param_importance_figure",
     "per_class_accuracy_figure",
     "protocol_comparison_figure",
-    "run_figures",
     "save_figure",
     "summed_confusion",
     "sweep_history_figure",
@@ -57,24 +61,16 @@ CV_COLOR = "#1f77b4"
 def save_figure(
     fig: Figure, path: str | Path, *, dpi: int = 110, tight: bool | None = None
 ) -> Path:
-    """Write ``fig`` as PNG to ``path`` atomically (a temporary file, then a rename).
+    """Write ``fig`` as PNG to ``path`` atomically (:func:`urbansound.files.atomic_open`).
 
     ``tight`` crops to the drawn content (``bbox_inches="tight"``, one extra draw); by default
     only for figures without a layout engine (constrained layout already fits them).
     """
     if tight is None:
         tight = fig.get_layout_engine() is None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight" if tight else None)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, dpi=dpi, format="png", bbox_inches="tight" if tight else None)
+    return Path(path)
 
 
 def link_or_copy(src: str | Path, dst: str | Path) -> Path:
@@ -191,6 +187,8 @@ def epoch_curves_figure(history: Sequence[Mapping[str, Any]], *, title: str = ""
     ax2.plot(epochs, acc.mean(axis=1), color=CV_COLOR, linewidth=2, label="mean over folds")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("test accuracy (thin: one per fold)")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -224,43 +222,22 @@ def write_run_figures(
     return written
 
 
-def run_figures(
-    run_dir: str | Path,
-    results: Mapping[str, Any],
-    *,
-    clips: Any,
-    features: FeatureSettings,
-) -> list[Path]:
-    """Every per-run figure: :func:`write_run_figures` plus the dataset's class examples.
+def dataset_figure_key(features: FeatureSettings) -> dict[str, Any]:
+    """The settings the dataset figures depend on: the stage (log-mel) settings only.
 
-    The class examples (:func:`dataset_figures`) are cached in ``figures/`` beside the feature
-    cache (``features.cache_dir``'s parent) and linked into ``run_dir/figures``.
-    """
-    written = write_run_figures(run_dir, results)
-    written += dataset_figures(
-        clips,
-        class_names=list(results.get("class_names") or []),
-        dataset=str(results.get("dataset") or "dataset"),
-        dest=Path(run_dir) / FIGURES_DIR,
-        **dataset_figure_settings(features),
-    )
-    return written
-
-
-def dataset_figure_settings(features: FeatureSettings) -> dict[str, Any]:
-    """The keyword arguments of :func:`dataset_figures` that follow a run's feature settings.
-
-    The class examples are cached in ``figures/`` beside the feature cache.
+    Not ``n_mfcc``, ``lifter``, ``deltas``, ``pooling`` or anything of the model, so a sweep over
+    those draws the figures once.
     """
     return {
-        "cache_dir": Path(features.cache_dir).parent / "figures",
         "sr": features.sr,
-        "n_mfcc": features.n_mfcc,
         "n_fft": features.n_fft,
         "hop_length": features.hop_length,
+        "win_length": features.win_length,
+        "window": features.window,
         "n_mels": features.n_mels,
-        "fmin": features.fmin,
+        "fmin": float(features.fmin),
         "fmax": features.fmax,
+        "top_db": features.top_db,
     }
 
 
@@ -271,7 +248,7 @@ def _protocol_label(results: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Per dataset (the tutorial's waveform and MFCC image of one clip per class)
+# Per dataset (what the tutorial showed for one clip per class: waveform and spectrogram)
 
 
 def _waveform(ax: Any, y: np.ndarray, *, sr: int) -> None:
@@ -284,51 +261,74 @@ def _waveform(ax: Any, y: np.ndarray, *, sr: int) -> None:
         starts = np.linspace(0, n, 2001).astype(np.int64)[:-1]
         lo, hi = np.minimum.reduceat(y, starts), np.maximum.reduceat(y, starts)
         ax.fill_between(starts / sr, lo, hi, color=CV_COLOR, linewidth=0, step="post")
-    ax.set_xlim(0, n / sr)
+    ax.set_xlim(0, max(n, 1) / sr)
     ax.set_xlabel("time (s)")
 
 
-def class_example_figure(
-    y: np.ndarray, mfcc: np.ndarray, *, sr: int, hop_length: int, title: str
-) -> Figure:
-    """The tutorial's two pictures of one clip in one figure: its waveform above its MFCC image."""
+def _melspec(ax: Any, s_db: np.ndarray, features: FeatureSettings) -> Any:
+    """The log-mel spectrogram (dB) on a mel-spaced frequency axis labelled in Hz."""
     import librosa.display
 
-    fig = Figure(figsize=(7, 4.6))
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.9, hspace=0.45)
-    ax_wave, ax_mfcc = fig.subplots(2, 1)
-    _waveform(ax_wave, y, sr=sr)
+    img = librosa.display.specshow(
+        s_db,
+        sr=features.sr,
+        hop_length=features.hop_length,
+        x_axis="time",
+        y_axis="mel",
+        fmin=features.fmin,
+        fmax=features.fmax if features.fmax is not None else features.sr / 2,
+        ax=ax,
+        cmap="magma",
+    )
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("frequency (Hz)")
+    return img
+
+
+def _log_mel_db(y: np.ndarray, features: FeatureSettings) -> np.ndarray:
+    """``librosa.power_to_db(melspectrogram(y), ref=np.max, top_db=features.top_db)``."""
+    from urbansound.features import log_mel
+
+    s_db = log_mel(y, features)  # power_to_db with ref=1.0, top_db=None
+    s_db = s_db - s_db.max()
+    if features.top_db is not None:
+        s_db = np.maximum(s_db, -float(features.top_db))
+    return s_db
+
+
+def class_example_figure(
+    y: np.ndarray, s_db: np.ndarray, *, features: FeatureSettings, title: str
+) -> Figure:
+    """One clip: its waveform above its log-mel spectrogram in dB (colour bar, Hz, seconds)."""
+    fig = Figure(figsize=(7, 5.0), layout="constrained")
+    ax_wave, ax_spec = fig.subplots(2, 1, sharex=True)
+    _waveform(ax_wave, y, sr=features.sr)
     ax_wave.set_ylabel("amplitude")
     ax_wave.set_xlabel("")
-    librosa.display.specshow(mfcc, sr=sr, hop_length=hop_length, x_axis="time", ax=ax_mfcc)
-    ax_mfcc.set_ylabel(f"MFCC 1-{mfcc.shape[0]}")
-    fig.suptitle(f"{title}: waveform and MFCC", fontsize=10)
+    img = _melspec(ax_spec, s_db, features)
+    fig.colorbar(img, ax=ax_spec, format="%+2.0f dB", label="dB re clip peak")
+    fig.suptitle(f"{title}: waveform and log-mel spectrogram", fontsize=10)
     return fig
 
 
 def _overview_figure(
-    examples: Sequence[tuple[str, np.ndarray, np.ndarray]], *, sr: int, hop_length: int
+    examples: Sequence[tuple[str, np.ndarray, np.ndarray]], *, features: FeatureSettings
 ) -> Figure:
-    import librosa.display
-
-    fig = Figure(figsize=(12, 0.4 + 1.5 * len(examples)))
-    fig.subplots_adjust(
-        left=0.1,
-        right=0.98,
-        bottom=0.02,
-        top=1 - 0.4 / (0.4 + 1.5 * len(examples)),
-        hspace=0.35,
-        wspace=0.12,
-    )
+    fig = Figure(figsize=(12, 0.6 + 1.6 * len(examples)), layout="constrained")
     axes = fig.subplots(len(examples), 2, squeeze=False)
-    for row, (name, y, mfcc) in zip(axes, examples, strict=True):
-        _waveform(row[0], y, sr=sr)
-        row[0].set_ylabel(name, fontsize=9)
-        row[0].set_xlabel("")
-        librosa.display.specshow(mfcc, sr=sr, hop_length=hop_length, x_axis="time", ax=row[1])
-        row[1].set_xlabel("")
+    img = None
+    for row, (name, y, s_db) in zip(axes, examples, strict=True):
+        _waveform(row[0], y, sr=features.sr)
+        row[0].set_ylabel(_wrap(name, width=16), fontsize=9)
+        img = _melspec(row[1], s_db, features)
+        row[1].set_ylabel("Hz", fontsize=8)
+        if row is not axes[-1]:
+            row[0].set_xlabel("")
+            row[1].set_xlabel("")
     axes[0][0].set_title("waveform")
-    axes[0][1].set_title("MFCC")
+    axes[0][1].set_title("log-mel spectrogram (dB)")
+    if img is not None:
+        fig.colorbar(img, ax=axes[:, 1].tolist(), format="%+2.0f dB", label="dB re clip peak")
     return fig
 
 
@@ -343,28 +343,37 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).strip("_") or "class"
 
 
+@dataclass
+class DatasetFigures:
+    """The per-dataset figures and audio samples (in the cache, or linked into ``dest``).
+
+    ``figures`` maps a name (``classes_overview``, ``class_<id>_<class>``) to its PNG;
+    ``samples`` lists ``(class name, WAV)``: one clip per class decoded at ``features.sr``
+    (16-bit PCM). Both empty when no clip could be decoded.
+    """
+
+    directory: Path
+    figures: dict[str, Path] = field(default_factory=dict)
+    samples: list[tuple[str, Path]] = field(default_factory=list)
+
+
 def dataset_figures(
     clips: Any,
     *,
     class_names: Sequence[str],
     dataset: str,
+    features: FeatureSettings,
     cache_dir: str | Path,
-    sr: int = 22050,
-    n_mfcc: int = 40,
-    n_fft: int = 2048,
-    hop_length: int = 512,
-    n_mels: int = 128,
-    fmin: float = 0.0,
-    fmax: float | None = None,
     dest: str | Path | None = None,
-) -> list[Path]:
-    """A waveform and an MFCC image of one clip per class, made once per dataset.
+) -> DatasetFigures:
+    """The waveform and log-mel spectrogram of one clip per class, and that clip as WAV; drawn
+    once per dataset and stage settings (:func:`dataset_figure_key`).
 
     The first decodable clip of each class (in the metadata's order) is drawn, as the tutorial
-    did with ``librosa.load`` and ``librosa.feature.mfcc``. The PNGs (``class_<id>_<class>.png``
-    with both pictures of one class, and ``classes_overview.png`` with all classes) are cached in
-    ``cache_dir/<dataset>-<key>/``, the key covering the chosen clips (path, size, mtime) and the
-    settings, so a sweep draws them once; with ``dest`` they are also linked there.
+    did with ``librosa.load``. The files (``class_<id>_<class>.png`` and ``.wav`` per class,
+    ``classes_overview.png`` with all classes) are cached in ``cache_dir/<dataset>-<key>/``, the
+    key covering the chosen clips (path, size, mtime) and the stage settings; with ``dest`` they
+    are also hard-linked there (copied where linking is impossible).
 
     Parameters
     ----------
@@ -373,23 +382,14 @@ def dataset_figures(
     class_names:
         Class names by classID.
 
-    Returns
-    -------
-    list of Path
-        The PNGs (in ``dest`` when given, else in the cache).
+    Raises
+    ------
+    OutputError
+        The cache or ``dest`` cannot be written.
     """
     import librosa
 
-    settings = {
-        "sr": sr,
-        "n_mfcc": n_mfcc,
-        "n_fft": n_fft,
-        "hop_length": hop_length,
-        "n_mels": n_mels,
-        "fmin": fmin,
-        "fmax": fmax,
-        "librosa": librosa.__version__,
-    }
+    settings = {**dataset_figure_key(features), "librosa": librosa.__version__, "version": 2}
     candidates: dict[int, list[str]] = {}
     for path, cid in zip(clips["path"], clips["classID"], strict=True):
         lst = candidates.setdefault(int(cid), [])
@@ -401,20 +401,31 @@ def dataset_figures(
         for p in candidates[cid]
         if os.path.exists(p)
     ]
-    key = hashlib.sha1(json.dumps([dataset, settings, ident], sort_keys=True).encode()).hexdigest()[
-        :12
-    ]
-    out = Path(cache_dir) / f"{_slug(dataset)}-{key}"
-    if not (out / "done.json").is_file():
-        _draw_dataset_figures(
-            candidates, out, class_names=class_names, settings=settings, dataset=dataset
-        )
-    else:
-        log.debug("class example figures cached in %s", out)
-    files = sorted(out.glob("*.png"))
-    if dest is None:
-        return files
-    return [link_or_copy(p, Path(dest) / p.name) for p in files]
+    blob = json.dumps([dataset, settings, ident], sort_keys=True).encode()
+    out = Path(cache_dir) / f"{_slug(dataset)}-{hashlib.sha1(blob).hexdigest()[:12]}"
+    try:
+        if not (out / "done.json").is_file():
+            _draw_dataset_figures(
+                candidates, out, class_names=class_names, features=features, dataset=dataset
+            )
+        else:
+            log.debug("class example figures cached in %s", out)
+        result = DatasetFigures(directory=out)
+        if not (out / "done.json").is_file():
+            return result
+        done = json.loads((out / "done.json").read_text())
+        target = Path(dest) if dest is not None else out
+        for png in sorted(out.glob("*.png")):
+            where = link_or_copy(png, target / png.name) if dest is not None else png
+            result.figures[png.stem] = where
+        for name, wav in done.get("samples", []):
+            src = out / wav
+            result.samples.append((name, link_or_copy(src, target / wav) if dest else src))
+        if dest is not None:
+            result.directory = target
+        return result
+    except OSError as exc:
+        raise output_error(getattr(exc, "filename", None) or out, exc) from exc
 
 
 def _draw_dataset_figures(
@@ -422,19 +433,20 @@ def _draw_dataset_figures(
     out: Path,
     *,
     class_names: Sequence[str],
-    settings: Mapping[str, Any],
+    features: FeatureSettings,
     dataset: str,
 ) -> None:
-    import librosa
+    import soundfile
 
     from urbansound.audio import load_audio
 
-    sr, hop = int(settings["sr"]), int(settings["hop_length"])
+    sr = features.sr
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         examples: list[tuple[str, np.ndarray, np.ndarray]] = []
         chosen: dict[str, str] = {}
+        samples: list[tuple[str, str]] = []
         for cid in sorted(candidates):
             name = class_names[cid] if cid < len(class_names) else str(cid)
             for path in candidates[cid]:
@@ -443,30 +455,22 @@ def _draw_dataset_figures(
                 except Exception as exc:  # an unreadable clip: try the class's next one
                     log.warning("cannot draw %s (%s); trying the next clip of %s", path, exc, name)
                     continue
-                mfcc = librosa.feature.mfcc(
-                    y=y,
-                    sr=sr,
-                    n_mfcc=int(settings["n_mfcc"]),
-                    n_fft=int(settings["n_fft"]),
-                    hop_length=hop,
-                    n_mels=int(settings["n_mels"]),
-                    fmin=float(settings["fmin"]),
-                    fmax=settings["fmax"],
-                )
+                s_db = _log_mel_db(y, features)
+                stem = f"class_{cid}_{_slug(name)}"
                 title = f"{name} ({Path(path).name})"
-                fig = class_example_figure(y, mfcc, sr=sr, hop_length=hop, title=title)
-                save_figure(fig, tmp / f"class_{cid}_{_slug(name)}.png", tight=False)
-                examples.append((name, y, mfcc))
+                fig = class_example_figure(y, s_db, features=features, title=title)
+                save_figure(fig, tmp / f"{stem}.png")
+                soundfile.write(tmp / f"{stem}.wav", y, sr, subtype="PCM_16")
+                examples.append((name, y, s_db))
                 chosen[name] = path
+                samples.append((name, f"{stem}.wav"))
                 break
         if not examples:
             log.warning("no clip of %s could be decoded; no class example figures", dataset)
             return
-        overview = _overview_figure(examples, sr=sr, hop_length=hop)
-        save_figure(overview, tmp / "classes_overview.png", tight=False)
-        (tmp / "done.json").write_text(
-            json.dumps({"dataset": dataset, "settings": dict(settings), "clips": chosen}, indent=1)
-        )
+        save_figure(_overview_figure(examples, features=features), tmp / "classes_overview.png")
+        info = {"dataset": dataset, "settings": dataset_figure_key(features), "clips": chosen}
+        write_json(tmp / "done.json", {**info, "samples": samples})
         try:
             os.replace(tmp, out)
         except OSError:  # another process finished first (the target is a non-empty dir)

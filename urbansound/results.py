@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CVResult", "EpochCallback", "EpochMetrics", "FoldResult", "RunResult"]
+__all__ = ["CVResult", "EpochCallback", "EpochMetrics", "FoldResult", "RunResult", "history_row"]
 
 
 @dataclass
@@ -86,13 +86,27 @@ class CVResult:
         }
 
 
+def history_row(m: EpochMetrics) -> dict[str, Any]:
+    """One epoch as ``results.json``'s ``history`` lists it (no ``folds``: ``folds`` says them)."""
+    return {
+        "epoch": int(m.epoch),
+        "train_loss": [float(v) for v in m.train_loss],
+        "test_loss": [float(v) for v in m.test_loss],
+        "test_accuracy": [float(v) for v in m.test_accuracy],
+        "mean_test_accuracy": float(m.mean_test_accuracy),
+    }
+
+
 @dataclass
 class RunResult:
     """One run: where its data came from, how it was evaluated, and its :class:`CVResult`.
 
-    ``status`` is ``"complete"`` or ``"pruned"`` (then ``pruned_at_epoch`` is set and
-    ``mean_accuracy`` is the value reported at that epoch). ``durations`` are seconds per stage
-    (``index``, ``features``, ``train``, ``total``).
+    ``status`` is ``"complete"`` or ``"pruned"`` (then ``pruned_at_epoch`` is set, ``cv`` is
+    ``None``, ``history`` holds the epochs trained and ``mean_accuracy`` is the value reported at
+    the last one). ``durations`` are seconds per stage (``index``, ``features``, ``train``,
+    ``figures``: the run's own, ``total``). ``leaky_recordings`` lists the recordings whose slices
+    the metadata puts in more than one fold (``{"fsID", "folds"}``); ``tracking`` is the
+    tracker's :meth:`info` (experiment key, mode, archive) or ``None`` without a tracker.
     """
 
     status: str
@@ -109,15 +123,23 @@ class RunResult:
     n_features: int
     overrides: list[str]
     trial: dict[str, Any]  # {"study_name": ..., "number": ...} in a sweep, else Nones
+    leaky_recordings: list[dict[str, Any]] = field(default_factory=list)
     cv: CVResult | None = None
+    history: list[EpochMetrics] = field(default_factory=list)
     mean_accuracy: float = float("nan")
     std_accuracy: float = float("nan")
     pruned_at_epoch: int | None = None
     durations: dict[str, float] = field(default_factory=dict)
+    tracking: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # further JSON-ready fields
 
+    @property
+    def epochs(self) -> list[EpochMetrics]:
+        """The per-epoch metrics: the CV result's, or those trained before pruning."""
+        return self.cv.history if self.cv is not None and self.cv.history else self.history
+
     def to_dict(self) -> dict[str, Any]:
-        """The ``results.json`` payload (JSON-ready)."""
+        """The ``results.json`` payload (JSON-ready); keys pinned by ``tests/test_results.py``."""
         out: dict[str, Any] = {
             "status": self.status,
             "dataset": self.dataset,
@@ -128,6 +150,7 @@ class RunResult:
             "n_clips": self.n_clips,
             "n_missing": self.n_missing,
             "empty_folds": list(self.empty_folds),
+            "leaky_recordings": [dict(r) for r in self.leaky_recordings],
             "skipped": list(self.skipped),
             "class_names": list(self.class_names),
             "n_features": self.n_features,
@@ -137,10 +160,15 @@ class RunResult:
         }
         if self.status == "pruned":
             out["pruned_at_epoch"] = self.pruned_at_epoch
-        if self.cv is not None and self.status == "complete":
+        complete = self.cv is not None and self.status == "complete"
+        if complete:
+            assert self.cv is not None
             out["folds"] = [asdict(f) for f in self.cv.folds]
-            out["std_accuracy"] = float(self.std_accuracy)
         out["mean_accuracy"] = float(self.mean_accuracy)
-        out["history"] = [h.to_dict() for h in self.cv.history] if self.cv is not None else []
+        if complete:
+            out["std_accuracy"] = float(self.std_accuracy)
+        out["history"] = [history_row(h) for h in self.epochs]
         out["durations"] = dict(self.durations)
+        if self.tracking is not None:
+            out["tracking"] = dict(self.tracking)
         return out
