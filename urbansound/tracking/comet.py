@@ -6,6 +6,7 @@ The only module that imports ``comet_ml`` (lazily, see :func:`import_comet`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import logging
 import os
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from urbansound.errors import OutputError
 from urbansound.files import output_error
 from urbansound.tracking.archives import remove_incomplete
 from urbansound.tracking.naming import reason
@@ -52,12 +54,38 @@ PROBE_TIMEOUT_S = 3.0
 
 
 def import_comet() -> Any:
-    """Import ``comet_ml`` with this project's Comet defaults (see the module docstring)."""
+    """Import ``comet_ml`` with this project's Comet defaults (see the package docstring).
+
+    Comet's console lines are kept to one line each: tracebacks are left out and a message
+    repeated (a streaming error on a full disk, for one) is printed once.
+    """
     for key, value in COMET_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     import comet_ml
 
+    for handler in logging.getLogger("comet_ml").handlers:
+        if not any(isinstance(f, _OneLine) for f in handler.filters):
+            handler.addFilter(_OneLine())
     return comet_ml
+
+
+class _OneLine(logging.Filter):
+    """Comet's console records without their traceback, each distinct message once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and record.levelno >= logging.WARNING:
+            record.msg = f"{record.getMessage()} ({reason(record.exc_info[1])})"
+            record.args = ()
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        message = record.getMessage()
+        if message in self._seen:
+            return False
+        self._seen.add(message)
+        return True
 
 
 @dataclass(frozen=True)
@@ -186,7 +214,9 @@ def _check_writable(directory: Path) -> None:
             fh.flush()
             os.fsync(fh.fileno())
     except OSError as exc:
-        raise output_error(directory, exc) from exc
+        if exc.errno in (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
+            raise output_error(directory, exc) from exc
+        raise OutputError(f"cannot write to {directory}: {exc.strerror or exc}") from exc
 
 
 def _experiment_config(

@@ -283,7 +283,7 @@ class Tracker:
 
     def _log_figures(self, figures: Mapping[str, Path]) -> None:
         for name, path in figures.items():
-            self._exp.log_image(str(path), name=name)
+            self._exp.log_image(str(_existing(path)), name=name)
 
     def _log_failure(self, error: BaseException | None) -> None:
         self._exp.add_tags(["failed"])
@@ -360,6 +360,13 @@ class Tracker:
             self._warn(f"Comet: the offline archive {self.archive} could not be written ({reason})")
             self.archive = None
         return self.info()
+
+
+def _existing(path: str | Path) -> Path:
+    """``path`` if it is a file (Comet would only say so later, on its own thread)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    return Path(path)
 
 
 def _summed_confusion(folds: Sequence[Any]) -> list[list[int]] | None:
@@ -495,14 +502,13 @@ def log_dataset_samples(
         return None
     tracker = Tracker(experiment, mode=mode, settings=settings, comet=comet, error=note)
     tracker._attempt("the figures", tracker._log_figures, figures)
+
+    def log_audio(class_name: str, path: Path) -> None:
+        path = _existing(path)
+        experiment.log_audio(str(path), file_name=path.name, metadata={"class": class_name})
+
     for class_name, path in samples:
-        tracker._attempt(
-            "the audio samples",
-            experiment.log_audio,
-            str(path),
-            file_name=Path(path).name,
-            metadata={"class": class_name},
-        )
+        tracker._attempt("the audio samples", log_audio, class_name, path)
     tracker.end()
     if mode == "offline" and tracker.archive is None:
         return None
