@@ -321,7 +321,9 @@ def _dataset_samples(config: DictConfig, directory: Path, *, sweep: bool) -> Any
         dest=directory / plots.FIGURES_DIR / "dataset",
     )
     if drawn.figures and settings.tracking.mode != "disabled":
-        tags = [index.name, "dataset-samples", *(["sweep"] if sweep else [])]
+        # The trials name this experiment by its tags (``samples`` and ``study:<name>``).
+        study = (results.get("trial") or {}).get("study_name")
+        tags = [index.name, *(["sweep", f"study:{study}"] if sweep and study else [])]
         tracking.log_dataset_samples(
             settings, figures=drawn.figures, samples=drawn.samples, tags=tags
         )
