@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         with _PeakRSS() as mem:
             cold, result = _extract(paths, s40)
-        assert result.n_computed == n - len(result.skipped), result.summary()
+        assert result.n_computed == n - len(result.skipped), (result.n_computed, result.skipped)
         one = dataclasses.replace(s40, cache_dir=str(tmp / "single"), n_jobs=1)
         single, _ = _extract(sample, one)
         full, hit = _extract(paths, s40)
