@@ -39,6 +39,21 @@ The cache (``features.cache_dir``; safe to share between processes and machines)
   (``os.replace``, atomic), so readers see a whole entry or none; files in ``tmp/`` older than an
   hour (left by a killed process) are removed at the next extraction.
 
+When the cache cannot be written (the extraction writes a byte in ``tmp/`` before it starts, so
+a read-only mount or a file in the way is found at once, even by root), or a write fails with a
+full disk or a permission error, the extraction stops with one
+:class:`~urbansound.errors.OutputError` line naming the path and ``features.cache_dir``: the
+half-written entry is removed, the whole ones stay valid. A path blocked for one entry only (a
+directory where the entry file should be, a file where its folder should be) is a warning, once
+per extraction, and that entry is computed without being cached.
+
+Bad clips: a clip that cannot be decoded, holds a non-finite sample (``librosa.load`` refuses
+those too) or gives non-finite features (float samples so large that the power spectrum
+overflows) is an :class:`~urbansound.errors.AudioError` naming the file, or with
+``features.on_error=skip`` a row left out and listed in :attr:`FeatureSet.skipped`: every value
+of :attr:`FeatureSet.X` is finite. A cache entry holding non-finite values (written before this
+check) is recomputed from the audio.
+
 An entry is a small container for one 2-D float32 array: a fixed 64-byte header (8-byte magic,
 the 32-byte key, CRC-32 of the payload, rows, columns, padding) and the raw array. A read checks
 all of them and that the file's size is exactly header + array, so a truncated, overwritten or
@@ -51,12 +66,16 @@ and loads 5-6x faster; the fixed header rather than a JSON one parses in a micro
 Clips whose stage is cached are read back in the calling thread, in order (a sweep over
 ``n_mfcc``, ``deltas`` or ``pooling`` is GIL-bound Python that threads only take turns at); from
 the first clip whose stage must be computed on, clips are processed in chunks by
-``joblib.Parallel`` threads (``features.n_jobs`` of them), each chunk reading or computing its
+``concurrent.futures`` threads (``features.n_jobs`` of them), each chunk reading or computing its
 clips' stage; only the pooled rows are kept, so memory holds one clip's audio per thread, never
 the dataset. Threads, not processes: decoding (libsndfile), resampling (soxr), the FFT and BLAS
 release the GIL, so two threads keep two cores busy from the first clip, while worker processes
 cost start-up (imports), result transfer and a core shared with the idle parent -- 1000 demo
-clips on 2 cores took 1.86 s in 2 threads against 2.6-2.9 s in 2 worker processes.
+clips on 2 cores took 1.86 s in 2 threads against 2.6-2.9 s in 2 worker processes. (A
+``ThreadPoolExecutor`` rather than ``joblib.Parallel``: leaving its ``with`` block cancels the
+chunks not started and joins the threads, so an error never leaves a thread running while the
+process exits; joblib's thread pool could not be joined, and the interpreter then aborted
+with "terminate called without an active exception", exit 134.)
 
 Speed: the stage is numpy + ``scipy.fft`` on one clip at a time (a float32 real FFT of the framed,
 windowed clip and one mel matrix product), with librosa's window, mel matrix and delta filter
