@@ -128,3 +128,102 @@ def test_wav_with_no_samples_is_an_error(tmp_path: Path) -> None:
     sf.write(path, np.zeros((0, 1)), 22050, subtype="PCM_16")
     with pytest.raises(AudioError, match="holds no audio samples"):
         load_audio(path, sr=22050)
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "channels", "subtype"),
+    [
+        (100, np.nan, 1, "FLOAT"),
+        (0, np.inf, 1, "FLOAT"),
+        (4999, -np.inf, 1, "FLOAT"),
+        (2500, np.nan, 2, "FLOAT"),  # one channel of a stereo file
+        (7, np.inf, 1, "DOUBLE"),
+    ],
+    ids=["nan", "+inf", "-inf", "nan-in-one-channel", "double-inf"],
+)
+@pytest.mark.parametrize("sr", [22050, 16000])
+def test_non_finite_samples_are_refused_like_librosa(
+    tmp_path: Path, where: int, value: float, channels: int, subtype: str, sr: int
+) -> None:
+    x = np.full((5000, channels), 0.1)
+    x[where, 0] = value
+    path = tmp_path / "nan.wav"
+    sf.write(path, x, 22050, subtype=subtype)
+    with pytest.raises(librosa.util.exceptions.ParameterError, match="not finite"):
+        _librosa_load(path, sr)
+    with pytest.raises(AudioError) as err:
+        load_audio(path, sr=sr)
+    msg = str(err.value)
+    assert str(path) in msg and "1 audio samples are not finite" in msg
+    assert f"first at {where / 22050:.3f} s" in msg and "features.on_error=skip" in msg
+
+
+def _patched_wav(path: Path, *, riff=None, data=None, tail=b"", subtype="PCM_16", ch=1) -> Path:
+    """A WAV with its RIFF and/or data chunk sizes overwritten, as a program streaming it wrote."""
+    import io
+    import struct
+
+    rng = np.random.default_rng(3)
+    buf = io.BytesIO()
+    x = (0.3 * rng.standard_normal((7001, ch))).clip(-1, 1)
+    sf.write(buf, x, 44100, subtype=subtype, format="WAV")
+    raw = bytearray(buf.getvalue())
+    at = raw.index(b"data")
+    if riff is not None:
+        raw[4:8] = struct.pack("<I", riff)
+    if data is not None:
+        raw[at + 4 : at + 8] = struct.pack("<I", data)
+    path.write_bytes(bytes(raw) + tail)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(riff=0xFFFFFFFF, data=0xFFFFFFFF),  # ffmpeg to a pipe
+        dict(riff=0xFFFFFFFF, data=0xFFFFFFFF, subtype="PCM_24", ch=2),
+        dict(riff=0xFFFFFFFF, data=0xFFFFFFFF, subtype="FLOAT"),
+        dict(riff=0, data=0xFFFFFFFF),
+        dict(riff=0x7FFFF000 + 36, data=0x7FFFF000),  # sox to a pipe
+        dict(riff=0xFFFFFFFF, data=0xFFFFFFFF, tail=b"\x01"),  # odd byte count
+        dict(riff=12345),  # RIFF size wrong, data size right
+        dict(riff=0xFFFFFFFF),
+        dict(tail=b"LIST\x09\x00\x00\x00abcdefghi\x00"),  # odd-sized trailing chunk
+        dict(tail=b"xyz"),  # trailing junk
+    ],
+    ids=[
+        "ffmpeg-pipe",
+        "ffmpeg-pipe-24bit-stereo",
+        "ffmpeg-pipe-float",
+        "riff0-data-ffff",
+        "sox-pipe",
+        "pipe-odd-bytes",
+        "riff-wrong",
+        "riff-ffff",
+        "odd-trailing-chunk",
+        "trailing-junk",
+    ],
+)
+@pytest.mark.parametrize("sr", [44100, 22050])
+def test_streamed_and_odd_headers_load_exactly_as_librosa(tmp_path: Path, kw: dict, sr: int):
+    path = _patched_wav(tmp_path / "streamed.wav", **kw)
+    ref = _librosa_load(path, sr)
+    assert ref.shape == (7001 if sr == 44100 else 3501,)
+    np.testing.assert_array_equal(load_audio(path, sr=sr), ref)
+
+
+def test_streamed_wav_with_data_size_0_says_how_to_fix_it(tmp_path: Path) -> None:
+    path = _patched_wav(tmp_path / "zero.wav", riff=0xFFFFFFFF, data=0)
+    assert _librosa_load(path, 22050).shape == (0,)  # librosa reads no samples either
+    with pytest.raises(AudioError) as err:
+        load_audio(path, sr=22050)
+    msg = str(err.value)
+    assert str(path) in msg and "declares 0 bytes" in msg and "sox --ignore-length" in msg
+
+
+def test_truncated_wav_with_a_real_size_is_still_refused(tmp_path: Path) -> None:
+    full = _patched_wav(tmp_path / "full.wav").read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full[: len(full) // 2])
+    with pytest.raises(AudioError, match="the file is truncated"):
+        load_audio(cut, sr=22050)

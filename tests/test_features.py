@@ -23,10 +23,9 @@ import soundfile as sf
 from urbansound import features
 from urbansound.audio import load_audio
 from urbansound.config import FeatureSettings, settings_from_config
-from urbansound.errors import AudioError, ConfigError
+from urbansound.errors import AudioError
 from urbansound.features import (
-    POOLINGS,
-    FeatureSet,
+    POOLING_STATS,
     extract_features,
     feature_names,
     log_mel,
@@ -69,7 +68,7 @@ def _librosa_features(path: Path | str, s: FeatureSettings) -> np.ndarray:
         "skew": lambda a: scipy.stats.skew(a, axis=1),
         "kurtosis": lambda a: scipy.stats.kurtosis(a, axis=1),
     }
-    return np.concatenate([stats[k](F) for k in POOLINGS[s.pooling]]).astype(np.float32)
+    return np.concatenate([stats[k](F) for k in POOLING_STATS[s.pooling]]).astype(np.float32)
 
 
 def _assert_features_close(ours: np.ndarray, ref: np.ndarray, s: FeatureSettings) -> None:
@@ -77,8 +76,8 @@ def _assert_features_close(ours: np.ndarray, ref: np.ndarray, s: FeatureSettings
     assert ours.shape == ref.shape
     assert np.isfinite(ours).all()
     for block, stat in zip(
-        np.split(np.arange(ours.shape[1]), len(POOLINGS[s.pooling])),
-        POOLINGS[s.pooling],
+        np.split(np.arange(ours.shape[1]), len(POOLING_STATS[s.pooling])),
+        POOLING_STATS[s.pooling],
         strict=True,
     ):
         scale = float(np.abs(ref[:, block]).max())
@@ -186,7 +185,7 @@ def _write(path: Path, y: np.ndarray, sr: int = 22050) -> Path:
     return path
 
 
-@pytest.mark.parametrize("pooling", list(POOLINGS))
+@pytest.mark.parametrize("pooling", list(POOLING_STATS))
 @pytest.mark.parametrize("kind", ["mfcc", "logmel"])
 def test_silent_constant_and_tiny_clips_give_finite_features(
     tmp_path: Path, pooling: str, kind: str
@@ -333,17 +332,7 @@ def test_on_error_skip_lists_and_leaves_out_bad_files(demo_root: Path, tmp_path:
     only_good = extract_features(good, _settings(tmp_path / "b"), progress=False)
     np.testing.assert_array_equal(result.X, only_good.X)
     assert (result.n_computed, result.n_cached) == (3, 0)
-    assert "4 skipped" in result.summary()
     assert not (tmp_path / "cache" / "features").exists()  # no whole-result entry with skips
-
-
-def test_unwritable_cache_dir_is_a_config_error(demo_root: Path, tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("a file where the cache folder should be")
-    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:1]
-    s = dataclasses.replace(_settings(tmp_path), cache_dir=str(blocker / "cache"))
-    with pytest.raises(ConfigError, match=r"features.cache_dir=.*cannot be written"):
-        extract_features(clips, s, progress=False)
 
 
 def test_on_error_error_raises_naming_the_file(demo_root: Path, tmp_path: Path) -> None:
@@ -358,18 +347,12 @@ def test_config_presets_compose(compose_cfg) -> None:
     assert (mfcc.kind, mfcc.n_mfcc, mfcc.pooling) == ("mfcc", 40, "mean")
     logmel = settings_from_config(compose_cfg(["features=logmel"])).features
     assert logmel.kind == "logmel"
-    assert len(feature_names(logmel)) == logmel.n_mels * len(POOLINGS[logmel.pooling])
+    assert len(feature_names(logmel)) == logmel.n_mels * len(POOLING_STATS[logmel.pooling])
 
 
-def test_summary_and_empty_input(tmp_path: Path) -> None:
+def test_empty_input(tmp_path: Path) -> None:
     result = extract_features([], _settings(tmp_path), progress=False)
     assert result.X.shape == (0, 40) and result.ok.shape == (0,)
-    fs = FeatureSet(
-        X=np.zeros((3, 40), np.float32), ok=np.ones(3, bool), n_computed=2, n_cached=1, seconds=1.5
-    )
-    assert fs.summary() == (
-        "features: 3 clips x 40 features: 2 computed, 1 from cache, 0 skipped in 1.5 s, 2 clips/s"
-    )
 
 
 def _peak_bytes(clips: list[Path], s: FeatureSettings) -> int:
@@ -508,3 +491,199 @@ def test_mean_pooling_shortcut_equals_pooling_the_frames(change: dict) -> None:
     direct = features.pool(features.frame_features(stage, s), "mean")
     shortcut = features.clip_features(stage, s)
     np.testing.assert_allclose(shortcut, direct, rtol=0, atol=1e-5 * np.abs(direct).max())
+
+
+# --------------------------------------------------------------------------------------------
+# Faults: non-finite audio and features, cache failures, clean exits (issue 11)
+
+
+def _float_wav(path: Path, value: float, n: int = 22050) -> Path:
+    x = 0.1 * np.sin(np.arange(n) / 5.0)
+    x[n // 2] = value
+    sf.write(path, x, 22050, subtype="FLOAT")
+    return path
+
+
+def test_non_finite_audio_is_a_bad_clip_named_and_skippable(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    good = sorted((demo_root / "audio").glob("fold*/*.wav"))[:2]
+    nan = _float_wav(tmp_path / "nan.wav", np.nan)
+    inf = _float_wav(tmp_path / "inf.wav", -np.inf)
+    huge = _float_wav(tmp_path / "huge.wav", 1e30)  # finite, but its power spectrum is not
+    paths = [good[0], nan, inf, huge, good[1]]
+    for bad in (nan, inf, huge):
+        with pytest.raises(AudioError) as err:
+            extract_features([good[0], bad], _settings(tmp_path), progress=False)
+        assert str(bad) in str(err.value) and "not finite" in str(err.value)
+    result = extract_features(paths, _settings(tmp_path, on_error="skip"), progress=False)
+    assert result.ok.tolist() == [True, False, False, False, True]
+    assert [d["path"] for d in result.skipped] == [str(nan), str(inf), str(huge)]
+    assert "1 audio samples are not finite" in result.skipped[0]["error"]
+    assert "overflow the float32 power spectrum" in result.skipped[2]["error"]
+    assert np.isfinite(result.X).all() and result.X.shape == (2, 40)
+
+
+def _entries(cache: Path, kind: str) -> list[Path]:
+    return sorted((cache / kind).rglob("*.bin"))
+
+
+def _poison(entry: Path) -> None:
+    """Rewrite a valid entry (right key, right checksum) with one NaN in it."""
+    key = entry.read_bytes()[8:40]
+    array = features._read_entry(entry, key).copy()
+    array.flat[array.size // 2] = np.nan
+    features._write_entry(entry, key, array, tmp_dir=entry.parent)
+
+
+def test_non_finite_cache_entries_are_recomputed(demo_root: Path, tmp_path: Path, caplog) -> None:
+    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:3]
+    s = _settings(tmp_path)
+    first = extract_features(clips, s, progress=False)
+    (result_entry,) = _entries(tmp_path / "cache", "features")
+    _poison(result_entry)
+    again = extract_features(clips, s, progress=False)
+    assert (again.n_cached, again.n_computed) == (3, 0)  # per clip, the whole entry ignored
+    np.testing.assert_array_equal(again.X, first.X)
+    assert "holds non-finite values" in caplog.text
+
+    _poison(_entries(tmp_path / "cache", "logmel")[0])
+    s13 = dataclasses.replace(s, n_mfcc=13)  # another whole-result key: the stages are read
+    fresh = extract_features(clips, _settings(tmp_path / "fresh", n_mfcc=13), progress=False)
+    redone = extract_features(clips, s13, progress=False)
+    assert (redone.n_cached, redone.n_computed) == (2, 1)
+    np.testing.assert_array_equal(redone.X, fresh.X)
+
+
+_EXIT_CHILD = textwrap.dedent(
+    """
+    import dataclasses, sys
+    from pathlib import Path
+    from urbansound import features
+    from urbansound.config import FeatureSettings
+    from urbansound.errors import UrbansoundError
+    features._MIN_CLIPS_PER_WORKER = 2  # threads even for a short list
+    root, cache, bad = sys.argv[1], sys.argv[2], sys.argv[3:]
+    clips = sorted(Path(root).glob("audio/fold*/*.wav"))[:40]
+    for k, path in enumerate(bad):
+        clips.insert(10 + 10 * k, Path(path))
+    s = dataclasses.replace(FeatureSettings(), cache_dir=cache, n_jobs=2)
+    try:
+        features.extract_features(clips, s, progress=False)
+    except UrbansoundError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)
+    """
+)
+
+
+def _run_child(demo_root: Path, cache: Path | str, *bad: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", _EXIT_CHILD, str(demo_root), str(cache), *map(str, bad)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _assert_one_line_exit_2(proc: subprocess.CompletedProcess, *expected: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for text in expected:
+        assert text in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("repeat", [1, pytest.param(3, marks=pytest.mark.slow)])
+def test_bad_clip_with_threads_running_exits_2_cleanly(
+    demo_root: Path, tmp_path: Path, repeat: int
+) -> None:
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.wav"
+    text.write_text("not audio\n" * 50)
+    for k in range(repeat):
+        for bad in (empty, text):
+            # a fresh cache: the bad clip is met by a worker thread while the other runs
+            proc = _run_child(demo_root, tmp_path / f"cache{k}{bad.stem}", bad)
+            _assert_one_line_exit_2(proc, str(bad), "cannot decode audio file")
+            assert not list((tmp_path / f"cache{k}{bad.stem}" / "tmp").iterdir())
+
+
+def test_cache_dir_in_the_way_is_one_line_exit_2(demo_root: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    proc = _run_child(demo_root, blocker / "cache")
+    _assert_one_line_exit_2(proc, f"cannot write {blocker}", "a file is in the way")
+    assert "features.cache_dir=" in proc.stderr
+    proc = _run_child(demo_root, blocker)  # the cache folder itself is a file
+    _assert_one_line_exit_2(proc, str(blocker), "a file is in the way", "features.cache_dir=")
+    assert blocker.read_text() == "a file where a folder should be"
+
+
+@pytest.fixture
+def tiny_mount(tmp_path: Path):
+    """Mount a 64 KiB tmpfs (options given to the factory); unmounted afterwards.
+
+    Real read-only and full file systems: as root, permissions alone block nothing.
+    """
+    mounted: list[Path] = []
+
+    def mount(options: str) -> Path:
+        where = tmp_path / f"mnt{len(mounted)}"
+        where.mkdir()
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size=64k,{options}", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode:
+            pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()}): needs root")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_read_only_cache_dir_is_one_line_exit_2(demo_root: Path, tiny_mount) -> None:
+    ro = tiny_mount("ro")
+    proc = _run_child(demo_root, ro / "cache")
+    _assert_one_line_exit_2(proc, str(ro / "cache"), "read-only", "features.cache_dir=")
+
+
+def test_full_disk_is_one_line_exit_2_and_leaves_nothing_partial(
+    demo_root: Path, tiny_mount
+) -> None:
+    full = tiny_mount("rw")
+    proc = _run_child(demo_root, full / "cache")
+    _assert_one_line_exit_2(proc, str(full / "cache"), "the disk is full", "features.cache_dir=")
+    assert not list((full / "cache" / "tmp").iterdir())  # no half-written entry
+    for entry in _entries(full / "cache", "logmel"):  # the ones that fit are whole
+        assert features._read_entry(entry, entry.read_bytes()[8:40]) is not None
+
+
+def test_directory_in_place_of_an_entry_warns_once_and_goes_on(
+    demo_root: Path, tmp_path: Path, caplog
+) -> None:
+    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:3]
+    s = _settings(tmp_path)
+    first = extract_features(clips, s, progress=False)
+    for entry in [
+        *_entries(tmp_path / "cache", "logmel")[:2],
+        *_entries(tmp_path / "cache", "features"),
+    ]:
+        entry.unlink()
+        entry.mkdir()  # a directory where the entry should be
+    (entry / "x").write_text("keep me")
+    caplog.clear()
+    again = extract_features(clips, s, progress=False)
+    np.testing.assert_array_equal(again.X, first.X)
+    assert (again.n_computed, again.n_cached) == (2, 1)
+    warned = [
+        r.getMessage() for r in caplog.records if "a directory is in the way" in r.getMessage()
+    ]
+    assert len(warned) == 1 and "features.cache_dir=" in warned[0], caplog.text
+    assert "3 feature cache entries could not be written" in caplog.text
+    assert (entry / "x").read_text() == "keep me"

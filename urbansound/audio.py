@@ -11,8 +11,14 @@ float conversion.
 
 Unlike ``librosa.load`` it never falls back to audioread (deprecated there), and it refuses
 files that carry no audio: an empty or non-audio file, a WAV whose data chunk is cut short
-(libsndfile reads such files silently, up to where they end) and a file with no samples all raise
-:class:`~urbansound.errors.AudioError` naming the file.
+(libsndfile reads such files silently, up to where they end), a file with no samples and one
+whose samples are not all finite (a float WAV holding a NaN or an infinity, which ``librosa.load``
+refuses too) all raise :class:`~urbansound.errors.AudioError` naming the file.
+
+A WAV written to a pipe (ffmpeg, sox) carries placeholder sizes in its header (RIFF and data
+size 0xFFFFFFFF, or sox's 0x7FFFF000): it is read to its end, exactly as ``librosa.load`` reads
+it. A data size of 0 (another streaming writer's placeholder) holds no samples for libsndfile nor
+for ``librosa.load``: an error that says how to rewrite the header.
 """
 
 from __future__ import annotations
@@ -29,8 +35,16 @@ from urbansound.errors import AudioError
 
 # Subtypes whose float samples are int16 values times 2**-15 (see _int16_mono).
 _INT16_EXACT = frozenset({"PCM_16", "PCM_U8", "PCM_S8"})
+# Subtypes whose samples are integers, finite whatever the file holds (others are checked).
+_INTEGER = _INT16_EXACT | {"PCM_24", "PCM_32", "ULAW", "ALAW"}
 # libsndfile logs a data chunk declared longer than the file as "data : 460404 (should be 956)".
 _SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_EMPTY_DATA = re.compile(r"^data\s*:\s*0\s*$", re.MULTILINE)
+# A program writing a WAV to a pipe cannot go back to fill in the sizes, so it writes a
+# placeholder: ffmpeg 0xFFFFFFFF, sox 0x7FFFF000 rounded down to the block size. A declared data
+# size this large is such a placeholder (the samples run to the end of the file, which is how
+# libsndfile and librosa.load read it), not a file cut short.
+_STREAMED_DATA_SIZE = 0x7FFF0000
 
 
 #: What to do, at the end of every AudioError message.
@@ -73,28 +87,47 @@ def load_audio(path: str | Path, *, sr: int) -> np.ndarray:
     Raises
     ------
     AudioError
-        The file is missing, empty, truncated, holds no samples or is not audio.
+        The file is missing, empty, truncated, holds no samples, holds a non-finite sample or
+        is not audio.
     """
     try:
         with sf.SoundFile(str(path)) as f:
             native_sr = f.samplerate
             declared = f.frames
             as_int16 = f.subtype in _INT16_EXACT
+            integer = f.subtype in _INTEGER
             y = f.read(dtype="int16" if as_int16 else "float32", always_2d=True)
             info = f.extra_info
     except (sf.SoundFileError, RuntimeError, OSError) as exc:  # LibsndfileError, read errors
         raise audio_error(path, _reason(path, exc)) from None
     short = _SHORT_DATA.search(info)
-    if short is not None and int(short.group(2)) < int(short.group(1)):
+    if short is not None and int(short.group(2)) < int(short.group(1)) < _STREAMED_DATA_SIZE:
         raise audio_error(
             path,
             f"the file is truncated (its header declares {short.group(1)} bytes of audio data, "
             f"it holds {short.group(2)})",
         )
     if y.shape[0] == 0:
+        if _EMPTY_DATA.search(info) and Path(path).stat().st_size > 64:
+            raise audio_error(
+                path,
+                "it holds no audio samples: its data chunk declares 0 bytes, though the file goes "
+                "on (a WAV streamed to a pipe whose header was never completed; librosa.load "
+                "reads no samples from it either); rewrite it with "
+                "`sox --ignore-length IN.wav OUT.wav`",
+            )
         raise audio_error(path, "it holds no audio samples")
     if y.shape[0] < declared:
         raise audio_error(path, f"the file is truncated (read {y.shape[0]} of {declared} frames)")
+    if not integer and not np.isfinite(y).all():
+        # librosa.load refuses these (librosa.util.valid_audio: "Audio buffer is not finite
+        # everywhere"); only float files can hold them, and one NaN makes every feature NaN.
+        bad = ~np.isfinite(y)
+        raise audio_error(
+            path,
+            f"{int(bad.sum())} audio samples are not finite (NaN or infinite; the first at "
+            f"{int(np.argmax(bad.any(axis=1))) / native_sr:.3f} s); librosa.load refuses it too",
+        )
     return _resample(_int16_mono(y) if as_int16 else _float_mono(y), native_sr, sr)
 
 

@@ -14,7 +14,7 @@ What is computed (every name is a ``features.*`` config key)
    zero deltas). Every step equals ``librosa.feature.mfcc(y=librosa.load(path, sr=sr)[0], ...)``
    within float32 rounding; the tests check it.
 3. **Pooling** over time, one block of columns per statistic, each block one column per row
-   (coefficient, then its deltas) -- see :data:`POOLINGS`:
+   (coefficient, then its deltas) -- see :data:`POOLING_STATS`:
 
    - ``mean``: the time average, the tutorial's ``np.mean(mfcc.T, axis=0)``.
    - ``mean_std``: mean, then standard deviation (population, ddof=0).
@@ -39,6 +39,21 @@ The cache (``features.cache_dir``; safe to share between processes and machines)
   (``os.replace``, atomic), so readers see a whole entry or none; files in ``tmp/`` older than an
   hour (left by a killed process) are removed at the next extraction.
 
+When the cache cannot be written (the extraction writes a byte in ``tmp/`` before it starts, so
+a read-only mount or a file in the way is found at once, even by root), or a write fails with a
+full disk or a permission error, the extraction stops with one
+:class:`~urbansound.errors.OutputError` line naming the path and ``features.cache_dir``: the
+half-written entry is removed, the whole ones stay valid. A path blocked for one entry only (a
+directory where the entry file should be, a file where its folder should be) is a warning, once
+per extraction, and that entry is computed without being cached.
+
+Bad clips: a clip that cannot be decoded, holds a non-finite sample (``librosa.load`` refuses
+those too) or gives non-finite features (float samples so large that the power spectrum
+overflows) is an :class:`~urbansound.errors.AudioError` naming the file, or with
+``features.on_error=skip`` a row left out and listed in :attr:`FeatureSet.skipped`: every value
+of :attr:`FeatureSet.X` is finite. A cache entry holding non-finite values (written before this
+check) is recomputed from the audio.
+
 An entry is a small container for one 2-D float32 array: a fixed 64-byte header (8-byte magic,
 the 32-byte key, CRC-32 of the payload, rows, columns, padding) and the raw array. A read checks
 all of them and that the file's size is exactly header + array, so a truncated, overwritten or
@@ -51,12 +66,16 @@ and loads 5-6x faster; the fixed header rather than a JSON one parses in a micro
 Clips whose stage is cached are read back in the calling thread, in order (a sweep over
 ``n_mfcc``, ``deltas`` or ``pooling`` is GIL-bound Python that threads only take turns at); from
 the first clip whose stage must be computed on, clips are processed in chunks by
-``joblib.Parallel`` threads (``features.n_jobs`` of them), each chunk reading or computing its
+``concurrent.futures`` threads (``features.n_jobs`` of them), each chunk reading or computing its
 clips' stage; only the pooled rows are kept, so memory holds one clip's audio per thread, never
 the dataset. Threads, not processes: decoding (libsndfile), resampling (soxr), the FFT and BLAS
 release the GIL, so two threads keep two cores busy from the first clip, while worker processes
 cost start-up (imports), result transfer and a core shared with the idle parent -- 1000 demo
-clips on 2 cores took 1.86 s in 2 threads against 2.6-2.9 s in 2 worker processes.
+clips on 2 cores took 1.86 s in 2 threads against 2.6-2.9 s in 2 worker processes. (A
+``ThreadPoolExecutor`` rather than ``joblib.Parallel``: leaving its ``with`` block cancels the
+chunks not started and joins the threads, so an error never leaves a thread running while the
+process exits; joblib's thread pool could not be joined, and the interpreter then aborted
+with "terminate called without an active exception", exit 134.)
 
 Speed: the stage is numpy + ``scipy.fft`` on one clip at a time (a float32 real FFT of the framed,
 windowed clip and one mel matrix product), with librosa's window, mel matrix and delta filter
@@ -68,6 +87,7 @@ faster: one 4 s clip's frames (173 x 2048) already fill the FFT and BLAS kernels
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
@@ -76,9 +96,9 @@ import math
 import os
 import stat
 import struct
+import tempfile
 import time
 import uuid
-import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -87,17 +107,21 @@ from pathlib import Path
 import numpy as np
 
 from urbansound.audio import HINT, audio_error, load_audio
-from urbansound.config import FeatureSettings
-from urbansound.errors import AudioError, ConfigError
+from urbansound.config import POOLINGS, FeatureSettings
+from urbansound.errors import AudioError, OutputError
+from urbansound.files import output_error
+from urbansound.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
-#: Statistics for each ``features.pooling`` value, in column-block order.
-POOLINGS: dict[str, tuple[str, ...]] = {
+#: Statistics for each ``features.pooling`` value (:data:`urbansound.config.POOLINGS`), in
+#: column-block order.
+POOLING_STATS: dict[str, tuple[str, ...]] = {
     "mean": ("mean",),
     "mean_std": ("mean", "std"),
     "stats": ("mean", "std", "min", "max", "median", "skew", "kurtosis"),
 }
+assert tuple(POOLING_STATS) == POOLINGS
 #: Savitzky-Golay window of the deltas (librosa.feature.delta's default).
 DELTA_WIDTH = 9
 AMIN = 1e-10  # power floor of the dB conversion (librosa.power_to_db's amin)
@@ -142,16 +166,6 @@ class FeatureSet:
     n_cached: int = 0
     seconds: float = 0.0
 
-    def summary(self) -> str:
-        """One line: clips, computed, from cache, skipped, time."""
-        n = len(self.ok)
-        rate = f", {n / self.seconds:.0f} clips/s" if self.seconds > 0 and n else ""
-        return (
-            f"features: {n} clips x {self.X.shape[1]} features: {self.n_computed} computed, "
-            f"{self.n_cached} from cache, {len(self.skipped)} skipped in "
-            f"{self.seconds:.1f} s{rate}"
-        )
-
 
 # --------------------------------------------------------------------------------------------
 # Names
@@ -171,7 +185,7 @@ def _row_names(settings: FeatureSettings) -> list[str]:
 def feature_names(settings: FeatureSettings) -> list[str]:
     """Names of the columns of :attr:`FeatureSet.X`, e.g. ``mean_mfcc0`` or ``std_d1_mel5``."""
     rows = _row_names(settings)
-    return [f"{stat}_{row}" for stat in POOLINGS[settings.pooling] for row in rows]
+    return [f"{stat}_{row}" for stat in POOLING_STATS[settings.pooling] for row in rows]
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,12 +305,14 @@ def _log_mel(y: np.ndarray, hop: int, window: np.ndarray, mel_t: np.ndarray) -> 
     padded[n_fft // 2 : n_fft // 2 + y.shape[0]] = y
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
     out = np.empty((n_frames, mel_t.shape[1]), dtype=np.float32)
-    for start in range(0, n_frames, _FRAME_BLOCK):
-        stop = min(start + _FRAME_BLOCK, n_frames)
-        spec = scipy.fft.rfft(frames[start:stop] * window, axis=-1)
-        power = np.square(spec.real)
-        power += np.square(spec.imag)
-        np.matmul(power, mel_t, out=out[start:stop])
+    # Samples far outside [-1, 1] overflow the power: the caller reports that clip, numpy need not.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, n_frames, _FRAME_BLOCK):
+            stop = min(start + _FRAME_BLOCK, n_frames)
+            spec = scipy.fft.rfft(frames[start:stop] * window, axis=-1)
+            power = np.square(spec.real)
+            power += np.square(spec.imag)
+            np.matmul(power, mel_t, out=out[start:stop])
     np.maximum(out, AMIN, out=out)
     np.log10(out, out=out)
     out *= 10.0
@@ -387,8 +403,8 @@ def frame_features(
 
 
 def pool(frames: np.ndarray, pooling: str) -> np.ndarray:
-    """Reduce ``(n_rows, n_frames)`` over time to one vector, blocks as in :data:`POOLINGS`."""
-    stats = POOLINGS[pooling]
+    """Reduce ``(n_rows, n_frames)`` over time to one vector, blocks as in :data:`POOLING_STATS`."""
+    stats = POOLING_STATS[pooling]
     if stats == ("mean",):
         return frames.mean(axis=1, dtype=np.float32)
     f = frames.astype(np.float64)
@@ -486,6 +502,8 @@ def _write_entry(path: Path, key: bytes, array: np.ndarray, *, tmp_dir: Path) ->
     for folder in (tmp_dir, path.parent):
         if not os.path.isdir(folder):  # a stat; mkdir(exist_ok=True) costs an exception each time
             folder.mkdir(parents=True, exist_ok=True)
+    if os.path.isdir(path):  # os.replace would only say "Is a directory", without the path
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
     try:
         with open(tmp, "wb") as f:
             f.write(header)
@@ -494,6 +512,41 @@ def _write_entry(path: Path, key: bytes, array: np.ndarray, *, tmp_dir: Path) ->
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+# An entry's own path blocked (a directory where it should be, a file where its folder should be):
+# the cache as a whole still works, so the extraction warns once and goes on without that entry.
+_BLOCKED = (errno.EISDIR, errno.ENOTDIR, errno.EEXIST)
+
+
+def _cache_error(path: str | Path, exc: OSError, cache_dir: str) -> OutputError:
+    """The one-line error for a cache write that stops the extraction, naming the setting."""
+    return OutputError(f"{output_error(path, exc)} (features.cache_dir={cache_dir})")
+
+
+def _store(path: str, key: bytes, array: np.ndarray, *, root: str, job: _Job | None) -> None:
+    """:func:`_write_entry`, with the cache's failure policy.
+
+    A path blocked for this entry only (see ``_BLOCKED``) is logged once per extraction and the
+    entry is not cached; anything else (read-only or full disk, permission denied) raises
+    :class:`OutputError` naming the path: the cache cannot work, so the run stops rather than
+    recompute everything silently on every run.
+    """
+    try:
+        _write_entry(Path(path), key, array, tmp_dir=Path(root, "tmp"))
+    except OSError as exc:
+        cache_dir = job.settings.cache_dir if job is not None else root
+        if exc.errno not in _BLOCKED and not os.path.isdir(path):
+            raise _cache_error(path, exc, cache_dir) from exc
+        if job is not None:
+            job.blocked.append(path)  # list.append: atomic under the GIL
+            if len(job.blocked) > 1:
+                return
+        logger.warning(
+            "%s; this entry is not cached (features.cache_dir=%s; warned once per extraction)",
+            output_error(path, exc),
+            cache_dir,
+        )
 
 
 def _read_entry(path: str | Path, key: bytes) -> np.ndarray | None:
@@ -512,8 +565,13 @@ def _read_entry(path: str | Path, key: bytes) -> np.ndarray | None:
         fd = os.open(path, os.O_RDONLY)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        raise _Corrupt(f"unreadable ({exc.strerror})") from None
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None  # a directory in the way: absent (writing it says so, once)
+        size = st.st_size
         if size < _HEAD.size:
             raise _Corrupt("shorter than its header")
         buf = np.empty(size, dtype=np.uint8)
@@ -523,6 +581,8 @@ def _read_entry(path: str | Path, key: bytes) -> np.ndarray | None:
             if not more:
                 raise _Corrupt("shorter than its size (truncated while read?)")
             got += more
+    except OSError as exc:
+        raise _Corrupt(f"unreadable ({exc.strerror})") from None
     finally:
         os.close(fd)
     magic, stored_key, crc, rows, cols = _HEAD.unpack_from(buf)
@@ -565,6 +625,7 @@ class _Job:
     prefix: bytes  # digest of the stage parameters and library versions
     window: np.ndarray
     mel_t: np.ndarray
+    blocked: list[str] = field(default_factory=list, compare=False)  # entries not cached
 
 
 def _process_chunk(items: list[tuple[int, str, int, int]], job: _Job) -> list[tuple]:
@@ -585,18 +646,38 @@ def _process_clip(item: tuple[int, str, int, int], job: _Job) -> tuple:
     stage = None
     try:
         stage = _read_entry(entry_path, key)
-    except (_Corrupt, OSError) as exc:
+    except _Corrupt as exc:
         logger.warning("recomputing corrupt feature cache entry %s: %s", entry_path, exc)
-    status = "cached"
-    if stage is None:
-        try:
-            y = load_audio(path, sr=s.sr)
-        except AudioError as exc:
-            return index, None, str(exc)
-        stage = _log_mel(y, s.hop_length, job.window, job.mel_t)
-        _write_entry(Path(entry_path), key, stage, tmp_dir=Path(job.root, "tmp"))
-        status = "computed"
-    return index, clip_features(stage, s, in_place=True), status
+    if stage is not None:
+        row = clip_features(stage, s, in_place=True)
+        if _finite(row):
+            return index, row, "cached"
+        # Written before non-finite audio was refused (or by hand): the audio decides.
+        logger.warning("recomputing feature cache entry %s: it holds non-finite values", entry_path)
+    try:
+        y = load_audio(path, sr=s.sr)
+    except AudioError as exc:
+        return index, None, str(exc)
+    stage = _log_mel(y, s.hop_length, job.window, job.mel_t)
+    if not np.isfinite(stage).all():
+        peak = float(np.abs(y).max())
+        reason = (
+            f"its mel spectrogram is not finite though its samples are (peak |sample| {peak:.3g}: "
+            "float samples this far outside [-1, 1] overflow the float32 power spectrum)"
+        )
+        return index, None, str(audio_error(path, reason))
+    _store(entry_path, key, stage, root=job.root, job=job)
+    row = clip_features(stage, s, in_place=True)
+    if not _finite(row):
+        reason = "its features are not finite with these features.* settings"
+        return index, None, str(audio_error(path, reason))
+    return index, row, "computed"
+
+
+def _finite(row: np.ndarray) -> bool:
+    """Whether every value of ``row`` is finite: NaN and infinities survive a float64 sum, which
+    costs a fraction of ``np.isfinite(row).all()`` on the per-clip hot path."""
+    return math.isfinite(np.add.reduce(row, axis=None, dtype=np.float64))
 
 
 def _chunks(
@@ -607,6 +688,24 @@ def _chunks(
 
 
 # --------------------------------------------------------------------------------------------
+
+
+def _check_writable(tmp_dir: Path, cache_dir: str) -> None:
+    """Create ``tmp_dir`` and write a byte in it, or raise :class:`OutputError` naming the path.
+
+    A real write rather than ``os.access``: root passes every permission check, and neither sees
+    a read-only mount or a full disk.
+    """
+    try:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=tmp_dir)
+        try:
+            os.write(fd, b"\0")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise _cache_error(exc.filename or tmp_dir, exc, cache_dir) from exc
 
 
 def _n_workers(n_jobs: int) -> int:
@@ -627,21 +726,28 @@ def extract_features(
     settings:
         The ``features`` config group.
     progress:
-        Show a progress bar (clips/s) on stderr.
+        Report progress on stderr (:func:`urbansound.progress.progress_bar`: a bar on a
+        terminal, periodic lines otherwise, as the ``progress`` setting says); False: nothing.
 
     Returns
     -------
     FeatureSet
-        With ``FeatureSet.summary()`` as the one-line report.
+        Every value of ``X`` is finite.
 
     Raises
     ------
     AudioError
-        A clip cannot be decoded and ``settings.on_error`` is ``"error"``.
+        A clip cannot be decoded, holds a non-finite sample or gives non-finite features, and
+        ``settings.on_error`` is ``"error"``. The message names the file. Worker threads have
+        finished (work not yet started is cancelled) before it propagates.
+    OutputError
+        The cache cannot be written: ``cache_dir`` (or a folder above it) is a file, read-only,
+        not writable, or the disk is full. One entry's own path blocked (a directory where the
+        entry should be) is not an error: a warning, once, and that entry is not cached.
     """
-    from joblib import Parallel, delayed
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     from threadpoolctl import threadpool_limits
-    from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     n = len(paths)
@@ -678,6 +784,11 @@ def extract_features(
         except _Corrupt as exc:
             logger.warning("ignoring corrupt feature cache entry %s: %s", result_path, exc)
             hit = None
+        if hit is not None and not np.isfinite(hit).all():
+            logger.warning(
+                "ignoring feature cache entry %s: it holds non-finite values", result_path
+            )
+            hit = None
         if hit is not None and hit.shape == (n, width):
             return FeatureSet(
                 X=hit,
@@ -686,16 +797,7 @@ def extract_features(
                 seconds=time.perf_counter() - t0,
             )
 
-    try:
-        (root / "tmp").mkdir(parents=True, exist_ok=True)
-        writable = os.access(root / "tmp", os.W_OK)
-    except OSError:
-        writable = False
-    if not writable:
-        raise ConfigError(
-            f"features.cache_dir={settings.cache_dir} ({root}) cannot be written: "
-            "point it at a writable folder"
-        )
+    _check_writable(root / "tmp", settings.cache_dir)
     _remove_stale_tmp(root)
     job = _Job(
         settings=settings,
@@ -708,7 +810,7 @@ def extract_features(
     )
     rows: list[np.ndarray | None] = [None] * n
     n_computed = n_cached = 0
-    bar = tqdm(total=n, unit="clip", desc="features", disable=not progress, leave=False)
+    bar = progress_bar(total=n, unit="clip", desc="features", mode=None if progress else "none")
     bar.update(len(errors))
 
     def take(done: list[tuple]) -> None:
@@ -746,15 +848,24 @@ def extract_features(
         rest = items[served:]
         workers = max(1, min(_n_workers(settings.n_jobs), len(rest) // _MIN_CLIPS_PER_WORKER))
         chunk = max(1, min(_CHUNK, math.ceil(len(rest) / (8 * workers))))
-        parallel = Parallel(n_jobs=workers, prefer="threads", return_as="generator_unordered")
-        results = parallel(delayed(_process_chunk)(c, job) for c in _chunks(rest, chunk))
-        try:
-            for done in results:
-                take(done)
-        finally:
-            with warnings.catch_warnings():  # joblib: "N tasks ... have been cancelled"
-                warnings.simplefilter("ignore", UserWarning)
-                results.close()
+        if workers == 1:
+            for c in _chunks(rest, chunk):
+                take(_process_chunk(c, job))
+        elif rest:
+            # The executor's exit joins its threads: an error (a bad clip, a full disk, Ctrl-C)
+            # cancels the chunks not started and waits for the running ones (a few clips each)
+            # before it propagates, so the process never exits under a running thread (which
+            # aborted it: "terminate called without an active exception", exit 134).
+            with ThreadPoolExecutor(workers, thread_name_prefix="features") as pool:
+                pending = {pool.submit(_process_chunk, c, job) for c in _chunks(rest, chunk)}
+                try:
+                    while pending:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in finished:
+                            take(future.result())
+                finally:
+                    for future in pending:
+                        future.cancel()
     finally:
         blas.restore_original_limits()
         bar.close()
@@ -771,11 +882,18 @@ def extract_features(
     for s in skipped:
         logger.warning("features.on_error=skip: left out %s", s["error"])
     if result_key is not None and not skipped:
-        _write_entry(
-            root / "features" / f"{result_key.hex()}.bin",
+        _store(
+            str(root / "features" / f"{result_key.hex()}.bin"),
             result_key,
             X,
-            tmp_dir=root / "tmp",
+            root=str(root),
+            job=job,
+        )
+    if len(job.blocked) > 1:
+        logger.warning(
+            "%d feature cache entries could not be written (the first: %s)",
+            len(job.blocked),
+            job.blocked[0],
         )
     return FeatureSet(
         X=X,

@@ -61,6 +61,8 @@ def output_error(path: str | Path, exc: OSError) -> OutputError:
         what = "permission denied (read-only?); make it writable or choose another directory"
     elif exc.errno == errno.EISDIR or path.is_dir():
         what = "a directory is in the way; remove it or choose another path"
+    elif exc.errno == errno.EEXIST:
+        what = "a file is in the way where a directory should be; remove it or choose another path"
     elif exc.errno == errno.ENOTDIR:
         what = "a file is in the way of one of its parent directories; remove it"
     else:

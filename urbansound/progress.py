@@ -15,9 +15,11 @@ non-Hydra commands):
 ``none``
     nothing.
 
-tqdm's own environment variables are honoured: ``TQDM_DISABLE=1`` turns every bar and line off,
-and the other ``TQDM_*`` variables (``TQDM_MININTERVAL``, ``TQDM_NCOLS``, ...) reach tqdm as they
-would without us (we pass no argument they set).
+tqdm's own environment variables are honoured: ``TQDM_DISABLE=1`` turns every bar and line off
+(read at each call, so a test or a notebook can set it late), and the other ``TQDM_*`` variables
+(``TQDM_MININTERVAL``, ``TQDM_NCOLS``, ``TQDM_LEAVE``, ...) reach tqdm as they would without us:
+an argument that a ``TQDM_<NAME>`` variable sets is not passed, since tqdm lets a passed argument
+win over its environment (tqdm reads the variables when it is imported).
 """
 
 from __future__ import annotations
@@ -171,6 +173,9 @@ def progress_bar(
     """
     resolved = resolve_mode(mode, file=file)
     if resolved == "bar":
-        return tqdm(iterable, total=total, desc=desc, unit=unit, file=file, leave=leave)
+        kwargs = {"total": total, "desc": desc, "unit": unit, "file": file, "leave": leave}
+        for name in [k for k in kwargs if f"TQDM_{k.upper()}" in os.environ]:
+            del kwargs[name]  # the user's TQDM_<NAME> wins, as it does for tqdm itself
+        return tqdm(iterable, **kwargs)
     cls = LineProgress if resolved == "log" else _Silent
     return cls(iterable, total=total, desc=desc, unit=unit, file=file, interval=interval)
