@@ -40,9 +40,13 @@ def _check_inputs(
         raise DataError(
             f"features must be (n_clips, n_features) matching labels; got X {X.shape}, y {y.shape}"
         )
-    if not np.isfinite(X).all():
+    finite = np.isfinite(X).all(axis=1) if X.size else np.ones(len(X), dtype=bool)
+    if not finite.all():  # extract_features names the clips; this guards other callers
+        rows = np.flatnonzero(~finite)
+        shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
         raise DataError(
-            "features contain NaN or infinite values; delete the feature cache and retry"
+            f"features of {len(rows)} row(s) of X are NaN or infinite (rows {shown}); "
+            "drop those clips or fix their features before training"
         )
     if len(y) and (y.min() < 0 or y.max() >= n_classes):
         raise DataError(f"labels must lie in 0..{n_classes - 1}, got {y.min()}..{y.max()}")
