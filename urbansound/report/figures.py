@@ -30,7 +30,9 @@ __all__ = [
     "Figures",
     "epochs_figure",
     "fold_comparison_figure",
+    "history_png_figure",
     "integer_dtick",
+    "integer_ticks",
     "make_figures",
     "protocol_comparison_figure",
 ]
@@ -64,7 +66,8 @@ def integer_dtick(n: int) -> int:
     return step
 
 
-def _integer_x(fig: Figure) -> Figure:
+def integer_ticks(fig: Figure) -> Figure:
+    """``fig`` with integer-only ticks on every x axis (epochs, trials); returned for chaining."""
     for ax in fig.axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
@@ -144,7 +147,7 @@ def history_png_figure(sweep: Sweep) -> Figure:
             zorder=3,
         )
         ax.legend(fontsize=8)
-    return _integer_x(fig)
+    return integer_ticks(fig)
 
 
 def epochs_figure(curves: Sequence[TrialRecord], best: TrialRecord | None) -> Any:
@@ -319,7 +322,7 @@ def _best_figures(
 
         def epochs() -> None:
             fig = plots.epoch_curves_figure(res["history"], title=title)
-            png("best_epoch_curves", _integer_x(fig))
+            png("best_epoch_curves", integer_ticks(fig))
 
         attempt("best_epochs", epochs)
     if names and any(f.get("confusion") for f in best.folds):

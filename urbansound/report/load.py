@@ -326,18 +326,24 @@ def load_sweep(
         found_storage, found_name = _storage_of(dir_records)
         if found_storage is not None and found_name is not None:
             candidates.append((found_storage, found_name, "the jobs' config.yaml storage"))
+    failed: list[str] = []
     for url, name, where in candidates:
         try:
             study = open_study(url, name, where=where)
         except ConfigError as exc:
-            log.warning("%s; reporting the run directories only", exc)
+            if dir_records:
+                log.warning("%s; reporting the run directories only", exc)
+            failed.append(str(exc))
             continue
         log.info("study %s opened from %s", name, redact_url(url))
         return _merge(study, dir_records, paths)
     if not dir_records:
+        where = ", ".join(map(str, paths))
+        if failed:  # the study file was there: its storage is the problem
+            raise ConfigError(f"{where}: no results.json found, and {failed[0]}")
         raise ConfigError(
-            f"{', '.join(map(str, paths))}: no results.json found and no readable {STUDY_FILE}; "
-            "pass a sweep directory (outputs/multirun/<date>/<time>) or --storage URL --study NAME"
+            f"{where}: no results.json found and no readable {STUDY_FILE}; pass a sweep "
+            "directory (outputs/multirun/<date>/<time>) or --storage URL --study NAME"
         )
     return _from_run_dirs(dir_records, paths)
 
