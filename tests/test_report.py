@@ -792,3 +792,15 @@ def test_the_report_never_imports_optuna():
     for path in (REPO / "urbansound" / "report").glob("*.py"):
         text = path.read_text()
         assert not re.search(r"^\s*(import|from) optuna", text, re.M), path
+
+
+def test_protocol_comparison_figure_labels_leaky(tmp_path):
+    """Moved from tests/test_plots.py with the figure (urbansound.report.figures)."""
+    from urbansound import plots
+
+    fig = figures.protocol_comparison_figure(["n_mfcc=40"], [0.55], [0.91])
+    ax = fig.axes[0]
+    assert "random 80/20 split (LEAKY)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(t.get_text() for t in ax.texts) == ["0.550", "0.910"]
+    png = plots.save_figure(fig, tmp_path / "p.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
