@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from urbansound.files import redact_url
 from urbansound.report.analysis import trial_order
 from urbansound.report.figures import Figures
 from urbansound.report.load import LEAKY, Sweep, TrialRecord, fmt_param
@@ -146,7 +147,7 @@ def all_failed_text(sweep: Sweep) -> str:
 
 def _src_arg(sweep: Sweep) -> str:
     if sweep.storage:
-        return f"--storage {sweep.storage} --study {sweep.name}"
+        return f"--storage {redact_url(sweep.storage)} --study {sweep.name}"
     return sweep.source
 
 
