@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from urbansound.files import atomic_write, write_json
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -81,7 +83,7 @@ def measure(name: str, data_args: list[str], *, work: Path) -> dict:
     overview = best_run / "figures" / "classes_overview.png"
     if overview.is_file():
         shutil.copyfile(overview, dest / "classes_overview.png")
-    (dest / "summary.json").write_text(json.dumps(_portable(summary), indent=1) + "\n")
+    write_json(dest / "summary.json", _portable(summary))
     return summary
 
 
@@ -162,7 +164,7 @@ def update_readme(section: str) -> None:
         text = head + section + tail
     else:
         text = text.rstrip() + "\n\n## Results\n\n" + section + "\n"
-    readme.write_text(text)
+    atomic_write(readme, text)
 
 
 def main() -> int:

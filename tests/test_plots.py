@@ -94,25 +94,6 @@ def test_epoch_curves_lines():
     assert len(acc_ax.lines) == 3  # two folds + the mean
 
 
-def test_sweep_history_leaves_leaky_trials_out_of_best_so_far():
-    fig = plots.sweep_history_figure(
-        [0, 1, 2, 3], [0.5, 0.9, 0.6, 0.7], leaky=[False, True, False, False]
-    )
-    ax = fig.axes[0]
-    best = next(ln for ln in ax.lines if ln.get_label() == "best so far")
-    assert best.get_ydata().tolist() == [0.5, 0.6, 0.7]
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "trial (random split, LEAKY)" in labels
-
-
-def test_protocol_comparison_figure_labels_leaky(tmp_path):
-    fig = plots.protocol_comparison_figure(["n_mfcc=40"], [0.55], [0.91])
-    ax = fig.axes[0]
-    assert "random 80/20 split (LEAKY)" in [t.get_text() for t in ax.get_legend().get_texts()]
-    assert sorted(t.get_text() for t in ax.texts) == ["0.550", "0.910"]
-    _png_size(plots.save_figure(fig, tmp_path / "p.png"))
-
-
 def _write_clips(root: Path) -> pd.DataFrame:
     """Two short clips per class for three classes; class 1's first file is not audio."""
     rows = []

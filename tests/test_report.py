@@ -24,6 +24,8 @@ from optuna.distributions import CategoricalDistribution
 
 from urbansound import data, report, stats
 from urbansound.errors import ConfigError
+from urbansound.report import analysis, cli, evaluations, figures, render
+from urbansound.sweep import records
 
 REPO = Path(__file__).resolve().parents[1]
 CLASS_NAMES = list(data.CLASS_NAMES)
@@ -37,6 +39,11 @@ RANDOM_SPLIT_ACC = 0.92
 STUDY = "mfcc_grid"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _squash(text: str) -> str:
+    """Markdown tables with their cell padding collapsed (``|   3 |`` -> ``| 3 |``)."""
+    return re.sub(r" {2,}", " ", text)
 
 
 def _confusion(acc: float, n_test: int = N_TEST) -> list[list[int]]:
@@ -200,6 +207,45 @@ def test_report_from_storage(sweep, storage_report):
     best_value = sweep["study"].best_value
     assert best_value == pytest.approx(np.mean(FOLD_ACC[40]))
     summary = json.loads((out / "summary.json").read_text())
+    # summary.json's fields are a contract (benchmarks/readme_results.py and users read them)
+    assert list(summary) == [
+        "study",
+        "source",
+        "direction",
+        "generated",
+        "datasets",
+        "fixed_overrides",
+        "n_trials",
+        "states",
+        "best",
+        "trials",
+        "importances",
+        "paired_comparisons",
+        "protocol_comparison",
+        "outer_estimate",
+    ]
+    assert list(summary) == list(analysis.SUMMARY_KEYS)
+    assert list(summary["best"]) == [
+        "number",
+        "value",
+        "std",
+        "pooled_accuracy",
+        "params",
+        "label",
+        "protocol",
+        "run_dir",
+        "folds",
+    ]
+    assert list(summary["trials"][0]) == [
+        "number",
+        "state",
+        "value",
+        "std",
+        "params",
+        "leaky",
+        "duration_s",
+        "run_dir",
+    ]
     assert summary["best"]["number"] == 1
     assert summary["best"]["value"] == pytest.approx(best_value)
     assert summary["best"]["params"] == {"n_mfcc": 40}
@@ -213,7 +259,7 @@ def test_report_from_storage(sweep, storage_report):
 
     md = (out / "report.md").read_text()
     assert f"mean CV accuracy {best_value:.4f}" in md
-    assert "| 3 | 0.7200 | 0.2800 | 450 | 50 |" in md  # best trial's fold 3
+    assert "| 3 | 0.7200 | 0.2800 | 450 | 50 |" in _squash(md)  # best trial's fold 3
     for png in (
         "optimization_history",
         "param_importances",
@@ -243,7 +289,7 @@ def test_report_from_storage(sweep, storage_report):
         assert f'id="{div}"' in page
 
     assert "best (predefined folds): trial #1 = 0.6800" in printed
-    assert "     3 FAIL             –       –  –: n_mfcc=20" in printed
+    assert re.search(r"^ *3 +FAIL +– +– +– +n_mfcc=20$", printed, re.M), printed
 
 
 def test_report_from_sweep_dirs_with_a_random_split_run(sweep, tmp_path, capsys):
@@ -266,7 +312,9 @@ def test_report_from_sweep_dirs_with_a_random_split_run(sweep, tmp_path, capsys)
     assert row["ratio"] == pytest.approx(RANDOM_SPLIT_ACC / 0.68)
     assert "LEAKY" in row["random_split"]["protocol"]
     md = (out / "report.md").read_text()
-    assert "| n_mfcc=40 | demo | 0.6800 ± 0.0283 (5 folds) | 0.9200 (LEAKY) | 1.35× |" in md
+    assert "| n_mfcc=40 | demo | 0.6800 ± 0.0283 (5 folds) | 0.9200 (LEAKY) | 1.35× |" in _squash(
+        md
+    )
     page = (out / "report.html").read_text()
     assert '<td class="leaky">0.9200 (LEAKY)</td>' in page
     assert (out / "protocol_comparison.png").read_bytes()[:4] == b"\x89PNG"
@@ -279,7 +327,7 @@ def test_run_dirs_and_default_report_folder(tmp_path):
     assert report.find_run_dirs(tmp_path) == [tmp_path / "0", tmp_path / "1"]
     assert report.find_run_dirs(tmp_path / "1") == [tmp_path / "1"]
     args = report.parse_args([str(tmp_path)])
-    assert report._default_out(args, None) == tmp_path / "report"
+    assert cli.default_out(args, None) == tmp_path / "report"
 
 
 def test_report_without_storage(sweep, tmp_path):
@@ -355,6 +403,13 @@ def test_leaky_trial_is_never_the_best(sweep, tmp_path):
     # same configuration with both protocols: compared side by side
     (row,) = json.loads(files.summary.read_text())["protocol_comparison"]
     assert (row["folds"]["trial"], row["random_split"]["trial"]) == (0, 1)
+    # Optuna's optimisation history (matplotlib): the LEAKY trial is a red cross, left out of
+    # the best-so-far line
+    ax = figures.history_png_figure(sw).axes[0]
+    best_line = next(ln for ln in ax.lines if ln.get_label() == "Best Value")
+    assert best_line.get_ydata().tolist() == [0.68]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "trial (random split, LEAKY)" in labels
 
 
 def test_outer_fold_estimate(tmp_path):
@@ -383,7 +438,12 @@ def test_outer_fold_estimate(tmp_path):
     assert est["outer_fold"] == 5 and est["outer_accuracy"] is None
     assert est["inner_folds"] == [1, 2, 3, 4]
     summary = {"outer_estimate": [est]}
-    assert "--evaluate-outer" in "\n".join(report._md_outer(summary, sw))
+    text = str(render.outer_paragraphs(summary, sw, out_dir=out))
+    assert "--evaluate-outer" in text
+    # ... and the documented command it runs: the winner's overrides, the outer fold evaluated
+    dest = out / "evaluations" / "outer_fold5_trial1"
+    command = "python -m urbansound.run n_mfcc=40 cv.outer_fold=5 cv.evaluate_outer=true"
+    assert f"{command} hydra.run.dir={dest}" in text
 
     # what `--evaluate-outer` writes: the winner trained on folds 1-4, tested once on fold 5
     write_run(
@@ -563,3 +623,184 @@ def test_evaluate_outer_and_random_split_end_to_end(demo_dir, tmp_path, capsys):
     assert row["folds"]["trial"] == best["number"]
     printed = capsys.readouterr().out
     assert "held-out fold 10: accuracy" in printed and "random split (LEAKY)" in printed
+
+
+def _study_json(sweep_dir: Path, study_name: str, url: str) -> None:
+    """What the sweeper writes into every sweep directory at its start."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    info = {"study_name": study_name, "storage": url, "direction": "maximize"}
+    (sweep_dir / "study.json").write_text(json.dumps({**info, "metric": "mean_cv_accuracy"}))
+
+
+def test_report_of_a_rerun_sweep_dir_reads_its_study(sweep, tmp_path, capsys):
+    """Re-running a finished sweep leaves a directory with trials.csv and best_params.yaml only."""
+    rerun = tmp_path / "rerun"
+    _study_json(rerun, STUDY, sweep["url"])
+    (rerun / "trials.csv").write_text("trial,state,value\n0,COMPLETE,0.6\n")
+    (rerun / "best_params.yaml").write_text("best_trial: 1\n")
+    assert report.main([str(rerun)]) == 0, capsys.readouterr().err
+    summary = json.loads((rerun / "report" / "summary.json").read_text())
+    assert summary["study"] == STUDY and summary["states"] == {"COMPLETE": 3, "FAIL": 1}
+    assert summary["best"]["number"] == 1
+    assert summary["best"]["run_dir"] == str(sweep["sweep_dir"] / "1")  # the first sweep's job
+    assert [f["accuracy"] for f in summary["best"]["folds"]] == FOLD_ACC[40]
+    assert "best (predefined folds): trial #1 = 0.6800" in capsys.readouterr().out
+
+    # without study.json: one error line that says where it looked
+    (rerun / "study.json").unlink()
+    assert report.main([str(rerun)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and "no results.json found and no readable study.json" in err[0]
+    # a study.json whose storage is gone: one error line naming both, and no file created
+    gone = tmp_path / "gone.db"
+    _study_json(rerun, STUDY, f"sqlite:///{gone}")
+    assert report.main([str(rerun)]) == 2
+    (err,) = capsys.readouterr().err.splitlines()
+    assert err.startswith("error: ") and "no results.json found" in err
+    assert f"{rerun / 'study.json'} sqlite:///{gone}: no such SQLite file {gone}" in err
+    assert not gone.exists()
+
+
+def test_every_trial_failed(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'failed.db'}"
+    study = optuna.create_study(study_name="all_failed", storage=url, direction="maximize")
+    for n in (20, 40):
+        add_trial(study, None, None, {"n_mfcc": n}, state="FAIL")
+    sweep_dir = tmp_path / "sweep"
+    _study_json(sweep_dir, "all_failed", url)
+    line = (
+        "All 2 trial(s) of study all_failed failed; no result to report. "
+        "First error: CUDA out of memory"
+    )
+    # the report is written (it lists each failure) and says so in one line; exit 0
+    assert report.main([str(sweep_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert line in printed and "best (predefined folds)" not in printed
+    summary = json.loads((sweep_dir / "report" / "summary.json").read_text())
+    assert summary["best"] is None and summary["states"] == {"FAIL": 2}
+    assert f"> **Note.** {line}" in (sweep_dir / "report" / "report.md").read_text()
+    # nothing to evaluate: one error line, exit 2
+    assert report.main([str(sweep_dir), "--random-split"]) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "no COMPLETE fold-CV trial to evaluate" in err
+
+
+def test_parameter_floats_have_four_significant_digits(tmp_path, capsys):
+    lrs = (0.0031622776601683794, 0.01)
+    for number, lr in enumerate(lrs):
+        write_run(
+            tmp_path / "mr" / str(number), FOLD_ACC[20 + 20 * number], overrides=[f"train.lr={lr}"]
+        )
+    sw = report.load_sweep([tmp_path / "mr"])
+    assert sw.records[0].params == {"train.lr": lrs[0]}  # full value kept
+    files = report.build_report(sw, out_dir=tmp_path / "out")
+    md = files.markdown.read_text()
+    assert "train.lr=0.003162" in md and "0.0031622776601683794" not in md
+    table = cli.console_table(sw)
+    assert re.search(r"^ *0 +COMPLETE +0.6000 +0.0283 +folds +train.lr=0.003162$", table, re.M)
+    assert json.loads(files.summary.read_text())["trials"][1]["params"]["train.lr"] == lrs[0]
+
+
+def test_epoch_and_trial_axes_have_integer_ticks(tmp_path):
+    from urbansound import plots
+
+    assert [figures.integer_dtick(n) for n in (1, 3, 10, 11, 100, 101, 1000)] == [
+        1,
+        1,
+        1,
+        2,
+        10,
+        20,
+        100,
+    ]
+    for n_epochs, dtick in ((3, 1), (100, 10)):
+        run = write_run(tmp_path / str(n_epochs), FOLD_ACC[40], overrides=["n_mfcc=40"])
+        rec = report.load_sweep([tmp_path / str(n_epochs)]).records[0]
+        rec.results["history"] = _history(0.68, 5, epochs=n_epochs)
+        fig = figures.epochs_figure([rec], rec)
+        assert (fig.layout.xaxis.dtick, fig.layout.xaxis.tickformat) == (dtick, "d")
+
+    def ticks(fig):
+        fig.canvas.draw()
+        return [t for ax in fig.axes for t in ax.get_xticks()]
+
+    raw = plots.epoch_curves_figure(run["history"])
+    assert any(not float(t).is_integer() for t in ticks(raw))  # matplotlib's own: 1.25, 1.5, ...
+    fixed = figures.integer_ticks(plots.epoch_curves_figure(run["history"]))
+    assert all(float(t).is_integer() for t in ticks(fixed))
+    sw = report.load_sweep([tmp_path / "3", tmp_path / "100"])
+    assert all(float(t).is_integer() for t in ticks(figures.history_png_figure(sw)))
+
+
+def test_evaluation_command_is_the_winners_run_command(sweep, tmp_path):
+    sw = report.load_sweep(storage=sweep["url"], study_name=STUDY)
+    best = report.best_record(sw)
+    assert "trial.number=1" in best.results["overrides"]
+    dest = tmp_path / "a b" / "random_split_trial1"
+    argv = evaluations.evaluation_command(best, kind="random_split", run_dir=dest)
+    assert argv[:3] == [sys.executable, "-m", "urbansound.run"]
+    # the sweeper's trial.* overrides are dropped: the run never reports to the study
+    assert argv[3:-1] == ["n_mfcc=40", "cv=random_split"]
+    assert records.parse_override(argv[-1]) == ("hydra.run.dir", str(dest))
+    shown = evaluations.shown_command(argv)
+    assert shown.startswith("python -m urbansound.run n_mfcc=40 cv=random_split 'hydra.run.dir=")
+    with pytest.raises(ConfigError, match="did not hold a fold out"):
+        evaluations.evaluation_command(best, kind="outer", run_dir=dest)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("n_mfcc=40", ("n_mfcc", 40)),
+        ("train.lr=1e-3", ("train.lr", 0.001)),
+        ("+extra=true", ("extra", True)),
+        ("cv=random_split", ("cv", "random_split")),
+        ("data.root='/a b/c'", ("data.root", "/a b/c")),
+        ("model.hidden=[256,256]", ("model.hidden", [256, 256])),
+        ("n_mfcc=20,40", None),  # a sweep is not one value
+        ("~tracking", None),
+    ],
+)
+def test_override_parser(text, expected):
+    assert records.parse_override(text) == expected
+
+
+def test_trial_params_skip_the_sweepers_keys():
+    got = records.trial_params(
+        ["n_mfcc=40", "trial.number=3", "hydra.job.chdir=false", "model.hidden=[64, 64]"],
+        skip=("trial", "hydra"),
+    )
+    assert got == {"n_mfcc": 40, "model.hidden": "[64, 64]"}  # lists shown as written
+
+
+def test_study_records_from_storage(sweep, tmp_path):
+    assert records.study_names(sweep["url"]) == [STUDY]
+    study = records.load_study(sweep["url"], STUDY)
+    assert [t.state for t in study.trials] == ["COMPLETE"] * 3 + ["FAIL"]
+    assert (study.best_number, study.direction) == (1, "maximize")
+    assert study.trials[1].run_dir == sweep["sweep_dir"] / "1"
+    assert study.trials[3].error == "CUDA out of memory"
+    assert json.loads(study.trials[0].distributions["n_mfcc"])["name"] == "CategoricalDistribution"
+    json.dumps([t.__dict__ for t in study.trials])  # plain values only
+    missing = tmp_path / "none.db"
+    with pytest.raises(ConfigError, match="no such SQLite file"):
+        records.study_names(f"sqlite:///{missing}")
+    assert not missing.exists()
+
+
+def test_the_report_never_imports_optuna():
+    for path in (REPO / "urbansound" / "report").glob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^\s*(import|from) optuna", text, re.M), path
+
+
+def test_protocol_comparison_figure_labels_leaky(tmp_path):
+    """Moved from tests/test_plots.py with the figure (urbansound.report.figures)."""
+    from urbansound import plots
+
+    fig = figures.protocol_comparison_figure(["n_mfcc=40"], [0.55], [0.91])
+    ax = fig.axes[0]
+    assert "random 80/20 split (LEAKY)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(t.get_text() for t in ax.texts) == ["0.550", "0.910"]
+    png = plots.save_figure(fig, tmp_path / "p.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -3,7 +3,8 @@
 Every ``*_figure`` function returns a :class:`matplotlib.figure.Figure` built without pyplot (no
 global figure state, no GUI backend, safe in worker processes); :func:`save_figure` writes one
 atomically and closes nothing that the caller still holds. The tracking module logs the same
-figures to Comet; :mod:`urbansound.report` saves PNG copies of the sweep report's plots.
+figures to Comet; :mod:`urbansound.report` saves PNG copies of some in the sweep report (its
+sweep-level figures live in :mod:`urbansound.report.figures`).
 
 Per run, :func:`write_run_figures` writes ``figures/confusion_matrix.png`` (summed over the test
 folds) and ``figures/epoch_curves.png`` into the run directory. Per dataset,
@@ -42,19 +43,14 @@ __all__ = [
     "dataset_figure_key",
     "dataset_figures",
     "epoch_curves_figure",
-    "fold_comparison_figure",
     "link_or_copy",
-    "param_importance_figure",
     "per_class_accuracy_figure",
-    "protocol_comparison_figure",
     "save_figure",
     "summed_confusion",
-    "sweep_history_figure",
     "write_run_figures",
 ]
 
 FIGURES_DIR = "figures"
-LEAKY_COLOR = "#d62728"
 CV_COLOR = "#1f77b4"
 
 
@@ -480,116 +476,3 @@ def _draw_dataset_figures(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Per sweep
-
-
-def sweep_history_figure(
-    numbers: Sequence[int],
-    values: Sequence[float],
-    *,
-    direction: str = "maximize",
-    leaky: Sequence[bool] | None = None,
-    title: str = "Optimisation history",
-) -> Figure:
-    """Objective of each finished trial in order, with the best so far as a step line.
-
-    Trials flagged in ``leaky`` (random-split protocol) are drawn in red and left out of the
-    best-so-far line.
-    """
-    nums = np.asarray(numbers)
-    vals = np.asarray(values, dtype=float)
-    flags = np.zeros(len(nums), bool) if leaky is None else np.asarray(leaky, bool)
-    order = np.argsort(nums, kind="stable")
-    nums, vals, flags = nums[order], vals[order], flags[order]
-    fig = Figure(figsize=(7, 3.6), layout="constrained")
-    ax = fig.add_subplot()
-    ok = ~flags
-    ax.scatter(nums[ok], vals[ok], color=CV_COLOR, s=18, label="trial (fold CV)")
-    if flags.any():
-        ax.scatter(
-            nums[flags],
-            vals[flags],
-            color=LEAKY_COLOR,
-            marker="x",
-            s=24,
-            label="trial (random split, LEAKY)",
-        )
-    if ok.any():
-        acc = np.maximum.accumulate if direction == "maximize" else np.minimum.accumulate
-        ax.step(
-            nums[ok], acc(vals[ok]), where="post", color="black", linewidth=1.2, label="best so far"
-        )
-    ax.set_xlabel("trial")
-    ax.set_ylabel("objective (mean CV accuracy)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    return fig
-
-
-def param_importance_figure(
-    importances: Mapping[str, float], *, title: str = "Parameter importances (fANOVA)"
-) -> Figure:
-    """Horizontal bars of each parameter's importance, largest on top."""
-    items = sorted(importances.items(), key=lambda kv: kv[1])
-    fig = Figure(figsize=(6, 0.9 + 0.35 * max(len(items), 1)), layout="constrained")
-    ax = fig.add_subplot()
-    ax.barh([k for k, _ in items], [v for _, v in items], color=CV_COLOR)
-    ax.set_xlabel("importance")
-    ax.set_title(title, fontsize=10)
-    return fig
-
-
-def fold_comparison_figure(
-    folds: Sequence[int | str],
-    series: Mapping[str, Sequence[float]],
-    *,
-    title: str = "Per-fold accuracy of the top configurations",
-) -> Figure:
-    """One line per configuration over the same folds (paired comparison at a glance)."""
-    fig = Figure(figsize=(7, 3.6), layout="constrained")
-    ax = fig.add_subplot()
-    x = np.arange(len(folds))
-    for label, vals in series.items():
-        ax.plot(x, vals, marker="o", linewidth=1, label=_wrap(label, width=40))
-    ax.set_xticks(x, [str(f) for f in folds])
-    ax.set_xlabel("test fold")
-    ax.set_ylabel("accuracy")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
-    return fig
-
-
-def protocol_comparison_figure(
-    labels: Sequence[str],
-    fold_cv: Sequence[float | None],
-    random_split: Sequence[float | None],
-    *,
-    title: str = "Same configuration, two protocols",
-) -> Figure:
-    """Paired bars: fold-CV accuracy next to the LEAKY random-split accuracy per configuration."""
-    fig = Figure(figsize=(1.5 + 1.6 * len(labels), 3.8), layout="constrained")
-    ax = fig.add_subplot()
-    x = np.arange(len(labels))
-    labels = [_wrap(label) for label in labels]
-    w = 0.38
-    cv = np.array([np.nan if v is None else v for v in fold_cv], dtype=float)
-    rs = np.array([np.nan if v is None else v for v in random_split], dtype=float)
-    b1 = ax.bar(x - w / 2, np.nan_to_num(cv), w, color=CV_COLOR, label="predefined folds")
-    b2 = ax.bar(
-        x + w / 2, np.nan_to_num(rs), w, color=LEAKY_COLOR, label="random 80/20 split (LEAKY)"
-    )
-    for bars, vals in ((b1, cv), (b2, rs)):
-        for bar, v in zip(bars, vals, strict=True):
-            if not np.isnan(v):
-                ax.text(
-                    bar.get_x() + bar.get_width() / 2, v + 0.01, f"{v:.3f}", ha="center", fontsize=8
-                )
-    ax.set_xticks(x, labels, fontsize=8)
-    ax.set_ylim(0, 1.08)
-    ax.set_ylabel("accuracy")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
-    return fig

@@ -1,7 +1,5 @@
-"""``python -m urbansound.report``: see :mod:`urbansound.report`."""
+"""``python -m urbansound.report``: see :mod:`urbansound.report.cli`."""
 
-import sys
+from urbansound.report.cli import main
 
-from urbansound.report import main
-
-sys.exit(main())
+raise SystemExit(main())
