@@ -322,7 +322,7 @@ def _best_figures(
 
         def epochs() -> None:
             fig = plots.epoch_curves_figure(res["history"], title=title)
-            png("best_epoch_curves", integer_ticks(fig))
+            png("best_epoch_curves", fig)  # integer epoch ticks already
 
         attempt("best_epochs", epochs)
     if names and any(f.get("confusion") for f in best.folds):
