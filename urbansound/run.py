@@ -24,13 +24,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from urbansound import tracking
-from urbansound.config import CVSettings, Settings, settings_from_config
+from urbansound.config import CVSettings, Settings, hydra_main, settings_from_config
 from urbansound.errors import TrialPruned, UrbansoundError
 
 log = logging.getLogger("urbansound.run")
@@ -270,7 +269,7 @@ def _print_upload_command(directory: Path, *, list_file: Path | None) -> None:
         )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra_main  # hydra.main over the packaged config (urbansound.conf); config errors: one line
 def main(cfg: DictConfig) -> float:
     """Hydra task: one experiment; returns the mean cross-validation accuracy."""
     from hydra.core.hydra_config import HydraConfig
