@@ -2,15 +2,46 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from hydra.errors import ConfigCompositionException
 
-from urbansound.config import Settings, settings_from_config
+from urbansound.config import (
+    GROUP_SCHEMAS,
+    Settings,
+    TrackingSettings,
+    config_error,
+    settings_from_config,
+)
 from urbansound.errors import ConfigError
 
-from .conftest import REPO
+from .conftest import CONF_DIR, REPO
+
+
+def settings(compose_cfg, overrides: list[str]) -> Settings:
+    """Settings as the entry point gets them: Hydra's composition errors become ConfigError."""
+    try:
+        cfg = compose_cfg(overrides)
+    except ConfigCompositionException as exc:
+        raise config_error(exc) from None
+    return settings_from_config(cfg)
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m urbansound.run ARGS`` as a user starts it (no HYDRA_FULL_ERROR, no Comet)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMET_", "HYDRA_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "urbansound.run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_defaults_compose_to_the_tutorial_setup(compose_cfg) -> None:
@@ -25,8 +56,10 @@ def test_defaults_compose_to_the_tutorial_setup(compose_cfg) -> None:
     assert s.model.hidden == (256, 256) and s.model.dropout == 0.5
     assert (s.train.epochs, s.train.batch_size, s.train.lr, s.train.eps) == (100, 32, 1e-3, 1e-7)
     assert s.cv.name == "folds" and s.cv.folds is None
-    assert s.tracking.mode == "auto" and s.tracking.project_name == "urbansound8k"
+    assert s.tracking == TrackingSettings()  # project_name, workspace, offline_dir: Comet's own
+    assert s.tracking.project_name is None and s.tracking.offline_dir is None
     assert s.trial.number is None
+    assert s.progress == "auto"
 
 
 def test_top_level_n_mfcc_override_reaches_features(compose_cfg) -> None:
@@ -57,8 +90,16 @@ def test_tutorial_train_preset_turns_standardisation_off(compose_cfg) -> None:
         (["features.hop_length=4096"], "features.hop_length (4096) must be <= features.n_fft"),
         (["features.pooling=maximum"], "features.pooling must be one of mean, mean_std, stats"),
         (["train.device=tpu"], "train.device must be one of auto, cpu, cuda; got 'tpu'"),
-        (["train.epochs=-1"], "train.epochs must be an integer >= 0, got -1"),
+        (["train.epochs=-1"], "train.epochs must be an integer >= 1, got -1"),
+        (["train.epochs=0"], "train.epochs must be an integer >= 1, got 0"),
         (["train.epochs=many"], "train.epochs must be an integer, got 'many'"),
+        (["train.batch_size=3.5"], "train.batch_size must be an integer, got 3.5"),
+        (["train.standardize=maybe"], "train.standardize must be true or false, got 'maybe'"),
+        (["train.threads=x"], "train.threads must be an integer or null, got 'x'"),
+        (["features.fmax=high"], "features.fmax must be a number or null, got 'high'"),
+        (["model.hidden=[256,x]"], "model.hidden[1] must be an integer, got 'x'"),
+        (["cv.outer_fold=11"], "cv.outer_fold must be a fold between 1 and 10 or null, got 11"),
+        (["progress=fancy"], "progress must be one of auto, bar, log, none; got 'fancy'"),
         (["train.batch_size=0"], "train.batch_size must be an integer >= 1, got 0"),
         (["train.lr=0"], "train.lr must be > 0.0, got 0.0"),
         (["model.dropout=1.5"], "model.dropout must be <= 0.99, got 1.5"),
@@ -74,7 +115,7 @@ def test_tutorial_train_preset_turns_standardisation_off(compose_cfg) -> None:
 )
 def test_each_invalid_value_names_its_key(compose_cfg, overrides, message) -> None:
     with pytest.raises(ConfigError) as info:
-        settings_from_config(compose_cfg(overrides))
+        settings(compose_cfg, overrides)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -94,5 +135,102 @@ def test_cli_reports_a_bad_value_as_one_line_without_traceback(tmp_path) -> None
         timeout=120,
     )
     assert proc.returncode == 2, proc.stderr
-    assert "error: train.epochs must be an integer >= 0, got -5" in proc.stderr
+    assert "error: train.epochs must be an integer >= 1, got -5" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Unknown keys: rejected by the schemas, with the close match
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # the issue's instance: a typo written with the `+` Hydra's own message suggests
+        (["+train.epoch=3"], "unknown key train.epoch; did you mean train.epochs?"),
+        (["train.epoch=3"], "unknown key train.epoch; did you mean train.epochs?"),
+        (["+features.n_mel=64"], "unknown key features.n_mel; did you mean features.n_mels?"),
+        (["+model.hiden=[8]"], "unknown key model.hiden; did you mean model.hidden?"),
+        (["+cv.fold=3"], "unknown key cv.fold; did you mean cv.folds?"),
+        (["+data.rot=/x"], "unknown key data.rot; did you mean data.root?"),
+        (["+tracking.mod=auto"], "unknown key tracking.mod; did you mean tracking.mode?"),
+        (["+trial.numbr=1"], "unknown key trial.numbr; did you mean trial.number?"),
+        (["+n_mfc=20"], "unknown key n_mfc; did you mean n_mfcc?"),
+        (["+progres=log"], "unknown key progres; did you mean progress?"),
+        (["+train.zzz=1"], "unknown key train.zzz; train has epochs, batch_size, lr,"),
+    ],
+)
+def test_unknown_keys_are_rejected_naming_the_close_match(compose_cfg, overrides, message):
+    with pytest.raises(ConfigError) as info:
+        settings(compose_cfg, overrides)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def _group_options() -> list[tuple[str, str]]:
+    return [
+        (group.name, option.stem)
+        for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "__pycache__")
+        for option in sorted(group.glob("*.yaml"))
+    ]
+
+
+@pytest.mark.parametrize(("group", "option"), _group_options())
+def test_every_group_file_is_typed_by_its_schema(compose_cfg, group, option) -> None:
+    """Each option of each group rejects an unknown key and converts values by type."""
+    assert group in GROUP_SCHEMAS, f"conf/{group}/ has no schema in urbansound.config"
+    s = settings_from_config(compose_cfg([f"{group}={option}"]))
+    assert isinstance(s, Settings)
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_cfg([f"{group}={option}", f"{group}.no_such_key=1"])
+    assert str(config_error(info.value)).startswith(f"unknown key {group}.no_such_key")
+    # its values are typed: a number given as text fails at composition, naming the key
+    words = {int: "an integer", float: "a number", bool: "true or false"}
+    field, tp = next((f, t) for f, t in GROUP_SCHEMAS[group].__annotations__.items() if t in words)
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_cfg([f"{group}={option}", f"{group}.{field}=text"])
+    assert str(config_error(info.value)) == f"{group}.{field} must be {words[tp]}, got 'text'"
+
+
+def test_a_runs_config_yaml_is_checked_the_same_way(compose_cfg) -> None:
+    """The report rebuilds settings from a run's resolved config.yaml (a plain dict)."""
+    from omegaconf import OmegaConf
+
+    resolved = OmegaConf.to_container(compose_cfg(["n_mfcc=20"]), resolve=True)
+    assert settings_from_config(resolved) == settings_from_config(compose_cfg(["n_mfcc=20"]))
+    resolved["hydra"] = {"anything": 1}  # ignored
+    assert settings_from_config(resolved).features.n_mfcc == 20
+    resolved["train"]["epoch"] = 3
+    with pytest.raises(ConfigError, match=r"^unknown key train.epoch; did you mean train.epochs"):
+        settings_from_config(resolved)
+    # missing keys take the schema's defaults (an older config.yaml without `progress`)
+    assert settings_from_config({"train": {"epochs": 5}}).train.epochs == 5
+
+
+def test_sweep_group_composes_from_the_sweeps_folder(compose_cfg) -> None:
+    cfg = compose_cfg(["sweep=full_tpe"], return_hydra_config=True)
+    assert cfg.hydra.sweeper.study_name == "full_tpe"
+    assert cfg.hydra.runtime.choices["hydra/sweeper/sampler"] == "tpe"
+    assert cfg.hydra.runtime.choices["hydra/sweeper/pruner"] == "hyperband"
+    assert cfg.hydra.sweeper.params["train.lr"] == "tag(log, interval(1e-4, 1e-2))"
+    names = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
+    from hydra.core.config_store import ConfigStore
+
+    assert sorted(n.removesuffix(".yaml") for n in ConfigStore.instance().list("sweep")) == names
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["+train.epoch=3"], "error: unknown key train.epoch; did you mean train.epochs?"),
+        (["train.epoch=3"], "error: unknown key train.epoch; did you mean train.epochs?"),
+        (["train.epochs=many"], "error: train.epochs must be an integer, got 'many'"),
+        (["features=mfc"], "Could not find 'features/mfc'"),
+    ],
+)
+def test_cli_reports_unknown_keys_and_types_as_one_line(tmp_path, args, message) -> None:
+    proc = cli(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr  # one line
+    assert message in proc.stderr
+    assert not (tmp_path / "run" / "results.json").exists()  # nothing ran

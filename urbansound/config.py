@@ -1,19 +1,39 @@
-"""Typed, validated settings built from the composed Hydra config.
+"""Typed settings from the composed Hydra config: structured-config schemas + cross-field checks.
 
-Hydra composes a ``DictConfig``; :func:`settings_from_config` checks every value before any work
-starts and returns plain frozen dataclasses, so the rest of the package never sees Hydra. Each
-problem raises :class:`~urbansound.errors.ConfigError` with one line naming the key and what is
-allowed.
+The config tree (``conf/`` in the repository, the package ``urbansound.conf`` once installed)
+composes on top of OmegaConf structured configs registered in Hydra's ConfigStore: one schema per
+group (``data``, ``features``, ``model``, ``train``, ``cv``, ``tracking``, ``trial``) and one for
+the top level (``config_schema``: the groups plus ``n_mfcc`` and ``progress``). Each group file
+starts from its schema (``defaults: [/train_schema@_here_, _self_]``), so OmegaConf rejects a key
+that the schema does not have and converts or rejects each value by its field's type.
+
+:func:`settings_from_config` merges a composed config (or the plain dict of a run's
+``config.yaml``) into the top-level schema once more, which also catches keys added with ``+``
+(``+train.epoch=3``), then checks value ranges, allowed names and the settings that depend on each
+other, and returns plain frozen dataclasses: the rest of the package never sees Hydra. Every
+problem raises :class:`~urbansound.errors.ConfigError` with one line naming the key, e.g.
+``unknown key train.epoch; did you mean train.epochs?``.
+
+The schemas are derived from the ``*Settings`` dataclasses below (tuples become lists, the
+classes mutable), so a field and its default are written once. The allowed-value tuples live here
+and nowhere else.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import importlib.util
 import math
-from collections.abc import Mapping
+import sys
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 from urbansound.errors import ConfigError
+from urbansound.progress import MODES as PROGRESS_MODES
 
 KINDS = ("mfcc", "logmel")
 POOLINGS = ("mean", "mean_std", "stats")
@@ -24,6 +44,14 @@ MISSING_MODES = ("error", "skip")
 ON_ERROR_MODES = ("error", "skip")
 TRACKING_MODES = ("auto", "online", "offline", "disabled")
 CV_NAMES = ("folds", "random_split")
+
+#: Where Hydra finds the primary config (``hydra.main(config_path=...)``): the package
+#: ``urbansound.conf``. A wheel holds a copy of ``conf/`` there (``[tool.setuptools.package-dir]``
+#: in pyproject.toml); in a source checkout :func:`register_configs` maps it to ``<checkout>/conf``.
+CONFIG_PATH = "pkg://urbansound.conf"
+CONFIG_NAME = "config"
+
+GROUPS = ("data", "features", "model", "train", "cv", "tracking", "trial")
 
 
 @dataclass(frozen=True)
@@ -89,10 +117,13 @@ class CVSettings:
 
 @dataclass(frozen=True)
 class TrackingSettings:
+    """Comet settings; a null ``project_name``/``workspace``/``offline_dir`` leaves the choice to
+    Comet's own configuration (``COMET_PROJECT_NAME``, ``~/.comet.config``, ...)."""
+
     mode: str = "auto"
-    project_name: str = "urbansound8k"
+    project_name: str | None = None
     workspace: str | None = None
-    offline_dir: str = "outputs/comet"
+    offline_dir: str | None = None
     log_audio: bool = True
     log_figures: bool = True
     log_model: bool = False
@@ -116,286 +147,475 @@ class Settings:
     cv: CVSettings = field(default_factory=CVSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     trial: TrialSettings = field(default_factory=TrialSettings)
+    progress: str = "auto"  # urbansound.progress.MODES
 
 
 # --------------------------------------------------------------------------------------------
-# Small typed readers: each names the full key in its error message.
+# Structured-config schemas: mutable twins of the settings classes, in OmegaConf's type vocabulary.
 
 
-def _get(node: Mapping[str, Any], group: str, key: str, default: Any) -> Any:
-    return node.get(key, default) if node is not None else default
+def _schema_type(tp: Any) -> Any:
+    """``tuple[int, ...]`` -> ``List[int]``, ``X | None`` -> ``Optional[X]``; others unchanged."""
+    args = typing.get_args(tp)
+    if type(None) in args:
+        (inner,) = [a for a in args if a is not type(None)]
+        return Optional[_schema_type(inner)]  # noqa: UP045 (OmegaConf reads typing.Optional)
+    if typing.get_origin(tp) is tuple:
+        return list[args[0]]
+    return tp
 
 
-def _int(value: Any, key: str, *, minimum: int | None = None, allow_none: bool = False) -> Any:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
+def _schema_class(cls: type, extra: list[tuple[str, Any, Any]] = ()) -> type:  # type: ignore[assignment]
+    hints = typing.get_type_hints(cls)
+    fields = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        if isinstance(default, tuple):
+            spec = field(default_factory=lambda d=default: list(d))
+        elif dataclasses.is_dataclass(default):
+            sub = _SCHEMAS[type(default)]
+            spec = field(default_factory=sub)
         else:
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value}")
-    return value
+            spec = field(default=default)
+        tp = _SCHEMAS.get(hints[f.name]) or _schema_type(hints[f.name])
+        fields.append((f.name, tp, spec))
+    name = cls.__name__.replace("Settings", "Schema") if cls is not Settings else "ConfigSchema"
+    schema = dataclasses.make_dataclass(name, [*fields, *extra])
+    schema.__module__ = __name__
+    return schema
 
 
-def _float(
-    value: Any,
-    key: str,
-    *,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    strict_min: bool = False,
-    allow_none: bool = False,
-) -> Any:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{key} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ConfigError(f"{key} must be a finite number, got {value}")
-    if minimum is not None and (value <= minimum if strict_min else value < minimum):
-        op = ">" if strict_min else ">="
-        raise ConfigError(f"{key} must be {op} {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{key} must be <= {maximum}, got {value}")
-    return value
+_GROUP_SETTINGS: dict[str, type] = {
+    "data": DataSettings,
+    "features": FeatureSettings,
+    "model": ModelSettings,
+    "train": TrainSettings,
+    "cv": CVSettings,
+    "tracking": TrackingSettings,
+    "trial": TrialSettings,
+}
+_SCHEMAS: dict[type, type] = {}  # settings class -> schema class
+for _cls in _GROUP_SETTINGS.values():
+    _SCHEMAS[_cls] = _schema_class(_cls)
+#: Each group's schema, by group name (``GROUP_SCHEMAS["train"]`` is ``TrainSchema``).
+GROUP_SCHEMAS: dict[str, type] = {g: _SCHEMAS[cls] for g, cls in _GROUP_SETTINGS.items()}
+#: The top-level schema: the groups, ``progress`` and the top-level ``n_mfcc`` that
+#: ``features.n_mfcc`` reads (so that ``n_mfcc=20,40,60`` sweeps it).
+ConfigSchema = _schema_class(Settings, extra=[("n_mfcc", int, field(default=40))])
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def _choice(value: Any, key: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
+def register_configs() -> None:
+    """Register the schemas in Hydra's ConfigStore and make the config packages importable.
+
+    ConfigStore names: ``config_schema`` (top level) and ``<group>_schema`` for each group, at
+    the root of the config tree so they are no selectable option of any group. In a source checkout
+    (no ``conf/`` inside the package) ``conf/`` and ``sweeps/`` next to the package become the
+    modules ``urbansound.conf`` and ``urbansound.sweeps``, which Hydra reads through ``pkg://``
+    exactly as it reads an installed wheel's copies. Called on import; idempotent.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="config_schema", node=ConfigSchema)
+    for group, schema in GROUP_SCHEMAS.items():
+        store.store(name=f"{group}_schema", node=schema)
+    if not (_PACKAGE_DIR / "conf").is_dir():  # not a wheel (where setuptools put both inside)
+        for name in ("conf", "sweeps"):
+            _checkout_package(name)
+    _register_sweeps(store)
 
 
-def _bool(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-    return value
+def _checkout_package(name: str) -> None:
+    """``<checkout>/<name>/`` as the module ``urbansound.<name>`` (a source checkout's layout)."""
+    init = _PACKAGE_DIR.parent / name / "__init__.py"
+    fullname = f"urbansound.{name}"
+    if fullname in sys.modules or not init.is_file():
+        return
+    spec = importlib.util.spec_from_file_location(
+        fullname, init, submodule_search_locations=[str(init.parent)]
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[fullname] = module
+    spec.loader.exec_module(module)
 
 
-def _str(value: Any, key: str, *, allow_none: bool = False) -> Any:
-    if value is None and allow_none:
-        return None
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key} must be a non-empty string, got {value!r}")
-    return value
+def _register_sweeps(store: Any) -> None:
+    """Each ``sweeps/<name>.yaml`` as the option ``<name>`` of the config group ``sweep``.
 
+    A Hydra search-path entry is a config root whose group ``sweep`` would have to be a folder
+    named ``sweep``; the sweeps keep their own folder (``sweeps/``, the package
+    ``urbansound.sweeps`` once installed), so they are read from there into the ConfigStore with
+    the package their ``# @package`` header names (``_global_`` for every sweep file).
+    """
+    import importlib.resources
+    import re
 
-def _int_list(value: Any, key: str, *, minimum: int, allow_none: bool = False) -> Any:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
-    if isinstance(value, str) or not hasattr(value, "__iter__"):
-        raise ConfigError(f"{key} must be a list of integers, got {value!r}")
-    return tuple(_int(v, f"{key}[{i}]", minimum=minimum) for i, v in enumerate(value))
+    from omegaconf import OmegaConf
+
+    try:
+        folder = importlib.resources.files("urbansound.sweeps")
+    except ModuleNotFoundError:
+        return
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".yaml"):
+            continue
+        text = entry.read_text(encoding="utf-8")
+        header = re.search(r"^#\s*@package\s+(\S+)", text, flags=re.MULTILINE)
+        store.store(
+            group="sweep",
+            name=entry.name.removesuffix(".yaml"),
+            node=OmegaConf.create(text),
+            package=header.group(1) if header else None,
+            provider="urbansound.sweeps",
+        )
 
 
 # --------------------------------------------------------------------------------------------
+# One-line messages for OmegaConf's and Hydra's errors.
+
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
-def _data(node: Mapping[str, Any]) -> DataSettings:
-    d = DataSettings()
-    return DataSettings(
-        root=_str(_get(node, "data", "root", d.root), "data.root", allow_none=True),
-        missing=_choice(_get(node, "data", "missing", d.missing), "data.missing", MISSING_MODES),
-        demo_dir=_str(_get(node, "data", "demo_dir", d.demo_dir), "data.demo_dir"),
-        demo_clips_per_class=_int(
-            _get(node, "data", "demo_clips_per_class", d.demo_clips_per_class),
-            "data.demo_clips_per_class",
-            minimum=1,
-        ),
+def _field_type(full_key: str) -> Any:
+    """The schema type of a dotted key (``model.hidden[1]`` -> int), or None if unknown."""
+    tp: Any = ConfigSchema
+    for part in full_key.replace("]", "").replace("[", ".").split("."):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) is typing.Union and len(args) == 1:
+            tp = args[0]
+        if typing.get_origin(tp) is list:
+            tp = typing.get_args(tp)[0]
+        elif dataclasses.is_dataclass(tp):
+            hints = typing.get_type_hints(tp)
+            if part not in hints:
+                return None
+            tp = hints[part]
+        else:
+            return None
+    return tp
+
+
+def _type_words(tp: Any) -> str | None:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    optional = type(None) in typing.get_args(tp)
+    if optional and len(args) == 1:
+        words = _type_words(args[0])
+        return f"{words} or null" if words else None
+    if typing.get_origin(tp) is list:
+        return "a list of integers" if typing.get_args(tp)[0] is int else "a list"
+    return _TYPE_WORDS.get(tp)
+
+
+def _unknown_key(full_key: str, object_type: Any) -> str:
+    parent, _, name = full_key.rpartition(".")
+    known = [f.name for f in dataclasses.fields(object_type)] if object_type else []
+    match = difflib.get_close_matches(name, known, n=1)
+    prefix = f"{parent}." if parent else ""
+    if match:
+        return f"unknown key {full_key}; did you mean {prefix}{match[0]}?"
+    where = parent or "the top level"
+    return f"unknown key {full_key}; {where} has {', '.join(known)}"
+
+
+def _one_line(text: str) -> str:
+    """Hydra's multi-line message as one line; its tab-indented option lists joined by commas."""
+    out: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("full_key:", "reference_type=", "object_type=")):
+            continue
+        if line.startswith("\t") and out:
+            out[-1] += (" " if out[-1].endswith(":") else ", ") + stripped
+        else:
+            out.append(stripped)
+    return "; ".join(out)
+
+
+def config_error(exc: BaseException) -> ConfigError:
+    """A :class:`ConfigError` with one line for an OmegaConf or Hydra composition error.
+
+    Unknown keys name the closest known key (difflib); wrong types name the key and the type
+    its schema wants; anything else is Hydra's message on one line.
+    """
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+    if isinstance(exc, ConfigError):
+        return exc
+    cause = exc if isinstance(exc, OmegaConfBaseException) else exc.__cause__
+    if isinstance(cause, OmegaConfBaseException) and cause.full_key:
+        key = cause.full_key
+        obj = cause.object_type if dataclasses.is_dataclass(cause.object_type) else None
+        if isinstance(cause, ConfigKeyError | AttributeError) and "not in" in str(cause.msg):
+            return ConfigError(_unknown_key(key, obj))
+        if isinstance(cause, ValidationError):
+            words = _type_words(_field_type(key))
+            if words:
+                return ConfigError(f"{key} must be {words}, got {cause.value!r}")
+        return ConfigError(f"{key}: {_one_line(str(cause.msg))}")
+    message = _one_line(str(exc))
+    if cause is not None and not isinstance(cause, OmegaConfBaseException):
+        message = f"{message}: {_one_line(str(cause))}" if message else _one_line(str(cause))
+    return ConfigError(message or type(exc).__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# Checks that a type cannot express: ranges, allowed names, and settings that depend on each other.
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _at_least(values: Mapping[str, Any], group: str, bounds: Mapping[str, int]) -> None:
+    for key, minimum in bounds.items():
+        value = values[key]
+        if value is not None:
+            _check(value >= minimum, f"{group}.{key} must be an integer >= {minimum}, got {value}")
+
+
+def _choices(values: Mapping[str, Any], group: str, allowed: Mapping[str, tuple[str, ...]]) -> None:
+    for key, names in allowed.items():
+        value = values[key]
+        _check(value in names, f"{group}.{key} must be one of {', '.join(names)}; got {value!r}")
+
+
+def _number(
+    value: float | None, key: str, *, low: float, high: float = math.inf, strict: bool = False
+) -> None:
+    if value is None:
+        return
+    _check(math.isfinite(value), f"{key} must be a finite number, got {value}")
+    _check(
+        value > low if strict else value >= low,
+        f"{key} must be {'>' if strict else '>='} {low}, got {value}",
     )
+    _check(value <= high, f"{key} must be <= {high}, got {value}")
 
 
-def _features(node: Mapping[str, Any]) -> FeatureSettings:
-    d = FeatureSettings()
-
-    def g(key: str) -> Any:
-        return _get(node, "features", key, getattr(d, key))
-
-    kind = _choice(g("kind"), "features.kind", KINDS)
-    sr = _int(g("sr"), "features.sr", minimum=1000)
-    n_fft = _int(g("n_fft"), "features.n_fft", minimum=16)
-    hop = _int(g("hop_length"), "features.hop_length", minimum=1)
-    if hop > n_fft:
-        raise ConfigError(
-            f"features.hop_length ({hop}) must be <= features.n_fft ({n_fft}): "
-            "a hop larger than the frame skips audio"
+def _check_features(f: dict[str, Any]) -> None:
+    _choices(
+        f,
+        "features",
+        {"kind": KINDS, "pooling": POOLINGS, "window": WINDOWS, "on_error": ON_ERROR_MODES},
+    )
+    _at_least(
+        f,
+        "features",
+        {"sr": 1000, "n_fft": 16, "hop_length": 1, "win_length": 1, "n_mels": 1, "deltas": 0},
+    )
+    _check(f["n_mfcc"] >= 1, f"n_mfcc must be an integer >= 1, got {f['n_mfcc']}")
+    n_fft, hop, win = f["n_fft"], f["hop_length"], f["win_length"]
+    _check(
+        hop <= n_fft,
+        f"features.hop_length ({hop}) must be <= features.n_fft ({n_fft}): "
+        "a hop larger than the frame skips audio",
+    )
+    _check(
+        win is None or win <= n_fft,
+        f"features.win_length ({win}) must be <= features.n_fft ({n_fft})",
+    )
+    _number(f["fmin"], "features.fmin", low=0.0)
+    _number(f["fmax"], "features.fmax", low=0.0, strict=True)
+    _number(f["top_db"], "features.top_db", low=0.0, strict=True)
+    _number(f["lifter"], "features.lifter", low=0.0)
+    nyquist = f["sr"] / 2
+    fmax = f["fmax"]
+    _check(
+        fmax is None or fmax <= nyquist,
+        f"features.fmax ({fmax}) must be <= sr/2 ({nyquist}) or null",
+    )
+    _check(
+        f["fmin"] < (fmax if fmax is not None else nyquist),
+        f"features.fmin ({f['fmin']}) must be below fmax ({fmax or nyquist})",
+    )
+    if f["kind"] == "mfcc":  # log-mel features ignore n_mfcc
+        _check(
+            f["n_mfcc"] <= f["n_mels"],
+            f"n_mfcc ({f['n_mfcc']}) must be <= features.n_mels ({f['n_mels']}): MFCCs are "
+            "the first n_mfcc DCT coefficients of the mel bands; raise features.n_mels or "
+            "lower n_mfcc",
         )
-    win = _int(g("win_length"), "features.win_length", minimum=1, allow_none=True)
-    if win is not None and win > n_fft:
-        raise ConfigError(f"features.win_length ({win}) must be <= features.n_fft ({n_fft})")
-    n_mels = _int(g("n_mels"), "features.n_mels", minimum=1)
-    fmin = _float(g("fmin"), "features.fmin", minimum=0.0)
-    fmax = _float(g("fmax"), "features.fmax", minimum=0.0, strict_min=True, allow_none=True)
-    nyquist = sr / 2
-    if fmax is not None and fmax > nyquist:
-        raise ConfigError(f"features.fmax ({fmax}) must be <= sr/2 ({nyquist}) or null")
-    if fmin >= (fmax if fmax is not None else nyquist):
-        raise ConfigError(f"features.fmin ({fmin}) must be below fmax ({fmax or nyquist})")
-    top_db = _float(g("top_db"), "features.top_db", minimum=0.0, strict_min=True, allow_none=True)
-    n_mfcc = _int(g("n_mfcc"), "n_mfcc", minimum=1)
-    if kind == "mfcc" and n_mfcc > n_mels:
-        raise ConfigError(
-            f"n_mfcc ({n_mfcc}) must be <= features.n_mels ({n_mels}): MFCCs are the first "
-            "n_mfcc DCT coefficients of the mel bands; raise features.n_mels or lower n_mfcc"
-        )
-    lifter = _float(g("lifter"), "features.lifter", minimum=0.0)
-    deltas = _int(g("deltas"), "features.deltas", minimum=0)
-    if deltas > 2:
-        raise ConfigError(f"features.deltas must be 0, 1 or 2, got {deltas}")
-    pooling = _choice(g("pooling"), "features.pooling", POOLINGS)
-    window = _choice(g("window"), "features.window", WINDOWS)
-    n_jobs = _int(g("n_jobs"), "features.n_jobs")
-    if n_jobs == 0:
-        raise ConfigError("features.n_jobs must be a positive count or -1 (all cores), got 0")
-    return FeatureSettings(
-        kind=kind,
-        sr=sr,
-        n_fft=n_fft,
-        hop_length=hop,
-        win_length=win,
-        window=window,
-        n_mels=n_mels,
-        fmin=fmin,
-        fmax=fmax,
-        top_db=top_db,
-        n_mfcc=n_mfcc,
-        lifter=lifter,
-        deltas=deltas,
-        pooling=pooling,
-        cache_dir=_str(g("cache_dir"), "features.cache_dir"),
-        n_jobs=n_jobs,
-        on_error=_choice(g("on_error"), "features.on_error", ON_ERROR_MODES),
+    _check(f["deltas"] <= 2, f"features.deltas must be 0, 1 or 2, got {f['deltas']}")
+    _check(
+        f["n_jobs"] != 0 and f["n_jobs"] >= -1,
+        f"features.n_jobs must be a positive count or -1 (all cores), got {f['n_jobs']}",
     )
 
 
-def _model(node: Mapping[str, Any]) -> ModelSettings:
-    d = ModelSettings()
-    hidden = _int_list(_get(node, "model", "hidden", d.hidden), "model.hidden", minimum=1)
-    return ModelSettings(
-        hidden=hidden,
-        dropout=_float(
-            _get(node, "model", "dropout", d.dropout), "model.dropout", minimum=0.0, maximum=0.99
-        ),
-        activation=_choice(
-            _get(node, "model", "activation", d.activation), "model.activation", ACTIVATIONS
-        ),
+def _check_model(m: dict[str, Any]) -> None:
+    for i, units in enumerate(m["hidden"]):
+        _check(units >= 1, f"model.hidden[{i}] must be an integer >= 1, got {units}")
+    _number(m["dropout"], "model.dropout", low=0.0, high=0.99)
+    _choices(m, "model", {"activation": ACTIVATIONS})
+
+
+def _check_train(t: dict[str, Any]) -> None:
+    _at_least(t, "train", {"epochs": 1, "batch_size": 1, "seed": 0, "threads": 1})
+    _number(t["lr"], "train.lr", low=0.0, strict=True)
+    _number(t["beta1"], "train.beta1", low=0.0, high=0.999999)
+    _number(t["beta2"], "train.beta2", low=0.0, high=0.999999)
+    _number(t["eps"], "train.eps", low=0.0, strict=True)
+    _number(t["weight_decay"], "train.weight_decay", low=0.0)
+    _choices(t, "train", {"device": DEVICES})
+
+
+def _check_cv(c: dict[str, Any]) -> None:
+    _choices(c, "cv", {"name": CV_NAMES})
+    folds, outer = c["folds"], c["outer_fold"]
+    _check(
+        folds is None or all(1 <= k <= 10 for k in folds),
+        f"cv.folds must list folds between 1 and 10, got {folds}",
+    )
+    _check(
+        outer is None or 1 <= outer <= 10,
+        f"cv.outer_fold must be a fold between 1 and 10 or null, got {outer}",
+    )
+    _number(c["test_size"], "cv.test_size", low=0.0, high=0.9, strict=True)
+    _at_least(c, "cv", {"seed": 0})
+    _check(
+        not c["evaluate_outer"] or (outer is not None and c["name"] == "folds"),
+        "cv.evaluate_outer=true needs cv=folds and cv.outer_fold=k (the fold held out of the "
+        f"search), got cv.name={c['name']}, cv.outer_fold={outer}",
     )
 
 
-def _train(node: Mapping[str, Any]) -> TrainSettings:
-    d = TrainSettings()
-
-    def g(key: str) -> Any:
-        return _get(node, "train", key, getattr(d, key))
-
-    return TrainSettings(
-        epochs=_int(g("epochs"), "train.epochs", minimum=0),
-        batch_size=_int(g("batch_size"), "train.batch_size", minimum=1),
-        lr=_float(g("lr"), "train.lr", minimum=0.0, strict_min=True),
-        beta1=_float(g("beta1"), "train.beta1", minimum=0.0, maximum=0.999999),
-        beta2=_float(g("beta2"), "train.beta2", minimum=0.0, maximum=0.999999),
-        eps=_float(g("eps"), "train.eps", minimum=0.0, strict_min=True),
-        weight_decay=_float(g("weight_decay"), "train.weight_decay", minimum=0.0),
-        seed=_int(g("seed"), "train.seed", minimum=0),
-        device=_choice(g("device"), "train.device", DEVICES),
-        threads=_int(g("threads"), "train.threads", minimum=1, allow_none=True),
-        standardize=_bool(g("standardize"), "train.standardize"),
-    )
+def _check_strings(values: dict[str, Any], group: str) -> None:
+    for key, value in values.items():
+        _check(value != "", f"{group}.{key} must be a non-empty string or null, got ''")
 
 
-def _cv(node: Mapping[str, Any]) -> CVSettings:
-    d = CVSettings()
-
-    def g(key: str) -> Any:
-        return _get(node, "cv", key, getattr(d, key))
-
-    folds = _int_list(g("folds"), "cv.folds", minimum=1, allow_none=True)
-    if folds is not None and any(f > 10 for f in folds):
-        raise ConfigError(f"cv.folds must list folds between 1 and 10, got {list(folds)}")
-    outer = _int(g("outer_fold"), "cv.outer_fold", minimum=1, allow_none=True)
-    if outer is not None and outer > 10:
-        raise ConfigError(f"cv.outer_fold must be a fold between 1 and 10 or null, got {outer}")
-    name = _choice(g("name"), "cv.name", CV_NAMES)
-    evaluate_outer = _bool(g("evaluate_outer"), "cv.evaluate_outer")
-    if evaluate_outer and (outer is None or name != "folds"):
-        raise ConfigError(
-            "cv.evaluate_outer=true needs cv=folds and cv.outer_fold=k (the fold held out of the "
-            f"search), got cv.name={name}, cv.outer_fold={outer}"
-        )
-    return CVSettings(
-        name=name,
-        folds=folds,
-        outer_fold=outer,
-        test_size=_float(g("test_size"), "cv.test_size", minimum=0.0, strict_min=True, maximum=0.9),
-        seed=_int(g("seed"), "cv.seed", minimum=0),
-        evaluate_outer=evaluate_outer,
-    )
-
-
-def _tracking(node: Mapping[str, Any]) -> TrackingSettings:
-    d = TrackingSettings()
-
-    def g(key: str) -> Any:
-        return _get(node, "tracking", key, getattr(d, key))
-
-    return TrackingSettings(
-        mode=_choice(g("mode"), "tracking.mode", TRACKING_MODES),
-        project_name=_str(g("project_name"), "tracking.project_name"),
-        workspace=_str(g("workspace"), "tracking.workspace", allow_none=True),
-        offline_dir=_str(g("offline_dir"), "tracking.offline_dir"),
-        log_audio=_bool(g("log_audio"), "tracking.log_audio"),
-        log_figures=_bool(g("log_figures"), "tracking.log_figures"),
-        log_model=_bool(g("log_model"), "tracking.log_model"),
-    )
-
-
-def _trial(node: Mapping[str, Any]) -> TrialSettings:
-    return TrialSettings(
-        study_name=_str(
-            _get(node, "trial", "study_name", None), "trial.study_name", allow_none=True
-        ),
-        storage=_str(_get(node, "trial", "storage", None), "trial.storage", allow_none=True),
-        number=_int(
-            _get(node, "trial", "number", None), "trial.number", minimum=0, allow_none=True
-        ),
-    )
-
-
-KNOWN_TOP_LEVEL = ("data", "features", "model", "train", "cv", "tracking", "trial", "n_mfcc")
+_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "data": lambda d: (
+        _choices(d, "data", {"missing": MISSING_MODES}),
+        _at_least(d, "data", {"demo_clips_per_class": 1}),
+        _check_strings(d, "data"),
+    ),
+    "features": _check_features,
+    "model": _check_model,
+    "train": _check_train,
+    "cv": _check_cv,
+    "tracking": lambda t: (
+        _choices(t, "tracking", {"mode": TRACKING_MODES}),
+        _check_strings(t, "tracking"),
+    ),
+    "trial": lambda t: _at_least(t, "trial", {"number": 0}),
+}
 
 
 def settings_from_config(cfg: Mapping[str, Any]) -> Settings:
     """Validate a composed config (a DictConfig or a plain nested dict) into :class:`Settings`.
 
+    ``cfg`` is the job's config (as ``hydra.main`` passes it) or the resolved ``config.yaml`` of
+    a run; a ``hydra`` node in it is ignored. Missing keys take the schema's defaults.
+
     Raises
     ------
     ConfigError
-        On the first invalid value, naming its key and what is allowed.
+        On the first unknown key, wrong type or invalid value, naming its key in one line.
     """
-    if hasattr(cfg, "_metadata"):  # an OmegaConf DictConfig: resolve interpolations first
-        from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-        try:
-            cfg = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-        except Exception as exc:  # interpolation errors name the key already
-            raise ConfigError(f"cannot resolve the config: {exc}") from None
-    sections = {}
-    for name in ("data", "features", "model", "train", "cv", "tracking", "trial"):
-        node = cfg.get(name) or {}
-        if not isinstance(node, Mapping):
-            raise ConfigError(f"{name} must be a config group (a mapping), got {node!r}")
-        sections[name] = node
-    return Settings(
-        data=_data(sections["data"]),
-        features=_features(sections["features"]),
-        model=_model(sections["model"]),
-        train=_train(sections["train"]),
-        cv=_cv(sections["cv"]),
-        tracking=_tracking(sections["tracking"]),
-        trial=_trial(sections["trial"]),
+    try:
+        # A plain copy (interpolations kept): keys added with `+` are checked like any other.
+        plain = OmegaConf.to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+        plain.pop("hydra", None)
+        merged = OmegaConf.merge(OmegaConf.structured(ConfigSchema), plain)
+        values = OmegaConf.to_container(merged, resolve=True)
+    except (OmegaConfBaseException, ValueError) as exc:
+        raise config_error(exc) from None
+    assert isinstance(values, dict)
+    for group, check in _CHECKS.items():
+        check(values[group])
+    _check(
+        values["progress"] in PROGRESS_MODES,
+        f"progress must be one of {', '.join(PROGRESS_MODES)}; got {values['progress']!r}",
     )
+
+    def build(cls: type, node: dict[str, Any]) -> Any:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in node.items()})
+
+    groups = {g: build(cls, values[g]) for g, cls in _GROUP_SETTINGS.items()}
+    return Settings(**groups, progress=values["progress"])
+
+
+# --------------------------------------------------------------------------------------------
+# The entry point's decorator.
+
+
+def hydra_main(task_function: Callable[[Any], Any]) -> Callable[..., Any]:
+    """``@hydra.main`` of ``urbansound.run``: the packaged config, a bad config as one line.
+
+    Composes :data:`CONFIG_NAME` from :data:`CONFIG_PATH` (so the ``urbansound`` console script,
+    ``python -m urbansound.run`` and an installed wheel all find it, from any working directory).
+    A config Hydra cannot compose (``train.epoch=3``, ``train.epochs=many``, ``features=mfc``) and
+    an :class:`~urbansound.errors.UrbansoundError` that reaches Hydra are printed as one
+    ``error: ...`` line, exit status 2, instead of Hydra's message and exit 1. With
+    ``HYDRA_FULL_ERROR=1`` every error keeps its full traceback.
+    """
+    import functools
+    import os
+
+    import hydra
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+    from omegaconf.errors import OmegaConfBaseException
+
+    from urbansound.errors import UrbansoundError
+
+    decorated = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)(
+        task_function
+    )
+
+    @functools.wraps(task_function)
+    def main(cfg_passthrough: Any = None) -> Any:
+        _name_the_command()
+        if cfg_passthrough is not None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return decorated(cfg_passthrough)
+        # Hydra prints an exception itself unless HYDRA_FULL_ERROR=1: set it for this call only,
+        # so that the error reaches us, then print our line (or re-raise what is no user error).
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        try:
+            return decorated()
+        except UrbansoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except (
+            ConfigCompositionException,
+            MissingConfigException,
+            OverrideParseException,
+            OmegaConfBaseException,
+        ) as exc:
+            print(f"error: {config_error(exc)}", file=sys.stderr)
+            sys.exit(2)
+        finally:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+
+    return main
+
+
+_COMMAND_FLAGS = ("--hydra-help", "-sc", "--shell-completion")
+
+
+def _name_the_command() -> None:
+    """``python -m urbansound.run --hydra-help`` or ``-sc install=bash``: say ``urbansound``.
+
+    Hydra names the command after ``sys.argv[0]``: the path of ``run.py`` when started with
+    ``python -m``, which its help would print as ``python /.../run.py`` and its bash completion
+    would register for every ``python`` command. Both should name the installed console script,
+    the command that completion works for; only these flags see the change.
+    """
+    if sys.argv[0].endswith(".py") and any(
+        arg.split("=")[0] in _COMMAND_FLAGS for arg in sys.argv[1:]
+    ):
+        sys.argv[0] = "urbansound"
+
+
+register_configs()

@@ -30,13 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from urbansound import tracking
-from urbansound.config import Settings, settings_from_config
+from urbansound.config import Settings, hydra_main, settings_from_config
 from urbansound.errors import TrialPruned, UrbansoundError
 from urbansound.files import atomic_write, output_error, write_json
 from urbansound.results import EpochMetrics, RunResult
@@ -337,7 +336,7 @@ def _read(path: Path, json: Any) -> dict[str, Any]:
         return {}
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra_main  # hydra.main over the packaged config (urbansound.conf); config errors: one line
 def main(cfg: DictConfig) -> float:
     """Hydra task: one experiment; returns the mean cross-validation accuracy."""
     from hydra.core.hydra_config import HydraConfig

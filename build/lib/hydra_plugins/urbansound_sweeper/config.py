@@ -1,0 +1,196 @@
+"""Structured configs of the urbansound Optuna sweeper, registered in Hydra's ConfigStore.
+
+``hydra/sweeper=urbansound`` selects the sweeper (``conf/config.yaml`` makes it the default);
+``hydra/sweeper/sampler=<name>`` and ``hydra/sweeper/pruner=<name>`` select Optuna's sampler and
+pruner, whose keyword arguments are then plain keys (``hydra.sweeper.sampler.seed=3``). Sweep
+files in ``sweeps/`` pick them with ``override /hydra/sweeper/sampler: tpe`` in their defaults.
+
+Only dataclasses live here: Hydra imports this module at start-up (its plugin scan), so nothing
+here imports Optuna. Samplers and pruners are built from these nodes by ``urbansound.sweep``
+(``_recursive_`` is off so that Hydra hands them over as configs, not objects). No
+``from __future__ import annotations``: Hydra executes plugin modules outside ``sys.modules``,
+where dataclasses cannot resolve string annotations.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+# --------------------------------------------------------------------------------------------
+# Samplers (group hydra/sweeper/sampler)
+
+
+@dataclass
+class AutoSamplerConf:
+    """Grid search when every swept key is discrete (``n_mfcc=20,40,60``), otherwise TPE."""
+
+    _target_: str = "urbansound.sweep.auto_sampler"
+    seed: int | None = 0
+
+
+@dataclass
+class GridSamplerConf:
+    """Every combination of the swept values; finished grid points are never run again."""
+
+    _target_: str = "optuna.samplers.GridSampler"
+    seed: int | None = 0
+
+
+@dataclass
+class TPESamplerConf:
+    _target_: str = "optuna.samplers.TPESampler"
+    seed: int | None = 0
+    n_startup_trials: int = 10
+    n_ei_candidates: int = 24
+    multivariate: bool | None = None
+    group: bool = False
+    # Parallel workers see each other's running trials (Optuna's default since 5.0).
+    constant_liar: bool = True
+
+
+@dataclass
+class GPSamplerConf:
+    _target_: str = "optuna.samplers.GPSampler"
+    seed: int | None = 0
+    n_startup_trials: int = 10
+    deterministic_objective: bool = False
+
+
+@dataclass
+class CmaEsSamplerConf:
+    _target_: str = "optuna.samplers.CmaEsSampler"
+    seed: int | None = 0
+    n_startup_trials: int = 1
+    sigma0: float | None = None
+    restart_strategy: str | None = None
+    popsize: int | None = None
+    consider_pruned_trials: bool = False
+    use_separable_cma: bool = False
+    with_margin: bool = False
+
+
+@dataclass
+class RandomSamplerConf:
+    _target_: str = "optuna.samplers.RandomSampler"
+    seed: int | None = 0
+
+
+@dataclass
+class QMCSamplerConf:
+    _target_: str = "optuna.samplers.QMCSampler"
+    seed: int | None = 0
+    qmc_type: str = "sobol"
+    scramble: bool = True
+
+
+# --------------------------------------------------------------------------------------------
+# Pruners (group hydra/sweeper/pruner). The job reports mean CV accuracy once per epoch (step).
+
+
+@dataclass
+class NopPrunerConf:
+    """No pruning; the per-epoch curve is still reported (dashboard)."""
+
+    _target_: str = "optuna.pruners.NopPruner"
+
+
+@dataclass
+class MedianPrunerConf:
+    _target_: str = "optuna.pruners.MedianPruner"
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 5
+    interval_steps: int = 1
+    n_min_trials: int = 1
+
+
+@dataclass
+class PercentilePrunerConf:
+    _target_: str = "optuna.pruners.PercentilePruner"
+    percentile: float = 25.0
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 5
+    interval_steps: int = 1
+    n_min_trials: int = 1
+
+
+@dataclass
+class HyperbandPrunerConf:
+    _target_: str = "optuna.pruners.HyperbandPruner"
+    min_resource: int = 5
+    max_resource: Any = "auto"
+    reduction_factor: int = 3
+
+
+@dataclass
+class WilcoxonPrunerConf:
+    """Paired test of this trial's per-epoch accuracies against the best trial's."""
+
+    _target_: str = "optuna.pruners.WilcoxonPruner"
+    p_threshold: float = 0.1
+    n_startup_steps: int = 5
+
+
+# --------------------------------------------------------------------------------------------
+# The sweeper (group hydra/sweeper, name urbansound)
+
+
+@dataclass
+class UrbansoundSweeperConf:
+    """``hydra.sweeper.*``; see ``urbansound.sweep`` for what each key does."""
+
+    _target_: str = "hydra_plugins.urbansound_sweeper.urbansound_sweeper.UrbansoundSweeper"
+    # Hydra would otherwise instantiate the sampler and pruner nodes into objects itself.
+    _recursive_: bool = False
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "auto"}, {"pruner": "none"}])
+    sampler: Any = MISSING
+    pruner: Any = MISSING
+    # Optuna storage: an SQLAlchemy URL, or a file path for Optuna's journal file storage.
+    storage: str = "sqlite:///outputs/optuna.db"
+    # null: derived from the search space and the task overrides (the same command reopens it).
+    study_name: str | None = None
+    direction: str = "maximize"
+    # Shown as the objective's name in optuna-dashboard.
+    metric_name: str = "mean_cv_accuracy"
+    # Trials the study should hold when the sweep ends (finished ones from earlier runs count);
+    # null = the grid's size with a grid sampler.
+    n_trials: int | None = None
+    # Trials at a time, each in its own worker process.
+    n_jobs: int = 1
+    # The sweep stops once more than max_failure_rate * n_trials trials have failed.
+    max_failure_rate: float = 0.5
+    # Run trials that failed in earlier sweeps of this study again (once each).
+    retry_failed: bool = False
+    # Seconds between heartbeats of a running trial (null = off); a trial without a heartbeat
+    # for grace_period seconds (null = 2 x heartbeat_interval) is failed and queued again, up
+    # to max_retry times.
+    heartbeat_interval: int | None = 20
+    grace_period: int | None = None
+    max_retry: int | None = 3
+    # Search space: key -> override grammar (choice, range, interval, tag(log, ...), int(...)).
+    params: dict[str, Any] | None = None
+
+
+_cs = ConfigStore.instance()
+_cs.store(
+    group="hydra/sweeper", name="urbansound", node=UrbansoundSweeperConf, provider="urbansound"
+)
+for _name, _node in {
+    "auto": AutoSamplerConf,
+    "grid": GridSamplerConf,
+    "tpe": TPESamplerConf,
+    "gp": GPSamplerConf,
+    "cmaes": CmaEsSamplerConf,
+    "random": RandomSamplerConf,
+    "qmc": QMCSamplerConf,
+}.items():
+    _cs.store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="urbansound")
+for _name, _node in {
+    "none": NopPrunerConf,
+    "median": MedianPrunerConf,
+    "percentile": PercentilePrunerConf,
+    "hyperband": HyperbandPrunerConf,
+    "wilcoxon": WilcoxonPrunerConf,
+}.items():
+    _cs.store(group="hydra/sweeper/pruner", name=_name, node=_node, provider="urbansound")

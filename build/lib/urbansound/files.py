@@ -1,0 +1,135 @@
+"""Writing files so that a reader never sees half of one: the project's one home for atomic writes.
+
+Every file the package writes (``results.json``, reports, figures, the model file, cache entries
+that are not raw arrays) goes through :func:`atomic_write`: the bytes go to a temporary file in the
+same directory, are flushed, and replace the target with ``os.replace`` (atomic on POSIX). A crash,
+a full disk or a kill -9 leaves either the old file or the new one, never a partial one, and the
+temporary file is removed on every error.
+
+Errors: an ``OSError`` while writing (read-only directory, full disk, a directory where the file
+should be) is raised as :class:`~urbansound.errors.OutputError` naming the path and what to do,
+unless ``raw=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from urbansound.errors import OutputError
+
+__all__ = [
+    "atomic_open",
+    "atomic_write",
+    "json_default",
+    "output_error",
+    "redact_url",
+    "write_json",
+]
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` for the values our results hold.
+
+    numpy scalars and arrays become Python numbers and lists, paths become strings; anything else
+    raises ``TypeError`` (so a new field of an unexpected type is found by the tests, not silently
+    written as its ``repr``).
+    """
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def output_error(path: str | Path, exc: OSError) -> OutputError:
+    """One-line :class:`OutputError` for a failed write of ``path``, saying what to do."""
+    path = Path(path)
+    if exc.errno == errno.ENOSPC:
+        what = "the disk is full; free space or point the output elsewhere"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        what = "permission denied (read-only?); make it writable or choose another directory"
+    elif exc.errno == errno.EISDIR or path.is_dir():
+        what = "a directory is in the way; remove it or choose another path"
+    elif exc.errno == errno.ENOTDIR:
+        what = "a file is in the way of one of its parent directories; remove it"
+    else:
+        what = exc.strerror or str(exc)
+    return OutputError(f"cannot write {path}: {what}")
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w", *, raw: bool = False) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on a clean exit it replaces ``path`` atomically.
+
+    ``mode`` is ``"w"`` (text, UTF-8) or ``"wb"``. On any exception the temporary file is removed
+    and ``path`` is left as it was. Parent directories are created. ``OSError`` becomes
+    :class:`OutputError` (see the module docstring) unless ``raw`` is true.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode must be 'w' or 'wb', not {mode!r}")
+    path = Path(path)
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
+        with os.fdopen(fd, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        if raw:
+            raise
+        raise output_error(path, exc) from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def atomic_write(path: str | Path, data: str | bytes, *, raw: bool = False) -> Path:
+    """Write ``data`` (text as UTF-8, or bytes) to ``path`` atomically; return the path."""
+    with atomic_open(path, "wb" if isinstance(data, bytes) else "w", raw=raw) as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def write_json(
+    path: str | Path, payload: Any, *, default: Callable[[Any], Any] = json_default
+) -> Path:
+    """Write ``payload`` as indented JSON (plus a newline) to ``path`` atomically."""
+    text = json.dumps(payload, indent=2, default=default, allow_nan=True) + "\n"
+    return atomic_write(path, text)
+
+
+def redact_url(url: str | None) -> str | None:
+    """A database URL with any password replaced by ``***``; other strings are returned as given.
+
+    Uses SQLAlchemy's URL parser, so ``postgresql+psycopg://user:pw@host/db`` becomes
+    ``postgresql+psycopg://user:***@host/db``; a journal-file path has no password and is kept.
+    """
+    if url is None or "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a SQLAlchemy URL (e.g. http://): hide what looks like a password
+        import re
+
+        return re.sub(r"(://[^/:@]+:)[^@/]*@", r"\1***@", url)

@@ -1,0 +1,140 @@
+"""The installed command: configs ship with the package; shell completion and help name it.
+
+Every command runs for real in a subprocess, from a working directory outside the checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMET_", "HYDRA_"))}
+    env.update(extra)
+    return env
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def test_completion_query_lists_groups_and_options(tmp_path) -> None:
+    """What bash asks for `urbansound <words><TAB>` (Hydra's `-sc query=bash`)."""
+    module = [sys.executable, "-m", "urbansound.run", "-sc", "query=bash"]
+    cases = {
+        "urbansound sweep=": {f"sweep={name}" for name in SWEEPS},
+        "urbansound features=": {"features=mfcc", "features=logmel"},
+        "urbansound hydra/sweeper/sampler=": {"hydra/sweeper/sampler=tpe"},
+        "urbansound train.ep": {"train.epochs=", "train.eps="},
+        "urbansound n_mfcc=20 fe": {"features=", "features."},
+    }
+    for line, expected in cases.items():
+        out = set(_run(module, tmp_path, _env(COMP_LINE=line)).stdout.split())
+        assert expected <= out, (line, out)
+
+
+def test_help_names_the_installed_command(tmp_path) -> None:
+    base = [sys.executable, "-m", "urbansound.run"]
+    hydra_help = _run([*base, "--hydra-help"], tmp_path, _env()).stdout
+    assert 'eval "$(urbansound -sc install=bash)"' in hydra_help
+    assert "run.py" not in hydra_help
+    app_help = _run([*base, "--help"], tmp_path, _env()).stdout
+    assert "urbansound is powered by Hydra" in app_help
+    assert f"sweep: {', '.join(SWEEPS)}" in app_help
+    # the install script completes the console script, not every `python` command
+    script = _run([*base, "-sc", "install=bash"], tmp_path, _env()).stdout
+    assert script.rstrip().endswith("-F hydra_bash_completion urbansound")
+
+
+def _bash_completion(bin_dir: Path, line: str, cwd: Path, env: dict[str, str]) -> list[str]:
+    """Install the completion as the README says, then complete ``line`` as bash would."""
+    words = line.split(" ")
+    script = (
+        'eval "$(urbansound -sc install=bash)"\n'
+        f"COMP_LINE='{line}'; COMP_POINT=${{#COMP_LINE}}; COMP_CWORD={len(words) - 1}\n"
+        "hydra_bash_completion\n"
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    env = {**env, "PATH": f"{bin_dir}{os.pathsep}{env['PATH']}"}
+    return _run(["bash", "-c", script], cwd, env).stdout.split()
+
+
+@pytest.mark.slow
+def test_a_wheel_installed_outside_the_checkout_finds_its_configs(tmp_path) -> None:
+    """`pip wheel` + `pip install --target`: console script, -m, sweeps, completion elsewhere."""
+    dist = tmp_path / "dist"
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(dist), str(REPO)],
+        tmp_path,
+        _env(),
+    )  # fmt: skip
+    (wheel,) = dist.glob("urbansound-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    conf = (f"urbansound/conf/{p.relative_to(REPO / 'conf')}" for p in REPO.glob("conf/**/*.yaml"))
+    modules = [*REPO.glob("urbansound/**/*.py"), *REPO.glob("hydra_plugins/**/*.py")]
+    code = (str(p.relative_to(REPO)) for p in modules)
+    expected = {*conf, *(f"urbansound/sweeps/{name}.yaml" for name in SWEEPS), *code}
+    assert expected <= names, sorted(expected - names)
+
+    site = tmp_path / "site"
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        tmp_path,
+        _env(),
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = _env(PYTHONPATH=str(site))  # the installed copy only, not the checkout
+    where = _run(
+        [sys.executable, "-c", "import urbansound.config as c; print(c.__file__)"], elsewhere, env
+    )
+    assert Path(where.stdout.strip()).is_relative_to(site)
+
+    console = site / "bin" / "urbansound"
+    help_text = _run([str(console), "--help"], elsewhere, env).stdout
+    assert "urbansound is powered by Hydra" in help_text
+    assert f"sweep: {', '.join(SWEEPS)}" in help_text
+
+    job = _run(
+        [sys.executable, "-m", "urbansound.run", "--cfg", "job", "sweep=mfcc_grid"], elsewhere, env
+    )
+    assert "n_mfcc: 40" in job.stdout and "features:" in job.stdout
+    hydra_cfg = _run([str(console), "--cfg", "hydra", "sweep=full_tpe"], elsewhere, env).stdout
+    assert "study_name: full_tpe" in hydra_cfg
+
+    completions = _bash_completion(site / "bin", "urbansound sweep=", elsewhere, env)
+    assert completions == [f"sweep={name}" for name in SWEEPS]
+    completions = _bash_completion(
+        site / "bin", "urbansound hydra/sweeper/sampler=t", elsewhere, env
+    )
+    assert completions == ["hydra/sweeper/sampler=tpe"]
+    assert not list(elsewhere.iterdir())  # nothing written by --help, --cfg or completion
+
+    bad = subprocess.run(
+        [str(console), "+train.epoch=3"], cwd=elsewhere, env=env, capture_output=True, text=True
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: unknown key train.epoch; did you mean train.epochs?"
