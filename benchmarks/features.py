@@ -107,15 +107,16 @@ def _entry_writes(tmp: Path, n: int = 200) -> tuple[float, float]:
     """Seconds per entry: the feature cache's writer, then ``files.atomic_write`` (same bytes)."""
     import zlib
 
-    from urbansound import features, files
+    from urbansound import feature_cache, files
 
     array = np.random.default_rng(0).standard_normal((128, 173)).astype(np.float32)
     key = bytes(range(32))
     payload = array.tobytes()
-    data = features._HEAD.pack(features._MAGIC, key, zlib.crc32(payload), *array.shape) + payload
+    head = feature_cache.HEAD.pack(feature_cache.MAGIC, key, zlib.crc32(payload), *array.shape)
+    data = head + payload
     t0 = time.perf_counter()
     for i in range(n):
-        features._write_entry(tmp / "own" / f"{i}.bin", key, array, tmp_dir=tmp / "tmp")
+        feature_cache.write_entry(tmp / "own" / f"{i}.bin", key, array, tmp_dir=tmp / "tmp")
     own = (time.perf_counter() - t0) / n
     t0 = time.perf_counter()
     for i in range(n):

@@ -20,7 +20,7 @@ import pytest
 import scipy.stats
 import soundfile as sf
 
-from urbansound import features
+from urbansound import feature_cache, features
 from urbansound.audio import load_audio
 from urbansound.config import FeatureSettings, settings_from_config
 from urbansound.errors import AudioError
@@ -531,9 +531,9 @@ def _entries(cache: Path, kind: str) -> list[Path]:
 def _poison(entry: Path) -> None:
     """Rewrite a valid entry (right key, right checksum) with one NaN in it."""
     key = entry.read_bytes()[8:40]
-    array = features._read_entry(entry, key).copy()
+    array = feature_cache.read_entry(entry, key).copy()
     array.flat[array.size // 2] = np.nan
-    features._write_entry(entry, key, array, tmp_dir=entry.parent)
+    feature_cache.write_entry(entry, key, array, tmp_dir=entry.parent)
 
 
 def test_non_finite_cache_entries_are_recomputed(demo_root: Path, tmp_path: Path, caplog) -> None:
@@ -559,7 +559,7 @@ _EXIT_CHILD = textwrap.dedent(
     """
     import dataclasses, sys
     from pathlib import Path
-    from urbansound import features
+    from urbansound import feature_cache, features
     from urbansound.config import FeatureSettings
     from urbansound.errors import UrbansoundError
     features._MIN_CLIPS_PER_WORKER = 2  # threads even for a short list
@@ -661,7 +661,7 @@ def test_full_disk_is_one_line_exit_2_and_leaves_nothing_partial(
     _assert_one_line_exit_2(proc, str(full / "cache"), "the disk is full", "features.cache_dir=")
     assert not list((full / "cache" / "tmp").iterdir())  # no half-written entry
     for entry in _entries(full / "cache", "logmel"):  # the ones that fit are whole
-        assert features._read_entry(entry, entry.read_bytes()[8:40]) is not None
+        assert feature_cache.read_entry(entry, entry.read_bytes()[8:40]) is not None
 
 
 def test_directory_in_place_of_an_entry_warns_once_and_goes_on(

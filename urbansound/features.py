@@ -23,29 +23,19 @@ What is computed (every name is a ``features.*`` config key)
      A row that is constant over time (a silent clip, a one-frame clip) has skewness and kurtosis
      0 where scipy gives NaN, so features are always finite.
 
-The cache (``features.cache_dir``; safe to share between processes and machines)
--------------------------------------------------------------------------------
-- ``logmel/<kk>/<key>.bin``: one clip's stage, float32 ``(n_mels, n_frames)``. ``key`` is the
-  SHA-256 of the stage parameters (``sr``, ``n_fft``, ``hop_length``, ``win_length``, ``window``,
-  ``n_mels``, ``fmin``, ``fmax``; ``None`` resolved to its value), the versions of librosa, soxr,
-  soundfile, libsndfile, numpy and scipy, this module's stage version, and the clip's identity:
-  absolute path, size and modification time (ns). ``kk`` is the key's first two hex digits.
+The cache (``features.cache_dir``; :mod:`urbansound.feature_cache` holds its layout, entry
+format and failure policy)
+-----------------------------------------------------------------------------------------------
+- ``logmel/``: one entry per clip's stage, keyed by the stage parameters (``sr``, ``n_fft``,
+  ``hop_length``, ``win_length``, ``window``, ``n_mels``, ``fmin``, ``fmax``; :func:`_stage_spec`),
+  the library versions, this module's stage version and the clip's path, size and mtime.
   ``top_db``, ``kind``, ``n_mfcc``, ``lifter``, ``deltas`` and ``pooling`` are not in the key: a
   sweep over them never decodes audio again.
-- ``features/<key>.bin``: the whole feature matrix of one call (every clip's identity, in order,
-  plus every feature setting), written when no clip was skipped. Re-running the same experiment
-  (a sweep over model or training settings) reads one file instead of one per clip.
-- ``tmp/``: files being written. Each entry is written there and renamed into place
-  (``os.replace``, atomic), so readers see a whole entry or none; files in ``tmp/`` older than an
-  hour (left by a killed process) are removed at the next extraction.
-
-When the cache cannot be written (the extraction writes a byte in ``tmp/`` before it starts, so
-a read-only mount or a file in the way is found at once, even by root), or a write fails with a
-full disk or a permission error, the extraction stops with one
-:class:`~urbansound.errors.OutputError` line naming the path and ``features.cache_dir``: the
-half-written entry is removed, the whole ones stay valid. A path blocked for one entry only (a
-directory where the entry file should be, a file where its folder should be) is a warning, once
-per extraction, and that entry is computed without being cached.
+- ``features/``: the whole feature matrix of one call (every clip's identity and every feature
+  setting, :func:`_result_spec`), written when no clip was skipped.
+- A cache that cannot be written stops the extraction with one
+  :class:`~urbansound.errors.OutputError` line naming the path and ``features.cache_dir``; one
+  entry's own path blocked is a warning, once per extraction.
 
 Bad clips: a clip that cannot be decoded, holds a non-finite sample (``librosa.load`` refuses
 those too) or gives non-finite features (float samples so large that the power spectrum
@@ -53,15 +43,6 @@ overflows) is an :class:`~urbansound.errors.AudioError` naming the file, or with
 ``features.on_error=skip`` a row left out and listed in :attr:`FeatureSet.skipped`: every value
 of :attr:`FeatureSet.X` is finite. A cache entry holding non-finite values (written before this
 check) is recomputed from the audio.
-
-An entry is a small container for one 2-D float32 array: a fixed 64-byte header (8-byte magic,
-the 32-byte key, CRC-32 of the payload, rows, columns, padding) and the raw array. A read checks
-all of them and that the file's size is exactly header + array, so a truncated, overwritten or
-foreign file is detected, logged, recomputed and replaced, never returned. A read is one
-``open``, ``fstat`` and ``readv`` into a preallocated buffer that becomes the array (no copy),
-and the ``top_db`` floor is then applied in that buffer: reading the stages back is most of the
-cost of a sweep over ``n_mfcc``. (This format rather than ``joblib.dump``: it carries a checksum
-and loads 5-6x faster; the fixed header rather than a JSON one parses in a microsecond.)
 
 Clips whose stage is cached are read back in the calling thread, in order (a sweep over
 ``n_mfcc``, ``deltas`` or ``pooling`` is GIL-bound Python that threads only take turns at); from
@@ -87,19 +68,13 @@ faster: one 4 s clip's frames (173 x 2048) already fill the FFT and BLAS kernels
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
-import json
 import logging
 import math
 import os
 import stat
-import struct
-import tempfile
 import time
-import uuid
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,8 +83,18 @@ import numpy as np
 
 from urbansound.audio import HINT, audio_error, load_audio
 from urbansound.config import POOLINGS, FeatureSettings
-from urbansound.errors import AudioError, OutputError
-from urbansound.files import output_error
+from urbansound.errors import AudioError
+from urbansound.feature_cache import (
+    CorruptEntry,
+    check_writable,
+    clip_key,
+    digest,
+    library_versions,
+    read_entry,
+    remove_stale_tmp,
+    stage_path,
+    store,
+)
 from urbansound.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -134,11 +119,6 @@ _CHUNK = 16  # clips per task at most
 # Fewer clips than this per thread run in the calling thread alone (threads start in
 # microseconds, but a handful of clips gains nothing from them).
 _MIN_CLIPS_PER_WORKER = 8
-_TMP_MAX_AGE_S = 3600.0
-_MAGIC = b"USFEAT2\n"
-# An entry's header: magic, key, CRC-32 of the payload, rows, columns; padded to 64 bytes so that
-# the float32 payload after it stays aligned in the buffer it is read into.
-_HEAD = struct.Struct("<8s32sIII12x")
 
 
 @dataclass
@@ -426,27 +406,7 @@ def pool(frames: np.ndarray, pooling: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Cache entries
-
-
-class _Corrupt(Exception):
-    pass
-
-
-def _versions() -> dict[str, str]:
-    import librosa
-    import scipy
-    import soundfile
-    import soxr
-
-    return {
-        "librosa": librosa.__version__,
-        "soxr": soxr.__version__,
-        "soundfile": soundfile.__version__,
-        "libsndfile": soundfile.__libsndfile_version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-    }
+# What a cache entry depends on (the keys and entries themselves: urbansound.feature_cache)
 
 
 def _stage_spec(s: FeatureSettings) -> dict:
@@ -461,7 +421,7 @@ def _stage_spec(s: FeatureSettings) -> dict:
         "fmin": float(s.fmin),
         "fmax": _fmax(s),
         "amin": AMIN,
-        "versions": _versions(),
+        "versions": library_versions(),
     }
 
 
@@ -476,143 +436,6 @@ def _result_spec(s: FeatureSettings) -> dict:
         "deltas": s.deltas,
         "pooling": s.pooling,
     }
-
-
-def _digest(spec: dict) -> bytes:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).digest()
-
-
-def _clip_key(prefix: bytes, ident: tuple[str, int, int]) -> bytes:
-    path, size, mtime_ns = ident
-    return hashlib.sha256(prefix + f"\0{path}\0{size}\0{mtime_ns}".encode()).digest()
-
-
-def _stage_path(root: str, key: bytes) -> str:
-    h = key.hex()
-    return os.path.join(root, "logmel", h[:2], f"{h}.bin")  # str: pathlib costs on cached loads
-
-
-def _write_entry(path: Path, key: bytes, array: np.ndarray, *, tmp_dir: Path) -> None:
-    """Write a 2-D float32 ``array`` under ``key`` to ``path`` atomically: into ``tmp_dir``, then
-    a rename."""
-    payload = memoryview(np.ascontiguousarray(array, dtype=np.float32)).cast("B")
-    rows, cols = array.shape
-    header = _HEAD.pack(_MAGIC, key, zlib.crc32(payload), rows, cols)
-    tmp = tmp_dir / f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    for folder in (tmp_dir, path.parent):
-        if not os.path.isdir(folder):  # a stat; mkdir(exist_ok=True) costs an exception each time
-            folder.mkdir(parents=True, exist_ok=True)
-    if os.path.isdir(path):  # os.replace would only say "Is a directory", without the path
-        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
-    try:
-        with open(tmp, "wb") as f:
-            f.write(header)
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-# An entry's own path blocked (a directory where it should be, a file where its folder should be):
-# the cache as a whole still works, so the extraction warns once and goes on without that entry.
-_BLOCKED = (errno.EISDIR, errno.ENOTDIR, errno.EEXIST)
-
-
-def _cache_error(path: str | Path, exc: OSError, cache_dir: str) -> OutputError:
-    """The one-line error for a cache write that stops the extraction, naming the setting."""
-    return OutputError(f"{output_error(path, exc)} (features.cache_dir={cache_dir})")
-
-
-def _store(path: str, key: bytes, array: np.ndarray, *, root: str, job: _Job | None) -> None:
-    """:func:`_write_entry`, with the cache's failure policy.
-
-    A path blocked for this entry only (see ``_BLOCKED``) is logged once per extraction and the
-    entry is not cached; anything else (read-only or full disk, permission denied) raises
-    :class:`OutputError` naming the path: the cache cannot work, so the run stops rather than
-    recompute everything silently on every run.
-    """
-    try:
-        _write_entry(Path(path), key, array, tmp_dir=Path(root, "tmp"))
-    except OSError as exc:
-        cache_dir = job.settings.cache_dir if job is not None else root
-        if exc.errno not in _BLOCKED and not os.path.isdir(path):
-            raise _cache_error(path, exc, cache_dir) from exc
-        if job is not None:
-            job.blocked.append(path)  # list.append: atomic under the GIL
-            if len(job.blocked) > 1:
-                return
-        logger.warning(
-            "%s; this entry is not cached (features.cache_dir=%s; warned once per extraction)",
-            output_error(path, exc),
-            cache_dir,
-        )
-
-
-def _read_entry(path: str | Path, key: bytes) -> np.ndarray | None:
-    """The array an entry written by :func:`_write_entry` holds (writable, the caller's own);
-    None when absent.
-
-    The hot path of a sweep over the on-load settings (one call per clip): the whole file is read
-    with one ``readv`` into one preallocated buffer, which becomes the array without a copy.
-
-    Raises
-    ------
-    _Corrupt
-        The file exists but is not a whole, valid entry for ``key``.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        raise _Corrupt(f"unreadable ({exc.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None  # a directory in the way: absent (writing it says so, once)
-        size = st.st_size
-        if size < _HEAD.size:
-            raise _Corrupt("shorter than its header")
-        buf = np.empty(size, dtype=np.uint8)
-        got = os.readv(fd, [buf])
-        while got < size:  # a short read (signal, network file system)
-            more = os.readv(fd, [buf[got:]])
-            if not more:
-                raise _Corrupt("shorter than its size (truncated while read?)")
-            got += more
-    except OSError as exc:
-        raise _Corrupt(f"unreadable ({exc.strerror})") from None
-    finally:
-        os.close(fd)
-    magic, stored_key, crc, rows, cols = _HEAD.unpack_from(buf)
-    if magic != _MAGIC:
-        raise _Corrupt("not a feature cache entry")
-    if stored_key != key:
-        raise _Corrupt("written for another key")
-    payload = buf[_HEAD.size :]
-    if payload.size != rows * cols * 4:
-        raise _Corrupt("wrong length (truncated?)")
-    if zlib.crc32(payload) != crc:
-        raise _Corrupt("checksum mismatch")
-    return payload.view(np.float32).reshape(rows, cols)
-
-
-def _remove_stale_tmp(root: Path) -> None:
-    tmp = root / "tmp"
-    if not tmp.is_dir():
-        return
-    cutoff = time.time() - _TMP_MAX_AGE_S
-    for entry in os.scandir(tmp):
-        try:
-            if entry.name.endswith(".tmp") and entry.stat().st_mtime < cutoff:
-                os.unlink(entry.path)
-        except OSError:  # another process removed or renamed it first
-            pass
-
-
-# --------------------------------------------------------------------------------------------
-# Workers
 
 
 @dataclass(frozen=True)
@@ -641,12 +464,12 @@ def _process_clip(item: tuple[int, str, int, int], job: _Job) -> tuple:
     """Read or compute one clip's stage, then pool it (see :func:`_process_chunk`)."""
     index, path, size, mtime_ns = item
     s = job.settings
-    key = _clip_key(job.prefix, (path, size, mtime_ns))
-    entry_path = _stage_path(job.root, key)
+    key = clip_key(job.prefix, (path, size, mtime_ns))
+    entry_path = stage_path(job.root, key)
     stage = None
     try:
-        stage = _read_entry(entry_path, key)
-    except _Corrupt as exc:
+        stage = read_entry(entry_path, key)
+    except CorruptEntry as exc:
         logger.warning("recomputing corrupt feature cache entry %s: %s", entry_path, exc)
     if stage is not None:
         row = clip_features(stage, s, in_place=True)
@@ -666,7 +489,7 @@ def _process_clip(item: tuple[int, str, int, int], job: _Job) -> tuple:
             "float samples this far outside [-1, 1] overflow the float32 power spectrum)"
         )
         return index, None, str(audio_error(path, reason))
-    _store(entry_path, key, stage, root=job.root, job=job)
+    store(entry_path, key, stage, root=job.root, cache_dir=s.cache_dir, blocked=job.blocked)
     row = clip_features(stage, s, in_place=True)
     if not _finite(row):
         reason = "its features are not finite with these features.* settings"
@@ -685,27 +508,6 @@ def _chunks(
 ) -> Iterator[list[tuple[int, str, int, int]]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-# --------------------------------------------------------------------------------------------
-
-
-def _check_writable(tmp_dir: Path, cache_dir: str) -> None:
-    """Create ``tmp_dir`` and write a byte in it, or raise :class:`OutputError` naming the path.
-
-    A real write rather than ``os.access``: root passes every permission check, and neither sees
-    a read-only mount or a full disk.
-    """
-    try:
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=tmp_dir)
-        try:
-            os.write(fd, b"\0")
-        finally:
-            os.close(fd)
-            os.unlink(probe)
-    except OSError as exc:
-        raise _cache_error(exc.filename or tmp_dir, exc, cache_dir) from exc
 
 
 def _n_workers(n_jobs: int) -> int:
@@ -774,14 +576,14 @@ def extract_features(
 
     result_key = None
     if not errors and n:
-        h = hashlib.sha256(_digest(_result_spec(settings)))
+        h = hashlib.sha256(digest(_result_spec(settings)))
         for _, path, size, mtime_ns in items:
             h.update(f"\0{path}\0{size}\0{mtime_ns}".encode())
         result_key = h.digest()
         result_path = root / "features" / f"{result_key.hex()}.bin"
         try:
-            hit = _read_entry(result_path, result_key)
-        except _Corrupt as exc:
+            hit = read_entry(result_path, result_key)
+        except CorruptEntry as exc:
             logger.warning("ignoring corrupt feature cache entry %s: %s", result_path, exc)
             hit = None
         if hit is not None and not np.isfinite(hit).all():
@@ -797,12 +599,12 @@ def extract_features(
                 seconds=time.perf_counter() - t0,
             )
 
-    _check_writable(root / "tmp", settings.cache_dir)
-    _remove_stale_tmp(root)
+    check_writable(root / "tmp", settings.cache_dir)
+    remove_stale_tmp(root)
     job = _Job(
         settings=settings,
         root=str(root),
-        prefix=_digest(_stage_spec(settings)),
+        prefix=digest(_stage_spec(settings)),
         window=_window(settings.window, _win_length(settings), settings.n_fft),
         mel_t=_mel_basis_t(
             settings.sr, settings.n_fft, settings.n_mels, float(settings.fmin), _fmax(settings)
@@ -882,12 +684,13 @@ def extract_features(
     for s in skipped:
         logger.warning("features.on_error=skip: left out %s", s["error"])
     if result_key is not None and not skipped:
-        _store(
+        store(
             str(root / "features" / f"{result_key.hex()}.bin"),
             result_key,
             X,
             root=str(root),
-            job=job,
+            cache_dir=settings.cache_dir,
+            blocked=job.blocked,
         )
     if len(job.blocked) > 1:
         logger.warning(
