@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import urbansound.config  # noqa: F401  (registers the config schemas and the sweep group)
+
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 

@@ -106,9 +106,6 @@ def test_basic_sweeper_multirun_gives_one_job_dir_per_value(run_cli, tmp_path, d
         _check_results(results, n_folds=10)
 
 
-CALLBACK = "+hydra.callbacks.dataset_figures._target_=urbansound.run.DatasetFiguresCallback"
-
-
 def test_real_sample_records_leaky_recordings(run_cli, tmp_path, real_root) -> None:
     run_dir = tmp_path / "run"
     proc = run_cli(
@@ -157,7 +154,6 @@ def test_dataset_figures_drawn_after_the_run_once_per_stage_settings(
         *QUICK,
         *_demo(demo_dir),
         cache,
-        CALLBACK,
         f"hydra.sweep.dir={sweep_dir}",
         "n_mfcc=13,20",
     )

@@ -34,7 +34,7 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from urbansound import tracking
+from urbansound import progress, tracking
 from urbansound.config import Settings, hydra_main, settings_from_config
 from urbansound.errors import TrialPruned, UrbansoundError
 from urbansound.files import atomic_write, output_error, write_json
@@ -343,6 +343,7 @@ def main(cfg: DictConfig) -> float:
 
     try:
         settings = settings_from_config(cfg)
+        progress.set_default_mode(settings.progress)
         hc = HydraConfig.get()
         run_dir = Path(hc.runtime.output_dir)
         overrides = list(hc.overrides.task)
