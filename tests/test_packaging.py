@@ -84,7 +84,11 @@ def test_a_wheel_installed_outside_the_checkout_finds_its_configs(tmp_path) -> N
     (wheel,) = dist.glob("urbansound-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     conf = (f"urbansound/conf/{p.relative_to(REPO / 'conf')}" for p in REPO.glob("conf/**/*.yaml"))
-    modules = [*REPO.glob("urbansound/**/*.py"), *REPO.glob("hydra_plugins/**/*.py")]
+    modules = [
+        *REPO.glob("urbansound/**/*.py"),
+        *REPO.glob("urbansound/**/templates/*"),  # the report's Jinja2 templates
+        *REPO.glob("hydra_plugins/**/*.py"),
+    ]
     code = (str(p.relative_to(REPO)) for p in modules)
     expected = {*conf, *(f"urbansound/sweeps/{name}.yaml" for name in SWEEPS), *code}
     assert expected <= names, sorted(expected - names)

@@ -14,7 +14,7 @@ What is computed (every name is a ``features.*`` config key)
    zero deltas). Every step equals ``librosa.feature.mfcc(y=librosa.load(path, sr=sr)[0], ...)``
    within float32 rounding; the tests check it.
 3. **Pooling** over time, one block of columns per statistic, each block one column per row
-   (coefficient, then its deltas) -- see :data:`POOLINGS`:
+   (coefficient, then its deltas) -- see :data:`POOLING_STATS`:
 
    - ``mean``: the time average, the tutorial's ``np.mean(mfcc.T, axis=0)``.
    - ``mean_std``: mean, then standard deviation (population, ddof=0).
@@ -23,40 +23,40 @@ What is computed (every name is a ``features.*`` config key)
      A row that is constant over time (a silent clip, a one-frame clip) has skewness and kurtosis
      0 where scipy gives NaN, so features are always finite.
 
-The cache (``features.cache_dir``; safe to share between processes and machines)
--------------------------------------------------------------------------------
-- ``logmel/<kk>/<key>.bin``: one clip's stage, float32 ``(n_mels, n_frames)``. ``key`` is the
-  SHA-256 of the stage parameters (``sr``, ``n_fft``, ``hop_length``, ``win_length``, ``window``,
-  ``n_mels``, ``fmin``, ``fmax``; ``None`` resolved to its value), the versions of librosa, soxr,
-  soundfile, libsndfile, numpy and scipy, this module's stage version, and the clip's identity:
-  absolute path, size and modification time (ns). ``kk`` is the key's first two hex digits.
+The cache (``features.cache_dir``; :mod:`urbansound.feature_cache` holds its layout, entry
+format and failure policy)
+-----------------------------------------------------------------------------------------------
+- ``logmel/``: one entry per clip's stage, keyed by the stage parameters (``sr``, ``n_fft``,
+  ``hop_length``, ``win_length``, ``window``, ``n_mels``, ``fmin``, ``fmax``; :func:`_stage_spec`),
+  the library versions, this module's stage version and the clip's path, size and mtime.
   ``top_db``, ``kind``, ``n_mfcc``, ``lifter``, ``deltas`` and ``pooling`` are not in the key: a
   sweep over them never decodes audio again.
-- ``features/<key>.bin``: the whole feature matrix of one call (every clip's identity, in order,
-  plus every feature setting), written when no clip was skipped. Re-running the same experiment
-  (a sweep over model or training settings) reads one file instead of one per clip.
-- ``tmp/``: files being written. Each entry is written there and renamed into place
-  (``os.replace``, atomic), so readers see a whole entry or none; files in ``tmp/`` older than an
-  hour (left by a killed process) are removed at the next extraction.
+- ``features/``: the whole feature matrix of one call (every clip's identity and every feature
+  setting, :func:`_result_spec`), written when no clip was skipped.
+- A cache that cannot be written stops the extraction with one
+  :class:`~urbansound.errors.OutputError` line naming the path and ``features.cache_dir``; one
+  entry's own path blocked is a warning, once per extraction.
 
-An entry is a small container for one 2-D float32 array: a fixed 64-byte header (8-byte magic,
-the 32-byte key, CRC-32 of the payload, rows, columns, padding) and the raw array. A read checks
-all of them and that the file's size is exactly header + array, so a truncated, overwritten or
-foreign file is detected, logged, recomputed and replaced, never returned. A read is one
-``open``, ``fstat`` and ``readv`` into a preallocated buffer that becomes the array (no copy),
-and the ``top_db`` floor is then applied in that buffer: reading the stages back is most of the
-cost of a sweep over ``n_mfcc``. (This format rather than ``joblib.dump``: it carries a checksum
-and loads 5-6x faster; the fixed header rather than a JSON one parses in a microsecond.)
+Bad clips: a clip that cannot be decoded, holds a non-finite sample (``librosa.load`` refuses
+those too) or gives non-finite features (float samples so large that the power spectrum
+overflows) is an :class:`~urbansound.errors.AudioError` naming the file, or with
+``features.on_error=skip`` a row left out and listed in :attr:`FeatureSet.skipped`: every value
+of :attr:`FeatureSet.X` is finite. A cache entry holding non-finite values (written before this
+check) is recomputed from the audio.
 
 Clips whose stage is cached are read back in the calling thread, in order (a sweep over
 ``n_mfcc``, ``deltas`` or ``pooling`` is GIL-bound Python that threads only take turns at); from
 the first clip whose stage must be computed on, clips are processed in chunks by
-``joblib.Parallel`` threads (``features.n_jobs`` of them), each chunk reading or computing its
+``concurrent.futures`` threads (``features.n_jobs`` of them), each chunk reading or computing its
 clips' stage; only the pooled rows are kept, so memory holds one clip's audio per thread, never
 the dataset. Threads, not processes: decoding (libsndfile), resampling (soxr), the FFT and BLAS
 release the GIL, so two threads keep two cores busy from the first clip, while worker processes
 cost start-up (imports), result transfer and a core shared with the idle parent -- 1000 demo
-clips on 2 cores took 1.86 s in 2 threads against 2.6-2.9 s in 2 worker processes.
+clips on 2 cores took 1.86 s in 2 threads against 2.6-2.9 s in 2 worker processes. (A
+``ThreadPoolExecutor`` rather than ``joblib.Parallel``: leaving its ``with`` block cancels the
+chunks not started and joins the threads, so an error never leaves a thread running while the
+process exits; joblib's thread pool could not be joined, and the interpreter then aborted
+with "terminate called without an active exception", exit 134.)
 
 Speed: the stage is numpy + ``scipy.fft`` on one clip at a time (a float32 real FFT of the framed,
 windowed clip and one mel matrix product), with librosa's window, mel matrix and delta filter
@@ -70,16 +70,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import math
 import os
 import stat
-import struct
 import time
-import uuid
-import warnings
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,17 +82,31 @@ from pathlib import Path
 import numpy as np
 
 from urbansound.audio import HINT, audio_error, load_audio
-from urbansound.config import FeatureSettings
-from urbansound.errors import AudioError, ConfigError
+from urbansound.config import POOLINGS, FeatureSettings
+from urbansound.errors import AudioError
+from urbansound.feature_cache import (
+    CorruptEntry,
+    check_writable,
+    clip_key,
+    digest,
+    library_versions,
+    read_entry,
+    remove_stale_tmp,
+    stage_path,
+    store,
+)
+from urbansound.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
-#: Statistics for each ``features.pooling`` value, in column-block order.
-POOLINGS: dict[str, tuple[str, ...]] = {
+#: Statistics for each ``features.pooling`` value (:data:`urbansound.config.POOLINGS`), in
+#: column-block order.
+POOLING_STATS: dict[str, tuple[str, ...]] = {
     "mean": ("mean",),
     "mean_std": ("mean", "std"),
     "stats": ("mean", "std", "min", "max", "median", "skew", "kurtosis"),
 }
+assert tuple(POOLING_STATS) == POOLINGS
 #: Savitzky-Golay window of the deltas (librosa.feature.delta's default).
 DELTA_WIDTH = 9
 AMIN = 1e-10  # power floor of the dB conversion (librosa.power_to_db's amin)
@@ -110,11 +119,6 @@ _CHUNK = 16  # clips per task at most
 # Fewer clips than this per thread run in the calling thread alone (threads start in
 # microseconds, but a handful of clips gains nothing from them).
 _MIN_CLIPS_PER_WORKER = 8
-_TMP_MAX_AGE_S = 3600.0
-_MAGIC = b"USFEAT2\n"
-# An entry's header: magic, key, CRC-32 of the payload, rows, columns; padded to 64 bytes so that
-# the float32 payload after it stays aligned in the buffer it is read into.
-_HEAD = struct.Struct("<8s32sIII12x")
 
 
 @dataclass
@@ -142,16 +146,6 @@ class FeatureSet:
     n_cached: int = 0
     seconds: float = 0.0
 
-    def summary(self) -> str:
-        """One line: clips, computed, from cache, skipped, time."""
-        n = len(self.ok)
-        rate = f", {n / self.seconds:.0f} clips/s" if self.seconds > 0 and n else ""
-        return (
-            f"features: {n} clips x {self.X.shape[1]} features: {self.n_computed} computed, "
-            f"{self.n_cached} from cache, {len(self.skipped)} skipped in "
-            f"{self.seconds:.1f} s{rate}"
-        )
-
 
 # --------------------------------------------------------------------------------------------
 # Names
@@ -171,7 +165,7 @@ def _row_names(settings: FeatureSettings) -> list[str]:
 def feature_names(settings: FeatureSettings) -> list[str]:
     """Names of the columns of :attr:`FeatureSet.X`, e.g. ``mean_mfcc0`` or ``std_d1_mel5``."""
     rows = _row_names(settings)
-    return [f"{stat}_{row}" for stat in POOLINGS[settings.pooling] for row in rows]
+    return [f"{stat}_{row}" for stat in POOLING_STATS[settings.pooling] for row in rows]
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,12 +285,14 @@ def _log_mel(y: np.ndarray, hop: int, window: np.ndarray, mel_t: np.ndarray) -> 
     padded[n_fft // 2 : n_fft // 2 + y.shape[0]] = y
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
     out = np.empty((n_frames, mel_t.shape[1]), dtype=np.float32)
-    for start in range(0, n_frames, _FRAME_BLOCK):
-        stop = min(start + _FRAME_BLOCK, n_frames)
-        spec = scipy.fft.rfft(frames[start:stop] * window, axis=-1)
-        power = np.square(spec.real)
-        power += np.square(spec.imag)
-        np.matmul(power, mel_t, out=out[start:stop])
+    # Samples far outside [-1, 1] overflow the power: the caller reports that clip, numpy need not.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, n_frames, _FRAME_BLOCK):
+            stop = min(start + _FRAME_BLOCK, n_frames)
+            spec = scipy.fft.rfft(frames[start:stop] * window, axis=-1)
+            power = np.square(spec.real)
+            power += np.square(spec.imag)
+            np.matmul(power, mel_t, out=out[start:stop])
     np.maximum(out, AMIN, out=out)
     np.log10(out, out=out)
     out *= 10.0
@@ -387,8 +383,8 @@ def frame_features(
 
 
 def pool(frames: np.ndarray, pooling: str) -> np.ndarray:
-    """Reduce ``(n_rows, n_frames)`` over time to one vector, blocks as in :data:`POOLINGS`."""
-    stats = POOLINGS[pooling]
+    """Reduce ``(n_rows, n_frames)`` over time to one vector, blocks as in :data:`POOLING_STATS`."""
+    stats = POOLING_STATS[pooling]
     if stats == ("mean",):
         return frames.mean(axis=1, dtype=np.float32)
     f = frames.astype(np.float64)
@@ -410,27 +406,7 @@ def pool(frames: np.ndarray, pooling: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Cache entries
-
-
-class _Corrupt(Exception):
-    pass
-
-
-def _versions() -> dict[str, str]:
-    import librosa
-    import scipy
-    import soundfile
-    import soxr
-
-    return {
-        "librosa": librosa.__version__,
-        "soxr": soxr.__version__,
-        "soundfile": soundfile.__version__,
-        "libsndfile": soundfile.__libsndfile_version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-    }
+# What a cache entry depends on (the keys and entries themselves: urbansound.feature_cache)
 
 
 def _stage_spec(s: FeatureSettings) -> dict:
@@ -445,7 +421,7 @@ def _stage_spec(s: FeatureSettings) -> dict:
         "fmin": float(s.fmin),
         "fmax": _fmax(s),
         "amin": AMIN,
-        "versions": _versions(),
+        "versions": library_versions(),
     }
 
 
@@ -462,99 +438,6 @@ def _result_spec(s: FeatureSettings) -> dict:
     }
 
 
-def _digest(spec: dict) -> bytes:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).digest()
-
-
-def _clip_key(prefix: bytes, ident: tuple[str, int, int]) -> bytes:
-    path, size, mtime_ns = ident
-    return hashlib.sha256(prefix + f"\0{path}\0{size}\0{mtime_ns}".encode()).digest()
-
-
-def _stage_path(root: str, key: bytes) -> str:
-    h = key.hex()
-    return os.path.join(root, "logmel", h[:2], f"{h}.bin")  # str: pathlib costs on cached loads
-
-
-def _write_entry(path: Path, key: bytes, array: np.ndarray, *, tmp_dir: Path) -> None:
-    """Write a 2-D float32 ``array`` under ``key`` to ``path`` atomically: into ``tmp_dir``, then
-    a rename."""
-    payload = memoryview(np.ascontiguousarray(array, dtype=np.float32)).cast("B")
-    rows, cols = array.shape
-    header = _HEAD.pack(_MAGIC, key, zlib.crc32(payload), rows, cols)
-    tmp = tmp_dir / f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    for folder in (tmp_dir, path.parent):
-        if not os.path.isdir(folder):  # a stat; mkdir(exist_ok=True) costs an exception each time
-            folder.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(header)
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _read_entry(path: str | Path, key: bytes) -> np.ndarray | None:
-    """The array an entry written by :func:`_write_entry` holds (writable, the caller's own);
-    None when absent.
-
-    The hot path of a sweep over the on-load settings (one call per clip): the whole file is read
-    with one ``readv`` into one preallocated buffer, which becomes the array without a copy.
-
-    Raises
-    ------
-    _Corrupt
-        The file exists but is not a whole, valid entry for ``key``.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    try:
-        size = os.fstat(fd).st_size
-        if size < _HEAD.size:
-            raise _Corrupt("shorter than its header")
-        buf = np.empty(size, dtype=np.uint8)
-        got = os.readv(fd, [buf])
-        while got < size:  # a short read (signal, network file system)
-            more = os.readv(fd, [buf[got:]])
-            if not more:
-                raise _Corrupt("shorter than its size (truncated while read?)")
-            got += more
-    finally:
-        os.close(fd)
-    magic, stored_key, crc, rows, cols = _HEAD.unpack_from(buf)
-    if magic != _MAGIC:
-        raise _Corrupt("not a feature cache entry")
-    if stored_key != key:
-        raise _Corrupt("written for another key")
-    payload = buf[_HEAD.size :]
-    if payload.size != rows * cols * 4:
-        raise _Corrupt("wrong length (truncated?)")
-    if zlib.crc32(payload) != crc:
-        raise _Corrupt("checksum mismatch")
-    return payload.view(np.float32).reshape(rows, cols)
-
-
-def _remove_stale_tmp(root: Path) -> None:
-    tmp = root / "tmp"
-    if not tmp.is_dir():
-        return
-    cutoff = time.time() - _TMP_MAX_AGE_S
-    for entry in os.scandir(tmp):
-        try:
-            if entry.name.endswith(".tmp") and entry.stat().st_mtime < cutoff:
-                os.unlink(entry.path)
-        except OSError:  # another process removed or renamed it first
-            pass
-
-
-# --------------------------------------------------------------------------------------------
-# Workers
-
-
 @dataclass(frozen=True)
 class _Job:
     """What a task needs besides its clips; built once per extraction (the window and mel matrix
@@ -565,6 +448,7 @@ class _Job:
     prefix: bytes  # digest of the stage parameters and library versions
     window: np.ndarray
     mel_t: np.ndarray
+    blocked: list[str] = field(default_factory=list, compare=False)  # entries not cached
 
 
 def _process_chunk(items: list[tuple[int, str, int, int]], job: _Job) -> list[tuple]:
@@ -580,23 +464,43 @@ def _process_clip(item: tuple[int, str, int, int], job: _Job) -> tuple:
     """Read or compute one clip's stage, then pool it (see :func:`_process_chunk`)."""
     index, path, size, mtime_ns = item
     s = job.settings
-    key = _clip_key(job.prefix, (path, size, mtime_ns))
-    entry_path = _stage_path(job.root, key)
+    key = clip_key(job.prefix, (path, size, mtime_ns))
+    entry_path = stage_path(job.root, key)
     stage = None
     try:
-        stage = _read_entry(entry_path, key)
-    except (_Corrupt, OSError) as exc:
+        stage = read_entry(entry_path, key)
+    except CorruptEntry as exc:
         logger.warning("recomputing corrupt feature cache entry %s: %s", entry_path, exc)
-    status = "cached"
-    if stage is None:
-        try:
-            y = load_audio(path, sr=s.sr)
-        except AudioError as exc:
-            return index, None, str(exc)
-        stage = _log_mel(y, s.hop_length, job.window, job.mel_t)
-        _write_entry(Path(entry_path), key, stage, tmp_dir=Path(job.root, "tmp"))
-        status = "computed"
-    return index, clip_features(stage, s, in_place=True), status
+    if stage is not None:
+        row = clip_features(stage, s, in_place=True)
+        if _finite(row):
+            return index, row, "cached"
+        # Written before non-finite audio was refused (or by hand): the audio decides.
+        logger.warning("recomputing feature cache entry %s: it holds non-finite values", entry_path)
+    try:
+        y = load_audio(path, sr=s.sr)
+    except AudioError as exc:
+        return index, None, str(exc)
+    stage = _log_mel(y, s.hop_length, job.window, job.mel_t)
+    if not np.isfinite(stage).all():
+        peak = float(np.abs(y).max())
+        reason = (
+            f"its mel spectrogram is not finite though its samples are (peak |sample| {peak:.3g}: "
+            "float samples this far outside [-1, 1] overflow the float32 power spectrum)"
+        )
+        return index, None, str(audio_error(path, reason))
+    store(entry_path, key, stage, root=job.root, cache_dir=s.cache_dir, blocked=job.blocked)
+    row = clip_features(stage, s, in_place=True)
+    if not _finite(row):
+        reason = "its features are not finite with these features.* settings"
+        return index, None, str(audio_error(path, reason))
+    return index, row, "computed"
+
+
+def _finite(row: np.ndarray) -> bool:
+    """Whether every value of ``row`` is finite: NaN and infinities survive a float64 sum, which
+    costs a fraction of ``np.isfinite(row).all()`` on the per-clip hot path."""
+    return math.isfinite(np.add.reduce(row, axis=None, dtype=np.float64))
 
 
 def _chunks(
@@ -604,9 +508,6 @@ def _chunks(
 ) -> Iterator[list[tuple[int, str, int, int]]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-# --------------------------------------------------------------------------------------------
 
 
 def _n_workers(n_jobs: int) -> int:
@@ -627,21 +528,28 @@ def extract_features(
     settings:
         The ``features`` config group.
     progress:
-        Show a progress bar (clips/s) on stderr.
+        Report progress on stderr (:func:`urbansound.progress.progress_bar`: a bar on a
+        terminal, periodic lines otherwise, as the ``progress`` setting says); False: nothing.
 
     Returns
     -------
     FeatureSet
-        With ``FeatureSet.summary()`` as the one-line report.
+        Every value of ``X`` is finite.
 
     Raises
     ------
     AudioError
-        A clip cannot be decoded and ``settings.on_error`` is ``"error"``.
+        A clip cannot be decoded, holds a non-finite sample or gives non-finite features, and
+        ``settings.on_error`` is ``"error"``. The message names the file. Worker threads have
+        finished (work not yet started is cancelled) before it propagates.
+    OutputError
+        The cache cannot be written: ``cache_dir`` (or a folder above it) is a file, read-only,
+        not writable, or the disk is full. One entry's own path blocked (a directory where the
+        entry should be) is not an error: a warning, once, and that entry is not cached.
     """
-    from joblib import Parallel, delayed
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     from threadpoolctl import threadpool_limits
-    from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     n = len(paths)
@@ -668,15 +576,20 @@ def extract_features(
 
     result_key = None
     if not errors and n:
-        h = hashlib.sha256(_digest(_result_spec(settings)))
+        h = hashlib.sha256(digest(_result_spec(settings)))
         for _, path, size, mtime_ns in items:
             h.update(f"\0{path}\0{size}\0{mtime_ns}".encode())
         result_key = h.digest()
         result_path = root / "features" / f"{result_key.hex()}.bin"
         try:
-            hit = _read_entry(result_path, result_key)
-        except _Corrupt as exc:
+            hit = read_entry(result_path, result_key)
+        except CorruptEntry as exc:
             logger.warning("ignoring corrupt feature cache entry %s: %s", result_path, exc)
+            hit = None
+        if hit is not None and not np.isfinite(hit).all():
+            logger.warning(
+                "ignoring feature cache entry %s: it holds non-finite values", result_path
+            )
             hit = None
         if hit is not None and hit.shape == (n, width):
             return FeatureSet(
@@ -686,21 +599,12 @@ def extract_features(
                 seconds=time.perf_counter() - t0,
             )
 
-    try:
-        (root / "tmp").mkdir(parents=True, exist_ok=True)
-        writable = os.access(root / "tmp", os.W_OK)
-    except OSError:
-        writable = False
-    if not writable:
-        raise ConfigError(
-            f"features.cache_dir={settings.cache_dir} ({root}) cannot be written: "
-            "point it at a writable folder"
-        )
-    _remove_stale_tmp(root)
+    check_writable(root / "tmp", settings.cache_dir)
+    remove_stale_tmp(root)
     job = _Job(
         settings=settings,
         root=str(root),
-        prefix=_digest(_stage_spec(settings)),
+        prefix=digest(_stage_spec(settings)),
         window=_window(settings.window, _win_length(settings), settings.n_fft),
         mel_t=_mel_basis_t(
             settings.sr, settings.n_fft, settings.n_mels, float(settings.fmin), _fmax(settings)
@@ -708,7 +612,7 @@ def extract_features(
     )
     rows: list[np.ndarray | None] = [None] * n
     n_computed = n_cached = 0
-    bar = tqdm(total=n, unit="clip", desc="features", disable=not progress, leave=False)
+    bar = progress_bar(total=n, unit="clip", desc="features", mode=None if progress else "none")
     bar.update(len(errors))
 
     def take(done: list[tuple]) -> None:
@@ -746,15 +650,24 @@ def extract_features(
         rest = items[served:]
         workers = max(1, min(_n_workers(settings.n_jobs), len(rest) // _MIN_CLIPS_PER_WORKER))
         chunk = max(1, min(_CHUNK, math.ceil(len(rest) / (8 * workers))))
-        parallel = Parallel(n_jobs=workers, prefer="threads", return_as="generator_unordered")
-        results = parallel(delayed(_process_chunk)(c, job) for c in _chunks(rest, chunk))
-        try:
-            for done in results:
-                take(done)
-        finally:
-            with warnings.catch_warnings():  # joblib: "N tasks ... have been cancelled"
-                warnings.simplefilter("ignore", UserWarning)
-                results.close()
+        if workers == 1:
+            for c in _chunks(rest, chunk):
+                take(_process_chunk(c, job))
+        elif rest:
+            # The executor's exit joins its threads: an error (a bad clip, a full disk, Ctrl-C)
+            # cancels the chunks not started and waits for the running ones (a few clips each)
+            # before it propagates, so the process never exits under a running thread (which
+            # aborted it: "terminate called without an active exception", exit 134).
+            with ThreadPoolExecutor(workers, thread_name_prefix="features") as pool:
+                pending = {pool.submit(_process_chunk, c, job) for c in _chunks(rest, chunk)}
+                try:
+                    while pending:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in finished:
+                            take(future.result())
+                finally:
+                    for future in pending:
+                        future.cancel()
     finally:
         blas.restore_original_limits()
         bar.close()
@@ -771,11 +684,19 @@ def extract_features(
     for s in skipped:
         logger.warning("features.on_error=skip: left out %s", s["error"])
     if result_key is not None and not skipped:
-        _write_entry(
-            root / "features" / f"{result_key.hex()}.bin",
+        store(
+            str(root / "features" / f"{result_key.hex()}.bin"),
             result_key,
             X,
-            tmp_dir=root / "tmp",
+            root=str(root),
+            cache_dir=settings.cache_dir,
+            blocked=job.blocked,
+        )
+    if len(job.blocked) > 1:
+        logger.warning(
+            "%d feature cache entries could not be written (the first: %s)",
+            len(job.blocked),
+            job.blocked[0],
         )
     return FeatureSet(
         X=X,

@@ -2,11 +2,19 @@
 
 Composes the Hydra config in ``conf/``, validates it, indexes the dataset (UrbanSound8K where it
 is found, otherwise the built-in demo corpus), extracts features through the shared cache, trains
-the MLP on every cross-validation split and writes into the run directory:
+the MLP on every cross-validation split and writes into the run directory (the only writer of it):
 
 - ``config.yaml``: the resolved configuration,
-- ``results.json``: per-fold metrics, mean and std, per-epoch history, dataset, durations,
-- ``folds.csv``: one row per fold.
+- ``results.json``: per-fold metrics, mean and std, per-epoch history, dataset, durations, the
+  Comet experiment (written once, atomically, when the run ends or is pruned),
+- ``folds.csv``: one row per fold,
+- ``figures/``: the run's confusion matrix and epoch curves.
+
+The data flows one way: settings -> :mod:`urbansound.data` (index) -> :mod:`urbansound.features`
+-> :mod:`urbansound.cv` (splits) -> :mod:`urbansound.train` -> a typed
+:class:`~urbansound.results.RunResult` -> sinks (run directory, :mod:`urbansound.tracking`, the
+Optuna reporter). The dataset's class figures and audio samples are drawn after the run or sweep
+has ended, by :class:`DatasetFiguresCallback`, once per dataset and stage settings.
 
 With ``-m`` it is a sweep (``python -m urbansound.run -m n_mfcc=20,40,60``); the task function
 returns the mean cross-validation accuracy, the objective a sweeper maximises.
@@ -14,13 +22,11 @@ returns the mean cross-validation accuracy, the objective a sweeper maximises.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,120 +34,92 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from urbansound import tracking
-from urbansound.config import CVSettings, Settings, hydra_main, settings_from_config
+from urbansound import progress, tracking
+from urbansound.config import Settings, hydra_main, settings_from_config
 from urbansound.errors import TrialPruned, UrbansoundError
+from urbansound.files import atomic_write, output_error, write_json
+from urbansound.results import EpochMetrics, RunResult
 
 log = logging.getLogger("urbansound.run")
 
-
-def build_splits(cv: CVSettings, folds: np.ndarray, y: np.ndarray) -> list[Any]:
-    """The train/test splits of the configured protocol over clips with fold labels ``folds``.
-
-    ``cv.outer_fold`` must already have been removed from ``folds`` by the caller, except with
-    ``cv.evaluate_outer``: then the one split trains on every other fold and tests on fold k.
-    """
-    from urbansound import train
-
-    if cv.name == "random_split":
-        return train.random_split(len(y), test_size=cv.test_size, seed=cv.seed, stratify=y)
-    if cv.evaluate_outer:  # a search's winner, tested once on the fold the search never saw
-        return train.fold_splits(folds, test_folds=[cv.outer_fold])
-    return train.fold_splits(folds, test_folds=cv.folds)
+FOLD_COLUMNS = ["fold", "accuracy", "loss", "n_train", "n_test"]
 
 
-def protocol_label(cv: CVSettings) -> str:
-    """How the protocol is named in every output; the leaky random split says so."""
-    if cv.name == "random_split":
-        return "random_split (LEAKY: slices of one recording in train and test)"
-    if cv.evaluate_outer:
-        return f"folds (outer fold {cv.outer_fold} evaluation: trained on the other folds)"
-    if cv.outer_fold is not None:
-        return f"folds (outer fold {cv.outer_fold} held out)"
-    return "folds"
+def fold_table(result: RunResult) -> str:
+    """The per-fold table printed at the end of a run (pandas), with mean ± std."""
+    import pandas as pd
+
+    assert result.cv is not None
+    frame = pd.DataFrame([{k: getattr(f, k) for k in FOLD_COLUMNS} for f in result.cv.folds])
+    table = frame.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    n = len(result.cv.folds)
+    return (
+        f"{table}\nmean {result.mean_accuracy:.4f} ± {result.std_accuracy:.4f} (std over {n} folds)"
+    )
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
+def _write_folds_csv(path: Path, result: RunResult) -> None:
+    import pandas as pd
+
+    assert result.cv is not None
+    frame = pd.DataFrame([{k: getattr(f, k) for k in FOLD_COLUMNS} for f in result.cv.folds])
+    atomic_write(path, frame.to_csv(index=False, lineterminator="\n"))
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+@dataclass
+class RunOutcome:
+    """What :func:`run_experiment` hands to the sinks: the typed result, the figures it drew
+    (name -> path in the run directory), and the :class:`TrialPruned` that stopped it, if any."""
+
+    result: RunResult
+    figures: dict[str, Path] = field(default_factory=dict)
+    pruned: TrialPruned | None = None
 
 
-def _write_folds_csv(path: Path, folds: list[dict[str, Any]]) -> None:
-    fields = ["fold", "accuracy", "loss", "n_train", "n_test"]
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(folds)
-
-
-def format_fold_table(folds: list[dict[str, Any]], mean: float, std: float) -> str:
-    """The per-fold table printed at the end of a run."""
-    lines = [f"{'fold':>8} {'accuracy':>9} {'loss':>8} {'n_train':>8} {'n_test':>7}"]
-    for f in folds:
-        lines.append(
-            f"{f['fold']!s:>8} {f['accuracy']:9.4f} {f['loss']:8.4f} "
-            f"{f['n_train']:8d} {f['n_test']:7d}"
-        )
-    lines.append(f"{'mean':>8} {mean:9.4f} ± {std:.4f} (std over {len(folds)} folds)")
-    return "\n".join(lines)
-
-
-def _history_row(m: Any) -> dict[str, Any]:
-    return {
-        "epoch": int(m.epoch),
-        "train_loss": [float(v) for v in m.train_loss],
-        "test_loss": [float(v) for v in m.test_loss],
-        "test_accuracy": [float(v) for v in m.test_accuracy],
-        "mean_test_accuracy": float(m.mean_test_accuracy),
-    }
+def _make_run_dir(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(run_dir, exc) from exc
 
 
 def run_experiment(
     settings: Settings,
     *,
     run_dir: Path,
-    resolved_config: dict[str, Any] | None = None,
+    resolved_config: Mapping[str, Any] | None = None,
     overrides: Sequence[str] = (),
-    callbacks: Sequence[Callable[[Any], None]] = (),
-    on_index: Callable[[Any], None] | None = None,
+    callbacks: Sequence[Callable[[EpochMetrics], None]] = (),
+    tracking_info: Callable[[], Mapping[str, Any]] | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> RunOutcome:
     """Run one experiment and write its outputs into ``run_dir``.
 
-    ``on_index`` receives the dataset index once it is built (the tracker reuses it).
-    Returns the content of ``results.json``. Raises :class:`TrialPruned` (after writing
-    ``results.json`` with ``status: "pruned"``) when a callback stops training.
-    """
-    from urbansound import data, features, train
+    ``callbacks`` see every epoch's :class:`EpochMetrics`; one raising :class:`TrialPruned` stops
+    training: ``results.json`` then says ``status: "pruned"`` and the outcome carries the
+    exception (the caller re-raises it after the sinks). ``tracking_info`` is called once, just
+    before ``results.json`` is written, for its ``tracking`` field. ``results.json`` is written
+    once, atomically: a failed write leaves no partial file and raises :class:`OutputError`.
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    Raises
+    ------
+    UrbansoundError
+        Bad configuration or data (one line naming the key or file), or an unwritable run
+        directory (:class:`~urbansound.errors.OutputError`).
+    """
+    from urbansound import cv, data, features, train
+
+    run_dir = Path(run_dir)
+    _make_run_dir(run_dir)
     t_start = time.perf_counter()
     durations: dict[str, float] = {}
     if resolved_config is not None:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved_config))
+        atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(dict(resolved_config)))
 
     root, dataset_name = data.resolve_dataset(settings.data)
     index = data.load_index(root, missing=settings.data.missing, name=dataset_name)
     durations["index"] = time.perf_counter() - t_start
-    if on_index is not None:
-        on_index(index)
-
-    clips = index.clips
-    cv = settings.cv
-    if cv.outer_fold is not None and not cv.evaluate_outer:
-        clips = clips[clips["fold"] != cv.outer_fold]
-        log.info("outer fold %d held out of the search: %d clips left", cv.outer_fold, len(clips))
+    clips = cv.select_clips(settings.cv, index.clips)
 
     t0 = time.perf_counter()
     feats = features.extract_features(list(clips["path"]), settings.features, progress=progress)
@@ -158,38 +136,32 @@ def run_experiment(
     clips = clips[feats.ok]
     y = clips["classID"].to_numpy(dtype=np.int64)
     fold_of = clips["fold"].to_numpy(dtype=np.int64)
-    splits = build_splits(cv, fold_of, y)
+    splits = cv.build_splits(settings.cv, fold_of, y)
     if not splits:
         raise UrbansoundError(
             "no cross-validation split has clips to test on: check data.root, cv.folds and "
             "cv.outer_fold"
         )
-
-    history: list[dict[str, Any]] = []
-    results: dict[str, Any] = {
-        "status": "running",
-        "dataset": dataset_name,
-        "data_root": str(root),
-        "protocol": protocol_label(cv),
-        "leaky": cv.name == "random_split",
-        "n_listed": index.n_listed,
-        "n_clips": len(clips),
-        "n_missing": len(index.missing),
-        "empty_folds": list(index.empty_folds),
-        "skipped": list(feats.skipped),
-        "class_names": list(index.class_names),
-        "n_features": int(feats.X.shape[1]),
-        "overrides": list(overrides),
-        "trial": {
-            "study_name": settings.trial.study_name,
-            "number": settings.trial.number,
-        },
-    }
-
-    def record(m: Any) -> None:
-        history.append(_history_row(m))
+    result = RunResult(
+        status="running",
+        dataset=dataset_name,
+        data_root=str(root),
+        protocol=cv.protocol_label(settings.cv),
+        leaky=settings.cv.name == "random_split",
+        n_listed=index.n_listed,
+        n_clips=len(clips),
+        n_missing=len(index.missing),
+        empty_folds=list(index.empty_folds),
+        leaky_recordings=[dict(r) for r in index.leaky_recordings],
+        skipped=list(feats.skipped),
+        class_names=list(index.class_names),
+        n_features=int(feats.X.shape[1]),
+        overrides=list(overrides),
+        trial={"study_name": settings.trial.study_name, "number": settings.trial.number},
+    )
 
     t0 = time.perf_counter()
+    pruned: TrialPruned | None = None
     try:
         cv_result = train.cross_validate(
             feats.X,
@@ -198,43 +170,59 @@ def run_experiment(
             n_classes=len(index.class_names),
             model=settings.model,
             train=settings.train,
-            callbacks=[record, *callbacks],
+            callbacks=[result.history.append, *callbacks],
             progress=progress,
         )
-    except TrialPruned as pruned:
-        durations["train"] = time.perf_counter() - t0
-        durations["total"] = time.perf_counter() - t_start
-        results.update(
-            status="pruned",
-            pruned_at_epoch=pruned.epoch,
-            mean_accuracy=pruned.value,
-            history=history,
-            durations=durations,
-        )
-        _write_json(run_dir / "results.json", results)
-        log.warning("%s; results.json marks this job as pruned", pruned)
-        raise
+    except TrialPruned as exc:
+        pruned = exc
+        result.status, result.pruned_at_epoch, result.mean_accuracy = "pruned", exc.epoch, exc.value
+    else:
+        result.status, result.cv = "complete", cv_result
+        result.mean_accuracy = float(cv_result.mean_accuracy)
+        result.std_accuracy = float(cv_result.std_accuracy)
     durations["train"] = time.perf_counter() - t0
-    durations["total"] = time.perf_counter() - t_start
 
-    out = cv_result.to_dict()
-    results.update(
-        status="complete",
-        folds=out["folds"],
-        mean_accuracy=float(cv_result.mean_accuracy),
-        std_accuracy=float(cv_result.std_accuracy),
-        history=history,
-        durations=durations,
-    )
-    _write_json(run_dir / "results.json", results)
-    _write_folds_csv(run_dir / "folds.csv", out["folds"])
-    try:  # confusion matrix, epoch curves, the dataset's class examples (drawn once per dataset)
+    t0 = time.perf_counter()
+    figures = _run_figures(run_dir, result)
+    durations["figures"] = time.perf_counter() - t0
+    durations["total"] = time.perf_counter() - t_start
+    result.durations = durations
+    if tracking_info is not None:
+        result.tracking = dict(tracking_info())
+    write_json(run_dir / "results.json", result.to_dict())
+    if result.cv is not None:
+        _write_folds_csv(run_dir / "folds.csv", result)
+    if pruned is not None:
+        log.warning("%s; results.json marks this job as pruned", pruned)
+    return RunOutcome(result=result, figures=figures, pruned=pruned)
+
+
+def _run_figures(run_dir: Path, result: RunResult) -> dict[str, Path]:
+    """The run's own figures (confusion matrix, epoch curves); a failure costs only them."""
+    try:
         from urbansound import plots
 
-        plots.run_figures(run_dir, results, clips=index.clips, features=settings.features)
+        written = plots.write_run_figures(run_dir, result.to_dict())
     except Exception as exc:  # figures are extras: a finished run is never lost over one
         log.warning("run figures not written: %s", exc)
-    return results
+        return {}
+    return {p.stem: p for p in written}
+
+
+def swept_parameters(overrides: Sequence[str]) -> dict[str, Any]:
+    """The parameters a job's overrides set, parsed by Hydra's own override parser.
+
+    ``trial.*`` and ``hydra.*`` keys are left out; values keep the types Hydra gives them.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params: dict[str, Any] = {}
+    for o in OverridesParser.create().parse_overrides(list(overrides)):
+        key = o.get_key_element().lstrip("+~")
+        if o.is_delete() or key.startswith(("trial.", "hydra.", "hydra/")):
+            continue
+        params[key] = o.value()
+    return params
 
 
 def _is_multirun() -> bool:
@@ -269,6 +257,85 @@ def _print_upload_command(directory: Path, *, list_file: Path | None) -> None:
         )
 
 
+class DatasetFiguresCallback(Callback):
+    """Hydra callback: the dataset's class overview and one WAV per class, after a run or sweep.
+
+    Off the run's critical path and at most once per sweep: once the run (``on_run_end``) or the
+    whole sweep (``on_multirun_end``) has ended, it reads the dataset from a ``results.json`` of
+    the run or sweep directory, draws (or finds in the cache beside the feature cache) the figures
+    of :func:`urbansound.plots.dataset_figures` for the dataset and the stage settings, links them
+    into ``<run or sweep dir>/figures/dataset/`` and hands them to
+    :func:`urbansound.tracking.log_dataset_samples`. Never raises: a failure is one warning.
+    Registered in ``conf/config.yaml`` under ``hydra.callbacks``.
+    """
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        dataset_samples(config, Path(config.hydra.runtime.output_dir), sweep=False)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        dataset_samples(config, Path(config.hydra.sweep.dir), sweep=True)
+
+
+def dataset_samples(config: DictConfig, directory: Path, *, sweep: bool) -> Any:
+    """Draw (once) and link the dataset figures for the run or sweep in ``directory``.
+
+    Returns the :class:`urbansound.plots.DatasetFigures` or ``None`` when there is nothing to
+    draw (no finished run) or drawing failed (one warning).
+    """
+    try:
+        return _dataset_samples(config, directory, sweep=sweep)
+    except Exception as exc:  # the run's results stand; these are extras
+        log.warning("dataset figures not drawn: %s", exc)
+        return None
+
+
+def _dataset_samples(config: DictConfig, directory: Path, *, sweep: bool) -> Any:
+    import json
+
+    from urbansound import data, plots
+
+    found = sorted(directory.rglob("results.json")) if directory.is_dir() else []
+    results = next((r for r in (_read(p, json) for p in found) if r.get("data_root")), None)
+    if results is None:
+        return None
+    cfg = OmegaConf.to_container(config, resolve=False)
+    assert isinstance(cfg, dict)
+    cfg.pop("hydra", None)
+    settings = settings_from_config(OmegaConf.create(cfg))
+    index_log = logging.getLogger(data.__name__)
+    level = index_log.level
+    index_log.setLevel(logging.ERROR)  # the run has already said what the index had to say
+    try:
+        index = data.load_index(
+            Path(results["data_root"]), missing="skip", name=str(results["dataset"])
+        )
+    finally:
+        index_log.setLevel(level)
+    drawn = plots.dataset_figures(
+        index.clips,
+        class_names=list(results.get("class_names") or index.class_names),
+        dataset=index.name,
+        features=settings.features,
+        cache_dir=Path(settings.features.cache_dir).parent / "figures",
+        dest=directory / plots.FIGURES_DIR / "dataset",
+    )
+    if drawn.figures and settings.tracking.mode != "disabled":
+        # The trials name this experiment by its tags (``samples`` and ``study:<name>``).
+        study = (results.get("trial") or {}).get("study_name")
+        tags = [index.name, *(["sweep", f"study:{study}"] if sweep and study else [])]
+        tracking.log_dataset_samples(
+            settings, figures=drawn.figures, samples=drawn.samples, tags=tags
+        )
+    return drawn
+
+
+def _read(path: Path, json: Any) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 @hydra_main  # hydra.main over the packaged config (urbansound.conf); config errors: one line
 def main(cfg: DictConfig) -> float:
     """Hydra task: one experiment; returns the mean cross-validation accuracy."""
@@ -276,13 +343,21 @@ def main(cfg: DictConfig) -> float:
 
     try:
         settings = settings_from_config(cfg)
+        progress.set_default_mode(settings.progress)
         hc = HydraConfig.get()
         run_dir = Path(hc.runtime.output_dir)
         overrides = list(hc.overrides.task)
         resolved = OmegaConf.to_container(cfg, resolve=True)
-        tracker = tracking.start(settings, run_dir=run_dir, config=resolved, overrides=overrides)
+        assert isinstance(resolved, dict)
+        tracker = tracking.start(
+            settings,
+            run_dir=run_dir,
+            config=resolved,
+            overrides=overrides,
+            swept=swept_parameters(overrides),
+        )
         # Comet sees every epoch, including the one after which the pruner stops the trial.
-        callbacks: list[Callable[[Any], None]] = [tracker.log_epoch]
+        callbacks: list[Callable[[EpochMetrics], None]] = [tracker.log_epoch]
         if settings.trial.number is not None:  # a job of the urbansound Optuna sweeper
             from urbansound import sweep
 
@@ -290,40 +365,53 @@ def main(cfg: DictConfig) -> float:
             if reporter is not None:
                 callbacks.append(reporter)
             # Links from the Optuna trial (dashboard) to this run and its Comet experiment.
+            info = tracker.info()
             sweep.set_trial_attrs(
                 settings.trial,
                 run_dir=str(run_dir),
-                comet_experiment_key=tracker.experiment_key,
-                comet_mode=tracker.mode,
+                comet_experiment_key=info.get("experiment_key"),
+                comet_mode=info.get("mode"),
             )
+        outcome: RunOutcome | None = None
+        error: BaseException | None = None
         try:
-            results = run_experiment(
+            outcome = run_experiment(
                 settings,
                 run_dir=run_dir,
                 resolved_config=resolved,
                 overrides=overrides,
                 callbacks=callbacks,
-                on_index=tracker.use_index,
+                tracking_info=tracker.info,
             )
-        finally:
-            tracker.finish(run_dir)  # whatever the outcome; never raises
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:  # whatever the outcome; never raises
+            tracker.finish(
+                outcome.result if outcome is not None else None,
+                run_dir=run_dir,
+                figures=outcome.figures if outcome is not None else {},
+                error=error,
+            )
     except UrbansoundError as exc:
         if _is_multirun():
             raise  # the sweeper records the trial as failed, with this message
         print(f"error: {exc}", file=sys.stderr)  # one line, no traceback
         sys.exit(2)
 
-    table = format_fold_table(results["folds"], results["mean_accuracy"], results["std_accuracy"])
+    if outcome.pruned is not None:
+        raise outcome.pruned
+    result = outcome.result
     log.info(
         "%s on %s (%s), %d clips:\n%s\nrun directory: %s",
-        "LEAKY random split" if results["leaky"] else f"{len(results['folds'])}-fold CV",
-        results["dataset"],
-        results["protocol"],
-        results["n_clips"],
-        table,
+        "LEAKY random split" if result.leaky else f"{len(result.cv.folds)}-fold CV",
+        result.dataset,
+        result.protocol,
+        result.n_clips,
+        fold_table(result),
         run_dir,
     )
-    return float(results["mean_accuracy"])
+    return float(result.mean_accuracy)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,86 @@
+"""One report: analysis, figures, the summary model, and the files written from it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from urbansound.files import atomic_write, write_json
+from urbansound.report import analysis, figures, render
+from urbansound.report.load import Sweep, TrialRecord, load_evaluations
+from urbansound.sweep import records as study_records
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ReportFiles", "build_report"]
+
+
+@dataclass
+class ReportFiles:
+    """What :func:`build_report` wrote."""
+
+    html: Path
+    markdown: Path
+    summary: Path
+    pngs: list[Path]
+    best: TrialRecord | None
+
+
+def build_report(
+    sweep: Sweep,
+    *,
+    out_dir: str | Path,
+    top: int = 5,
+    evaluations: Sequence[TrialRecord] | None = None,
+) -> ReportFiles:
+    """Write ``report.html``, ``report.md``, ``summary.json`` and PNGs of ``sweep`` into a folder.
+
+    Parameters
+    ----------
+    sweep:
+        From :func:`urbansound.report.load.load_sweep`.
+    out_dir:
+        Created if needed; files in it are replaced (atomically).
+    top:
+        How many of the best configurations take part in the paired comparison.
+    evaluations:
+        Extra evaluation runs (outer fold, random split); default: those found in
+        ``out_dir/evaluations``.
+
+    Raises
+    ------
+    OutputError
+        When a file cannot be written.
+    """
+    import plotly.offline
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    evals = list(load_evaluations(out_dir) if evaluations is None else evaluations)
+    best = analysis.best_record(sweep)
+    comparisons = analysis.paired_comparisons(sweep, top=top)
+    protocols = analysis.protocol_comparison([*sweep.records, *evals])
+    outer = analysis.outer_estimates(sweep, evals)
+    try:
+        importances = study_records.param_importances(sweep.study)
+    except Exception as exc:
+        log.warning("parameter importances not computed: %s", exc)
+        importances = {}
+    figs = figures.make_figures(sweep, best, comparisons, protocols, importances, out_dir)
+    summary = analysis.summarize(
+        sweep, comparisons=comparisons, protocols=protocols, outer=outer, importances=importances
+    )
+    model = render.page_model(sweep, summary, best, figs, out_dir=out_dir)
+    files = ReportFiles(
+        html=atomic_write(
+            out_dir / "report.html",
+            render.render_html(model, plotly_js=plotly.offline.get_plotlyjs()),
+        ),
+        markdown=atomic_write(out_dir / "report.md", render.render_markdown(model)),
+        summary=write_json(out_dir / "summary.json", summary),
+        pngs=list(figs.pngs.values()),
+        best=best,
+    )
+    return files

@@ -1,0 +1,143 @@
+"""``python -m urbansound.report``: the command line (arguments, evaluations, console output).
+
+Exit status: 0 when the report was written (also when every trial of the study failed: the
+report lists the failures and one printed line says so); 2 with one ``error:`` line for a user
+error (no such directory, no study, a storage that cannot be opened, an evaluation that failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from urbansound.errors import ConfigError, UrbansoundError
+from urbansound.report import analysis, evaluations, render
+from urbansound.report.build import build_report
+from urbansound.report.load import LEAKY, Sweep, load_sweep
+
+__all__ = ["console_table", "default_out", "main", "parse_args"]
+
+
+def console_table(sweep: Sweep, *, limit: int = 15) -> str:
+    """The printed trial table (best first, at most ``limit`` rows)."""
+    rows = analysis.trial_order(sweep)
+    if not rows:
+        return "(no trials)"
+    frame = pd.DataFrame(
+        [
+            [
+                r.number,
+                r.state,
+                render.fmt(r.value),
+                render.fmt(r.std),
+                f"random_split ({LEAKY})" if r.leaky else ("folds" if r.results else "–"),
+                r.label(),
+            ]
+            for r in rows[:limit]
+        ],
+        columns=["trial", "state", "value", "std", "protocol", "parameters"],
+        dtype=object,
+    )
+    text = frame.to_string(index=False)
+    if len(rows) > limit:
+        text += f"\n... {len(rows) - limit} more in the report"
+    return text
+
+
+def default_out(args: argparse.Namespace, sweep: Sweep | None) -> Path:
+    """``--out``; else ``<sweep dir>/report`` (one directory) or ``outputs/reports/<study>``."""
+    if args.out:
+        return Path(args.out)
+    if len(args.paths) == 1:
+        return Path(args.paths[0]) / "report"
+    name = sweep.name if sweep is not None else "report"
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return Path("outputs") / "reports" / slug
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments (``--help`` lists them)."""
+    p = argparse.ArgumentParser(
+        prog="python -m urbansound.report",
+        description="Write an HTML + Markdown report of a sweep (its directory, or an Optuna "
+        "storage and study name).",
+    )
+    p.add_argument("paths", nargs="*", help="sweep directories or run directories")
+    p.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///outputs/optuna.db")
+    p.add_argument("--study", help="study name (needed when the storage holds several)")
+    p.add_argument(
+        "--out", help="report folder (default <sweep dir>/report or outputs/reports/<study>)"
+    )
+    p.add_argument("--top", type=int, default=5, help="configurations in the paired comparison")
+    p.add_argument(
+        "--evaluate-outer",
+        action="store_true",
+        help="run the winner on all folds but the held-out cv.outer_fold and test it there once "
+        "(python -m urbansound.run ... cv.evaluate_outer=true)",
+    )
+    p.add_argument(
+        "--random-split",
+        action="store_true",
+        help="also run the winner on the LEAKY random 80/20 split (protocol comparison)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    if not args.paths and not args.storage:
+        p.error("give a sweep directory or --storage URL (with --study NAME)")
+    if args.top < 2:
+        p.error("--top must be at least 2")
+    return args
+
+
+def _evaluate(args: argparse.Namespace, sweep: Sweep, out_dir: Path) -> None:
+    best = analysis.best_record(sweep)
+    if best is None:
+        raise ConfigError(
+            f"{sweep.source}: no COMPLETE fold-CV trial to evaluate; let the sweep finish "
+            "at least one trial"
+        )
+    progress = not args.no_progress
+    if args.evaluate_outer:
+        dest = evaluations.evaluation_dir(out_dir, best, "outer")
+        res = evaluations.evaluate_outer(best, out_dir=dest, progress=progress)
+        print(
+            f"held-out fold {best.outer_fold}: accuracy {res['mean_accuracy']:.4f} "
+            f"(search objective {best.value:.4f}) -> {dest}"
+        )
+    if args.random_split:
+        dest = evaluations.evaluation_dir(out_dir, best, "random_split")
+        res = evaluations.evaluate_random_split(best, out_dir=dest, progress=progress)
+        print(
+            f"random split ({LEAKY}): accuracy {res['mean_accuracy']:.4f} vs predefined "
+            f"folds {best.value:.4f} -> {dest}"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        sweep = load_sweep(args.paths, storage=args.storage, study_name=args.study)
+        out_dir = default_out(args, sweep)
+        if args.evaluate_outer or args.random_split:
+            _evaluate(args, sweep, out_dir)
+        files = build_report(sweep, out_dir=out_dir, top=args.top)
+    except UrbansoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"study {sweep.name} ({sweep.source})")
+    print(console_table(sweep))
+    if files.best is not None:
+        print(f"best (predefined folds): trial #{files.best.number} = {files.best.value:.4f}")
+    elif analysis.all_failed(sweep):
+        print(render.all_failed_text(sweep))
+    else:
+        print("no COMPLETE trial on the predefined folds yet")
+    print(f"report: {files.html}\nmarkdown: {files.markdown}\nsummary: {files.summary}")
+    return 0

@@ -1,0 +1,429 @@
+"""Reading a sweep: its study (through :mod:`urbansound.sweep.records`) and its run directories.
+
+A sweep directory is found by what it holds, in this order:
+
+1. ``study.json`` (``{"study_name", "storage", "direction", "metric"}``, written by the sweeper
+   at the start of every sweep): the study is read from that storage, so a directory holding
+   only ``trials.csv`` and ``best_params.yaml`` (a re-run of a finished sweep) is reported too;
+2. the jobs' ``results.json``: the storage named in their ``config.yaml`` (``trial.storage``)
+   is opened where that works, so failed trials, which have no results, are listed too;
+3. the run directories alone (Hydra's basic sweeper, or a storage that cannot be opened).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from urbansound.errors import ConfigError
+from urbansound.files import redact_url
+from urbansound.sweep import records as study_records
+from urbansound.sweep.records import StudyRecords, StudyTrial
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "EVALUATIONS",
+    "LEAKY",
+    "STUDY_FILE",
+    "Sweep",
+    "TrialRecord",
+    "find_run_dirs",
+    "load_evaluations",
+    "load_sweep",
+    "open_study",
+    "record_from_run_dir",
+]
+
+EVALUATIONS = "evaluations"
+LEAKY = "LEAKY"
+STUDY_FILE = "study.json"
+_SKIP_KEYS = ("trial", "hydra")  # the sweeper's own overrides: not parameters of a trial
+
+
+@dataclass
+class TrialRecord:
+    """One trial (or one evaluation run): its Optuna fields and its run directory's content."""
+
+    number: int | None
+    state: str  # COMPLETE | PRUNED | FAIL | RUNNING | WAITING
+    value: float | None
+    params: dict[str, Any] = field(default_factory=dict)
+    duration_s: float | None = None
+    run_dir: Path | None = None
+    results: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def leaky(self) -> bool:
+        """True for the random-split protocol (slices of one recording in train and test)."""
+        if self.results and "leaky" in self.results:
+            return bool(self.results["leaky"])
+        if self.results and str(self.results.get("protocol", "")).startswith("random_split"):
+            return True
+        cv = (self.config or {}).get("cv") or {}
+        return cv.get("name") == "random_split" or self.params.get("cv") == "random_split"
+
+    @property
+    def outer_fold(self) -> int | None:
+        """The fold held out of the search (``cv.outer_fold``), if any."""
+        cv = (self.config or {}).get("cv") or {}
+        k = cv.get("outer_fold")
+        return int(k) if k is not None else None
+
+    @property
+    def folds(self) -> list[dict[str, Any]]:
+        """``results.json``'s per-fold entries (empty when the run has none)."""
+        return list((self.results or {}).get("folds") or [])
+
+    @property
+    def std(self) -> float | None:
+        """Standard deviation of the per-fold accuracies (``results.json``'s ``std_accuracy``)."""
+        v = (self.results or {}).get("std_accuracy")
+        return float(v) if v is not None else None
+
+    @property
+    def pooled_accuracy(self) -> float | None:
+        """Accuracy over all test clips of all folds (each clip counts once; the objective is the
+        unweighted mean over folds, which small folds sway as much as large ones)."""
+        folds = [f for f in self.folds if f.get("n_test")]
+        n = sum(int(f["n_test"]) for f in folds)
+        if not n:
+            return None
+        return sum(float(f["accuracy"]) * int(f["n_test"]) for f in folds) / n
+
+    @property
+    def dataset(self) -> str | None:
+        return (self.results or {}).get("dataset")
+
+    @property
+    def name(self) -> str:
+        return f"#{self.number}" if self.number is not None else (self.run_dir or Path("?")).name
+
+    def label(self) -> str:
+        """Short text naming the configuration (its swept parameters)."""
+        text = ", ".join(f"{k}={fmt_param(v)}" for k, v in sorted(self.params.items()))
+        return text or "defaults"
+
+    def protocol(self) -> str:
+        """Protocol text as shown in tables (the LEAKY split says so)."""
+        if self.results and self.results.get("protocol"):
+            text = str(self.results["protocol"])
+        else:
+            text = "random_split" if self.leaky else "folds"
+        if self.leaky and LEAKY not in text:
+            text += f" ({LEAKY})"
+        return text
+
+    def study_trial(self) -> StudyTrial:
+        """The record as a plain Optuna trial (per-epoch values from ``results.json``)."""
+        history = (self.results or {}).get("history") or []
+        return StudyTrial(
+            number=self.number if self.number is not None else -1,
+            state=self.state,
+            value=self.value,
+            params=dict(self.params),
+            intermediate_values={int(h["epoch"]): float(h["mean_test_accuracy"]) for h in history},
+            duration_s=self.duration_s,
+        )
+
+
+@dataclass
+class Sweep:
+    """A study's trials, ready to report.
+
+    ``study`` holds the Optuna side in plain values (from the storage, or rebuilt from the run
+    directories); ``records`` adds each trial's run directory, plus run directories given besides
+    the study's own (``number`` None: compared, never ranked).
+    """
+
+    name: str
+    source: str
+    direction: str
+    records: list[TrialRecord]
+    study: StudyRecords
+    storage: str | None = None
+    fixed: dict[str, Any] = field(default_factory=dict)  # overrides shared by every job
+
+    @property
+    def trials(self) -> list[TrialRecord]:
+        """The study's trials (records with a number)."""
+        return [r for r in self.records if r.number is not None]
+
+
+def fmt_param(v: Any) -> str:
+    """A parameter value as shown: floats with 4 significant digits (``0.003162``)."""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read %s: %s", path, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_config(run_dir: Path) -> dict[str, Any] | None:
+    for candidate in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
+        if candidate.is_file():
+            try:
+                cfg = yaml.safe_load(candidate.read_text())
+            except (OSError, yaml.YAMLError) as exc:
+                log.warning("cannot read %s: %s", candidate, exc)
+                return None
+            return cfg if isinstance(cfg, dict) else None
+    return None
+
+
+def find_run_dirs(path: str | Path) -> list[Path]:
+    """Directories at or below ``path`` holding a ``results.json`` (report folders excluded)."""
+    path = Path(path)
+    if (path / "results.json").is_file():
+        return [path]
+    found = []
+    for res in sorted(path.rglob("results.json")):
+        rel = res.parent.relative_to(path).parts
+        if "report" in rel or EVALUATIONS in rel:
+            continue
+        found.append(res.parent)
+    return found
+
+
+def record_from_run_dir(run_dir: str | Path) -> TrialRecord | None:
+    """A :class:`TrialRecord` from a run directory's ``results.json`` and ``config.yaml``."""
+    run_dir = Path(run_dir)
+    results = _read_json(run_dir / "results.json")
+    if results is None:
+        return None
+    number = (results.get("trial") or {}).get("number")
+    if number is None and run_dir.name.isdigit():
+        number = int(run_dir.name)
+    params = study_records.trial_params(results.get("overrides") or [], skip=_SKIP_KEYS)
+    status = str(results.get("status", "complete")).lower()
+    state = {"complete": "COMPLETE", "pruned": "PRUNED", "failed": "FAIL"}.get(status, "RUNNING")
+    value = results.get("mean_accuracy") if state == "COMPLETE" else None
+    total = (results.get("durations") or {}).get("total")
+    return TrialRecord(
+        number=int(number) if number is not None else None,
+        state=state,
+        value=float(value) if value is not None else None,
+        params=params,
+        duration_s=float(total) if total is not None else None,
+        run_dir=run_dir,
+        results=results,
+        config=_read_config(run_dir),
+    )
+
+
+def _record_from_trial(t: StudyTrial) -> TrialRecord:
+    run_dir = t.run_dir
+    if run_dir is None:  # any attribute naming a directory with results
+        for value in t.user_attrs.values():
+            if isinstance(value, str) and value and (Path(value) / "results.json").is_file():
+                run_dir = Path(value)
+                break
+    rec = record_from_run_dir(run_dir) if run_dir and run_dir.is_dir() else None
+    return TrialRecord(
+        number=t.number,
+        state=t.state,
+        value=t.value,
+        params=dict(t.params),
+        duration_s=t.duration_s,
+        run_dir=run_dir,
+        results=rec.results if rec else None,
+        config=rec.config if rec else None,
+        error=t.error,
+    )
+
+
+def open_study(storage: str, study_name: str | None, *, where: str = "--storage") -> StudyRecords:
+    """A study's records, or :class:`ConfigError` naming the studies the storage holds.
+
+    ``where`` names the storage's origin in messages (the option, or a ``study.json`` file).
+    """
+    shown = redact_url(storage)
+    try:
+        names = study_records.study_names(storage)
+    except ConfigError as exc:
+        raise ConfigError(f"{where} {shown}: {exc}") from None
+    if study_name is None:
+        if len(names) == 1:
+            study_name = names[0]
+        else:
+            raise ConfigError(
+                f"--study is needed: {shown} holds {len(names)} studies "
+                f"({', '.join(names) or 'none'})"
+            )
+    if study_name not in names:
+        raise ConfigError(
+            f"--study {study_name}: no such study in {shown}; it holds: "
+            f"{', '.join(names) or 'no study'}"
+        )
+    return study_records.load_study(storage, study_name)
+
+
+def _storage_of(records: Sequence[TrialRecord]) -> tuple[str | None, str | None]:
+    """The storage and study named by the jobs' own ``config.yaml`` / ``results.json``."""
+    pairs = {((r.config or {}).get("trial") or {}).get("storage") for r in records if r.config}
+    names = {((r.results or {}).get("trial") or {}).get("study_name") for r in records}
+    pairs.discard(None)
+    names.discard(None)
+    if len(pairs) == 1 and len(names) == 1:
+        return pairs.pop(), names.pop()
+    return None, None
+
+
+def _study_file(paths: Sequence[Path]) -> tuple[Path, dict[str, Any]] | None:
+    for p in paths:
+        f = p / STUDY_FILE
+        if f.is_file():
+            info = _read_json(f)
+            if info and info.get("storage") and info.get("study_name"):
+                return f, info
+            log.warning("%s: no study_name/storage in it; reading the run directories", f)
+    return None
+
+
+def load_sweep(
+    paths: Sequence[str | Path] = (),
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+) -> Sweep:
+    """Collect a study's trials from its storage, from sweep/run directories, or from both.
+
+    See the module docstring for how a sweep directory is read.
+
+    Raises
+    ------
+    ConfigError
+        When nothing to report is found, naming where it looked.
+    """
+    paths = [Path(p) for p in paths]
+    dir_records: list[TrialRecord] = []
+    for p in paths:
+        if not p.exists():
+            raise ConfigError(f"{p}: no such sweep or run directory")
+        dir_records += [r for d in find_run_dirs(p) if (r := record_from_run_dir(d))]
+    if storage is not None:
+        return _merge(open_study(storage, study_name), dir_records, paths)
+    candidates: list[tuple[str, str, str]] = []
+    if found := _study_file(paths):
+        f, info = found
+        candidates.append((str(info["storage"]), str(info["study_name"]), str(f)))
+    if dir_records:
+        found_storage, found_name = _storage_of(dir_records)
+        if found_storage is not None and found_name is not None:
+            candidates.append((found_storage, found_name, "the jobs' config.yaml storage"))
+    failed: list[str] = []
+    for url, name, where in candidates:
+        try:
+            study = open_study(url, name, where=where)
+        except ConfigError as exc:
+            if dir_records:
+                log.warning("%s; reporting the run directories only", exc)
+            failed.append(str(exc))
+            continue
+        log.info("study %s opened from %s", name, redact_url(url))
+        return _merge(study, dir_records, paths)
+    if not dir_records:
+        where = ", ".join(map(str, paths))
+        if failed:  # the study file was there: its storage is the problem
+            raise ConfigError(f"{where}: no results.json found, and {failed[0]}")
+        raise ConfigError(
+            f"{where}: no results.json found and no readable {STUDY_FILE}; pass a sweep "
+            "directory (outputs/multirun/<date>/<time>) or --storage URL --study NAME"
+        )
+    return _from_run_dirs(dir_records, paths)
+
+
+def _from_run_dirs(dir_records: list[TrialRecord], paths: Sequence[Path]) -> Sweep:
+    if len(paths) == 1:
+        here = paths[0].resolve()
+        name = f"{here.parent.name}/{here.name}"
+    else:
+        name = "runs"
+    taken = {r.number for r in dir_records if r.number is not None}
+    free = (n for n in range(len(dir_records) + len(taken) + 1) if n not in taken)
+    for r in dir_records:  # a plain run directory: number it after the sweep's jobs
+        if r.number is None:
+            r.number = next(free)
+    fixed = _common_params(dir_records)
+    for r in dir_records:  # label trials by what was swept, not by what every job shares
+        r.params = {k: v for k, v in r.params.items() if k not in fixed}
+    return Sweep(
+        name=name,
+        source=", ".join(str(p) for p in paths),
+        direction="maximize",
+        records=dir_records,
+        study=StudyRecords(
+            name=name, direction="maximize", trials=[r.study_trial() for r in dir_records]
+        ),
+        fixed=fixed,
+    )
+
+
+def _common_params(records: Sequence[TrialRecord]) -> dict[str, Any]:
+    """Overrides with one value in every record (none when there is a single record)."""
+    if len(records) < 2:
+        return {}
+    first = records[0].params
+    return {
+        k: v
+        for k, v in first.items()
+        if all(k in r.params and repr(r.params[k]) == repr(v) for r in records[1:])
+    }
+
+
+def _merge(study: StudyRecords, dir_records: Sequence[TrialRecord], paths: Sequence[Path]) -> Sweep:
+    records = [_record_from_trial(t) for t in study.trials]
+
+    def of_study(r: TrialRecord) -> bool:
+        return ((r.results or {}).get("trial") or {}).get("study_name") == study.name
+
+    pool = {r.number: r for r in dir_records if r.number is not None and of_study(r)}
+    for rec in records:
+        extra = pool.get(rec.number)
+        if rec.results is None and extra is not None:
+            rec.run_dir, rec.results, rec.config = extra.run_dir, extra.results, extra.config
+    # run directories given besides the study's own (a separate cv=random_split run, say) take
+    # part in the protocol comparison but are not trials
+    others = [r for r in dir_records if not of_study(r)]
+    for r in others:
+        r.number = None
+    source = f"{redact_url(study.storage)} (study {study.name})"
+    if paths:
+        source += f"; {', '.join(map(str, paths))}"
+    return Sweep(
+        name=study.name,
+        source=source,
+        direction=study.direction,
+        records=records + others,
+        study=study,
+        storage=study.storage,
+    )
+
+
+def load_evaluations(out_dir: str | Path) -> list[TrialRecord]:
+    """Evaluation runs previously written under ``<report dir>/evaluations/``."""
+    root = Path(out_dir) / EVALUATIONS
+    if not root.is_dir():
+        return []
+    recs = []
+    for d in sorted(p for p in root.iterdir() if (p / "results.json").is_file()):
+        rec = record_from_run_dir(d)
+        if rec is not None:
+            rec.number = None
+            recs.append(rec)
+    return recs

@@ -1,0 +1,375 @@
+"""A study's trials as plain records, and the Optuna plots and importances drawn from them.
+
+The one place outside the sweeper that touches Optuna: readers such as :mod:`urbansound.report`
+get :class:`StudyRecords` (dataclasses of plain values) from a storage with :func:`load_study`,
+or build them from run directories themselves, and hand them back here for what needs a study
+object (fANOVA importances, Optuna's plotly and matplotlib visualisations). Those functions
+rebuild an in-memory study from the records, so a sweep that has only run directories (Hydra's
+basic sweeper) gets the same plots as one with a storage.
+
+Storage strings are those of ``hydra.sweeper.storage``: an SQLAlchemy URL (``sqlite:///...``,
+``postgresql://...``) or a file path for Optuna's journal storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from urbansound.errors import ConfigError
+
+__all__ = [
+    "StudyRecords",
+    "StudyTrial",
+    "load_study",
+    "optimization_history_figure",
+    "parallel_coordinate_figure",
+    "param_importances",
+    "param_importances_figure",
+    "parse_override",
+    "study_names",
+    "trial_params",
+]
+
+STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+RUN_DIR_ATTRS = ("run_dir", "job_dir", "output_dir", "run_directory")
+
+
+@dataclass
+class StudyTrial:
+    """One Optuna trial in plain values.
+
+    ``distributions`` holds each parameter's Optuna distribution as JSON
+    (``optuna.distributions.distribution_to_json``); empty when the trial was not read from a
+    storage, in which case distributions are inferred from the values. ``intermediate_values``
+    maps the epoch (step) to the mean CV accuracy reported then.
+    """
+
+    number: int
+    state: str  # one of STATES
+    value: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    distributions: dict[str, str] = field(default_factory=dict)
+    intermediate_values: dict[int, float] = field(default_factory=dict)
+    duration_s: float | None = None
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The trial's run directory, as the job recorded it (None when it has none)."""
+        for key in RUN_DIR_ATTRS:
+            if self.user_attrs.get(key):
+                return Path(str(self.user_attrs[key]))
+        return None
+
+
+@dataclass
+class StudyRecords:
+    """A study in plain values: its name, storage, direction and trials (by number).
+
+    ``best_number`` / ``best_value`` are Optuna's own best trial (over every COMPLETE trial,
+    whatever its protocol); None when no trial completed or the records hold no storage's study.
+    """
+
+    name: str
+    direction: str  # "maximize" | "minimize"
+    trials: list[StudyTrial]
+    storage: str | None = None
+    best_number: int | None = None
+    best_value: float | None = None
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides
+
+
+def parse_override(text: str) -> tuple[str, Any] | None:
+    """``key=value`` of a Hydra override as ``(key, value)``; None for sweeps and deletions.
+
+    The sweep package's one override parser (``urbansound.sweep.parse_override``) when present;
+    until then the same reading through Hydra's ``OverridesParser``.
+    """
+    try:
+        from urbansound.sweep import parse_override as _sweep_parse  # type: ignore[attr-defined]
+    except ImportError:
+        return _parse_override(text)
+    return _sweep_parse(text)
+
+
+_PARSER: Any = None
+
+
+def _parse_override(text: str) -> tuple[str, Any] | None:
+    global _PARSER
+    if _PARSER is None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        _PARSER = OverridesParser.create()
+    try:
+        override = _PARSER.parse_override(text)
+    except Exception:  # not an override at all: nothing to read
+        return None
+    if override.is_sweep_override() or override.is_delete():
+        return None
+    key = override.key_or_group
+    if override.package:
+        key = f"{key}@{override.package}"
+    return key, override.value()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a storage
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[Any]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield optuna
+
+
+def _storage(storage: str) -> Any:
+    """An Optuna storage object; a missing SQLite or journal file is an error, never created."""
+    if storage.startswith("sqlite:///"):
+        db = storage.removeprefix("sqlite:///").split("?", 1)[0]
+        if db != ":memory:" and not Path(db).is_file():
+            raise ConfigError(
+                f"no such SQLite file {db} (relative to {Path.cwd()}); run from where the sweep "
+                "ran or give the absolute path"
+            )
+    with _quiet() as optuna:
+        if "://" not in storage:
+            if not Path(storage).is_file():
+                raise ConfigError(f"no such journal file {storage} (relative to {Path.cwd()})")
+            from optuna.storages.journal import JournalFileBackend
+
+            return optuna.storages.JournalStorage(JournalFileBackend(storage))
+        try:
+            return optuna.storages.RDBStorage(storage)
+        except Exception as exc:
+            raise ConfigError(f"cannot open the study storage ({exc})") from None
+
+
+def study_names(storage: str) -> list[str]:
+    """The names of the studies ``storage`` holds.
+
+    Raises
+    ------
+    ConfigError
+        When the storage cannot be opened (a missing SQLite file is not created).
+    """
+    with _quiet() as optuna:
+        try:
+            return optuna.study.get_all_study_names(storage=_storage(storage))
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"cannot open the study storage ({exc})") from None
+
+
+def load_study(storage: str, study_name: str) -> StudyRecords:
+    """Every trial of one study, read from its storage, as :class:`StudyRecords`.
+
+    Raises
+    ------
+    ConfigError
+        When the storage cannot be opened, the study is not there, or it has several objectives.
+    """
+    from optuna.distributions import distribution_to_json
+
+    with _quiet() as optuna:
+        try:
+            study = optuna.load_study(study_name=study_name, storage=_storage(storage))
+        except KeyError:
+            raise ConfigError(f"no study {study_name} in the storage") from None
+        if len(study.directions) != 1:
+            raise ConfigError(f"study {study_name} has several objectives; reports need one")
+        trials = []
+        for t in study.get_trials(deepcopy=False):
+            error = t.user_attrs.get("error") or t.system_attrs.get("fail_reason")
+            trials.append(
+                StudyTrial(
+                    number=t.number,
+                    state=t.state.name,
+                    value=float(t.value) if t.value is not None else None,
+                    params=dict(t.params),
+                    distributions={k: distribution_to_json(d) for k, d in t.distributions.items()},
+                    intermediate_values={
+                        int(k): float(v) for k, v in t.intermediate_values.items()
+                    },
+                    duration_s=t.duration.total_seconds() if t.duration is not None else None,
+                    user_attrs=dict(t.user_attrs),
+                    error=str(error) if error else None,
+                )
+            )
+        best = None
+        if any(t.state == "COMPLETE" for t in trials):
+            best = study.best_trial
+        return StudyRecords(
+            name=study.study_name,
+            direction=study.direction.name.lower(),
+            trials=trials,
+            storage=storage,
+            best_number=best.number if best else None,
+            best_value=float(best.value) if best else None,
+            user_attrs=dict(study.user_attrs),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots and importances (an in-memory study rebuilt from the records)
+
+
+def _distributions(trials: Sequence[StudyTrial]) -> dict[str, Any]:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+        json_to_distribution,
+    )
+
+    dists: dict[str, Any] = {}
+    values: dict[str, list[Any]] = {}
+    for t in trials:
+        for k, v in t.params.items():
+            if k in t.distributions and k not in dists:
+                dists[k] = json_to_distribution(t.distributions[k])
+            values.setdefault(k, []).append(v)
+    for k, vs in values.items():
+        if k in dists:
+            continue
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in vs):
+            dists[k] = IntDistribution(min(vs), max(vs))
+        elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in vs):
+            dists[k] = FloatDistribution(float(min(vs)), float(max(vs)))
+        else:
+            dists[k] = CategoricalDistribution(sorted({_choice(v) for v in vs}, key=str))
+    return dists
+
+
+def _choice(v: Any) -> Any:
+    return v if v is None or isinstance(v, bool | int | float | str) else json.dumps(v)
+
+
+def _study(records: StudyRecords | Sequence[StudyTrial], *, direction: str = "maximize") -> Any:
+    """An in-memory Optuna study holding the COMPLETE and PRUNED trials."""
+    if isinstance(records, StudyRecords):
+        trials, direction, name = records.trials, records.direction, records.name
+    else:
+        trials, name = list(records), "records"
+    with _quiet() as optuna:
+        from optuna.distributions import CategoricalDistribution
+
+        done = [t for t in trials if t.state in ("COMPLETE", "PRUNED")]
+        dists = _distributions(done)
+        study = optuna.create_study(study_name=name, direction=direction)
+        for t in sorted(done, key=lambda t: t.number):
+            params = {
+                k: (_choice(v) if isinstance(dists[k], CategoricalDistribution) else v)
+                for k, v in t.params.items()
+            }
+            state = optuna.trial.TrialState[t.state]
+            study.add_trial(
+                optuna.trial.create_trial(
+                    state=state,
+                    value=t.value if state == optuna.trial.TrialState.COMPLETE else None,
+                    params=params,
+                    distributions={k: dists[k] for k in params},
+                    intermediate_values=dict(t.intermediate_values),
+                )
+            )
+    return study
+
+
+def _complete_with_params(study: Any) -> list[Any]:
+    return [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.params]
+
+
+def param_importances(
+    records: StudyRecords | Sequence[StudyTrial], *, direction: str = "maximize"
+) -> dict[str, float]:
+    """fANOVA importance of each parameter (seed 0), largest first; {} with < 2 COMPLETE trials."""
+    study = _study(records, direction=direction)
+    if len(_complete_with_params(study)) < 2:
+        return {}
+    with _quiet() as optuna:
+        # fANOVA warns when a parameter never varied; the importance is still defined (0)
+        warnings.simplefilter("ignore", UserWarning)
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        found = optuna.importance.get_param_importances(study, evaluator=evaluator)
+        return {k: float(v) for k, v in found.items()}
+
+
+def optimization_history_figure(
+    records: StudyRecords | Sequence[StudyTrial],
+    *,
+    direction: str = "maximize",
+    backend: str = "plotly",
+) -> Any:
+    """Optuna's optimisation history of the COMPLETE trials: a plotly figure, or a matplotlib
+    :class:`~matplotlib.figure.Figure` with ``backend="matplotlib"``."""
+    study = _study(records, direction=direction)
+    with _quiet() as optuna:
+        if backend == "plotly":
+            return optuna.visualization.plot_optimization_history(study)
+        if backend != "matplotlib":
+            raise ValueError(f"backend must be 'plotly' or 'matplotlib', not {backend!r}")
+        return _detach(optuna.visualization.matplotlib.plot_optimization_history(study))
+
+
+def param_importances_figure(
+    records: StudyRecords | Sequence[StudyTrial], *, direction: str = "maximize"
+) -> Any:
+    """Optuna's matplotlib bar chart of fANOVA importances (seed 0), as a matplotlib Figure."""
+    study = _study(records, direction=direction)
+    if len(_complete_with_params(study)) < 2:
+        raise ValueError("importances need at least two COMPLETE trials with parameters")
+    with _quiet() as optuna:
+        warnings.simplefilter("ignore", UserWarning)
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        ax = optuna.visualization.matplotlib.plot_param_importances(study, evaluator=evaluator)
+        return _detach(ax)
+
+
+def parallel_coordinate_figure(
+    records: StudyRecords | Sequence[StudyTrial], *, direction: str = "maximize"
+) -> Any:
+    """Optuna's plotly parallel-coordinate plot of the COMPLETE trials."""
+    study = _study(records, direction=direction)
+    with _quiet() as optuna:
+        return optuna.visualization.plot_parallel_coordinate(study)
+
+
+def _detach(ax: Any) -> Any:
+    """The figure of an Optuna matplotlib plot, closed in pyplot so it is not kept alive there."""
+    import matplotlib.pyplot as plt
+
+    fig = ax.figure
+    plt.close(fig)  # pyplot forgets it; the Figure itself can still be saved
+    return fig
+
+
+def trial_params(overrides: Sequence[str], *, skip: Sequence[str] = ()) -> dict[str, Any]:
+    """Overrides as ``{key: value}``, skipping keys under ``skip`` prefixes (e.g. ``trial``)."""
+    out: dict[str, Any] = {}
+    for text in overrides:
+        parsed = parse_override(text)
+        if parsed is None:
+            continue
+        key, value = parsed
+        if any(key == s or key.startswith((s + ".", s + "/")) for s in skip):
+            continue
+        if isinstance(value, Mapping | list | tuple):
+            value = text.split("=", 1)[1]  # compared and shown as written
+        out[key] = value
+    return out

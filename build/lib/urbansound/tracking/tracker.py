@@ -1,0 +1,530 @@
+"""The tracker of one run, starting it, and the class-samples experiment."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import socket
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from urbansound.files import redact_url
+from urbansound.tracking.archives import is_complete_archive, remove_incomplete
+from urbansound.tracking.comet import CometSettings, comet_quiet, comet_settings, create_experiment
+from urbansound.tracking.naming import (
+    OBJECTIVE,
+    SAMPLES_TAG,
+    experiment_name,
+    experiment_tags,
+    finite,
+    flatten_config,
+    metric_key,
+    reason,
+    rerun_command,
+    samples_tags,
+)
+
+if TYPE_CHECKING:
+    from urbansound.config import Settings
+    from urbansound.results import EpochMetrics, RunResult
+
+log = logging.getLogger("urbansound.tracking")
+
+#: The run directory's files logged as assets, with their asset names.
+_RUN_FILES = {
+    "config.yaml": "config.yaml",
+    ".hydra/config.yaml": "hydra/config.yaml",
+    ".hydra/hydra.yaml": "hydra/hydra.yaml",
+    ".hydra/overrides.yaml": "hydra/overrides.yaml",
+    "results.json": "results.json",
+    "folds.csv": "folds.csv",
+}
+
+
+#: Model files in the run directory that ``tracking.log_model`` logs, and their Comet model name.
+MODEL_SUFFIXES = (".pt", ".pth", ".onnx", ".safetensors")
+
+
+MODEL_NAME = "urbansound-mlp"
+
+
+class Tracker:
+    """The Comet experiment of one run; every method is safe to call and never raises.
+
+    Attributes
+    ----------
+    mode:
+        ``"online"``, ``"offline"``, ``"disabled"`` (``tracking.mode=disabled``) or ``"failed"``
+        (the experiment could not be created; nothing is tracked).
+    experiment_key:
+        Comet's experiment key (``None`` when nothing is tracked).
+    archive:
+        The offline archive's path, ``None`` online; written by :meth:`finish`, and ``None``
+        after it when it could not be written completely.
+    url:
+        The experiment's page, online.
+    errors:
+        One line per kind of logging that failed.
+    """
+
+    def __init__(
+        self,
+        experiment: Any = None,
+        *,
+        mode: str,
+        settings: Settings | None = None,
+        comet: CometSettings | None = None,
+        swept: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        self._exp = experiment
+        self.mode = mode
+        self._settings = settings
+        self._comet = comet
+        self._swept = dict(swept or {})
+        self.errors: list[str] = [error] if error else []
+        self._failed: set[str] = set()
+        self._ended = False
+        self._last_epoch = 0
+        self.experiment_key: str | None = None
+        self.archive: Path | None = None
+        self.url: str | None = None
+        if experiment is not None:
+            self.experiment_key = str(experiment.get_key())
+            if mode == "offline":
+                self.archive = Path(experiment.offline_directory) / f"{self.experiment_key}.zip"
+            else:
+                self.url = getattr(experiment, "url", None)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        """Whether an experiment is open for logging."""
+        return self._exp is not None and not self._ended
+
+    def info(self) -> dict[str, Any]:
+        """What ``run.py`` records in ``results.json`` under ``tracking``.
+
+        Fields: ``mode`` (as :attr:`mode`), ``experiment_key``, ``archive`` (the offline archive's
+        path, which :meth:`finish` writes; ``None`` online or when nothing is tracked), ``url``
+        (online), ``project_name`` and ``workspace`` (as resolved, :func:`comet_settings`),
+        ``samples_experiment`` (the tags that find the class-samples experiment of this run's
+        sweep or dataset, e.g. ``["samples", "study:mfcc_grid"]``; ``None`` when nothing is
+        tracked) and ``errors`` (the warnings so far, one line each).
+        """
+        tracked = self.experiment_key is not None and self._settings is not None
+        return {
+            "mode": self.mode,
+            "experiment_key": self.experiment_key,
+            "archive": str(self.archive) if self.archive is not None else None,
+            "url": self.url,
+            "project_name": self._comet.project_name if self._comet else None,
+            "workspace": self._comet.workspace if self._comet else None,
+            "samples_experiment": samples_tags(self._settings) if tracked else None,
+            "errors": list(self.errors),
+        }
+
+    def _warn(self, message: str) -> None:
+        self.errors.append(message)
+        log.warning("%s", message)
+
+    def _attempt(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call ``fn``; on failure warn once per ``what`` and return ``None``."""
+        if not self.active:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            message = f"Comet: could not log {what} ({type(exc).__name__}: {exc})"
+            if what not in self._failed:
+                self._failed.add(what)
+                self._warn(f"{message}; the run goes on without it")
+            else:
+                log.debug("%s", message)
+            return None
+
+    # -- during the run ---------------------------------------------------------------------
+
+    def log_epoch(self, metrics: EpochMetrics) -> None:
+        """The trainer's epoch callback (``urbansound.results.EpochCallback``): step = epoch."""
+        self._attempt("the epoch metrics", self._log_epoch, metrics)
+
+    def _log_epoch(self, m: EpochMetrics) -> None:
+        epoch = int(m.epoch)
+        values: dict[str, float | None] = {
+            "train_loss": finite(m.mean_train_loss),
+            "test_loss": finite(m.mean_test_loss),
+            "test_accuracy": finite(m.mean_test_accuracy),
+        }
+        for i, fold in enumerate(m.folds):
+            k = metric_key(fold)
+            values[f"train_loss_fold_{k}"] = finite(m.train_loss[i])
+            values[f"test_loss_fold_{k}"] = finite(m.test_loss[i])
+            values[f"test_accuracy_fold_{k}"] = finite(m.test_accuracy[i])
+        kept = {name: v for name, v in values.items() if v is not None}
+        self._exp.log_metrics(kept, step=epoch, epoch=epoch)
+        self._last_epoch = max(self._last_epoch, epoch)
+
+    # -- at the end -------------------------------------------------------------------------
+
+    def log_results(self, result: RunResult) -> None:
+        """Status and tags, per-fold and per-class metrics, confusion matrices, objective.
+
+        ``result`` is complete or pruned; a pruned run has no ``mean_cv_accuracy`` and no
+        optimization fields (its value is the one the pruner saw, in the epoch curve).
+        """
+        self._attempt("the run's status", self._log_status, result)
+        self._attempt("the per-fold metrics", self._log_fold_metrics, result)
+        self._attempt("the confusion matrix", self._log_confusion, result)
+        if result.status == "complete":
+            self._attempt("the optimization fields", self._log_optimization, result)
+
+    def _step(self, result: RunResult) -> int:
+        history = result.cv.history if result.cv is not None else []
+        return max([self._last_epoch, *(int(h.epoch) for h in history)])
+
+    def _folds(self, result: RunResult) -> list[Any]:
+        if result.cv is None or result.status != "complete":
+            return []
+        return list(result.cv.folds)
+
+    def _log_status(self, result: RunResult) -> None:
+        tags = [result.dataset] if result.dataset else []
+        if result.leaky:
+            tags.append("leaky-split")
+        if result.status != "complete":
+            tags.append(result.status)
+        if tags:
+            self._exp.add_tags(tags)
+        others = {
+            "status": result.status,
+            "dataset": result.dataset,
+            "data_root": result.data_root,
+            "protocol": result.protocol,
+            "n_clips": result.n_clips,
+            "n_missing": result.n_missing,
+            "n_features": result.n_features,
+            "pruned_at_epoch": result.pruned_at_epoch,
+        }
+        self._exp.log_others({k: v for k, v in others.items() if v is not None})
+
+    def _log_fold_metrics(self, result: RunResult) -> None:
+        step = self._step(result)
+        values: dict[str, float | None] = {}
+        folds = self._folds(result)
+        for fold in folds:
+            k = metric_key(fold.fold)
+            values[f"accuracy_fold_{k}"] = finite(fold.accuracy)
+            values[f"loss_fold_{k}"] = finite(fold.loss)
+        if result.status == "complete":
+            values[OBJECTIVE] = finite(result.mean_accuracy)
+            values["std_cv_accuracy"] = finite(result.std_accuracy)
+        total = _summed_confusion(folds)
+        if total is not None and len(result.class_names) == len(total):
+            for i, (name, row) in enumerate(zip(result.class_names, total, strict=True)):
+                if sum(row):
+                    values[f"class_accuracy_{name}"] = row[i] / sum(row)
+        kept = {name: v for name, v in values.items() if v is not None}
+        if kept:
+            self._exp.log_metrics(kept, step=step, epoch=step or None)
+
+    def _log_confusion(self, result: RunResult) -> None:
+        folds = [f for f in self._folds(result) if f.confusion]
+        total = _summed_confusion(folds)
+        if total is None:
+            return
+        names = [str(n) for n in result.class_names]
+        labels = names if len(names) == len(total) else [str(i) for i in range(len(total))]
+        step = self._step(result)
+        self._exp.log_confusion_matrix(
+            matrix=total,
+            labels=labels,
+            title=f"Confusion matrix, summed over {len(folds)} test folds",
+            file_name="confusion-matrix.json",
+            step=step,
+        )
+        for fold in folds:
+            self._exp.log_confusion_matrix(
+                matrix=[[int(v) for v in row] for row in fold.confusion],
+                labels=labels,
+                title=f"Confusion matrix, test fold {fold.fold}",
+                file_name=f"confusion-matrix-fold-{metric_key(fold.fold)}.json",
+                step=step,
+            )
+
+    def _log_optimization(self, result: RunResult) -> None:
+        settings = self._settings
+        if settings is None or settings.trial.study_name is None:
+            return
+        value = finite(result.mean_accuracy)
+        if value is None:
+            return
+        self._exp.log_optimization(
+            optimization_id=settings.trial.study_name,
+            metric_name=OBJECTIVE,
+            metric_value=value,
+            parameters=self._swept,
+            objective="maximize",
+        )
+
+    def _log_run_files(self, run_dir: Path) -> None:
+        for rel, name in _RUN_FILES.items():
+            path = run_dir / rel
+            if path.is_file():
+                self._exp.log_asset(str(path), file_name=name)
+        for path in sorted(run_dir.glob("*.log")):
+            self._exp.log_asset(str(path), file_name=path.name)
+        if self._settings is not None and self._settings.tracking.log_model:
+            for path in sorted(p for p in run_dir.iterdir() if p.suffix in MODEL_SUFFIXES):
+                self._exp.log_model(MODEL_NAME, str(path), file_name=path.name)
+
+    def _log_figures(self, figures: Mapping[str, Path]) -> None:
+        for name, path in figures.items():
+            self._exp.log_image(str(_existing(path)), name=name)
+
+    def _log_failure(self, error: BaseException | None) -> None:
+        self._exp.add_tags(["failed"])
+        self._exp.log_other("status", "failed")
+        if error is not None:
+            self._exp.log_other("error", f"{type(error).__name__}: {error}"[:1000])
+
+    def finish(
+        self,
+        result: RunResult | None,
+        *,
+        run_dir: str | Path,
+        figures: Mapping[str, Path],
+        error: BaseException | None = None,
+    ) -> None:
+        """Log the run's outcome and files, then end the experiment; never raises.
+
+        Parameters
+        ----------
+        result:
+            The run's result (complete or pruned), or ``None`` when the run failed.
+        run_dir:
+            The run directory: ``config.yaml``, ``.hydra/*.yaml`` (as ``hydra/...``),
+            ``results.json``, ``folds.csv`` and ``*.log`` there are logged as assets (and model
+            files with ``tracking.log_model``).
+        figures:
+            Image name -> PNG path of the figures the run drew, logged as images.
+        error:
+            The exception that ended the run, if any: the experiment is tagged ``failed``
+            (when there is no result) and the error is recorded in its ``error`` other.
+        """
+        try:
+            if self.active:
+                if result is not None:
+                    self.log_results(result)
+                    if error is not None:
+                        self._attempt(
+                            "the run's error", self._exp.log_other, "error", reason(error)
+                        )
+                else:
+                    self._attempt("the run's status", self._log_failure, error)
+                self._attempt("the run directory's files", self._log_run_files, Path(run_dir))
+                self._attempt("the figures", self._log_figures, dict(figures))
+            self.end()
+        except Exception as exc:  # never into the run
+            self._warn(f"Comet: could not finish the experiment ({reason(exc)})")
+
+    def end(self) -> dict[str, Any]:
+        """End the experiment (offline: write its archive); returns :meth:`info`. Idempotent.
+
+        An archive that could not be written completely is deleted, with one warning line
+        (:attr:`archive` becomes ``None``).
+        """
+        if not self.active:
+            return self.info()
+        with comet_quiet() as lines:
+            self._attempt("the end of the experiment", self._exp.end)
+        self._ended = True
+        if self.archive is None:
+            return self.info()
+        written = Path(getattr(self._exp, "offline_directory", self.archive.parent))
+        written /= self.archive.name
+        reason = next((ln for ln in lines if ln), "Comet did not write it")
+        if written != self.archive and is_complete_archive(written):  # Comet's own fallback
+            remove_incomplete(self.archive)
+            self._warn(
+                f"Comet: cannot write the offline archive to {self.archive.parent} ({reason}); "
+                f"it was written to {written} instead"
+            )
+            self.archive = written
+        elif not is_complete_archive(self.archive):
+            remove_incomplete(self.archive)
+            remove_incomplete(written)
+            self._warn(f"Comet: the offline archive {self.archive} could not be written ({reason})")
+            self.archive = None
+        return self.info()
+
+
+def _existing(path: str | Path) -> Path:
+    """``path`` if it is a file (Comet would only say so later, on its own thread)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    return Path(path)
+
+
+def _summed_confusion(folds: Sequence[Any]) -> list[list[int]] | None:
+    """The confusion matrix summed over test folds (each clip is tested once in fold CV)."""
+    total: list[list[int]] | None = None
+    for fold in folds:
+        cm = fold.confusion
+        if not cm:
+            continue
+        if total is None:
+            total = [[0] * len(cm) for _ in cm]
+        for i, row in enumerate(cm):
+            for j, v in enumerate(row):
+                total[i][j] += int(v)
+    return total
+
+
+def start(
+    settings: Settings,
+    *,
+    run_dir: Path,
+    config: Mapping[str, Any],
+    overrides: Sequence[str],
+    swept: Mapping[str, Any] | None = None,
+) -> Tracker:
+    """Open the Comet experiment of one run (or sweep trial); never raises.
+
+    Parameters
+    ----------
+    settings:
+        The run's validated settings (``tracking`` and ``trial`` are used here).
+    run_dir:
+        The run directory (its name names a single run's experiment).
+    config:
+        The resolved config, logged flattened as parameters (:func:`flatten_config`).
+    overrides:
+        The job's command-line overrides: the experiment's name and the re-run command.
+    swept:
+        In a sweep, the trial's swept parameters (name -> value): Comet's
+        ``optimizer_parameters``.
+
+    Returns
+    -------
+    Tracker
+        Active in mode ``online`` or ``offline``; a no-op in mode ``disabled``, or ``failed``
+        when the experiment could not be created (after one warning line).
+    """
+    if settings.tracking.mode == "disabled":
+        return Tracker(mode="disabled", settings=settings)
+    name = experiment_name(settings, run_dir=run_dir, overrides=overrides)
+    command = rerun_command(overrides)
+    try:
+        comet = comet_settings(settings)
+        experiment, mode, note = create_experiment(
+            settings, comet, name=name, tags=experiment_tags(settings), command=command
+        )
+    except Exception as exc:
+        message = f"Comet: tracking is off for this run ({reason(exc)})"
+        log.warning("%s", message)
+        return Tracker(mode="failed", settings=settings, error=message)
+    tracker = Tracker(
+        experiment, mode=mode, settings=settings, comet=comet, swept=swept, error=note
+    )
+    parameters = flatten_config(config)
+    tracker._attempt("the parameters", experiment.log_parameters, parameters)
+    trial = settings.trial
+    others = {
+        "run_dir": str(Path(run_dir).absolute()),
+        "overrides": json.dumps(list(overrides)),
+        "command": command,
+        "study_name": trial.study_name,
+        "trial_number": trial.number,
+        "storage": redact_url(trial.storage),
+        "samples_experiment": " ".join(samples_tags(settings)),
+        "hostname": socket.gethostname(),
+        "python": platform.python_version(),
+    }
+    tracker._attempt(
+        "the run's identity",
+        experiment.log_others,
+        {k: v for k, v in others.items() if v is not None},
+    )
+    log.info(
+        "Comet: %s experiment %s%s",
+        mode,
+        tracker.experiment_key,
+        f" ({tracker.url})" if tracker.url else f", archive {tracker.archive}",
+    )
+    return tracker
+
+
+def log_dataset_samples(
+    settings: Settings,
+    *,
+    figures: Mapping[str, Path],
+    samples: Sequence[tuple[str, Path]],
+    tags: Sequence[str],
+) -> str | None:
+    """Log a dataset's class examples as one experiment of their own; its key, or ``None``.
+
+    Called once per sweep (or single run) and dataset, after it, by a Hydra callback; the trial
+    experiments find it by its tags (``samples`` plus ``tags``, e.g. the dataset and
+    ``study:<name>``; see :meth:`Tracker.info`). Never raises: a failure is one warning line and
+    ``None``; ``None`` too when tracking is disabled or there is nothing to log.
+
+    Parameters
+    ----------
+    settings:
+        The settings of the sweep or run (``tracking``; ``log_figures`` / ``log_audio`` select
+        what is logged).
+    figures:
+        Image name -> PNG path (the per-class overview figures), logged as images.
+    samples:
+        ``(class name, WAV path)``, one clip per class, logged as audio with the class name in
+        its metadata.
+    tags:
+        The experiment's tags besides ``samples``.
+    """
+    ts = settings.tracking
+    figures = dict(figures) if ts.log_figures else {}
+    samples = list(samples) if ts.log_audio else []
+    if ts.mode == "disabled" or not (figures or samples):
+        return None
+    all_tags = [SAMPLES_TAG, *(t for t in tags if t != SAMPLES_TAG)]
+    name = "class samples" + "".join(f" {t}" for t in tags if ":" not in t)
+    try:
+        comet = comet_settings(settings)
+        experiment, mode, note = create_experiment(
+            settings, comet, name=name, tags=all_tags, command=rerun_command([])
+        )
+    except Exception as exc:
+        log.warning("Comet: the class samples are not logged (%s)", reason(exc))
+        return None
+    tracker = Tracker(experiment, mode=mode, settings=settings, comet=comet, error=note)
+    tracker._attempt("the figures", tracker._log_figures, figures)
+
+    def log_audio(class_name: str, path: Path) -> None:
+        path = _existing(path)
+        experiment.log_audio(str(path), file_name=path.name, metadata={"class": class_name})
+
+    for class_name, path in samples:
+        tracker._attempt("the audio samples", log_audio, class_name, path)
+    tracker.end()
+    if mode == "offline" and tracker.archive is None:
+        return None
+    return tracker.experiment_key
+
+
+def offline_archive(settings: Settings, experiment_key: str | None) -> Path | None:
+    """The complete offline archive of ``experiment_key`` in the offline directory, if any.
+
+    For the caller of :func:`log_dataset_samples`, to add that experiment's archive to the
+    upload command. Never raises.
+    """
+    if not experiment_key:
+        return None
+    try:
+        path = comet_settings(settings).offline_dir / f"{experiment_key}.zip"
+    except Exception:
+        return None
+    return path if is_complete_archive(path) else None
