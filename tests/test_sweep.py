@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,8 +17,11 @@ import yaml
 from optuna.trial import TrialState
 
 from urbansound import sweep
+from urbansound.sweep.runner import open_study, requeue
+from urbansound.sweep.storage import record_heartbeat
 
 from .apps.quadratic import app
+from .apps.sweeper_conf import sweeper_conf
 
 APP = Path(app.__file__)
 
@@ -274,22 +276,19 @@ def test_stale_running_trial_is_failed_and_run_again(tmp_path):
     """A trial left RUNNING by a dead worker (no heartbeat for grace_period) is re-run."""
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     settings = sweep.sweep_settings(
-        {
-            "storage": storage,
-            "study_name": "stale",
-            "heartbeat_interval": 1,
-            "grace_period": 2,
-            "metric_name": "score",
-        },
+        sweeper_conf(
+            storage=storage,
+            study_name="stale",
+            heartbeat_interval=1,
+            grace_period=2,
+            metric_name="score",
+        ),
         arguments=["x=0,1,2"],
-        hydra_overrides=["hydra.sweeper.study_name=stale"],
     )
-    _, study = sweep.prepare_study(settings)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Optuna: heartbeats are meant for Study.optimize
-        dead = study.ask(fixed_distributions=settings.space.distributions())  # grid point 0
-    st = study._storage
-    st.record_heartbeat(dead._trial_id)  # then it dies
+    sweep.prepare_study(settings)
+    st, study = open_study(settings, worker=0)  # the grid sampler
+    dead = study.ask(fixed_distributions=settings.space.distributions())  # grid point 0
+    record_heartbeat(st, st.get_trial_id_from_study_id_trial_number(study._study_id, 0))
     launched: list[tuple[list[str], int]] = []
 
     def launch(overrides: list[str], job_num: int) -> sweep.JobOutcome:
@@ -338,6 +337,7 @@ def test_every_sweep_file_composes_into_a_valid_study(compose_cfg, tmp_path, mon
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"  # no -m needed
     conf = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
     settings = sweep.sweep_settings(conf, arguments=[f"sweep={name}"])
+    assert settings.named
     assert settings.study_name == name
     assert settings.storage == f"sqlite:///{tmp_path}/outputs/optuna.db"
     assert settings.space.params and settings.n_trials >= 1
@@ -358,7 +358,7 @@ def test_mfcc_grid_is_the_tutorials_grid(compose_cfg, tmp_path, monkeypatch):
     cfg = compose_cfg(["sweep=mfcc_grid"], return_hydra_config=True)
     conf = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
     settings = sweep.sweep_settings(conf, arguments=["sweep=mfcc_grid"])
-    assert sweep.grid_points(settings.space) == [{"n_mfcc": 20}, {"n_mfcc": 40}, {"n_mfcc": 60}]
+    assert settings.space.grid() == {"n_mfcc": [20, 40, 60]}
     assert settings.n_trials == 3
     assert sweep.resolve_sampler_target(settings.sampler, settings.space) == sweep.GRID_SAMPLER
 
@@ -381,9 +381,7 @@ def test_a_trial_failed_by_another_worker_meanwhile_does_not_stop_the_sweep(tmp_
     """A worker whose heartbeat stalled finds its trial failed (and queued) by another one."""
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     settings = sweep.sweep_settings(
-        {"storage": storage, "study_name": "taken", "max_retry": 3},
-        arguments=["x=0,1"],
-        hydra_overrides=["hydra.sweeper.study_name=taken"],
+        sweeper_conf(storage=storage, study_name="taken", max_retry=3), arguments=["x=0,1"]
     )
     sweep.prepare_study(settings)
     other = optuna.storages.RDBStorage(storage)
@@ -395,10 +393,10 @@ def test_a_trial_failed_by_another_worker_meanwhile_does_not_stop_the_sweep(tmp_
                 other.get_trial_id_from_study_id_trial_number(study_id, 0), TrialState.FAIL
             )
             study = optuna.load_study(study_name="taken", storage=other)
-            sweep._requeue(study, study.trials[0], 3)
+            requeue(study, study.trials[0], 3)
         return sweep.JobOutcome(value=float(overrides[0].split("=")[1]))
 
-    with caplog.at_level(logging.WARNING, logger="urbansound.sweep"):
+    with caplog.at_level(logging.WARNING, logger="urbansound.sweep.runner"):
         sweep.run_workers(settings, launch)
     assert "trial 0 is already FAIL" in caplog.text
     study = optuna.load_study(study_name="taken", storage=storage)
