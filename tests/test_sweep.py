@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -410,3 +412,146 @@ def test_progress_line_shows_finished_trials_against_n_trials() -> None:
     line = Progress(complete=3, pruned=1, failed=0, running=[7], waiting=0).describe(10)
     assert line == "[########............] 4/10 trials (3 complete, 1 pruned, 0 failed, 1 running)"
     assert Progress(0, 0, 0, [], 0).describe(3).startswith("[....................] 0/3 trials")
+
+
+# --------------------------------------------------------------------------------------------
+# Faults (issue 11): no trial is left RUNNING, no study is silently reused
+
+
+def _bare_ask(storage: str, name: str) -> None:
+    """``study.ask()`` from another process: a RUNNING trial that is never told nor heartbeated."""
+    code = (
+        "import optuna, sys\n"
+        "optuna.logging.set_verbosity(optuna.logging.WARNING)\n"
+        "optuna.load_study(study_name=sys.argv[1], storage=sys.argv[2]).ask()\n"
+    )
+    subprocess.run([sys.executable, "-c", code, name, storage], check=True, timeout=120)
+
+
+def test_a_trial_asked_by_another_process_does_not_block_the_grid(run_sweep, tmp_path):
+    """Issue 11.1: a RUNNING trial with no heartbeat at all is failed after the grace period."""
+    run_sweep("x=0,1,2", "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=g")
+    _bare_ask(f"sqlite:///{tmp_path / 'optuna.db'}", "g")
+    assert [t.state for t in load(tmp_path, "g").trials][-1] == TrialState.RUNNING
+    run_sweep("x=0,1,2", "hydra.sweeper.study_name=g")  # the grid's last point still runs
+    study = load(tmp_path, "g")
+    assert complete_params(study) == [(("x", 0),), (("x", 1),), (("x", 2),)]
+    orphan = study.trials[2]
+    assert orphan.state == TrialState.FAIL and orphan.params == {}
+    assert orphan.user_attrs["error"].startswith("not run: its process stopped")
+    assert sweep.study_progress(study.trials).failed == 0  # not counted as a failure
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+def test_a_finished_grid_with_an_ownerless_trial_ends(run_sweep, tmp_path, capsys):
+    """Issue 11.1, the repro: the rerun of a finished grid no longer waits forever."""
+    run_sweep("x=0,1", "hydra.sweeper.study_name=done")
+    _bare_ask(f"sqlite:///{tmp_path / 'optuna.db'}", "done")
+    run_sweep("x=0,1", "hydra.sweeper.study_name=done")
+    study = load(tmp_path, "done")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL]
+    assert "study done: 2 complete, 0 pruned, 0 failed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("order", ["a,typo", "typo,a"])
+def test_a_trial_whose_overrides_do_not_compose_fails_and_the_sweep_goes_on(
+    run_sweep, tmp_path, order
+):
+    """Issue 11.8: `-m cv=folds,randomsplit` (a typo in one option) fails that trial only."""
+    jobs = run_sweep(f"opt={order}", "hydra.sweeper.study_name=typo")
+    study = load(tmp_path, "typo")
+    by_opt = {t.params["opt"]: t for t in study.trials}
+    assert by_opt["a"].state == TrialState.COMPLETE
+    bad = by_opt["typo"]
+    assert bad.state == TrialState.FAIL
+    assert "Could not find 'opt/typo'" in bad.user_attrs["error"]
+    assert "Could not find 'opt/typo'" in (jobs / str(bad.number) / "error.txt").read_text()
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    run_sweep(f"opt={order}", "hydra.sweeper.study_name=typo")  # a rerun adds nothing
+    assert len(load(tmp_path, "typo").trials) == 2
+
+
+def test_an_exception_in_the_launch_path_fails_the_trial_not_the_sweep(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    settings = sweep.sweep_settings(
+        sweeper_conf(storage=storage, study_name="crash", max_failure_rate=0.5),
+        arguments=["x=0,1"],
+    )
+    sweep.prepare_study(settings)
+
+    def launch(overrides: list[str], job_num: int) -> sweep.JobOutcome:
+        if job_num == 0:
+            raise RuntimeError("launcher broke")
+        return sweep.JobOutcome(value=1.0)
+
+    sweep.run_workers(settings, launch)
+    first, second = optuna.load_study(study_name="crash", storage=storage).trials
+    assert first.state == TrialState.FAIL
+    assert first.user_attrs["error"] == "RuntimeError: launcher broke"
+    assert second.state == TrialState.COMPLETE
+
+
+def test_ctrl_c_in_the_heartbeats_start_queues_the_trial(tmp_path, monkeypatch):
+    """Issue 11.5: a KeyboardInterrupt as the first heartbeat is written leaves nothing RUNNING."""
+    from urbansound.sweep import storage as storage_module
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    settings = sweep.sweep_settings(
+        sweeper_conf(storage=storage, study_name="int", heartbeat_interval=60),
+        arguments=["x=0,1"],
+    )
+    sweep.prepare_study(settings)
+
+    def interrupted(storage: object, trial_id: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(storage_module, "record_heartbeat", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_workers(settings, lambda o, n: sweep.JobOutcome(value=0.0))
+    trials = optuna.load_study(study_name="int", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].user_attrs["error"] == "interrupted (KeyboardInterrupt); queued again"
+    assert trials[1].params == trials[0].params
+
+
+@pytest.mark.parametrize(
+    ("second", "differs"),
+    [
+        (["hydra/sweeper/sampler=tpe"], "sampler RandomSampler(seed=0); this sweep has TPESampler"),
+        (
+            ["hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=1"],
+            "sampler RandomSampler(seed=0); this sweep has RandomSampler(seed=1)",
+        ),
+        (
+            ["hydra/sweeper/sampler=random", "hydra/sweeper/pruner=median"],
+            "pruner NopPruner(); this sweep has MedianPruner(",
+        ),
+    ],
+)
+def test_a_named_study_is_not_reused_under_other_settings(
+    run_sweep, tmp_path, capsys, second, differs
+):
+    """Issue 11.9: reopening a named study with another sampler or pruner stops, exit 2."""
+    common = ("x=interval(-5,5)", "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=lr")
+    run_sweep(*common, "hydra/sweeper/sampler=random")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        run_sweep(*common, *second)
+    assert exit_.value.code == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert f"study 'lr' in sqlite:///{tmp_path / 'optuna.db'} was run with {differs}" in line
+    assert "choose another hydra.sweeper.study_name" in line
+    assert len(load(tmp_path, "lr").trials) == 2  # untouched
+
+
+def test_a_derived_study_name_changes_with_the_sampler(run_sweep, tmp_path):
+    """Issue 11.9, the repro: `sampler=random` then `sampler=tpe` are two studies."""
+    common = ("x=interval(-5,5)", "hydra.sweeper.n_trials=2")
+    run_sweep(*common, "hydra/sweeper/sampler=random")
+    run_sweep(*common, "hydra/sweeper/sampler=tpe")
+    summaries = optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(summaries) == 2 and all(s.n_trials == 2 for s in summaries)
+    samplers = sorted(
+        load(tmp_path, s.study_name).user_attrs["sampler"]["_target_"] for s in summaries
+    )
+    assert samplers == ["optuna.samplers.RandomSampler", "optuna.samplers.TPESampler"]
