@@ -143,6 +143,9 @@ def open_storage(storage: str) -> BaseStorage:
 
 
 def _first_line(exc: BaseException | None) -> str:
+    """``Type: first line`` of the error's root cause (Optuna wraps the driver's error)."""
+    while exc is not None and (exc.__cause__ or exc.__context__) is not None:
+        exc = exc.__cause__ or exc.__context__
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
