@@ -555,3 +555,57 @@ def test_a_derived_study_name_changes_with_the_sampler(run_sweep, tmp_path):
         load(tmp_path, s.study_name).user_attrs["sampler"]["_target_"] for s in summaries
     )
     assert samplers == ["optuna.samplers.RandomSampler", "optuna.samplers.TPESampler"]
+
+
+# --------------------------------------------------------------------------------------------
+# Conventions (issue 12.6/7)
+
+
+def test_every_sweep_dir_knows_its_study_even_when_nothing_was_left_to_run(
+    run_sweep, tmp_path, caplog
+):
+    first = run_sweep("x=0,1", "hydra.sweeper.study_name=known")
+    second = run_sweep("x=0,1", "hydra.sweeper.study_name=known")  # a finished sweep, re-run
+    for jobs in (first, second):
+        assert json.loads((jobs / "study.json").read_text()) == {
+            "study_name": "known",
+            "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+            "direction": "maximize",
+            "metric": "score",
+        }
+        assert (jobs / "trials.csv").is_file() and (jobs / "best_params.yaml").is_file()
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("optuna")]
+    assert sum("A new study created" in m for m in messages) == 1
+    assert not [m for m in messages if "Using an existing study" in m]
+    study = load(tmp_path, "known")
+    assert study.user_attrs["search_space"] == {
+        "x": {"name": "CategoricalDistribution", "attributes": {"choices": [0, 1]}}
+    }
+
+
+def test_when_every_trial_failed_the_summary_says_so(run_sweep, tmp_path, capsys):
+    jobs = run_sweep("x=0,1", "fail_x=[0,1]", "hydra.sweeper.max_failure_rate=1")
+    out = capsys.readouterr().out
+    assert "best: none, no trial completed (2 failed, 0 pruned)" in out
+    assert not (jobs / "best_params.yaml").exists() and "best parameters:" not in out
+
+
+def test_trial_table_shows_four_significant_digits_and_the_csv_keeps_all(tmp_path) -> None:
+    rows = [
+        {
+            "trial": 0,
+            "state": "COMPLETE",
+            "value": 0.123456789,
+            "duration_s": 12.3,
+            "params.lr": 1e-5 / 3,
+        },
+        {"trial": 1, "state": "FAIL", "value": None, "duration_s": None, "params.lr": 0.1},
+    ]
+    lines = sweep.format_table(rows).splitlines()
+    assert lines[0].split() == ["trial", "state", "lr", "value", "s"]
+    assert lines[1].split() == ["0", "COMPLETE", "3.333e-06", "0.1235", "12.3"]
+    assert lines[2].split() == ["1", "FAIL", "0.1", "-", "-"]
+    from urbansound.sweep.summary import write_trials_csv
+
+    text = write_trials_csv(tmp_path / "t.csv", rows).read_text()
+    assert "0.123456789" in text
