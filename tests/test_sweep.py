@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,8 +19,11 @@ import yaml
 from optuna.trial import TrialState
 
 from urbansound import sweep
+from urbansound.sweep.runner import open_study, requeue
+from urbansound.sweep.storage import record_heartbeat
 
 from .apps.quadratic import app
+from .apps.sweeper_conf import sweeper_conf
 
 APP = Path(app.__file__)
 
@@ -274,22 +278,19 @@ def test_stale_running_trial_is_failed_and_run_again(tmp_path):
     """A trial left RUNNING by a dead worker (no heartbeat for grace_period) is re-run."""
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     settings = sweep.sweep_settings(
-        {
-            "storage": storage,
-            "study_name": "stale",
-            "heartbeat_interval": 1,
-            "grace_period": 2,
-            "metric_name": "score",
-        },
+        sweeper_conf(
+            storage=storage,
+            study_name="stale",
+            heartbeat_interval=1,
+            grace_period=2,
+            metric_name="score",
+        ),
         arguments=["x=0,1,2"],
-        hydra_overrides=["hydra.sweeper.study_name=stale"],
     )
-    _, study = sweep.prepare_study(settings)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Optuna: heartbeats are meant for Study.optimize
-        dead = study.ask(fixed_distributions=settings.space.distributions())  # grid point 0
-    st = study._storage
-    st.record_heartbeat(dead._trial_id)  # then it dies
+    sweep.prepare_study(settings)
+    st, study = open_study(settings, worker=0)  # the grid sampler
+    dead = study.ask(fixed_distributions=settings.space.distributions())  # grid point 0
+    record_heartbeat(st, st.get_trial_id_from_study_id_trial_number(study._study_id, 0))
     launched: list[tuple[list[str], int]] = []
 
     def launch(overrides: list[str], job_num: int) -> sweep.JobOutcome:
@@ -338,6 +339,7 @@ def test_every_sweep_file_composes_into_a_valid_study(compose_cfg, tmp_path, mon
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"  # no -m needed
     conf = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
     settings = sweep.sweep_settings(conf, arguments=[f"sweep={name}"])
+    assert settings.named
     assert settings.study_name == name
     assert settings.storage == f"sqlite:///{tmp_path}/outputs/optuna.db"
     assert settings.space.params and settings.n_trials >= 1
@@ -358,7 +360,7 @@ def test_mfcc_grid_is_the_tutorials_grid(compose_cfg, tmp_path, monkeypatch):
     cfg = compose_cfg(["sweep=mfcc_grid"], return_hydra_config=True)
     conf = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
     settings = sweep.sweep_settings(conf, arguments=["sweep=mfcc_grid"])
-    assert sweep.grid_points(settings.space) == [{"n_mfcc": 20}, {"n_mfcc": 40}, {"n_mfcc": 60}]
+    assert settings.space.grid() == {"n_mfcc": [20, 40, 60]}
     assert settings.n_trials == 3
     assert sweep.resolve_sampler_target(settings.sampler, settings.space) == sweep.GRID_SAMPLER
 
@@ -381,9 +383,7 @@ def test_a_trial_failed_by_another_worker_meanwhile_does_not_stop_the_sweep(tmp_
     """A worker whose heartbeat stalled finds its trial failed (and queued) by another one."""
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     settings = sweep.sweep_settings(
-        {"storage": storage, "study_name": "taken", "max_retry": 3},
-        arguments=["x=0,1"],
-        hydra_overrides=["hydra.sweeper.study_name=taken"],
+        sweeper_conf(storage=storage, study_name="taken", max_retry=3), arguments=["x=0,1"]
     )
     sweep.prepare_study(settings)
     other = optuna.storages.RDBStorage(storage)
@@ -395,10 +395,10 @@ def test_a_trial_failed_by_another_worker_meanwhile_does_not_stop_the_sweep(tmp_
                 other.get_trial_id_from_study_id_trial_number(study_id, 0), TrialState.FAIL
             )
             study = optuna.load_study(study_name="taken", storage=other)
-            sweep._requeue(study, study.trials[0], 3)
+            requeue(study, study.trials[0], 3)
         return sweep.JobOutcome(value=float(overrides[0].split("=")[1]))
 
-    with caplog.at_level(logging.WARNING, logger="urbansound.sweep"):
+    with caplog.at_level(logging.WARNING, logger="urbansound.sweep.runner"):
         sweep.run_workers(settings, launch)
     assert "trial 0 is already FAIL" in caplog.text
     study = optuna.load_study(study_name="taken", storage=storage)
@@ -412,3 +412,210 @@ def test_progress_line_shows_finished_trials_against_n_trials() -> None:
     line = Progress(complete=3, pruned=1, failed=0, running=[7], waiting=0).describe(10)
     assert line == "[########............] 4/10 trials (3 complete, 1 pruned, 0 failed, 1 running)"
     assert Progress(0, 0, 0, [], 0).describe(3).startswith("[....................] 0/3 trials")
+
+
+# --------------------------------------------------------------------------------------------
+# Faults (issue 11): no trial is left RUNNING, no study is silently reused
+
+
+def _bare_ask(storage: str, name: str) -> None:
+    """``study.ask()`` from another process: a RUNNING trial that is never told nor heartbeated."""
+    code = (
+        "import optuna, sys\n"
+        "optuna.logging.set_verbosity(optuna.logging.WARNING)\n"
+        "optuna.load_study(study_name=sys.argv[1], storage=sys.argv[2]).ask()\n"
+    )
+    subprocess.run([sys.executable, "-c", code, name, storage], check=True, timeout=120)
+
+
+def test_a_trial_asked_by_another_process_does_not_block_the_grid(run_sweep, tmp_path):
+    """Issue 11.1: a RUNNING trial with no heartbeat at all is failed after the grace period."""
+    run_sweep("x=0,1,2", "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=g")
+    _bare_ask(f"sqlite:///{tmp_path / 'optuna.db'}", "g")
+    assert [t.state for t in load(tmp_path, "g").trials][-1] == TrialState.RUNNING
+    run_sweep("x=0,1,2", "hydra.sweeper.study_name=g")  # the grid's last point still runs
+    study = load(tmp_path, "g")
+    assert complete_params(study) == [(("x", 0),), (("x", 1),), (("x", 2),)]
+    orphan = study.trials[2]
+    assert orphan.state == TrialState.FAIL and orphan.params == {}
+    assert orphan.user_attrs["error"].startswith("not run: its process stopped")
+    assert sweep.study_progress(study.trials).failed == 0  # not counted as a failure
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+def test_a_finished_grid_with_an_ownerless_trial_ends(run_sweep, tmp_path, capsys):
+    """Issue 11.1, the repro: the rerun of a finished grid no longer waits forever."""
+    run_sweep("x=0,1", "hydra.sweeper.study_name=done")
+    _bare_ask(f"sqlite:///{tmp_path / 'optuna.db'}", "done")
+    run_sweep("x=0,1", "hydra.sweeper.study_name=done")
+    study = load(tmp_path, "done")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL]
+    assert "study done: 2 complete, 0 pruned, 0 failed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("order", ["a,typo", "typo,a"])
+def test_a_trial_whose_overrides_do_not_compose_fails_and_the_sweep_goes_on(
+    run_sweep, tmp_path, order
+):
+    """Issue 11.8: `-m cv=folds,randomsplit` (a typo in one option) fails that trial only."""
+    jobs = run_sweep(f"opt={order}", "hydra.sweeper.study_name=typo")
+    study = load(tmp_path, "typo")
+    by_opt = {t.params["opt"]: t for t in study.trials}
+    assert by_opt["a"].state == TrialState.COMPLETE
+    bad = by_opt["typo"]
+    assert bad.state == TrialState.FAIL
+    assert "Could not find 'opt/typo'" in bad.user_attrs["error"]
+    assert "Could not find 'opt/typo'" in (jobs / str(bad.number) / "error.txt").read_text()
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    run_sweep(f"opt={order}", "hydra.sweeper.study_name=typo")  # a rerun adds nothing
+    assert len(load(tmp_path, "typo").trials) == 2
+
+
+def test_an_exception_in_the_launch_path_fails_the_trial_not_the_sweep(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    settings = sweep.sweep_settings(
+        sweeper_conf(storage=storage, study_name="crash", max_failure_rate=0.5),
+        arguments=["x=0,1"],
+    )
+    sweep.prepare_study(settings)
+
+    def launch(overrides: list[str], job_num: int) -> sweep.JobOutcome:
+        if job_num == 0:
+            raise RuntimeError("launcher broke")
+        return sweep.JobOutcome(value=1.0)
+
+    sweep.run_workers(settings, launch)
+    first, second = optuna.load_study(study_name="crash", storage=storage).trials
+    assert first.state == TrialState.FAIL
+    assert first.user_attrs["error"] == "RuntimeError: launcher broke"
+    assert second.state == TrialState.COMPLETE
+
+
+def test_ctrl_c_in_the_heartbeats_start_queues_the_trial(tmp_path, monkeypatch):
+    """Issue 11.5: a KeyboardInterrupt as the first heartbeat is written leaves nothing RUNNING."""
+    from urbansound.sweep import storage as storage_module
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    settings = sweep.sweep_settings(
+        sweeper_conf(storage=storage, study_name="int", heartbeat_interval=60),
+        arguments=["x=0,1"],
+    )
+    sweep.prepare_study(settings)
+
+    def interrupted(storage: object, trial_id: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(storage_module, "record_heartbeat", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_workers(settings, lambda o, n: sweep.JobOutcome(value=0.0))
+    trials = optuna.load_study(study_name="int", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].user_attrs["error"] == "interrupted (KeyboardInterrupt); queued again"
+    assert trials[1].params == trials[0].params
+
+
+@pytest.mark.parametrize(
+    ("second", "differs"),
+    [
+        (["hydra/sweeper/sampler=tpe"], "sampler RandomSampler(seed=0); this sweep has TPESampler"),
+        (
+            ["hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=1"],
+            "sampler RandomSampler(seed=0); this sweep has RandomSampler(seed=1)",
+        ),
+        (
+            ["hydra/sweeper/sampler=random", "hydra/sweeper/pruner=median"],
+            "pruner NopPruner(); this sweep has MedianPruner(",
+        ),
+    ],
+)
+def test_a_named_study_is_not_reused_under_other_settings(
+    run_sweep, tmp_path, capsys, second, differs
+):
+    """Issue 11.9: reopening a named study with another sampler or pruner stops, exit 2."""
+    common = ("x=interval(-5,5)", "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=lr")
+    run_sweep(*common, "hydra/sweeper/sampler=random")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        run_sweep(*common, *second)
+    assert exit_.value.code == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert f"study 'lr' in sqlite:///{tmp_path / 'optuna.db'} was run with {differs}" in line
+    assert "choose another hydra.sweeper.study_name" in line
+    assert len(load(tmp_path, "lr").trials) == 2  # untouched
+
+
+def test_a_derived_study_name_changes_with_the_sampler(run_sweep, tmp_path):
+    """Issue 11.9, the repro: `sampler=random` then `sampler=tpe` are two studies."""
+    common = ("x=interval(-5,5)", "hydra.sweeper.n_trials=2")
+    run_sweep(*common, "hydra/sweeper/sampler=random")
+    run_sweep(*common, "hydra/sweeper/sampler=tpe")
+    summaries = optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(summaries) == 2 and all(s.n_trials == 2 for s in summaries)
+    samplers = sorted(
+        load(tmp_path, s.study_name).user_attrs["sampler"]["_target_"] for s in summaries
+    )
+    assert samplers == ["optuna.samplers.RandomSampler", "optuna.samplers.TPESampler"]
+
+
+# --------------------------------------------------------------------------------------------
+# Conventions (issue 12.6/7)
+
+
+def test_every_sweep_dir_knows_its_study_even_when_nothing_was_left_to_run(
+    run_sweep, tmp_path, caplog
+):
+    root = logging.getLogger("optuna")
+    verbosity, propagate = optuna.logging.get_verbosity(), root.propagate
+    optuna.logging.set_verbosity(optuna.logging.INFO)  # other tests may have quietened it
+    root.propagate = True
+    try:
+        first = run_sweep("x=0,1", "hydra.sweeper.study_name=known")
+        second = run_sweep("x=0,1", "hydra.sweeper.study_name=known")  # finished: re-run
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+        root.propagate = propagate
+    for jobs in (first, second):
+        assert json.loads((jobs / "study.json").read_text()) == {
+            "study_name": "known",
+            "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+            "direction": "maximize",
+            "metric": "score",
+        }
+        assert (jobs / "trials.csv").is_file() and (jobs / "best_params.yaml").is_file()
+    # (a record can reach caplog twice when another test added a handler to Optuna's logger)
+    records = {(r.created, r.getMessage()) for r in caplog.records if r.name.startswith("optuna")}
+    messages = [m for _, m in records]
+    assert sum("A new study created" in m for m in messages) == 1
+    assert not [m for m in messages if "Using an existing study" in m]
+    study = load(tmp_path, "known")
+    assert study.user_attrs["search_space"] == {
+        "x": {"name": "CategoricalDistribution", "attributes": {"choices": [0, 1]}}
+    }
+
+
+def test_when_every_trial_failed_the_summary_says_so(run_sweep, tmp_path, capsys):
+    jobs = run_sweep("x=0,1", "fail_x=[0,1]", "hydra.sweeper.max_failure_rate=1")
+    out = capsys.readouterr().out
+    assert "best: none, no trial completed (2 failed, 0 pruned)" in out
+    assert not (jobs / "best_params.yaml").exists() and "best parameters:" not in out
+
+
+def test_trial_table_shows_four_significant_digits_and_the_csv_keeps_all(tmp_path) -> None:
+    rows = [
+        {
+            "trial": 0,
+            "state": "COMPLETE",
+            "value": 0.123456789,
+            "duration_s": 12.3,
+            "params.lr": 1e-5 / 3,
+        },
+        {"trial": 1, "state": "FAIL", "value": None, "duration_s": None, "params.lr": 0.1},
+    ]
+    lines = sweep.format_table(rows).splitlines()
+    assert lines[0].split() == ["trial", "state", "lr", "value", "s"]
+    assert lines[1].split() == ["0", "COMPLETE", "3.333e-06", "0.1235", "12.3"]
+    assert lines[2].split() == ["1", "FAIL", "0.1", "-", "-"]
+    from urbansound.sweep.summary import write_trials_csv
+
+    text = write_trials_csv(tmp_path / "t.csv", rows).read_text()
+    assert "0.123456789" in text

@@ -229,3 +229,47 @@ def test_optuna_dashboard_serves_the_study_from_the_printed_command(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by init) counts as gone
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(") ", 1)[1][0] != "Z"
+
+
+def test_workers_do_not_outlive_a_killed_sweep_and_the_rerun_finishes(tmp_path):
+    """Issue 11.1: kill -9 of the main process of an n_jobs=2 sweep; its workers stop too."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    markers = tmp_path / "markers"
+    cmd = command(
+        tmp_path / "jobs",
+        storage,
+        "x=0,1,2,3",
+        "epochs=10",
+        "sleep=0.2",
+        f"marker_dir={markers}",
+        "hydra.sweeper.n_jobs=2",
+    )
+    first = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_for(markers / "0.start")
+    wait_for(markers / "1.start")
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    workers = [int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in only_study(storage).trials]
+    assert len(set(workers)) == 2
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "a sweep worker outlived its sweep"
+        time.sleep(0.2)
+
+    run(cmd, tmp_path)  # the same command resumes
+    study = only_study(storage)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["x"] for t in complete) == [0, 1, 2, 3]
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]

@@ -7,6 +7,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from urbansound import sweep
 from urbansound.errors import ConfigError
+from urbansound.sweep.space import parse
 
 
 @pytest.mark.parametrize(
@@ -114,7 +115,7 @@ def test_command_line_overrides_params_and_fixed_values_pass_through() -> None:
     )
     assert space.grid_size() == 3
     assert space.overrides({"n_mfcc": 40}) == [*space.fixed, "n_mfcc=40"]
-    assert sweep.grid_points(space) == [{"n_mfcc": 20}, {"n_mfcc": 40}, {"n_mfcc": 60}]
+    assert space.grid() == {"n_mfcc": [20, 40, 60]}
 
 
 def test_params_must_be_override_strings() -> None:
@@ -149,7 +150,7 @@ def test_params_must_be_override_strings() -> None:
 )
 def test_values_are_written_so_that_hydra_parses_them_back(value) -> None:
     text = sweep.format_value(value)
-    override = sweep._parse(f"k={text}")
+    override = parse(f"k={text}")
     assert not override.is_sweep_override()
     parsed = override.value()
     assert parsed == value and type(parsed) is type(value)
@@ -164,14 +165,13 @@ def test_study_name_is_stable_and_ignores_operational_overrides() -> None:
     assert c != a
     other = sweep.build_search_space(None, ["n_mfcc=20,40"])
     assert sweep.derive_study_name(other, ["n_mfcc=20,40"]) != a
-    assert sweep.derive_study_name(space, ["sweep=mfcc_grid"], base="mfcc_grid") == "mfcc_grid"
-    suffixed = sweep.derive_study_name(space, ["train.epochs=5"], base="mfcc_grid")
-    assert suffixed.startswith("mfcc_grid-") and suffixed != "mfcc_grid"
-    changed = sweep.derive_study_name(space, ["hydra.sweeper.params.n_mfcc=13"], base="mfcc_grid")
-    assert changed.startswith("mfcc_grid-") and changed != suffixed
-    assert sweep.derive_study_name(space, ["hydra.sweeper.n_jobs=4"], base="mfcc_grid") == (
-        "mfcc_grid"
-    )
+    assert sweep.derive_study_name(space, ["hydra.sweeper.n_jobs=4", "n_mfcc=20,40,60"]) == a
+    changed = sweep.derive_study_name(space, ["hydra.sweeper.params.n_mfcc=13"])
+    assert changed != sweep.derive_study_name(space, [])
+    # the sampler and pruner are part of a study's identity
+    tpe = sweep.derive_study_name(space, [], identity={"sampler": {"_target_": "tpe"}})
+    rnd = sweep.derive_study_name(space, [], identity={"sampler": {"_target_": "random"}})
+    assert tpe != rnd and tpe.startswith("n_mfcc-")
 
 
 def test_seeds_derive_per_worker_and_resume() -> None:
