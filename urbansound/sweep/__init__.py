@@ -68,7 +68,7 @@ _EXPORTS = {
         "summarize",
         "trial_rows",
     ),
-    "job": ("epoch_reporter", "set_trial_attrs"),
+    "job": ("epoch_reporter", "set_trial_attrs", "trial_params"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
