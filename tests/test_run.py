@@ -169,3 +169,15 @@ def test_dataset_figures_drawn_after_the_run_once_per_stage_settings(
         assert not (sweep_dir / job / "figures" / "dataset").exists()
         names = {p.name for p in (sweep_dir / job / "figures").iterdir()}
         assert names == {"confusion_matrix.png", "epoch_curves.png"}
+
+
+def test_hydra_verbose_shows_our_debug_lines_not_matplotlibs(run_cli, tmp_path, demo_dir) -> None:
+    run_dir = tmp_path / "run"
+    proc = run_cli(*QUICK, *_demo(demo_dir), "hydra.verbose=true", f"hydra.run.dir={run_dir}")
+    lines = (proc.stdout + proc.stderr).splitlines()
+    debug = [ln for ln in lines if "[DEBUG]" in ln]
+    assert debug  # verbose is on: Hydra's and our own debug lines are shown
+    # the dataset figures (matplotlib) were drawn in this process, its font scan stays quiet
+    assert (run_dir / "figures" / "dataset" / "classes_overview.png").is_file()
+    chatty = [ln for ln in debug if "[matplotlib" in ln or "[PIL" in ln]
+    assert chatty == [], chatty[:3]

@@ -313,6 +313,47 @@ class StackedMLP:
 # Adam, Keras flavour, over stacked weights
 
 
+# torch's private fused AdamW kernel (what ``torch.optim.AdamW(fused=True)`` calls): the one use
+# of a private torch API. tests/test_train.py (test_stacked_adam_is_keras_adam_with_per_model_steps)
+# runs it against a written-out Keras Adam and fails loudly when torch changes or removes it.
+HAVE_FUSED_ADAMW = hasattr(torch, "_fused_adamw_")
+
+
+def fused_adamw(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    state_steps: list[torch.Tensor],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    weight_decay: float,
+    eps: float,
+) -> None:
+    """One in-place AdamW step of every tensor in ``params`` (``torch._fused_adamw_``).
+
+    ``state_steps`` are 0-d float32 tensors holding each tensor's step count (after this step).
+    Decoupled weight decay as in ``torch.optim.AdamW``; no amsgrad, minimising.
+    """
+    torch._fused_adamw_(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        [],
+        state_steps,
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=weight_decay,
+        eps=eps,
+        amsgrad=False,
+        maximize=False,
+    )
+
+
 class StackedAdam:
     """Keras' Adam for every model of a :class:`StackedMLP`, each with its own step count.
 
@@ -347,7 +388,7 @@ class StackedAdam:
         # launches no op to count.
         self._count_blocks: dict[int, tuple[torch.Tensor, ...]] = {}
         if fused is None:
-            fused = hasattr(torch, "_fused_adamw_") and device.type in ("cpu", "cuda")
+            fused = HAVE_FUSED_ADAMW and device.type in ("cpu", "cuda")
         self.fused = bool(fused)
         # Per model: views of its slice of every stacked tensor (the fused kernel takes lists).
         self._views = [
@@ -397,20 +438,17 @@ class StackedAdam:
             # Keras adds eps to sqrt(v) before the bias correction: torch's eps / sqrt(1 - b2^t).
             eps = self.eps / math.sqrt(1.0 - self.beta2 ** t[a])
             p, g, m, v = self._run_lists(a, b)
-            torch._fused_adamw_(
+            fused_adamw(
                 p,
                 g,
                 m,
                 v,
-                [],
                 [self._count(t[a])] * len(p),
                 lr=self.lr,
                 beta1=self.beta1,
                 beta2=self.beta2,
                 weight_decay=self.weight_decay,
                 eps=eps,
-                amsgrad=False,
-                maximize=False,
             )
             a = b
 

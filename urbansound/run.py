@@ -209,6 +209,20 @@ def _run_figures(run_dir: Path, result: RunResult) -> dict[str, Path]:
     return {p.stem: p for p in written}
 
 
+# Libraries whose DEBUG output floods `hydra.verbose=true` (matplotlib's font scan alone is ~150
+# lines); left at WARNING unless a user names them (`hydra.verbose=[matplotlib]`).
+_CHATTY_LIBRARIES = ("matplotlib", "PIL", "numba", "urllib3", "asyncio", "git", "comet_ml")
+
+
+def _quiet_chatty_libraries() -> None:
+    """Keep third-party DEBUG logging out of ``hydra.verbose=true`` (which sets the root logger
+    to DEBUG); a logger the user set explicitly keeps its level."""
+    for name in _CHATTY_LIBRARIES:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
 def _is_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -325,6 +339,7 @@ def main(cfg: DictConfig) -> float:
     """Hydra task: one experiment; returns the mean cross-validation accuracy."""
     from hydra.core.hydra_config import HydraConfig
 
+    _quiet_chatty_libraries()
     try:
         settings = settings_from_config(cfg)
         progress.set_default_mode(settings.progress)

@@ -209,20 +209,18 @@ def _run_figures(run_dir: Path, result: RunResult) -> dict[str, Path]:
     return {p.stem: p for p in written}
 
 
-def swept_parameters(overrides: Sequence[str]) -> dict[str, Any]:
-    """The parameters a job's overrides set, parsed by Hydra's own override parser.
+# Libraries whose DEBUG output floods `hydra.verbose=true` (matplotlib's font scan alone is ~150
+# lines); left at WARNING unless a user names them (`hydra.verbose=[matplotlib]`).
+_CHATTY_LIBRARIES = ("matplotlib", "PIL", "numba", "urllib3", "asyncio", "git", "comet_ml")
 
-    ``trial.*`` and ``hydra.*`` keys are left out; values keep the types Hydra gives them.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    params: dict[str, Any] = {}
-    for o in OverridesParser.create().parse_overrides(list(overrides)):
-        key = o.get_key_element().lstrip("+~")
-        if o.is_delete() or key.startswith(("trial.", "hydra.", "hydra/")):
-            continue
-        params[key] = o.value()
-    return params
+def _quiet_chatty_libraries() -> None:
+    """Keep third-party DEBUG logging out of ``hydra.verbose=true`` (which sets the root logger
+    to DEBUG); a logger the user set explicitly keeps its level."""
+    for name in _CHATTY_LIBRARIES:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
 
 
 def _is_multirun() -> bool:
@@ -341,6 +339,7 @@ def main(cfg: DictConfig) -> float:
     """Hydra task: one experiment; returns the mean cross-validation accuracy."""
     from hydra.core.hydra_config import HydraConfig
 
+    _quiet_chatty_libraries()
     try:
         settings = settings_from_config(cfg)
         progress.set_default_mode(settings.progress)
@@ -349,12 +348,17 @@ def main(cfg: DictConfig) -> float:
         overrides = list(hc.overrides.task)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(resolved, dict)
+        swept = None
+        if settings.trial.number is not None:  # a job of the urbansound Optuna sweeper
+            from urbansound import sweep
+
+            swept = sweep.trial_params(settings.trial)  # what the sampler chose, typed
         tracker = tracking.start(
             settings,
             run_dir=run_dir,
             config=resolved,
             overrides=overrides,
-            swept=swept_parameters(overrides),
+            swept=swept,
         )
         # Comet sees every epoch, including the one after which the pruner stops the trial.
         callbacks: list[Callable[[EpochMetrics], None]] = [tracker.log_epoch]

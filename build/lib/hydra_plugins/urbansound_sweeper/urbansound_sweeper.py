@@ -15,7 +15,7 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 if TYPE_CHECKING:
     from urbansound.sweep import JobOutcome, SweepSettings, SweepSummary
@@ -24,12 +24,47 @@ log = logging.getLogger(__name__)
 
 
 class UrbansoundSweeper(Sweeper):
-    """Runs a sweep as an Optuna study; its config is ``hydra.sweeper`` (``config.py``)."""
+    """Runs a sweep as an Optuna study; its config is ``hydra.sweeper`` (``config.py``).
 
-    def __init__(self, **conf: Any) -> None:
-        # The keys are read back from the composed config in sweep(); the constructor only
-        # accepts them (Hydra instantiates the plugin with every key of hydra.sweeper).
-        self.conf = conf
+    Hydra instantiates it with every key of ``UrbansoundSweeperConf``, typed and defaulted by
+    that dataclass (the one place the defaults live); ``sampler`` and ``pruner`` arrive as config
+    nodes (``_recursive_`` is off).
+    """
+
+    def __init__(
+        self,
+        *,
+        sampler: Any,
+        pruner: Any,
+        storage: str,
+        study_name: str | None,
+        direction: str,
+        metric_name: str,
+        n_trials: int | None,
+        n_jobs: int,
+        max_failure_rate: float,
+        retry_failed: bool,
+        heartbeat_interval: int | None,
+        grace_period: int | None,
+        max_retry: int | None,
+        params: Any,
+    ) -> None:
+        self.conf: dict[str, Any] = {
+            "sampler": _plain(sampler),
+            "pruner": _plain(pruner),
+            "storage": storage,
+            "study_name": study_name,
+            "direction": direction,
+            "metric_name": metric_name,
+            "n_trials": n_trials,
+            "n_jobs": n_jobs,
+            "max_failure_rate": max_failure_rate,
+            "retry_failed": retry_failed,
+            "heartbeat_interval": heartbeat_interval,
+            "grace_period": grace_period,
+            "max_retry": max_retry,
+            "params": _plain(params),
+        }
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Any = None
@@ -57,12 +92,10 @@ class UrbansoundSweeper(Sweeper):
         from urbansound.errors import UrbansoundError
 
         assert self.config is not None
-        conf = OmegaConf.to_container(self.config.hydra.sweeper, resolve=True)
-        assert isinstance(conf, dict)
         hydra_overrides = [str(o) for o in self.config.hydra.overrides.hydra]
         try:
             settings = sweep.sweep_settings(
-                conf, arguments=list(arguments), hydra_overrides=hydra_overrides
+                self.conf, arguments=list(arguments), hydra_overrides=hydra_overrides
             )
             # Resolving the sweep dir here fixes its ${now:...} for every job and every worker.
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -74,6 +107,13 @@ class UrbansoundSweeper(Sweeper):
             log.error("%s", exc)
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:
+            message = (
+                "interrupted: the running trials are queued again; run the same command to resume"
+            )
+            log.error("%s", message)
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(130)
         self._print(summary)
         if summary.failed_too_often:
             message = (
@@ -87,33 +127,71 @@ class UrbansoundSweeper(Sweeper):
         return summary
 
     def _validate(self, settings: SweepSettings) -> None:
-        """Compose one job's config before any trial exists, so a bad key fails fast."""
-        from urbansound import sweep
+        """Compose jobs before any trial exists, so that a bad key fails fast.
+
+        Every value of every swept key is tried once (the others at their first value). A value
+        that does not compose is left to its trials (they FAIL with Hydra's message); a key none
+        of whose values compose, or fixed overrides that do not, stop the sweep here.
+        """
         from urbansound.errors import ConfigError
 
-        sample = {name: _first_value(p) for name, p in settings.space.params.items()}
+        values = {name: _values(p) for name, p in settings.space.params.items()}
+        base = {name: v[0] for name, v in values.items()}
+        tried: dict[str, list[Exception]] = {}
+        try:
+            self._compose(settings, base)
+            return
+        except Exception as exc:
+            first = exc
+        if not values:
+            raise ConfigError(f"the sweep's overrides do not compose: {first}") from None
+        for name, options in values.items():
+            tried[name] = []
+            for value in options:
+                try:
+                    self._compose(settings, {**base, name: value})
+                except Exception as exc:
+                    tried[name].append(exc)
+            if len(tried[name]) == len(options):
+                raise ConfigError(
+                    f"the sweep's overrides do not compose: {tried[name][0]}"
+                ) from None
+
+    def _compose(self, settings: SweepSettings, point: dict[str, Any]) -> None:
+        from urbansound import sweep
+
         overrides = [
-            *settings.space.overrides(sample),
+            *settings.space.overrides(point),
             f"trial.study_name={sweep.format_value(settings.study_name)}",
             f"trial.storage={sweep.format_value(settings.storage)}",
             "trial.number=0",
         ]
-        try:
-            self.validate_batch_is_legal([overrides])
-        except Exception as exc:
-            raise ConfigError(f"the sweep's overrides do not compose: {exc}") from None
+        self.validate_batch_is_legal([overrides])
 
     def _launch(self, overrides: list[str], job_num: int) -> JobOutcome:
         from urbansound.sweep import JobOutcome
+        from urbansound.sweep._compat import job_exception
 
-        (ret,) = self.launcher.launch([overrides], initial_job_idx=job_num)
+        assert self.config is not None
+        try:
+            (ret,) = self.launcher.launch([overrides], initial_job_idx=job_num)
+        except Exception as exc:  # the job's config does not compose (a bad option)
+            exc.composition = True  # type: ignore[attr-defined]
+            return JobOutcome(error=exc, output_dir=self._job_dir(job_num))
         output_dir = None
         if ret.hydra_cfg is not None:
             output_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")
         if ret.status == JobStatus.COMPLETED:
             return JobOutcome(value=ret.return_value, output_dir=output_dir)
-        # The exception itself: the public return_value would re-raise it and print to stderr.
-        return JobOutcome(error=ret._return_value, output_dir=output_dir)
+        return JobOutcome(error=job_exception(ret), output_dir=output_dir)
+
+    def _job_dir(self, job_num: int) -> str | None:
+        """The directory job ``job_num`` would have had (with Hydra's default subdir)."""
+        assert self.config is not None
+        subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")
+        if subdir != "${hydra.job.num}":
+            return None
+        return str(Path(str(self.config.hydra.sweep.dir)) / str(job_num))
 
     @staticmethod
     def _print(summary: SweepSummary) -> None:
@@ -123,6 +201,8 @@ class UrbansoundSweeper(Sweeper):
             f"{p.failed} failed (n_trials {summary.n_trials})"
         )
         print(summary.table)
+        if summary.no_best:
+            print(f"best: none, {summary.no_best}")
         if summary.best is not None:
             best = summary.best
             print(
@@ -130,12 +210,22 @@ class UrbansoundSweeper(Sweeper):
                 + " ".join(best["overrides"])
             )
         if summary.csv_path is not None:
-            print(f"trials: {summary.csv_path}\nbest parameters: {summary.best_path}")
+            print(f"trials: {summary.csv_path}")
+        if summary.best_path is not None:
+            print(f"best parameters: {summary.best_path}")
         print(f"dashboard: {summary.dashboard}")
 
 
-def _first_value(param: Any) -> Any:
+def _values(param: Any) -> list[Any]:
+    """The values to try composing for a swept key: each choice, or the lower bound."""
     dist = param.distribution
     if hasattr(dist, "choices"):
-        return dist.choices[0]
-    return dist.low
+        return list(dist.choices)
+    return [dist.low]
+
+
+def _plain(node: Any) -> Any:
+    """A config node (or None) as plain Python containers."""
+    if isinstance(node, DictConfig | ListConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    return node

@@ -91,37 +91,16 @@ class StudyRecords:
 
 
 def parse_override(text: str) -> tuple[str, Any] | None:
-    """``key=value`` of a Hydra override as ``(key, value)``; None for sweeps and deletions.
+    """``key=value`` of a stored Hydra override as ``(key, value)``; None for sweeps, deletions
+    and text that is not an override (the package's one parser, :func:`urbansound.sweep.space.
+    parse_override`, which raises for the last)."""
+    from urbansound.errors import ConfigError
+    from urbansound.sweep.space import parse_override as parse
 
-    The sweep package's one override parser (``urbansound.sweep.parse_override``) when present;
-    until then the same reading through Hydra's ``OverridesParser``.
-    """
     try:
-        from urbansound.sweep import parse_override as _sweep_parse  # type: ignore[attr-defined]
-    except ImportError:
-        return _parse_override(text)
-    return _sweep_parse(text)
-
-
-_PARSER: Any = None
-
-
-def _parse_override(text: str) -> tuple[str, Any] | None:
-    global _PARSER
-    if _PARSER is None:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        _PARSER = OverridesParser.create()
-    try:
-        override = _PARSER.parse_override(text)
-    except Exception:  # not an override at all: nothing to read
+        return parse(text)
+    except ConfigError:
         return None
-    if override.is_sweep_override() or override.is_delete():
-        return None
-    key = override.key_or_group
-    if override.package:
-        key = f"{key}@{override.package}"
-    return key, override.value()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,128 @@
+"""The job side of a sweep: the trial reaches the job through the storage.
+
+The sweeper passes ``trial.study_name``, ``trial.storage`` and ``trial.number`` to the job; the
+job reopens the trial to report the mean CV accuracy once per epoch, to ask whether to prune,
+and to store links (run directory, Comet experiment key). A transient storage error is retried
+(see :func:`urbansound.sweep.storage.retrying`), so a database restart does not cost the trial.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+
+from urbansound.config import TrialSettings
+from urbansound.errors import ConfigError, TrialPruned
+from urbansound.sweep import PRUNER_ATTR
+from urbansound.sweep._compat import live_trial, quiet_optuna
+from urbansound.sweep.settings import build_pruner
+from urbansound.sweep.storage import display_storage, open_storage, retrying
+
+log = logging.getLogger(__name__)
+
+_JOB_STORAGES: dict[str, BaseStorage] = {}
+
+
+def _job_storage(url: str) -> BaseStorage:
+    if url not in _JOB_STORAGES:
+        _JOB_STORAGES[url] = open_storage(url)
+    return _JOB_STORAGES[url]
+
+
+def _in_sweep(trial: TrialSettings) -> bool:
+    return not (trial.number is None or trial.study_name is None or trial.storage is None)
+
+
+def _trial_id(trial: TrialSettings) -> tuple[BaseStorage, int]:
+    assert trial.storage is not None and trial.study_name is not None and trial.number is not None
+    storage = _job_storage(trial.storage)
+    try:
+        study_id = retrying(
+            "finding the study", lambda: storage.get_study_id_from_name(trial.study_name)
+        )
+        return storage, retrying(
+            "finding the trial",
+            lambda: storage.get_trial_id_from_study_id_trial_number(study_id, trial.number),
+        )
+    except KeyError:
+        raise ConfigError(
+            f"trial.number={trial.number} of study {trial.study_name!r} is not in "
+            f"{display_storage(trial.storage)}: trial.* is set by the urbansound sweeper, "
+            "leave it unset"
+        ) from None
+
+
+def trial_params(trial: TrialSettings) -> dict[str, Any]:
+    """The swept parameters of the job's trial (an empty dict outside a sweep)."""
+    if not _in_sweep(trial):
+        return {}
+    storage, trial_id = _trial_id(trial)
+    return dict(retrying("reading the trial", lambda: storage.get_trial(trial_id)).params)
+
+
+def epoch_reporter(trial: TrialSettings) -> Callable[[Any], None] | None:
+    """An epoch callback that reports to the job's Optuna trial and prunes it.
+
+    Returns None outside a sweep (``trial.number`` unset). The callback reports
+    ``metrics.mean_test_accuracy`` with ``metrics.epoch`` as the step and raises
+    :class:`~urbansound.errors.TrialPruned` when the sweep's pruner says so. A storage that stays
+    unreachable raises :class:`~urbansound.sweep.SweepError` (the trial then fails with it).
+    """
+    if not _in_sweep(trial):
+        return None
+    storage, trial_id = _trial_id(trial)
+    frozen = retrying("reading the trial", lambda: storage.get_trial(trial_id))
+    pruner = build_pruner(frozen.system_attrs.get(PRUNER_ATTR))
+    with quiet_optuna():
+        study = retrying(
+            "opening the study",
+            lambda: optuna.load_study(
+                study_name=trial.study_name,
+                storage=storage,
+                pruner=pruner,
+                sampler=optuna.samplers.RandomSampler(seed=0),  # the job suggests nothing
+            ),
+        )
+        live = live_trial(study, trial_id)
+
+    def report(metrics: Any) -> None:
+        value, step = float(metrics.mean_test_accuracy), int(metrics.epoch)
+        retrying(f"reporting epoch {step}", lambda: live.report(value, step))
+        if retrying(f"asking the pruner at epoch {step}", live.should_prune):
+            raise TrialPruned(step, value)
+
+    return report
+
+
+def set_trial_attrs(trial: TrialSettings, **attrs: Any) -> None:
+    """Store user attributes (run_dir, overrides, comet_experiment_key, ...) on the job's trial.
+
+    A no-op outside a sweep. Values are stored as JSON (paths as strings); a storage error is
+    logged, never raised: a link must not cost the trial.
+    """
+    if not _in_sweep(trial):
+        return
+    try:
+        storage, trial_id = _trial_id(trial)
+        for key, value in attrs.items():
+            retrying(
+                f"storing {key}",
+                lambda k=key, v=value: storage.set_trial_user_attr(trial_id, k, _jsonable(v)),
+            )
+    except Exception as exc:
+        log.warning("could not store %s on trial %s: %s", sorted(attrs), trial.number, exc)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,248 @@
+"""``hydra.sweeper.*`` validated into :class:`SweepSettings`; Optuna samplers and pruners.
+
+The defaults of every key live once, in the plugin's dataclass
+(``hydra_plugins/urbansound_sweeper/config.py``); :func:`sweep_settings` receives the whole typed
+node and checks only what a type cannot say (ranges, combinations).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from urbansound.errors import ConfigError
+from urbansound.sweep._compat import quiet_optuna
+from urbansound.sweep.space import SearchSpace, build_search_space, derive_study_name, override_key
+from urbansound.sweep.storage import normalize_storage
+
+log = logging.getLogger(__name__)
+
+GRID_SAMPLER = "optuna.samplers.GridSampler"
+TPE_SAMPLER = "optuna.samplers.TPESampler"
+AUTO_SAMPLER = "urbansound.sweep.auto_sampler"
+NOP_PRUNER = "optuna.pruners.NopPruner"
+# Samplers whose draws are indexed by trial number: every worker and every resumed run must use
+# the same seed, or two of them would map one grid id / sequence index to different points.
+_SEED_SHARED = frozenset({GRID_SAMPLER, "optuna.samplers.QMCSampler"})
+
+
+def auto_sampler(
+    *, search_space: Mapping[str, Sequence[Any]] | None, seed: int | None = 0
+) -> optuna.samplers.BaseSampler:
+    """A grid sampler over ``search_space`` (grid values per key), or TPE when it is None."""
+    if search_space is not None:
+        return optuna.samplers.GridSampler(dict(search_space), seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def resolve_sampler_target(conf: Mapping[str, Any], space: SearchSpace) -> str:
+    """The sampler class ``conf`` stands for (``auto`` resolved against ``space``)."""
+    target = str(conf.get("_target_"))
+    if target == AUTO_SAMPLER:
+        return GRID_SAMPLER if space.is_discrete() else TPE_SAMPLER
+    return target
+
+
+def derive_seed(seed: int, *, worker: int, n_existing: int) -> int:
+    """The seed of one worker: ``seed`` itself for the first worker of a new study.
+
+    Other workers, and runs that resume a study, get seeds derived from ``seed``, so they do not
+    replay the random draws that earlier trials already made.
+    """
+    if worker == 0 and n_existing == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}:{worker}:{n_existing}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def build_sampler(
+    conf: Mapping[str, Any], space: SearchSpace, *, worker: int = 0, n_existing: int = 0
+) -> optuna.samplers.BaseSampler:
+    """Instantiate the sampler node (``hydra.sweeper.sampler``) for ``space``."""
+    from hydra.utils import instantiate
+
+    conf = dict(conf)
+    target = resolve_sampler_target(conf, space)
+    if target != conf.get("_target_"):
+        conf = {"_target_": target, "seed": conf.get("seed")}
+    seed = conf.get("seed")
+    if seed is not None and target not in _SEED_SHARED:
+        conf["seed"] = derive_seed(int(seed), worker=worker, n_existing=n_existing)
+    extra: dict[str, Any] = {}
+    if target == GRID_SAMPLER:
+        extra["search_space"] = space.grid()
+    try:
+        with quiet_optuna():
+            return instantiate(conf, _convert_="all", **extra)
+    except Exception as exc:
+        raise ConfigError(f"hydra.sweeper.sampler ({target}) cannot be created: {exc}") from None
+
+
+def build_pruner(conf: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
+    """Instantiate a pruner node (``hydra.sweeper.pruner``); None means no pruning."""
+    from hydra.utils import instantiate
+
+    if not conf:
+        return optuna.pruners.NopPruner()
+    try:
+        with quiet_optuna():
+            return instantiate(dict(conf), _convert_="all")
+    except Exception as exc:
+        raise ConfigError(
+            f"hydra.sweeper.pruner ({conf.get('_target_')}) cannot be created: {exc}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """Validated ``hydra.sweeper.*`` for one sweep (see ``hydra_plugins.urbansound_sweeper``)."""
+
+    study_name: str
+    storage: str
+    space: SearchSpace
+    sampler: dict[str, Any]
+    pruner: dict[str, Any]
+    n_trials: int
+    direction: str
+    metric_name: str
+    n_jobs: int
+    max_failure_rate: float
+    retry_failed: bool
+    heartbeat_interval: int | None
+    grace_period: int | None
+    max_retry: int | None
+    # True when the study name was written by the user (sweep file or command line).
+    named: bool = False
+
+    @property
+    def max_failures(self) -> int:
+        """The number of FAIL trials the study tolerates before the sweep stops."""
+        return math.floor(self.max_failure_rate * self.n_trials + 1e-9)
+
+    @property
+    def grace(self) -> float | None:
+        """Seconds without a heartbeat after which a RUNNING trial is taken for dead."""
+        if self.heartbeat_interval is None:
+            return None
+        return self.grace_period or 2 * self.heartbeat_interval
+
+    def identity(self) -> dict[str, Any]:
+        """What makes a study this sweep's: sampler and pruner (type and settings), direction."""
+        sampler = dict(self.sampler)
+        sampler["_target_"] = resolve_sampler_target(sampler, self.space)
+        return {"sampler": sampler, "pruner": dict(self.pruner), "direction": self.direction}
+
+
+def _opt_int(value: Any, key: str, *, minimum: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(
+            f"hydra.sweeper.{key} must be an integer >= {minimum} or null, got {value!r}"
+        )
+    return value
+
+
+def _node(conf: Mapping[str, Any], key: str) -> dict[str, Any]:
+    node = conf[key]
+    if not isinstance(node, Mapping) or not isinstance(node.get("_target_"), str):
+        raise ConfigError(
+            f"hydra.sweeper.{key} must be a config node with a _target_, got {node!r}: "
+            f"choose one with hydra/sweeper/{key}=<name> (a slash, not a dot)"
+        )
+    return dict(node)
+
+
+def sweep_settings(
+    conf: Mapping[str, Any],
+    *,
+    arguments: Sequence[str] = (),
+    hydra_overrides: Sequence[str] = (),
+) -> SweepSettings:
+    """Validate the sweeper's config node plus the command line into :class:`SweepSettings`.
+
+    Parameters
+    ----------
+    conf:
+        ``hydra.sweeper`` as a plain mapping with every key of ``UrbansoundSweeperConf`` (the
+        sweeper's keyword arguments).
+    arguments:
+        The command line's task overrides (sweeps such as ``n_mfcc=20,40,60`` and fixed values).
+    hydra_overrides:
+        The command line's ``hydra.*`` overrides (``hydra.sweeper.params.*`` changes the derived
+        study name).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the ``hydra.sweeper`` key that is wrong.
+    """
+    space = build_search_space(conf["params"], arguments)
+    sampler, pruner = _node(conf, "sampler"), _node(conf, "pruner")
+
+    direction = conf["direction"]
+    if direction not in ("maximize", "minimize"):
+        raise ConfigError(
+            f"hydra.sweeper.direction must be maximize or minimize, got {direction!r}"
+        )
+
+    target = resolve_sampler_target(sampler, space)
+    n_trials = _opt_int(conf["n_trials"], "n_trials", minimum=1)
+    if target == GRID_SAMPLER:
+        size = space.grid_size()  # ConfigError names a continuous key
+        if n_trials is None or n_trials > size:
+            if n_trials is not None:
+                log.info("n_trials %d > %d grid points: running the grid once", n_trials, size)
+            n_trials = size
+    elif n_trials is None:
+        raise ConfigError(
+            f"hydra.sweeper.n_trials is required with {target.rsplit('.', 1)[-1]} "
+            "(a grid runs every point; a search needs a budget): add hydra.sweeper.n_trials=20"
+        )
+
+    n_jobs = _opt_int(conf["n_jobs"], "n_jobs", minimum=1)
+    rate = conf["max_failure_rate"]
+    if not 0 <= rate <= 1:
+        raise ConfigError(f"hydra.sweeper.max_failure_rate must be in [0, 1], got {rate!r}")
+    interval = _opt_int(conf["heartbeat_interval"], "heartbeat_interval", minimum=1)
+    grace = _opt_int(conf["grace_period"], "grace_period", minimum=1)
+    if interval is not None and grace is not None and grace <= interval:
+        raise ConfigError(
+            f"hydra.sweeper.grace_period ({grace}) must be longer than heartbeat_interval "
+            f"({interval}), or a live trial would be taken for a dead one"
+        )
+
+    storage = normalize_storage(conf["storage"])
+    name = conf["study_name"]
+    named = name is not None
+    if not named:
+        space_overrides = [
+            o for o in hydra_overrides if override_key(o).startswith("hydra.sweeper.params")
+        ]
+        identity = {"sampler": sampler, "pruner": pruner}
+        name = derive_study_name(space, [*arguments, *space_overrides], identity=identity)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"hydra.sweeper.study_name must be a non-empty string, got {name!r}")
+    return SweepSettings(
+        study_name=name,
+        storage=storage,
+        space=space,
+        sampler=sampler,
+        pruner=pruner,
+        n_trials=n_trials,
+        direction=direction,
+        metric_name=conf["metric_name"],
+        n_jobs=n_jobs or 1,
+        max_failure_rate=float(rate),
+        retry_failed=conf["retry_failed"],
+        heartbeat_interval=interval,
+        grace_period=grace,
+        max_retry=_opt_int(conf["max_retry"], "max_retry", minimum=0),
+        named=named,
+    )

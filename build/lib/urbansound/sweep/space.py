@@ -1,0 +1,353 @@
+"""Search spaces: Hydra's override grammar -> Optuna distributions; the package's override parser.
+
+:func:`parse_param` turns one override (``n_mfcc=20,40,60``, ``model.dropout=interval(0.1,0.6)``,
+``train.lr=tag(log,interval(1e-4,1e-2))``, ``train.batch_size=choice(16,32,64)``,
+``features.n_mels=range(32,129,32)``, ``model.hidden=choice([256,256],[512,256])``,
+``int(interval(...))``) into an Optuna distribution. ``range(start, stop, step)`` excludes
+``stop`` for every sampler (as in Python and Hydra's basic sweeper): ``range(10,50,10)`` is 10,
+20, 30, 40 for the grid and for TPE alike. :func:`parse_override` reads a plain ``key=value``
+override; every module that needs to read an override uses it.
+"""
+
+from __future__ import annotations
+
+import decimal
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from urbansound.errors import ConfigError
+
+# Task overrides that do not change a trial's result: left out of the derived study name.
+OPERATIONAL_KEYS = (
+    "hydra.",
+    "trial.",
+    "tracking.",
+    "sweep",
+    "features.cache_dir",
+    "features.n_jobs",
+    "data.demo_dir",
+    "train.device",
+    "train.threads",
+)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One swept key.
+
+    Attributes
+    ----------
+    key:
+        The override's left-hand side as written (``n_mfcc``, ``+extra``, ``model``).
+    name:
+        The Optuna parameter name (``key`` without ``+``/``++``).
+    distribution:
+        Where Optuna draws values from.
+    raw:
+        Values are Hydra override text (list or dict choices) and are written verbatim.
+    """
+
+    key: str
+    name: str
+    distribution: BaseDistribution
+    raw: bool = False
+
+    def override(self, value: Any) -> str:
+        """The job override that sets this key to ``value``."""
+        return f"{self.key}={value if self.raw else format_value(value)}"
+
+    def grid_values(self) -> list[Any]:
+        """Every value of a discrete distribution, in order; ConfigError for a continuous one."""
+        d = self.distribution
+        if isinstance(d, CategoricalDistribution):
+            return list(d.choices)
+        if isinstance(d, IntDistribution):
+            return list(range(d.low, d.high + 1, d.step))
+        if isinstance(d, FloatDistribution) and d.step is not None:
+            low, step = decimal.Decimal(repr(d.low)), decimal.Decimal(repr(d.step))
+            n = int((decimal.Decimal(repr(d.high)) - low) / step) + 1
+            return [float(low + k * step) for k in range(n)]
+        raise ConfigError(
+            f"sweep key {self.key}: a grid needs discrete values, got a continuous "
+            f"{type(d).__name__}; use choice(...) or range(...), or another sampler "
+            "(hydra/sweeper/sampler=tpe) with hydra.sweeper.n_trials"
+        )
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The swept keys and the overrides every job gets unchanged."""
+
+    params: dict[str, Param]
+    fixed: tuple[str, ...] = ()
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        return {name: p.distribution for name, p in self.params.items()}
+
+    def is_discrete(self) -> bool:
+        """True when every swept key has finitely many values (a grid is possible)."""
+        try:
+            self.grid()
+        except ConfigError:
+            return False
+        return True
+
+    def grid(self) -> dict[str, list[Any]]:
+        return {name: p.grid_values() for name, p in self.params.items()}
+
+    def grid_size(self) -> int:
+        return math.prod(len(v) for v in self.grid().values())
+
+    def overrides(self, params: Mapping[str, Any]) -> list[str]:
+        """The job's overrides: the fixed ones, then one per swept key."""
+        return [*self.fixed, *(p.override(params[name]) for name, p in self.params.items())]
+
+    def describe(self) -> dict[str, str]:
+        """Parameter name -> a readable, stable description of its distribution."""
+        return {name: _describe(p.distribution) for name, p in sorted(self.params.items())}
+
+    def to_json(self) -> dict[str, Any]:
+        """Parameter name -> its distribution as a JSON object (``distribution_to_json``)."""
+        return {name: json.loads(text) for name, text in self.describe().items()}
+
+
+def _describe(d: BaseDistribution) -> str:
+    return optuna.distributions.distribution_to_json(d)
+
+
+_PARSER: Any = None
+
+
+def _parser() -> Any:
+    global _PARSER
+    if _PARSER is None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        _PARSER = OverridesParser.create()
+    return _PARSER
+
+
+def parse(text: str) -> Any:
+    """Hydra's ``Override`` object for ``text``; ConfigError naming the override if it is bad."""
+    from hydra.errors import HydraException
+
+    try:
+        return _parser().parse_override(text)
+    except HydraException as exc:
+        raise ConfigError(f"cannot parse override {text!r}: {exc}") from None
+
+
+def override_key(text: str) -> str:
+    """The key an override sets, without ``+``/``++``/``~`` (``+train.x=1`` -> ``train.x``)."""
+    return parse(text).get_key_element().lstrip("+~")
+
+
+def parse_override(text: str) -> tuple[str, Any] | None:
+    """The key and typed value of a plain ``key=value`` override, parsed by Hydra's grammar.
+
+    ``n_mfcc=20`` -> ``("n_mfcc", 20)``, ``+train.lr=1e-3`` -> ``("train.lr", 0.001)``,
+    ``model.hidden=[256,256]`` -> ``("model.hidden", [256, 256])``, ``x=null`` -> ``("x", None)``.
+    Returns None for a sweep (``n_mfcc=20,40``) and for a deletion (``~key``).
+
+    Raises
+    ------
+    ConfigError
+        When ``text`` is not an override at all, naming it.
+    """
+    override = parse(text)
+    if override.is_sweep_override() or override.is_delete():
+        return None
+    return override.get_key_element().lstrip("+"), override.value()
+
+
+def format_value(value: Any) -> str:
+    """``value`` written in Hydra's override grammar so that it parses back to itself."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"cannot write {value!r} ({type(value).__name__}) as an override")
+    if value and _roundtrips(value, value):
+        return value
+    quoted = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if not _roundtrips(quoted, value):
+        raise ConfigError(f"cannot write the string {value!r} as an override value")
+    return quoted
+
+
+def _roundtrips(text: str, value: str) -> bool:
+    try:
+        parsed = _parser().parse_override(f"k={text}")
+    except Exception:
+        return False
+    if parsed.is_sweep_override():
+        return False
+    out = parsed.value()
+    return isinstance(out, str) and out == value
+
+
+def parse_param(text: str) -> Param | None:
+    """The swept key of one override (``key=<sweep>``), or None when it sets a single value.
+
+    Raises
+    ------
+    ConfigError
+        For a sweep Optuna cannot draw from (an empty range, ``tag(log, ...)`` on a choice or
+        below zero, an unknown tag), naming the override.
+    """
+    from hydra.core.override_parser.types import (
+        ChoiceSweep,
+        IntervalSweep,
+        RangeSweep,
+        Transformer,
+    )
+
+    override = parse(text)
+    if not override.is_sweep_override():
+        return None
+    key = override.get_key_element()
+    name = key.lstrip("+")
+    sweep = override.value()
+    tags = set(getattr(sweep, "tags", set()) or set())
+    unknown = tags - {"log"}
+    if unknown:
+        raise ConfigError(f"{text}: unknown tag {sorted(unknown)}; the sweeper knows tag(log, ...)")
+    log_scale = "log" in tags
+
+    if isinstance(sweep, ChoiceSweep) or (isinstance(sweep, RangeSweep) and sweep.shuffle):
+        if log_scale:
+            raise ConfigError(f"{text}: tag(log, ...) needs an interval or a range, not a choice")
+        values = list(override.sweep_iterator(transformer=Transformer.identity))
+        if not values:
+            raise ConfigError(f"{text}: the sweep has no values")
+        raw = any(isinstance(v, list | dict) for v in values)
+        if raw:
+            values = list(override.sweep_iterator(transformer=Transformer.encode))
+        if isinstance(sweep, RangeSweep):
+            values = sorted(values)
+        if len({json.dumps(v) for v in values}) != len(values):
+            raise ConfigError(f"{text}: a value is listed twice")
+        return Param(key, name, CategoricalDistribution(values), raw=raw)
+
+    if isinstance(sweep, RangeSweep):
+        return Param(key, name, _range_distribution(text, sweep, log_scale=log_scale))
+
+    if isinstance(sweep, IntervalSweep):
+        low, high = sweep.start, sweep.end
+        if low is None or high is None or not low < high:
+            raise ConfigError(f"{text}: interval(low, high) needs low < high")
+        if log_scale and low <= 0:
+            raise ConfigError(f"{text}: tag(log, interval(...)) needs a low bound above 0")
+        if isinstance(low, int) and isinstance(high, int):
+            return Param(key, name, IntDistribution(low, high, log=log_scale))
+        return Param(key, name, FloatDistribution(float(low), float(high), log=log_scale))
+
+    raise ConfigError(f"{text}: unsupported sweep {type(sweep).__name__}")
+
+
+def _range_distribution(text: str, sweep: Any, *, log_scale: bool) -> BaseDistribution:
+    """``range(start, stop, step)``: start, start + step, ... strictly before stop."""
+    start, stop, step = sweep.start, sweep.stop, sweep.step
+    d_start, d_stop, d_step = (decimal.Decimal(repr(v)) for v in (start, stop, step))
+    if d_step == 0:
+        raise ConfigError(f"{text}: range step must not be 0")
+    n = math.ceil((d_stop - d_start) / d_step)
+    if n <= 0:
+        raise ConfigError(f"{text}: the range has no values")
+    last = d_start + (n - 1) * d_step
+    low, high, step_abs = min(d_start, last), max(d_start, last), abs(d_step)
+    is_int = all(isinstance(v, int) for v in (start, stop, step))
+    if log_scale:
+        if not is_int or step_abs != 1:
+            raise ConfigError(
+                f"{text}: tag(log, range(...)) needs integers with step 1; "
+                "use tag(log, interval(...)) for floats"
+            )
+        if low <= 0:
+            raise ConfigError(f"{text}: tag(log, range(...)) needs values above 0")
+        return IntDistribution(int(low), int(high), log=True)
+    if n == 1:
+        value = int(low) if is_int else float(low)
+        return CategoricalDistribution([value])
+    if is_int:
+        return IntDistribution(int(low), int(high), step=int(step_abs))
+    return FloatDistribution(float(low), float(high), step=float(step_abs))
+
+
+def build_search_space(
+    params: Mapping[str, Any] | None, arguments: Sequence[str] = ()
+) -> SearchSpace:
+    """The search space of ``hydra.sweeper.params`` plus the command line's overrides.
+
+    A command-line override of a key replaces that key's entry in ``params``. Overrides that set
+    a single value are passed to every job unchanged.
+    """
+    entries: list[str] = []
+    for key, value in (params or {}).items():
+        if isinstance(value, str):
+            entries.append(f"{key}={value}")
+        elif value is None or isinstance(value, bool | int | float):
+            entries.append(f"{key}={format_value(value)}")
+        else:
+            raise ConfigError(
+                f"hydra.sweeper.params.{key} must be an override string such as "
+                f"'choice(a,b)' or '20,40,60', got {value!r}"
+            )
+    entries.extend(arguments)
+    swept: dict[str, Param] = {}
+    fixed: dict[str, str] = {}
+    for text in entries:
+        param = parse_param(text)
+        if param is None:
+            key = parse(text).get_key_element()
+            swept.pop(key.lstrip("+~"), None)
+            fixed[key] = text
+        else:
+            fixed = {k: v for k, v in fixed.items() if k.lstrip("+~") != param.name}
+            swept[param.name] = param
+    return SearchSpace(params=swept, fixed=tuple(fixed.values()))
+
+
+def derive_study_name(
+    space: SearchSpace,
+    task_overrides: Sequence[str],
+    *,
+    identity: Mapping[str, Any] | None = None,
+) -> str:
+    """A stable study name for a sweep whose file or command line names none.
+
+    ``<swept keys>-<hash>``, the hash over the search space, the result-changing task overrides
+    and ``identity`` (the sampler and pruner nodes): the same command reopens the same study,
+    another sampler, pruner or task starts another one.
+    """
+    relevant = sorted(o for o in task_overrides if not _is_operational(o))
+    payload: dict[str, Any] = {"space": space.describe(), "overrides": relevant}
+    if identity is not None:
+        payload["identity"] = identity
+    digest = hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    names = "+".join(sorted(space.params)) or "sweep"
+    return f"{names[:60]}-{digest[:8]}"
+
+
+def _is_operational(override: str) -> bool:
+    key = override_key(override)
+    if key.startswith("hydra.sweeper.params"):
+        return False  # the search space itself
+    return any(key == k.rstrip(".") or key.startswith(k) for k in OPERATIONAL_KEYS)

@@ -1,0 +1,279 @@
+"""Study storages: URLs, opening them, heartbeats of running trials.
+
+``hydra.sweeper.storage`` is an SQLAlchemy URL (SQLite by default, PostgreSQL for several
+machines) or a file path for Optuna's journal storage. Heartbeats are the sweeper's own: the
+wall-clock time in the trial's system attribute ``urbansound:heartbeat``, the same for every kind
+of storage (workers on several machines therefore need roughly synchronised clocks).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import optuna
+from optuna.storages import BaseStorage
+
+from urbansound.errors import ConfigError
+from urbansound.files import redact_url
+from urbansound.sweep import HEARTBEAT_ATTR, SweepError
+from urbansound.sweep._compat import quiet_optuna
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def normalize_storage(storage: str) -> str:
+    """``storage`` made usable from any working directory (absolute paths, a driver that exists).
+
+    A value without ``://`` is a file path for Optuna's journal storage. A relative SQLite path
+    becomes absolute and its folder is created; ``postgresql://`` uses psycopg (3) when psycopg2
+    is not installed.
+    """
+    if not isinstance(storage, str) or not storage.strip():
+        raise ConfigError("hydra.sweeper.storage must be a storage URL or a journal file path")
+    storage = storage.strip()
+    if "://" not in storage:
+        path = Path(storage).expanduser().resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(path)
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(storage)
+    except ArgumentError as exc:
+        raise ConfigError(f"hydra.sweeper.storage {storage!r} is not a valid URL: {exc}") from None
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database in ("", ":memory:") or database.startswith("file:"):
+            raise ConfigError(
+                "hydra.sweeper.storage: an in-memory SQLite database cannot be reopened by the "
+                "jobs; use a file such as sqlite:///outputs/optuna.db"
+            )
+        path = Path(database).expanduser().resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = url.set(database=str(path))
+    elif url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+" + _postgres_driver())
+    return url.render_as_string(hide_password=False)
+
+
+def _postgres_driver() -> str:
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg"):
+        return "psycopg"
+    return "psycopg2"
+
+
+def display_storage(storage: str) -> str:
+    """``storage`` with any password replaced by ``***`` (for consoles, logs and files)."""
+    return redact_url(storage) or ""
+
+
+def dashboard_command(storage: str) -> str:
+    """The optuna-dashboard command line that opens ``storage``.
+
+    A password is left out of the URL (libpq then reads ``PGPASSWORD``); a shell comment says so.
+    """
+    if "://" not in storage:
+        return f"optuna-dashboard {shlex.quote(storage)}"
+    from sqlalchemy.engine import URL, make_url
+
+    url = make_url(storage)
+    bare = URL.create(
+        url.drivername,
+        username=url.username,
+        host=url.host,
+        port=url.port,
+        database=url.database,
+        query=url.query,
+    )
+    command = f"optuna-dashboard {shlex.quote(bare.render_as_string(hide_password=False))}"
+    if url.password:
+        command += "  # password left out: export PGPASSWORD=... first"
+    return command
+
+
+def open_storage(storage: str) -> BaseStorage:
+    """An Optuna storage for a normalized ``storage`` string (see :func:`normalize_storage`).
+
+    Raises
+    ------
+    SweepError
+        When the storage cannot be opened after a few tries (a server that is down).
+    """
+    if "://" not in storage:
+        from optuna.storages.journal import JournalFileBackend
+
+        with quiet_optuna():
+            return optuna.storages.JournalStorage(JournalFileBackend(storage))
+    engine_kwargs: dict[str, Any] = {}
+    if storage.startswith("sqlite"):
+        # Several processes write one file: wait for its lock rather than fail at once.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    last: Exception | None = None
+    for attempt in range(4):
+        try:
+            with quiet_optuna():
+                rdb = optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
+            if storage.startswith("sqlite"):
+                from sqlalchemy import event
+
+                event.listen(rdb.engine, "connect", _sqlite_pragmas)
+                rdb.engine.dispose()  # reconnect with the pragmas
+            return rdb
+        except ImportError as exc:
+            raise ConfigError(f"hydra.sweeper.storage {display_storage(storage)}: {exc}") from None
+        except Exception as exc:  # two processes creating the tables at once, a busy server
+            last = exc
+            time.sleep(0.5 * (attempt + 1))
+    raise SweepError(
+        f"cannot open the study storage {display_storage(storage)}: {_first_line(last)}"
+    )
+
+
+def _first_line(exc: BaseException | None) -> str:
+    """``Type: first line`` of the error's root cause (Optuna wraps the driver's error)."""
+    while exc is not None and (exc.__cause__ or exc.__context__) is not None:
+        exc = exc.__cause__ or exc.__context__
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Write-ahead log: workers, jobs and optuna-dashboard read while one writes, and a commit
+    does not wait for the disk (a crash loses at most the last commits, never the file)."""
+    import sqlite3
+
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.OperationalError as exc:  # another process holds a lock; keep its mode
+        log.debug("SQLite pragmas not applied: %s", exc)
+    finally:
+        cursor.close()
+
+
+def release(storage: BaseStorage) -> None:
+    """Close a storage's connections before forking (children open their own)."""
+    if isinstance(storage, optuna.storages.RDBStorage):
+        storage.remove_session()
+        storage.engine.dispose()
+
+
+def record_heartbeat(storage: BaseStorage, trial_id: int) -> None:
+    """Mark a running trial alive now."""
+    storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+
+class Heartbeat:
+    """Records heartbeats of one running trial from a background thread.
+
+    The first heartbeat is recorded by ``__enter__`` itself. A failed heartbeat is logged (once
+    while the storage stays unreachable) and retried at the next interval.
+    """
+
+    def __init__(self, storage: BaseStorage, trial_id: int, interval: int | None) -> None:
+        self._storage, self._trial_id, self._interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        if self._interval is None:
+            return self
+        record_heartbeat(self._storage, self._trial_id)
+        self._thread = threading.Thread(target=self._run, name="urbansound-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        assert self._interval is not None
+        failing = False
+        while not self._stop.wait(self._interval):
+            try:
+                record_heartbeat(self._storage, self._trial_id)
+            except Exception as exc:  # a storage hiccup; the next beat may get through
+                if not failing:
+                    log.warning(
+                        "heartbeat of trial id %d not recorded (retrying every %d s): %s",
+                        self._trial_id,
+                        self._interval,
+                        _first_line(exc),
+                    )
+                failing = True
+            else:
+                if failing:
+                    log.info("heartbeat of trial id %d recorded again", self._trial_id)
+                failing = False
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+# How long a storage operation is retried before the storage counts as down (seconds).
+RETRY_SECONDS = float(os.environ.get("URBANSOUND_STORAGE_RETRY_SECONDS", "60"))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a storage error that may pass (a server restarting, a dropped connection)."""
+    from optuna.exceptions import StorageInternalError
+
+    try:
+        from sqlalchemy.exc import DBAPIError, OperationalError
+    except ImportError:  # pragma: no cover - SQLAlchemy ships with Optuna
+        return isinstance(exc, StorageInternalError | ConnectionError)
+    return isinstance(exc, StorageInternalError | OperationalError | DBAPIError | ConnectionError)
+
+
+def retrying(what: str, fn: Callable[[], T], *, seconds: float | None = None) -> T:
+    """``fn()``, retried while it raises a transient storage error, for up to ``seconds``.
+
+    Logs one warning line when the first try fails and one line when it succeeds again.
+
+    Raises
+    ------
+    SweepError
+        When the storage is still unreachable after ``seconds`` (default
+        ``URBANSOUND_STORAGE_RETRY_SECONDS``, 60), naming ``what`` and the last error.
+    """
+    limit = RETRY_SECONDS if seconds is None else seconds
+    deadline = time.monotonic() + limit
+    delay, failed = 0.25, False
+    while True:
+        try:
+            result = fn()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise SweepError(
+                    f"the study storage stayed unreachable for {limit:.0f} s ({what}): "
+                    f"{_first_line(exc)}"
+                ) from None
+            if not failed:
+                log.warning(
+                    "study storage unreachable (%s), retrying for up to %.0f s: %s",
+                    what,
+                    limit,
+                    _first_line(exc),
+                )
+                failed = True
+            time.sleep(delay)
+            delay = min(2 * delay, 5.0)
+        else:
+            if failed:
+                log.warning("study storage reachable again (%s)", what)
+            return result
