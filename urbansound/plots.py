@@ -283,7 +283,7 @@ def _melspec(ax: Any, s_db: np.ndarray, features: FeatureSettings) -> Any:
 
 def _log_mel_db(y: np.ndarray, features: FeatureSettings) -> np.ndarray:
     """``librosa.power_to_db(melspectrogram(y), ref=np.max, top_db=features.top_db)``."""
-    from urbansound.features import log_mel
+    from urbansound.dsp import log_mel
 
     s_db = log_mel(y, features)  # power_to_db with ref=1.0, top_db=None
     s_db = s_db - s_db.max()
