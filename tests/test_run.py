@@ -73,6 +73,17 @@ def test_demo_run_writes_results_config_and_fold_table(run_cli, tmp_path, demo_d
     assert config["features"]["n_mfcc"] == 13
     assert config["train"]["epochs"] == 3
 
+    # every test clip's probabilities, by fold: they give back each fold's accuracy
+    preds = np.load(run_dir / "predictions.npz")
+    assert len(preds["clip"]) == results["n_clips"]  # each clip is tested once
+    assert preds["probabilities"].shape == (results["n_clips"], 10)
+    assert list(preds["class_names"]) == results["class_names"]
+    hits = preds["probabilities"].argmax(axis=1) == preds["y_true"]
+    for f in results["folds"]:
+        mine = preds["fold"] == str(f["fold"])
+        assert mine.sum() == f["n_test"]
+        assert hits[mine].mean() == pytest.approx(f["accuracy"], abs=1e-12)
+
 
 def test_real_partial_sample_runs_on_the_folds_it_has(run_cli, tmp_path, real_root) -> None:
     run_dir = tmp_path / "run"

@@ -583,3 +583,62 @@ def test_outer_fold_without_clips_blames_cv_outer_fold() -> None:
             select_clips(CVSettings(outer_fold=3, evaluate_outer=evaluate), clips)
     assert list(select_clips(CVSettings(outer_fold=2), clips)["fold"]) == [1, 1, 4, 4]
     assert len(select_clips(CVSettings(outer_fold=2, evaluate_outer=True), clips)) == 5
+
+
+# --------------------------------------------------------------------------------------------
+# Trainer outputs: test probabilities and fitted models
+
+
+def _numpy_forward(model, X: np.ndarray) -> np.ndarray:
+    """Class probabilities of a FittedMLP on raw features, in float64 numpy (no torch)."""
+    h = X.astype(np.float64)
+    if model.mean is not None:
+        h = (h - model.mean) / model.std
+    acts = {"relu": lambda z: np.maximum(z, 0.0), "tanh": np.tanh}
+    for i, (w, b) in enumerate(model.params):
+        h = h @ w.astype(np.float64) + b
+        if i < len(model.params) - 1:
+            h = acts[model.activation](h)
+    h -= h.max(axis=1, keepdims=True)
+    e = np.exp(h)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_fold_probabilities_and_fitted_models_reproduce_the_fold_metrics(standardize) -> None:
+    X, y, folds = _blobs()
+    splits = fold_splits(folds)
+    res = cross_validate(
+        X,
+        y,
+        splits,
+        n_classes=N_CLASSES,
+        model=SMALL,
+        train=_train(standardize=standardize, threads=2),
+        progress=False,
+        keep_models=True,
+    )
+    assert [p.fold for p in res.predictions] == [s.fold for s in splits]
+    assert [m.fold for m in res.models] == [s.fold for s in splits]
+    for split, fold, pred, model in zip(
+        splits, res.folds, res.predictions, res.models, strict=True
+    ):
+        np.testing.assert_array_equal(pred.test_index, split.test)
+        assert pred.probabilities.shape == (len(split.test), N_CLASSES)
+        np.testing.assert_allclose(pred.probabilities.sum(axis=1), 1.0, rtol=1e-5)
+        hits = pred.probabilities.argmax(axis=1) == y[split.test]
+        assert hits.mean() == fold.accuracy
+        assert np.trace(np.array(fold.confusion)) == hits.sum()
+        # the fitted model alone (plain arrays) gives the same probabilities
+        assert (model.mean is None) is (not standardize)
+        np.testing.assert_allclose(
+            _numpy_forward(model, X[split.test]), pred.probabilities, atol=1e-5
+        )
+
+
+def test_models_are_kept_only_when_asked_for() -> None:
+    X, y, folds = _blobs(n=80)
+    res = cross_validate(
+        X, y, fold_splits(folds), n_classes=N_CLASSES, model=SMALL, train=_train(), progress=False
+    )
+    assert res.models == [] and len(res.predictions) == len(res.folds)

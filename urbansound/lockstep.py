@@ -38,7 +38,14 @@ from urbansound.cv import Split
 from urbansound.errors import ConfigError
 from urbansound.model import StackedAdam, StackedMLP, init_params, layer_sizes
 from urbansound.progress import progress_bar
-from urbansound.results import CVResult, EpochCallback, EpochMetrics, FoldResult
+from urbansound.results import (
+    CVResult,
+    EpochCallback,
+    EpochMetrics,
+    FittedMLP,
+    FoldPredictions,
+    FoldResult,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -220,9 +227,10 @@ class _Lockstep:
         self.use_dropout = model.dropout > 0 and width > 0
 
         # Rows of every model's own copy of X, standardised with its training statistics.
+        self.stats: list[tuple[np.ndarray, np.ndarray] | None] = [None] * n_models
         if train.standardize:
-            stats = [_standardizer(X, s.train) for s in msplits]
-            Xm = np.concatenate([((X - m) / s).astype(np.float32) for m, s in stats])
+            self.stats = [_standardizer(X, s.train) for s in msplits]
+            Xm = np.concatenate([((X - m) / s).astype(np.float32) for m, s in self.stats])
             block = n  # model j reads rows j * n .. j * n + n - 1
         else:
             Xm, block = X, 0
@@ -308,8 +316,9 @@ class _Lockstep:
                 bits[:sj, j] = self.streams[j].keep_bits(sj, bs, self.width, self.dropout)
         return idx, bits
 
-    def evaluate(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Test loss, accuracy and predictions of every model (stack order, on the device)."""
+    def evaluate(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Test loss, accuracy, predictions and log-probabilities of every model (stack order,
+        on the device; the log-probabilities ``(n, max test size, n_classes)``)."""
         with torch.inference_mode():
             logits = self.net.forward(self.X_test)
             logp = torch.log_softmax(logits, dim=-1)
@@ -317,7 +326,7 @@ class _Lockstep:
             loss = (ce * self.valid_test).sum(-1) / self.n_test_t
             pred = logits.argmax(-1)
             hit = (pred == self.y_test.squeeze(-1)) * self.valid_test
-            return loss, hit.sum(-1) / self.n_test_t, pred
+            return loss, hit.sum(-1) / self.n_test_t, pred, logp
 
     def run_epoch(self, *, last: bool) -> np.ndarray:
         """Train one epoch; ``(3, n)`` train loss, test loss, test accuracy in split order."""
@@ -355,16 +364,35 @@ class _Lockstep:
                 opt.step(k)
             nll = -torch.log_softmax(self.logits, dim=-1).gather(-1, self.y_buf)
             train_loss = (nll * self.valid).sum(dim=(0, 2, 3)) / self.n_train_t
-            test_loss, test_acc, _ = self.evaluate()
+            test_loss, test_acc, _, _ = self.evaluate()
             # Draw the next epoch on the host while an accelerator finishes this one.
             self.pending = None if last else self.draw_epoch()
             row = torch.stack([train_loss, test_loss, test_acc]).cpu().numpy()
         return row[:, self.inverse]
 
-    def final(self) -> tuple[np.ndarray, np.ndarray]:
-        """Predictions ``(n, max test size)`` and test losses ``(n,)`` in split order."""
-        loss, _, pred = self.evaluate()
-        return pred.cpu().numpy()[self.inverse], loss.cpu().numpy()[self.inverse]
+    def final(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predictions ``(n, max test size)``, test losses ``(n,)`` and class probabilities
+        ``(n, max test size, n_classes)`` (float32) in split order."""
+        loss, _, pred, logp = self.evaluate()
+        probs = logp.exp().cpu().numpy()
+        return (
+            pred.cpu().numpy()[self.inverse],
+            loss.cpu().numpy()[self.inverse],
+            probs[self.inverse],
+        )
+
+    def fitted(self, split_index: int, fold: int | str) -> FittedMLP:
+        """The trained model of ``splits[split_index]`` (of this group) as plain arrays."""
+        j = int(self.inverse[split_index])  # its stack position
+        params = [(w.numpy(), b.numpy()) for w, b in self.net.model_params(j)]
+        stats = self.stats[j]
+        return FittedMLP(
+            fold=fold,
+            params=params,
+            activation=self.net.activation,
+            mean=None if stats is None else stats[0],
+            std=None if stats is None else stats[1],
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,12 +409,14 @@ def train_folds(
     train: TrainSettings,
     callbacks: Sequence[EpochCallback] = (),
     progress: bool = True,
+    keep_models: bool = False,
 ) -> CVResult:
     """Train one model per split, all in lockstep; inputs already checked (float32, int64).
 
     Chooses the device (``train.device``) and the thread groups (``train.threads`` worker
     threads on the CPU, one stack per thread), restores torch's thread count afterwards, and
-    returns the :class:`CVResult` (see :func:`urbansound.train.cross_validate`).
+    returns the :class:`CVResult` (see :func:`urbansound.train.cross_validate`); with
+    ``keep_models`` its ``models`` hold every split's :class:`FittedMLP`.
     """
     device = resolve_device(train.device)
     old_threads = torch.get_num_threads()
@@ -409,6 +439,7 @@ def train_folds(
             workers=workers,
             callbacks=callbacks,
             progress=progress,
+            keep_models=keep_models,
         )
     finally:
         torch.set_num_threads(old_threads)
@@ -426,6 +457,7 @@ def _train_groups(
     workers: int,
     callbacks: Sequence[EpochCallback],
     progress: bool,
+    keep_models: bool,
 ) -> CVResult:
     # Deal the folds to the workers by decreasing batch count, so every group has about the
     # same number of steps per epoch.
@@ -494,9 +526,16 @@ def _train_groups(
             pool.shutdown()
 
     by_split: dict[int, FoldResult] = {}
-    for m, (pred, losses) in zip(members, finals, strict=True):
+    predictions: dict[int, FoldPredictions] = {}
+    models: dict[int, FittedMLP] = {}
+    for g, m, (pred, losses, probs) in zip(groups, members, finals, strict=True):
         for j, i in enumerate(m):
             s = splits[i]
+            predictions[i] = FoldPredictions(
+                fold=s.fold, test_index=s.test.copy(), probabilities=probs[j, : len(s.test)]
+            )
+            if keep_models:
+                models[i] = g.fitted(j, s.fold)
             p = pred[j, : len(s.test)]
             t = y[s.test]
             conf = np.bincount(t * n_classes + p, minlength=n_classes * n_classes)
@@ -521,4 +560,6 @@ def _train_groups(
         history=history,
         mean_accuracy=float(accs.mean()),
         std_accuracy=float(accs.std(ddof=0)),
+        predictions=[predictions[i] for i in range(len(splits))],
+        models=[models[i] for i in range(len(splits))] if keep_models else [],
     )

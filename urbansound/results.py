@@ -14,7 +14,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CVResult", "EpochCallback", "EpochMetrics", "FoldResult", "RunResult", "history_row"]
+__all__ = [
+    "CVResult",
+    "EpochCallback",
+    "EpochMetrics",
+    "FittedMLP",
+    "FoldPredictions",
+    "FoldResult",
+    "RunResult",
+    "history_row",
+]
 
 
 @dataclass
@@ -68,13 +77,50 @@ class FoldResult:
 
 
 @dataclass
+class FoldPredictions:
+    """One fold's final model on its test part: the class probabilities of every test row.
+
+    Saved by every run (``predictions.npz``) so that configurations can be ensembled under the
+    same folds, and a fitted model checked against the CV run it came from.
+    """
+
+    fold: int | str
+    test_index: np.ndarray  # (n_test,) int64 row indices into X
+    probabilities: np.ndarray  # (n_test, n_classes) float32, each row sums to 1
+
+
+@dataclass
+class FittedMLP:
+    """One fold's trained MLP, everything a prediction needs (plain arrays, no torch).
+
+    ``params`` are ``(kernel, bias)`` per layer in Keras layout: kernels ``(fan_in, fan_out)``,
+    biases ``(fan_out,)``, float32. ``mean``/``std`` are the standardiser fitted on the fold's
+    training part, ``(n_features,)`` float64 (``None`` with ``train.standardize=false``): inputs
+    are ``(X - mean) / std`` before the first layer.
+    """
+
+    fold: int | str
+    params: list[tuple[np.ndarray, np.ndarray]]
+    activation: str
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+
+
+@dataclass
 class CVResult:
-    """All folds' final metrics, the per-epoch history, and the mean and std over folds."""
+    """All folds' final metrics, the per-epoch history, and the mean and std over folds.
+
+    ``predictions`` (one :class:`FoldPredictions` per fold, split order) are always filled by the
+    trainer; ``models`` only when asked for (``keep_models=True``). Neither is part of
+    ``results.json``.
+    """
 
     folds: list[FoldResult]
     history: list[EpochMetrics] = field(default_factory=list)
     mean_accuracy: float = float("nan")
     std_accuracy: float = float("nan")  # over folds, ddof=0 (0.0 for one fold)
+    predictions: list[FoldPredictions] = field(default_factory=list)
+    models: list[Any] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-ready dict: ``folds``, ``history``, ``mean_accuracy``, ``std_accuracy``."""

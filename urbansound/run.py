@@ -192,9 +192,40 @@ def run_experiment(
     write_json(run_dir / "results.json", result.to_dict())
     if result.cv is not None:
         _write_folds_csv(run_dir / "folds.csv", result)
+        _write_predictions(run_dir / PREDICTIONS, result, clips)
     if pruned is not None:
         log.warning("%s; results.json marks this job as pruned", pruned)
     return RunOutcome(result=result, figures=figures, pruned=pruned)
+
+
+PREDICTIONS = "predictions.npz"
+
+
+def _write_predictions(path: Path, result: RunResult, clips: Any) -> None:
+    """Every test row's class probabilities, by fold: ``predictions.npz`` in the run directory.
+
+    Arrays (one row per test clip, folds in split order): ``fold`` (str), ``clip`` (the clip's
+    ``slice_file_name``), ``index`` (its row in the run's clip table), ``y_true`` (class id),
+    ``probabilities`` ``(n, n_classes)`` float32; and ``class_names``. The report averages these
+    across configurations (ensembles) under the same folds.
+    """
+    import io
+
+    assert result.cv is not None
+    preds = result.cv.predictions
+    index = np.concatenate([p.test_index for p in preds]) if preds else np.zeros(0, np.int64)
+    names = clips["slice_file_name"].to_numpy(dtype=str)
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf,
+        fold=np.concatenate([np.full(len(p.test_index), str(p.fold)) for p in preds]),
+        clip=names[index],
+        index=index,
+        y_true=clips["classID"].to_numpy(dtype=np.int64)[index],
+        probabilities=np.concatenate([p.probabilities for p in preds]).astype(np.float32),
+        class_names=np.asarray(result.class_names, dtype=str),
+    )
+    atomic_write(path, buf.getvalue())
 
 
 def _run_figures(run_dir: Path, result: RunResult) -> dict[str, Path]:

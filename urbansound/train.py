@@ -74,6 +74,7 @@ def cross_validate(
     train: TrainSettings,
     callbacks: Sequence[EpochCallback] = (),
     progress: bool = True,
+    keep_models: bool = False,
 ) -> CVResult:
     """Train one MLP per split, all in lockstep, and evaluate each on its test part every epoch.
 
@@ -92,12 +93,14 @@ def cross_validate(
         (:class:`~urbansound.errors.TrialPruned`) stops training and propagates.
     progress:
         Show a progress bar over epochs with the mean test accuracy.
+    keep_models:
+        Also return every split's trained model (``CVResult.models``, :class:`FittedMLP`).
 
     Returns
     -------
     CVResult
-        Final per-fold metrics (after the last epoch), the per-epoch history, and the mean and
-        standard deviation of the folds' accuracies.
+        Final per-fold metrics (after the last epoch), the per-epoch history, the mean and
+        standard deviation of the folds' accuracies, and every fold's test probabilities.
     """
     X, y = _check_inputs(X, y, splits, n_classes)
     largest = max(len(s.train) for s in splits)
@@ -119,4 +122,5 @@ def cross_validate(
         train=train,
         callbacks=callbacks,
         progress=progress,
+        keep_models=keep_models,
     )
