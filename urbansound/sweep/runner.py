@@ -335,6 +335,13 @@ def _launch_trial(
         trial.set_user_attr("error", "not run: other workers reached n_trials first")
         _tell_state(study, trial, state=TrialState.FAIL)
         return None
+    if not queued and settings.is_grid and _grid_point_taken(storage, study_id, frozen):
+        # Two workers drew the same grid point at once (Optuna's GridSampler picks at random
+        # among the unvisited points): the later trial yields and is not counted.
+        storage.set_trial_system_attr(trial_id, EXCESS_ATTR, True)
+        trial.set_user_attr("error", "not run: another worker took this grid point first")
+        _tell_state(study, trial, state=TrialState.FAIL)
+        return None
     if queued and frozen.user_attrs.get("error"):
         trial.set_user_attr("error", None)  # copied from the trial this one re-runs
     storage.set_trial_system_attr(trial_id, PRUNER_ATTR, settings.pruner)
@@ -352,6 +359,22 @@ def _launch_trial(
         return launch(overrides, trial.number)
     except SystemExit as exc:  # a task that calls sys.exit fails its trial, not the sweep
         return JobOutcome(error=exc)
+
+
+def _grid_point_taken(storage: BaseStorage, study_id: int, trial: FrozenTrial) -> bool:
+    """True when an earlier live trial, or a finished one, has ``trial``'s parameters."""
+    trials = storage.get_all_trials(study_id, deepcopy=False)
+    gone = superseded(trials)
+    for t in trials:
+        if t.number == trial.number or t.number in gone or t.system_attrs.get(EXCESS_ATTR):
+            continue
+        if t.params != trial.params:
+            continue
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+            t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < trial.number
+        ):
+            return True
+    return False
 
 
 def _is_excess(storage: BaseStorage, study_id: int, number: int, n_trials: int) -> bool:
@@ -426,6 +449,10 @@ def _tell_state(
 ) -> None:
     try:
         study.tell(trial, value, state=state)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # Another worker took it for dead meanwhile (its heartbeat starved past the grace
+        # period) and queued a copy; that copy's result is the one kept.
+        log.warning("trial %d was failed by another worker meanwhile; result dropped", trial.number)
     except RuntimeError as exc:
         # GridSampler calls study.stop() after the last grid point, which ask-and-tell code
         # cannot honour; the trial is stored before that (Optuna's tell writes it in `finally`).

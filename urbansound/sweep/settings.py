@@ -132,6 +132,11 @@ class SweepSettings:
             return None
         return self.grace_period or 2 * self.heartbeat_interval
 
+    @property
+    def is_grid(self) -> bool:
+        """True when the sampler is Optuna's grid sampler (``auto`` on a discrete space too)."""
+        return resolve_sampler_target(self.sampler, self.space) == GRID_SAMPLER
+
     def identity(self) -> dict[str, Any]:
         """What makes a study this sweep's: sampler and pruner (type and settings), direction."""
         sampler = dict(self.sampler)
