@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/pruning.py [--trials 24] [--epochs 50] [--data demo,sample]
-                                 [--cache outputs/benchmarks/pruning_curves.json] [--refresh]
+                                 [--orders 10] [--refresh]
+                                 [--cache outputs/benchmarks/pruning_curves.json]
 
 1. **Record.** ``--trials`` MLP configurations drawn at random (seeded) from ``full_tpe``'s
    model and training ranges (hidden layers, dropout, activation, lr, batch size, weight decay)
@@ -22,8 +23,11 @@ Usage::
      that time (what the report shows for a real study);
    - ``lost``: pruned trials whose final value (run to the end) would have beaten the best
      completed value at the time: a winner the pruner threw away;
-   - ``best``: the best completed value at the end, against the best of all curves
-     (``none`` finds that one by construction).
+   - ``best``: the best completed value at the end (the worst over the orders), against the
+     best of all curves (``none`` finds that one by construction).
+
+   Each pruner replays the recorded order and ``--orders - 1`` seeded shuffles of it (a pruner's
+   decisions depend on which trials came first); the counts add up over these studies.
 
 Prints one table per data set and a combined one; the shipped sweeps' pruners are chosen from
 it (the notes give the table and the choice).
@@ -60,6 +64,14 @@ PRUNERS: list[tuple[str, Callable[[], optuna.pruners.BasePruner]]] = [
         lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=30),
     ),
     (
+        "median(startup=10,warmup=30)",
+        lambda: optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=30),
+    ),
+    (
+        "median(startup=10,warmup=40)",
+        lambda: optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=40),
+    ),
+    (
         "percentile(25,startup=5,warmup=10)",
         lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=5, n_warmup_steps=10),
     ),
@@ -83,6 +95,12 @@ PRUNERS: list[tuple[str, Callable[[], optuna.pruners.BasePruner]]] = [
         "patient(median(5,10),patience=10)",
         lambda: optuna.pruners.PatientPruner(
             optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10), patience=10
+        ),
+    ),
+    (
+        "patient(median(10,30),patience=5)",
+        lambda: optuna.pruners.PatientPruner(
+            optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=30), patience=5
         ),
     ),
     (
@@ -176,8 +194,11 @@ def replay(
     """Run ``curves`` in order through a fresh in-memory study with ``make()``'s pruner."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    study = optuna.create_study(
-        direction="maximize", pruner=make(), sampler=optuna.samplers.RandomSampler(seed=0)
+    study = optuna.create_study(  # a fixed name: Hyperband's brackets hash it
+        study_name="replay",
+        direction="maximize",
+        pruner=make(),
+        sampler=optuna.samplers.RandomSampler(seed=0),
     )
     best = -math.inf
     pruned = above = lost = 0
@@ -210,11 +231,31 @@ def replay(
     }
 
 
+def replay_orders(
+    curves: list[list[float]], make: Callable[[], optuna.pruners.BasePruner], orders: int
+) -> dict[str, Any]:
+    """:func:`replay` over the recorded order and ``orders - 1`` seeded shuffles, summed.
+
+    One order is one study; the counts add up over studies, ``epochs`` is their mean share and
+    ``best`` the worst study's best completed value (``oracle`` the best of all curves).
+    """
+    out = {"pruned": 0, "above": 0, "lost": 0, "epochs": 0.0, "best": math.inf}
+    for i in range(orders):
+        order = np.random.default_rng(i).permutation(len(curves)) if i else range(len(curves))
+        r = replay([curves[j] for j in order], make)
+        for k in ("pruned", "above", "lost"):
+            out[k] += r[k]
+        out["epochs"] += r["epochs"] / orders
+        out["best"] = min(out["best"], r["best"])
+        out["oracle"] = r["oracle"]
+    return out
+
+
 def table(rows: list[tuple[str, dict[str, Any]]], n: int) -> str:
     """A Markdown table of :func:`replay` results, one row per pruner."""
     lines = [
         f"| pruner ({n} trials) | pruned | above best when pruned | lost winners | epochs run "
-        "| best completed / best of all |",
+        "| worst study's best / best of all |",
         "|---|---|---|---|---|---|",
     ]
     for name, r in rows:
@@ -231,6 +272,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--data", default="demo,sample", help="comma-separated: demo, sample")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--orders", type=int, default=10, help="trial orders replayed (the recorded one + shuffles)"
+    )
     parser.add_argument("--cache", default="outputs/benchmarks/pruning_curves.json")
     parser.add_argument("--refresh", action="store_true", help="record the curves again")
     args = parser.parse_args(argv)
@@ -250,9 +294,9 @@ def main(argv: list[str] | None = None) -> None:
     combined: dict[str, dict[str, Any]] = {}
     for name in names:
         curves = [t["curve"] for t in stored[f"{name}:{key}"]]
-        rows = [(p, replay(curves, make)) for p, make in PRUNERS]
-        print(f"\n{name}: {len(curves)} trials x {args.epochs} epochs\n")
-        print(table(rows, len(curves)))
+        rows = [(p, replay_orders(curves, make, args.orders)) for p, make in PRUNERS]
+        print(f"\n{name}: {len(curves)} trials x {args.epochs} epochs, {args.orders} orders\n")
+        print(table(rows, len(curves) * args.orders))
         for p, r in rows:
             c = combined.setdefault(p, {"pruned": 0, "above": 0, "lost": 0, "epochs": 0.0})
             c["pruned"] += r["pruned"]
