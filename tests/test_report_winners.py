@@ -97,7 +97,7 @@ def write_member(run_dir: Path, member: str, family: str, *, shuffle: bool = Fal
 def _add(study, *, state, value=None, params=None, run_dir=None, steps=None, minute=0):
     params = params or {}
     dists = {
-        k: CategoricalDistribution(["mlp", "svm"]) if k == "model" else FloatDistribution(0, 1)
+        k: CategoricalDistribution(["mlp", "svm"]) if k == "model" else FloatDistribution(0, 100)
         for k in params
     }
     study.add_trial(  # a FrozenTrial: create_trial cannot set the completion time
@@ -121,10 +121,12 @@ def _add(study, *, state, value=None, params=None, run_dir=None, steps=None, min
 def families_study(tmp_path) -> tuple[str, Path]:
     url = f"sqlite:///{tmp_path / 'o.db'}"
     study = optuna.create_study(study_name="fam", storage=url, direction="maximize")
-    for n, (member, family) in enumerate((("A", "mlp"), ("B", "svm"), ("C", "svm"))):
+    members = (("A", "mlp", {}), ("B", "svm", {"C": 1.0}), ("C", "svm", {"C": 10.0}))
+    for n, (member, family, keys) in enumerate(members):
         run = tmp_path / "runs" / str(n)
         value = write_member(run, member, family, shuffle=member == "B")
-        _add(study, state="COMPLETE", value=value, params={"model": family}, run_dir=run, minute=n)
+        params = {"model": family, **{f"model.{k}": v for k, v in keys.items()}}
+        _add(study, state="COMPLETE", value=value, params=params, run_dir=run, minute=n)
     return url, tmp_path
 
 
@@ -186,6 +188,18 @@ def test_ensemble_of_three_and_its_report(families_study, tmp_path):
     md = (out / "report.md").read_text()
     assert "### Best configuration of each model family" in md
     assert "### Ensemble of the best" in md
+
+
+def test_ensemble_members_are_distinct_configurations(families_study):
+    url, root = families_study
+    study = optuna.load_study(study_name="fam", storage=url)
+    # the sampler drew A's configuration again (a second run directory, same predictions)
+    run = root / "runs" / "3"
+    write_member(run, "A", "mlp")
+    _add(study, state="COMPLETE", value=0.8, params={"model": "mlp"}, run_dir=run, minute=3)
+    ens = winners.ensemble(load_sweep([], storage=url, study_name="fam"), 2)
+    assert ens["members"] == [0, 1]
+    assert ens["value"] == pytest.approx(0.95)
 
 
 def test_ensemble_refuses_runs_tested_on_other_clips(families_study):

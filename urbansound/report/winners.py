@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -188,6 +189,9 @@ def _per_fold(
 def ensemble(sweep: Sweep, k: int) -> dict[str, Any] | None:
     """The mean class probabilities of the top-``k`` fold-CV configurations, scored per fold.
 
+    A trial whose parameters equal a better trial's (the sampler drew the configuration again)
+    is skipped: the members are ``k`` distinct configurations.
+
     Rows are matched across runs by (fold, index); every member must have the same test rows
     with the same labels, or ConfigError names the one that differs. The accuracy of a fold is
     the share of its test clips whose mean-probability argmax is the label; the ensemble's value
@@ -209,11 +213,16 @@ def ensemble(sweep: Sweep, k: int) -> dict[str, Any] | None:
     """
     if k < 2:
         raise ConfigError(f"--ensemble {k}: an ensemble needs at least 2 configurations")
-    members = [
-        r
-        for r in ranked(sweep.trials, direction=sweep.direction)
-        if not r.leaky and r.run_dir is not None
-    ][:k]
+    members: list[TrialRecord] = []
+    seen: set[str] = set()
+    for r in ranked(sweep.trials, direction=sweep.direction):
+        key = json.dumps(r.params, sort_keys=True, default=str)
+        if r.leaky or r.run_dir is None or key in seen:
+            continue  # a configuration the sampler drew again adds nothing to an ensemble
+        seen.add(key)
+        members.append(r)
+        if len(members) == k:
+            break
     if len(members) < 2:
         return None
     preds = [load_predictions(r.run_dir) for r in members]  # type: ignore[arg-type]
