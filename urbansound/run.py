@@ -187,6 +187,7 @@ def run_experiment(
     durations["figures"] = time.perf_counter() - t0
     durations["total"] = time.perf_counter() - t_start
     result.durations = durations
+    log.debug("durations (s): %s", ", ".join(f"{k} {v:.3f}" for k, v in durations.items()))
     if tracking_info is not None:
         result.tracking = dict(tracking_info())
     write_json(run_dir / "results.json", result.to_dict())
