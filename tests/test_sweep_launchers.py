@@ -25,6 +25,8 @@ from optuna.trial import TrialState
 
 from urbansound import sweep
 from urbansound.errors import ConfigError
+from urbansound.sweep import EXCESS_ATTR
+from urbansound.sweep.launching import OUTCOME_ATTR
 
 from .apps.quadratic import app
 from .apps.sweeper_conf import sweeper_conf
@@ -246,16 +248,26 @@ def test_submitit_local_sweep_reports_epochs_prunes_and_survives_a_dead_job(tmp_
 
 @pytest.mark.slow
 def test_submitit_local_sweep_killed_then_the_same_command_resumes(tmp_path):
+    """kill -9 of the sweep in the middle of a batch: one job finishes on its own (its outcome is
+    kept), the other is killed too (as if its node died: run again); the same command resumes."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    cmd = submitit_command(tmp_path, storage, "x=0,1,2,3", "sleep=0.5")
+    study = optuna.create_study(study_name="cluster", storage=storage, direction="maximize")
+    for x in (0, 1):  # batch 1: x=0 is quick, x=1 slow
+        study.enqueue_trial({"x": x})
+    cmd = submitit_command(
+        tmp_path, storage, "x=0,1,2,3", "slow_x=[1]", "slow_sleep=3", *clock(tmp_path)
+    )
     first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not any(t.intermediate_values for t in _trials(storage)):
-        assert time.monotonic() < deadline and first.poll() is None, "no epoch was reported"
-        time.sleep(0.2)
-    first.send_signal(signal.SIGKILL)  # the sweep's main process, in the middle of batch 1
+    while not (
+        OUTCOME_ATTR in _trial(storage, 0).system_attrs and (tmp_path / "clock/1.json").exists()
+    ):
+        assert time.monotonic() < deadline and first.poll() is None, "batch 1 did not run"
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)  # the sweep's main process
     first.wait(timeout=30)
-    assert {t.state for t in _trials(storage)} == {TrialState.RUNNING}
+    os.kill(intervals(tmp_path)[1]["pid"], signal.SIGKILL)  # and x=1's job
+    assert _trial(storage, 0).state == _trial(storage, 1).state == TrialState.RUNNING
 
     run(cmd, tmp_path)  # exactly the same command
     study = only_study(storage)
@@ -264,10 +276,22 @@ def test_submitit_local_sweep_killed_then_the_same_command_resumes(tmp_path):
     assert sorted(t.params["x"] for t in complete) == [0, 1, 2, 3]
     for t in complete:
         assert list(t.intermediate_values) == [1, 2, 3]
-    killed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert {t.number for t in killed} == {0, 1}  # failed for no heartbeat, and run again
-    retried = {t.system_attrs.get("failed_trial") for t in complete}
-    assert {0, 1} <= retried
+    # x=0's job had finished: its recorded outcome was told, it did not run again
+    quick = study.trials[0]
+    assert quick.state == TrialState.COMPLETE and quick.value == pytest.approx(app.score(0, 0))
+    runs = [t for t in study.trials if t.params["x"] == 0 and not t.system_attrs.get(EXCESS_ATTR)]
+    assert [t.number for t in runs] == [0]  # (a grid draw of x=0 again yields, not run)
+    ran = {int(p.parent.name) for p in (tmp_path / "jobs").glob("*/results.json")}
+    assert ran == {t.number for t in complete}
+    # x=1's job died with the sweep: FAIL (no heartbeat), run again with the same parameters
+    dead = study.trials[1]
+    assert dead.state == TrialState.FAIL and "no heartbeat" in dead.user_attrs["error"]
+    (retry,) = [t for t in complete if t.system_attrs.get("failed_trial") == 1]
+    assert retry.params == {"x": 1}
+
+
+def _trial(storage: str, number: int) -> optuna.trial.FrozenTrial:
+    return optuna.load_study(study_name="cluster", storage=storage).trials[number]
 
 
 def _trials(storage: str) -> list[optuna.trial.FrozenTrial]:

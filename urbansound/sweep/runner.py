@@ -166,6 +166,8 @@ def fail_ownerless(settings: SweepSettings, storage: BaseStorage, study: Any) ->
         if now - last <= grace:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        if _tell_recorded(study, storage, trial_id, t):
+            continue  # its sweep died, its launcher's job finished and recorded the outcome
         assigned = bool(t.params) or "grid_id" in t.system_attrs
         try:
             if assigned:
@@ -483,6 +485,37 @@ def run_batch(
                 continue
             outcome = _from_record(recorded, outcome.output_dir)
         _tell(study, trial, outcome, storage=storage, trial_id=trial_id, t0=t0)
+
+
+def _tell_recorded(study: Any, storage: BaseStorage, trial_id: int, trial: FrozenTrial) -> bool:
+    """Tell an ownerless trial the outcome its job recorded; False when it recorded none.
+
+    A sweep killed while a launcher's jobs run (a login node's session lost) leaves their
+    trials RUNNING; the jobs finish on their own and record their outcomes, which the next
+    sweep keeps instead of running those trials again.
+    """
+    from urbansound.sweep.launching import OUTCOME_ATTR
+
+    recorded = trial.system_attrs.get(OUTCOME_ATTR)
+    if not isinstance(recorded, dict):
+        return False
+    try:
+        if "value" in recorded:
+            _tell_state(study, trial.number, value=float(recorded["value"]))
+        elif "pruned" in recorded:
+            _tell_state(study, trial.number, state=TrialState.PRUNED)
+        else:
+            storage.set_trial_user_attr(trial_id, "error", str(recorded.get("error")))
+            _tell_state(study, trial.number, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return True  # another worker told it first
+    log.warning(
+        "trial %d was RUNNING with no live sweep; its job had finished: told %s from its "
+        "recorded outcome",
+        trial.number,
+        storage.get_trial(trial_id).state.name,
+    )
+    return True
 
 
 def _from_record(recorded: dict[str, Any], output_dir: str | None) -> JobOutcome:
