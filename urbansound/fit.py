@@ -837,7 +837,15 @@ def _configuration(cfg: Any, overrides: Sequence[str]) -> tuple[FitOptions, Sour
 
 @hydra_fit_main
 def main(cfg: Any) -> None:
-    """Hydra task: one final fit (see the module docstring)."""
+    """Hydra task: one final fit (see the module docstring); a user error is one line, exit 2."""
+    try:
+        _main(cfg)
+    except UrbansoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # one line, no traceback
+        sys.exit(2)
+
+
+def _main(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from urbansound import progress, tracking
