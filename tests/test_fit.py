@@ -86,6 +86,7 @@ def test_folds_1_to_9_give_the_accuracy_the_cv_run_reports_for_fold_10(
     assert summary["source"]["kind"] == "run"
     assert summary["source"]["cv"]["mean_accuracy"] == cv["mean_accuracy"]
     assert f"model: {fit_dir / 'model.safetensors'}" in proc.stdout
+    assert "Comet: to upload the offline archive" in proc.stdout
 
     # predict on fold 10's folder: the same accuracy, the same probabilities as the CV run
     proc = _cli("predict", str(fit_dir / "model.safetensors"), str(demo_root / "audio" / "fold10"),
