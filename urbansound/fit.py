@@ -218,6 +218,7 @@ def fit_model(
     )
 
     t0 = time.perf_counter()
+    family = str(getattr(settings.model, "family", "mlp"))
     results: list[CVResult] = []
     members: list[Member] = []
     for i, seed in enumerate(seeds):
@@ -233,18 +234,7 @@ def fit_model(
             keep_models=True,
         )
         results.append(res)
-        fitted = res.models[0]
-        members.append(
-            Member(
-                seed=seed,
-                fold=label,
-                family="mlp",
-                params=[(np.asarray(w), np.asarray(b)) for w, b in fitted.params],
-                activation=fitted.activation,
-                mean=fitted.mean,
-                std=fitted.std,
-            )
-        )
+        members.append(_member(res.models[0], seed=seed, fold=label, family=family))
     durations["train"] = time.perf_counter() - t0
     probs = [r.predictions[0].probabilities for r in results]
     if len(probs) == 1:
@@ -266,7 +256,7 @@ def fit_model(
     counts = np.bincount(y[train_idx], minlength=n_classes)
     metadata: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "family": "mlp",
+        "family": family,
         "class_names": list(index.class_names),
         "window_s": _window_s(clips.iloc[train_idx]),
         "features": {
@@ -275,11 +265,7 @@ def fit_model(
             "n_features": int(feats.X.shape[1]),
             "stage": _stage(),
         },
-        "model": {
-            "hidden": list(settings.model.hidden),
-            "dropout": settings.model.dropout,
-            "activation": settings.model.activation,
-        },
+        "model": _plain(settings.model),
         "train": {**_plain(settings.train), "seeds": seeds},
         "training_data": {
             "dataset": dataset_name,
@@ -348,6 +334,24 @@ def fit_model(
         test_paths=list(paths[test_idx]),
         y_true=y_test,
         result=result,
+    )
+
+
+def _member(fitted: Any, *, seed: int, fold: int | str, family: str) -> Member:
+    """A trained split's model as a model-file member: the MLP's arrays (:class:`FittedMLP`),
+    or another family's fitted scikit-learn Pipeline (stored with skops)."""
+    from urbansound.results import FittedMLP
+
+    if not isinstance(fitted, FittedMLP):
+        return Member(seed=seed, fold=fold, family=family, estimator=fitted)
+    return Member(
+        seed=seed,
+        fold=fold,
+        family="mlp",
+        params=[(np.asarray(w), np.asarray(b)) for w, b in fitted.params],
+        activation=fitted.activation,
+        mean=fitted.mean,
+        std=fitted.std,
     )
 
 
