@@ -547,10 +547,13 @@ def settings_from_config(cfg: Mapping[str, Any]) -> Settings:
 # The entry point's decorator.
 
 
-def hydra_main(task_function: Callable[[Any], Any]) -> Callable[..., Any]:
-    """``@hydra.main`` of ``urbansound.run``: the packaged config, a bad config as one line.
+def hydra_main(
+    task_function: Callable[[Any], Any], *, config_name: str = CONFIG_NAME
+) -> Callable[..., Any]:
+    """``@hydra.main`` of our entry points: the packaged config, a bad config as one line.
 
-    Composes :data:`CONFIG_NAME` from :data:`CONFIG_PATH` (so the ``urbansound`` console script,
+    Composes ``config_name`` (:data:`CONFIG_NAME` for ``urbansound.run``, ``fit`` for
+    ``urbansound.fit``) from :data:`CONFIG_PATH` (so the ``urbansound`` console script,
     ``python -m urbansound.run`` and an installed wheel all find it, from any working directory).
     A config Hydra cannot compose (``train.epoch=3``, ``train.epochs=many``, ``features=mfc``) and
     an :class:`~urbansound.errors.UrbansoundError` that reaches Hydra are printed as one
@@ -570,13 +573,14 @@ def hydra_main(task_function: Callable[[Any], Any]) -> Callable[..., Any]:
 
     from urbansound.errors import UrbansoundError
 
-    decorated = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)(
+    decorated = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(
         task_function
     )
 
     @functools.wraps(task_function)
     def main(cfg_passthrough: Any = None) -> Any:
-        _name_the_command()
+        if config_name == CONFIG_NAME:  # the `urbansound` console script's help and completion
+            _name_the_command()
         if cfg_passthrough is not None or os.environ.get("HYDRA_FULL_ERROR") == "1":
             return decorated(cfg_passthrough)
         # Hydra prints an exception itself unless HYDRA_FULL_ERROR=1: set it for this call only,

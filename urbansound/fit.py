@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from urbansound.config import Settings, config_error, settings_from_config
+from urbansound.config import Settings, settings_from_config
 from urbansound.errors import ConfigError, DataError, UrbansoundError
 from urbansound.files import atomic_write, output_error, write_json
 from urbansound.fit_source import (
@@ -416,47 +416,11 @@ def _write_predictions(
 
 
 def hydra_fit_main(task_function: Callable[[Any], Any]) -> Callable[..., Any]:
-    """:func:`urbansound.config.hydra_main`'s pattern on the primary config ``fit``: a bad
-    config or an :class:`UrbansoundError` is one ``error: ...`` line, exit status 2."""
-    import functools
-    import os
+    """:func:`urbansound.config.hydra_main` on the primary config ``fit``: a bad config or an
+    :class:`UrbansoundError` is one ``error: ...`` line, exit status 2."""
+    from urbansound.config import hydra_main
 
-    import hydra
-    from hydra.errors import (
-        ConfigCompositionException,
-        MissingConfigException,
-        OverrideParseException,
-    )
-    from omegaconf.errors import OmegaConfBaseException
-
-    from urbansound.config import CONFIG_PATH
-
-    decorated = hydra.main(
-        version_base="1.3", config_path=CONFIG_PATH, config_name=FIT_CONFIG_NAME
-    )(task_function)
-
-    @functools.wraps(task_function)
-    def main(cfg_passthrough: Any = None) -> Any:
-        if cfg_passthrough is not None or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            return decorated(cfg_passthrough)
-        os.environ["HYDRA_FULL_ERROR"] = "1"
-        try:
-            return decorated()
-        except UrbansoundError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        except (
-            ConfigCompositionException,
-            MissingConfigException,
-            OverrideParseException,
-            OmegaConfBaseException,
-        ) as exc:
-            print(f"error: {config_error(exc)}", file=sys.stderr)
-            sys.exit(2)
-        finally:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-
-    return main
+    return hydra_main(task_function, config_name=FIT_CONFIG_NAME)
 
 
 def _configuration(cfg: Any, overrides: Sequence[str]) -> tuple[FitOptions, Source | None, dict]:

@@ -40,6 +40,7 @@ _RUN_FILES = {
     ".hydra/overrides.yaml": "hydra/overrides.yaml",
     "results.json": "results.json",
     "folds.csv": "folds.csv",
+    "fit.json": "fit.json",  # a final fit's summary (urbansound.fit)
 }
 
 
