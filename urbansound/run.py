@@ -2,7 +2,8 @@
 
 Composes the Hydra config in ``conf/``, validates it, indexes the dataset (UrbanSound8K where it
 is found, otherwise the built-in demo corpus), extracts features through the shared cache, trains
-the MLP on every cross-validation split and writes into the run directory (the only writer of it):
+the model family (``model=mlp`` by default, or a scikit-learn family) on every cross-validation
+split and writes into the run directory (the only writer of it):
 
 - ``config.yaml``: the resolved configuration,
 - ``results.json``: per-fold metrics, mean and std, per-epoch history, dataset, durations, the
@@ -109,6 +110,10 @@ def run_experiment(
     """
     from urbansound import cv, data, features, train
 
+    if settings.model.family != "mlp":  # a bad model=sklearn target fails before the features
+        from urbansound.families import make_estimator
+
+        make_estimator(settings.model, seed=settings.train.seed)
     run_dir = Path(run_dir)
     _make_run_dir(run_dir)
     t_start = time.perf_counter()
