@@ -1,7 +1,8 @@
 """Typed settings from the composed Hydra config: structured-config schemas + cross-field checks.
 
 The config tree (``conf/`` in the repository, the package ``urbansound.conf`` once installed)
-composes on top of OmegaConf structured configs registered in Hydra's ConfigStore: one schema per
+composes on top of OmegaConf structured configs (registered in Hydra's ConfigStore by
+:mod:`urbansound.hydra_app`, which also holds the entry points' decorator): one schema per
 group (``data``, ``features``, ``model``, ``train``, ``cv``, ``tracking``, ``trial``) and one for
 the top level (``config_schema``: the groups plus ``n_mfcc`` and ``progress``). Each group file
 starts from its schema (``defaults: [/train_schema@_here_, _self_]``), so OmegaConf rejects a key
@@ -23,14 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.util
 import math
-import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from urbansound.errors import ConfigError
@@ -339,80 +337,6 @@ def _sklearn_node() -> Any:
 #: The top-level schema: the groups, ``progress`` and the top-level ``n_mfcc`` that
 #: ``features.n_mfcc`` reads (so that ``n_mfcc=20,40,60`` sweeps it).
 ConfigSchema = _schema_class(Settings, extra=[("n_mfcc", int, field(default=40))])
-
-_PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def register_configs() -> None:
-    """Register the schemas in Hydra's ConfigStore and make the config packages importable.
-
-    ConfigStore names: ``config_schema`` (top level), ``<group>_schema`` for each group and
-    ``model_<family>_schema`` for each model family (``model_schema`` is the MLP's), at
-    the root of the config tree so they are no selectable option of any group. In a source checkout
-    (no ``conf/`` inside the package) ``conf/`` and ``sweeps/`` next to the package become the
-    modules ``urbansound.conf`` and ``urbansound.sweeps``, which Hydra reads through ``pkg://``
-    exactly as it reads an installed wheel's copies. Called on import; idempotent.
-    """
-    from hydra.core.config_store import ConfigStore
-
-    store = ConfigStore.instance()
-    store.store(name="config_schema", node=ConfigSchema)
-    for group, schema in GROUP_SCHEMAS.items():
-        store.store(name=f"{group}_schema", node=schema)
-    for family, schema in MODEL_SCHEMAS.items():
-        store.store(name=f"model_{family}_schema", node=schema)
-    store.store(name="model_sklearn_schema", node=_sklearn_node())
-    if not (_PACKAGE_DIR / "conf").is_dir():  # not a wheel (where setuptools put both inside)
-        for name in ("conf", "sweeps"):
-            _checkout_package(name)
-    _register_sweeps(store)
-
-
-def _checkout_package(name: str) -> None:
-    """``<checkout>/<name>/`` as the module ``urbansound.<name>`` (a source checkout's layout)."""
-    init = _PACKAGE_DIR.parent / name / "__init__.py"
-    fullname = f"urbansound.{name}"
-    if fullname in sys.modules or not init.is_file():
-        return
-    spec = importlib.util.spec_from_file_location(
-        fullname, init, submodule_search_locations=[str(init.parent)]
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[fullname] = module
-    spec.loader.exec_module(module)
-
-
-def _register_sweeps(store: Any) -> None:
-    """Each ``sweeps/<name>.yaml`` as the option ``<name>`` of the config group ``sweep``.
-
-    A Hydra search-path entry is a config root whose group ``sweep`` would have to be a folder
-    named ``sweep``; the sweeps keep their own folder (``sweeps/``, the package
-    ``urbansound.sweeps`` once installed), so they are read from there into the ConfigStore with
-    the package their ``# @package`` header names (``_global_`` for every sweep file).
-    """
-    import importlib.resources
-    import re
-
-    from omegaconf import OmegaConf
-
-    try:
-        folder = importlib.resources.files("urbansound.sweeps")
-    except ModuleNotFoundError:
-        return
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".yaml"):
-            continue
-        text = entry.read_text(encoding="utf-8")
-        header = re.search(r"^#\s*@package\s+(\S+)", text, flags=re.MULTILINE)
-        store.store(
-            group="sweep",
-            name=entry.name.removesuffix(".yaml"),
-            node=OmegaConf.create(text),
-            package=header.group(1) if header else None,
-            provider="urbansound.sweeps",
-        )
-
 
 # --------------------------------------------------------------------------------------------
 # One-line messages for OmegaConf's and Hydra's errors.
@@ -784,85 +708,3 @@ def _model_base(node: Any) -> Any:
     if family == "sklearn":
         return _sklearn_node()
     return OmegaConf.structured(MODEL_SCHEMAS[family])
-
-
-# --------------------------------------------------------------------------------------------
-# The entry point's decorator.
-
-
-def hydra_main(
-    task_function: Callable[[Any], Any], *, config_name: str = CONFIG_NAME
-) -> Callable[..., Any]:
-    """``@hydra.main`` of our entry points: the packaged config, a bad config as one line.
-
-    Composes ``config_name`` (:data:`CONFIG_NAME` for ``urbansound.run``, ``fit`` for
-    ``urbansound.fit``) from :data:`CONFIG_PATH` (so the ``urbansound`` console script,
-    ``python -m urbansound.run`` and an installed wheel all find it, from any working directory).
-    A config Hydra cannot compose (``train.epoch=3``, ``train.epochs=many``, ``features=mfc``) and
-    an :class:`~urbansound.errors.UrbansoundError` that reaches Hydra are printed as one
-    ``error: ...`` line, exit status 2, instead of Hydra's message and exit 1. With
-    ``HYDRA_FULL_ERROR=1`` every error keeps its full traceback.
-    """
-    import functools
-    import os
-
-    import hydra
-    from hydra.errors import (
-        ConfigCompositionException,
-        MissingConfigException,
-        OverrideParseException,
-    )
-    from omegaconf.errors import OmegaConfBaseException
-
-    from urbansound.errors import UrbansoundError
-
-    decorated = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(
-        task_function
-    )
-
-    @functools.wraps(task_function)
-    def main(cfg_passthrough: Any = None) -> Any:
-        if config_name == CONFIG_NAME:  # the `urbansound` console script's help and completion
-            _name_the_command()
-        if cfg_passthrough is not None or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            return decorated(cfg_passthrough)
-        # Hydra prints an exception itself unless HYDRA_FULL_ERROR=1: set it for this call only,
-        # so that the error reaches us, then print our line (or re-raise what is no user error).
-        os.environ["HYDRA_FULL_ERROR"] = "1"
-        try:
-            return decorated()
-        except UrbansoundError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        except (
-            ConfigCompositionException,
-            MissingConfigException,
-            OverrideParseException,
-            OmegaConfBaseException,
-        ) as exc:
-            print(f"error: {config_error(exc)}", file=sys.stderr)
-            sys.exit(2)
-        finally:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-
-    return main
-
-
-_COMMAND_FLAGS = ("--hydra-help", "-sc", "--shell-completion")
-
-
-def _name_the_command() -> None:
-    """``python -m urbansound.run --hydra-help`` or ``-sc install=bash``: say ``urbansound``.
-
-    Hydra names the command after ``sys.argv[0]``: the path of ``run.py`` when started with
-    ``python -m``, which its help would print as ``python /.../run.py`` and its bash completion
-    would register for every ``python`` command. Both should name the installed console script,
-    the command that completion works for; only these flags see the change.
-    """
-    if sys.argv[0].endswith(".py") and any(
-        arg.split("=")[0] in _COMMAND_FLAGS for arg in sys.argv[1:]
-    ):
-        sys.argv[0] = "urbansound"
-
-
-register_configs()

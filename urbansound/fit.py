@@ -416,9 +416,9 @@ def _write_predictions(
 
 
 def hydra_fit_main(task_function: Callable[[Any], Any]) -> Callable[..., Any]:
-    """:func:`urbansound.config.hydra_main` on the primary config ``fit``: a bad config or an
+    """:func:`urbansound.hydra_app.hydra_main` on the primary config ``fit``: a bad config or an
     :class:`UrbansoundError` is one ``error: ...`` line, exit status 2."""
-    from urbansound.config import hydra_main
+    from urbansound.hydra_app import hydra_main
 
     return hydra_main(task_function, config_name=FIT_CONFIG_NAME)
 

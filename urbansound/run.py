@@ -36,9 +36,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from urbansound import progress, tracking
-from urbansound.config import Settings, hydra_main, settings_from_config
+from urbansound.config import Settings, settings_from_config
 from urbansound.errors import TrialPruned, UrbansoundError
 from urbansound.files import atomic_write, output_error, write_json
+from urbansound.hydra_app import hydra_main
 from urbansound.results import EpochMetrics, RunResult
 
 log = logging.getLogger("urbansound.run")
