@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import urbansound.config  # noqa: F401  (registers the config schemas and the sweep group)
+import urbansound.hydra_app  # noqa: F401  (registers the config schemas and the sweep group)
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"

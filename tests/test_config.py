@@ -11,7 +11,9 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from urbansound.config import (
+    FAMILIES,
     GROUP_SCHEMAS,
+    MODEL_SCHEMAS,
     Settings,
     TrackingSettings,
     config_error,
@@ -181,12 +183,17 @@ def test_every_group_file_is_typed_by_its_schema(compose_cfg, group, option) -> 
     assert group in GROUP_SCHEMAS, f"conf/{group}/ has no schema in urbansound.config"
     s = settings_from_config(compose_cfg([f"{group}={option}"]))
     assert isinstance(s, Settings)
+    if (group, option) == ("model", "sklearn"):  # open: every other key is a constructor kwarg
+        s = settings_from_config(compose_cfg(["model=sklearn", "model.no_such_key=1"]))
+        assert s.model.params == {"no_such_key": 1}
+        return
     with pytest.raises(ConfigCompositionException) as info:
         compose_cfg([f"{group}={option}", f"{group}.no_such_key=1"])
     assert str(config_error(info.value)).startswith(f"unknown key {group}.no_such_key")
     # its values are typed: a number given as text fails at composition, naming the key
     words = {int: "an integer", float: "a number", bool: "true or false"}
-    field, tp = next((f, t) for f, t in GROUP_SCHEMAS[group].__annotations__.items() if t in words)
+    schema = MODEL_SCHEMAS[option] if group == "model" else GROUP_SCHEMAS[group]
+    field, tp = next((f, t) for f, t in schema.__annotations__.items() if t in words)
     with pytest.raises(ConfigCompositionException) as info:
         compose_cfg([f"{group}={option}", f"{group}.{field}=text"])
     assert str(config_error(info.value)) == f"{group}.{field} must be {words[tp]}, got 'text'"
@@ -234,3 +241,74 @@ def test_cli_reports_unknown_keys_and_types_as_one_line(tmp_path, args, message)
     assert proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr  # one line
     assert message in proc.stderr
     assert not (tmp_path / "run" / "results.json").exists()  # nothing ran
+
+
+# -- model families (issue 13) ----------------------------------------------------------------
+
+
+def test_every_family_has_its_group_file_and_schema(compose_cfg) -> None:
+    assert sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")) == sorted(FAMILIES)
+    for family in FAMILIES:
+        cfg = compose_cfg([f"model={family}"])
+        assert cfg.model.family == family
+        assert settings_from_config(cfg).model.family == family
+    assert settings_from_config(compose_cfg()).model.family == "mlp"  # the default
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model=svm"], {"C": 10.0, "kernel": "rbf", "gamma": "scale"}),
+        (["model=svm", "model.gamma=0.01", "model.C=2"], {"C": 2.0, "gamma": 0.01}),
+        (["model=random_forest"], {"n_estimators": 500, "max_features": "sqrt", "stages": 10}),
+        (["model=extra_trees", "model.max_features=0.5"], {"max_features": 0.5}),
+        (["model=hist_gb"], {"max_iter": 200, "learning_rate": 0.1, "early_stopping": False}),
+        (["model=logreg", "model.C=0.5"], {"C": 0.5, "max_iter": 1000}),
+        (["model=knn", "model.n_neighbors=9"], {"n_neighbors": 9, "weights": "uniform"}),
+        (
+            ["model=sklearn", "model._target_=sklearn.svm.LinearSVC", "+model.tol=0.01"],
+            {"target": "sklearn.svm.LinearSVC", "params": {"tol": 0.01}},
+        ),
+    ],
+)
+def test_family_keys_compose_typed(compose_cfg, overrides, expected) -> None:
+    model = settings(compose_cfg, overrides).model
+    assert {k: getattr(model, k) for k in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model=svm", "model.c=1"], "unknown key model.c; did you mean model.C?"),
+        (["model=svm", "+model.gama=1"], "unknown key model.gama; did you mean model.gamma?"),
+        (["model=svm", "model.C=big"], "model.C must be a number, got 'big'"),
+        (["model=svm", "model.C=0"], "model.C must be > 0.0, got 0.0"),
+        (["model=svm", "model.gamma=wide"], "model.gamma must be one of scale, auto or a number"),
+        (["model=svm", "model.kernel=rbff"], "model.kernel must be one of rbf, linear, poly"),
+        (
+            ["model=random_forest", "model.n_estimator=9"],
+            "unknown key model.n_estimator; did you mean model.n_estimators?",
+        ),
+        (["model=random_forest", "model.max_features=2.0"], "model.max_features must be <= 1.0"),
+        (["model=random_forest", "model.max_depth=deep"], "model.max_depth must be an integer"),
+        (["model=random_forest", "model.n_jobs=0"], "model.n_jobs must be a positive count"),
+        (["model=hist_gb", "model.stages=0"], "model.stages must be an integer >= 1, got 0"),
+        (["model=knn", "model.weights=near"], "model.weights must be one of uniform, distance"),
+        (["model=mlp", "model.C=1"], "unknown key model.C; model has hidden, dropout"),
+        (["model=sklearn", "model._target_=null"], "model=sklearn needs model._target_"),
+        (["model.family=forest"], "model.family must be one of mlp, svm, logreg"),
+    ],
+)
+def test_family_errors_are_one_line_naming_the_key(compose_cfg, overrides, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings(compose_cfg, overrides)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_a_config_yaml_without_family_is_the_mlp() -> None:
+    """A run directory from before the families has no model.family: it is read as the MLP."""
+    s = settings_from_config({"model": {"hidden": [8], "dropout": 0.0, "activation": "relu"}})
+    assert s.model.family == "mlp" and s.model.hidden == (8,)
+    s = settings_from_config({"model": {"family": "knn", "n_neighbors": 3}})
+    assert s.model.n_neighbors == 3 and s.model.p == 2

@@ -583,6 +583,9 @@ def test_outer_fold_without_clips_blames_cv_outer_fold() -> None:
             select_clips(CVSettings(outer_fold=3, evaluate_outer=evaluate), clips)
     assert list(select_clips(CVSettings(outer_fold=2), clips)["fold"]) == [1, 1, 4, 4]
     assert len(select_clips(CVSettings(outer_fold=2, evaluate_outer=True), clips)) == 5
+    # the LEAKY random split of a held-out search splits the search's clips, not fold 2's
+    leaky = CVSettings(name="random_split", outer_fold=2)
+    assert list(select_clips(leaky, clips)["fold"]) == [1, 1, 4, 4]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Typed settings from the composed Hydra config: structured-config schemas + cross-field checks.
 
 The config tree (``conf/`` in the repository, the package ``urbansound.conf`` once installed)
-composes on top of OmegaConf structured configs registered in Hydra's ConfigStore: one schema per
+composes on top of OmegaConf structured configs (registered in Hydra's ConfigStore by
+:mod:`urbansound.hydra_app`, which also holds the entry points' decorator): one schema per
 group (``data``, ``features``, ``model``, ``train``, ``cv``, ``tracking``, ``trial``) and one for
 the top level (``config_schema``: the groups plus ``n_mfcc`` and ``progress``). Each group file
 starts from its schema (``defaults: [/train_schema@_here_, _self_]``), so OmegaConf rejects a key
@@ -23,13 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.util
 import math
-import sys
+import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from urbansound.errors import ConfigError
@@ -85,9 +84,109 @@ class FeatureSettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
+    """``model=mlp``: the tutorial's Keras MLP (:mod:`urbansound.lockstep` trains it)."""
+
     hidden: tuple[int, ...] = (256, 256)
     dropout: float = 0.5
     activation: str = "relu"
+    family: str = "mlp"
+
+
+# The scikit-learn families (urbansound.families fits them). ``stages``: how many times an
+# iterative family reports its CV accuracy while it grows (warm_start; 1 = fit at once).
+
+
+@dataclass(frozen=True)
+class SVMSettings:
+    """``model=svm``: ``SVC(probability=True)`` (Platt scaling: about 5x the fit of a plain SVC)."""
+
+    family: str = "svm"
+    C: float = 10.0
+    kernel: str = "rbf"
+    gamma: float | str = "scale"  # "scale", "auto" or a positive number
+
+
+@dataclass(frozen=True)
+class LogRegSettings:
+    """``model=logreg``: multinomial ``LogisticRegression`` (L2, lbfgs)."""
+
+    family: str = "logreg"
+    C: float = 1.0
+    max_iter: int = 1000
+
+
+@dataclass(frozen=True)
+class ForestSettings:
+    """``model=random_forest`` / ``model=extra_trees``: ``RandomForestClassifier`` and
+    ``ExtraTreesClassifier``; ``n_jobs`` null = the cores left per fold."""
+
+    family: str = "random_forest"
+    n_estimators: int = 500
+    max_depth: int | None = None
+    min_samples_leaf: int = 1
+    max_features: float | str = "sqrt"  # "sqrt", "log2" or a fraction in (0, 1]
+    n_jobs: int | None = None
+    stages: int = 10
+
+
+@dataclass(frozen=True)
+class HistGBSettings:
+    """``model=hist_gb``: ``HistGradientBoostingClassifier``."""
+
+    family: str = "hist_gb"
+    max_iter: int = 200
+    learning_rate: float = 0.1
+    max_leaf_nodes: int = 31
+    max_depth: int | None = None
+    min_samples_leaf: int = 20
+    l2_regularization: float = 0.0
+    early_stopping: bool = False
+    stages: int = 10
+
+
+@dataclass(frozen=True)
+class KNNSettings:
+    """``model=knn``: ``KNeighborsClassifier`` (Minkowski distance of power ``p``)."""
+
+    family: str = "knn"
+    n_neighbors: int = 5
+    weights: str = "uniform"
+    p: int = 2
+
+
+@dataclass(frozen=True)
+class SklearnSettings:
+    """``model=sklearn``: any scikit-learn-compatible classifier, ``_target_`` its dotted class
+    path; every other key of the group is a keyword argument of its constructor (``params``)."""
+
+    family: str = "sklearn"
+    target: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+AnyModelSettings = (
+    ModelSettings
+    | SVMSettings
+    | LogRegSettings
+    | ForestSettings
+    | HistGBSettings
+    | KNNSettings
+    | SklearnSettings
+)
+#: ``model.family`` -> its settings class (``conf/model/<family>.yaml`` is typed by its schema).
+FAMILY_SETTINGS: dict[str, type] = {
+    "mlp": ModelSettings,
+    "svm": SVMSettings,
+    "logreg": LogRegSettings,
+    "random_forest": ForestSettings,
+    "extra_trees": ForestSettings,
+    "hist_gb": HistGBSettings,
+    "knn": KNNSettings,
+    "sklearn": SklearnSettings,
+}
+FAMILIES = tuple(FAMILY_SETTINGS)
+SVM_KERNELS = ("rbf", "linear", "poly", "sigmoid")
+KNN_WEIGHTS = ("uniform", "distance")
 
 
 @dataclass(frozen=True)
@@ -142,7 +241,7 @@ class TrialSettings:
 class Settings:
     data: DataSettings = field(default_factory=DataSettings)
     features: FeatureSettings = field(default_factory=FeatureSettings)
-    model: ModelSettings = field(default_factory=ModelSettings)
+    model: AnyModelSettings = field(default_factory=ModelSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     cv: CVSettings = field(default_factory=CVSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
@@ -162,14 +261,26 @@ def _schema_type(tp: Any) -> Any:
         return Optional[_schema_type(inner)]  # noqa: UP045 (OmegaConf reads typing.Optional)
     if typing.get_origin(tp) is tuple:
         return list[args[0]]
+    if len(args) > 1 and typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return typing.Union[args]  # noqa: UP007 (OmegaConf reads typing.Union)
     return tp
 
 
-def _schema_class(cls: type, extra: list[tuple[str, Any, Any]] = ()) -> type:  # type: ignore[assignment]
+def _schema_class(
+    cls: type,
+    extra: list[tuple[str, Any, Any]] = (),  # type: ignore[assignment]
+    *,
+    name: str | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> type:
     hints = typing.get_type_hints(cls)
     fields = []
     for f in dataclasses.fields(cls):
+        if f.name == "model" and cls is Settings:  # one schema per family: the group's file
+            fields.append((f.name, Any, field(default=None)))  # brings its own (families)
+            continue
         default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        default = (defaults or {}).get(f.name, default)
         if isinstance(default, tuple):
             spec = field(default_factory=lambda d=default: list(d))
         elif dataclasses.is_dataclass(default):
@@ -179,7 +290,8 @@ def _schema_class(cls: type, extra: list[tuple[str, Any, Any]] = ()) -> type:  #
             spec = field(default=default)
         tp = _SCHEMAS.get(hints[f.name]) or _schema_type(hints[f.name])
         fields.append((f.name, tp, spec))
-    name = cls.__name__.replace("Settings", "Schema") if cls is not Settings else "ConfigSchema"
+    if name is None:
+        name = cls.__name__.replace("Settings", "Schema") if cls is not Settings else "ConfigSchema"
     schema = dataclasses.make_dataclass(name, [*fields, *extra])
     schema.__module__ = __name__
     return schema
@@ -197,81 +309,34 @@ _GROUP_SETTINGS: dict[str, type] = {
 _SCHEMAS: dict[type, type] = {}  # settings class -> schema class
 for _cls in _GROUP_SETTINGS.values():
     _SCHEMAS[_cls] = _schema_class(_cls)
-#: Each group's schema, by group name (``GROUP_SCHEMAS["train"]`` is ``TrainSchema``).
+#: Each group's schema, by group name (``GROUP_SCHEMAS["train"]`` is ``TrainSchema``; ``model``'s
+#: is the MLP's, ``MODEL_SCHEMAS`` has every family's).
 GROUP_SCHEMAS: dict[str, type] = {g: _SCHEMAS[cls] for g, cls in _GROUP_SETTINGS.items()}
+#: Each model family's schema (``model=<family>``), by family; ``sklearn`` has none: its group is
+#: an open node (``_target_`` plus any keyword arguments, see :func:`_sklearn_node`).
+MODEL_SCHEMAS: dict[str, type] = {
+    family: _schema_class(
+        cls,
+        name="".join(w.title() for w in family.split("_")) + "Schema",
+        defaults={"family": family},
+    )
+    for family, cls in FAMILY_SETTINGS.items()
+    if family not in ("mlp", "sklearn")
+}
+MODEL_SCHEMAS = {"mlp": GROUP_SCHEMAS["model"], **MODEL_SCHEMAS}
+
+
+def _sklearn_node() -> Any:
+    """``model=sklearn``'s base: ``family`` and ``_target_``, open to any further key (struct
+    off, so ``model.n_estimators=300`` works without ``+``)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"family": "sklearn", "_target_": None}, flags={"struct": False})
+
+
 #: The top-level schema: the groups, ``progress`` and the top-level ``n_mfcc`` that
 #: ``features.n_mfcc`` reads (so that ``n_mfcc=20,40,60`` sweeps it).
 ConfigSchema = _schema_class(Settings, extra=[("n_mfcc", int, field(default=40))])
-
-_PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def register_configs() -> None:
-    """Register the schemas in Hydra's ConfigStore and make the config packages importable.
-
-    ConfigStore names: ``config_schema`` (top level) and ``<group>_schema`` for each group, at
-    the root of the config tree so they are no selectable option of any group. In a source checkout
-    (no ``conf/`` inside the package) ``conf/`` and ``sweeps/`` next to the package become the
-    modules ``urbansound.conf`` and ``urbansound.sweeps``, which Hydra reads through ``pkg://``
-    exactly as it reads an installed wheel's copies. Called on import; idempotent.
-    """
-    from hydra.core.config_store import ConfigStore
-
-    store = ConfigStore.instance()
-    store.store(name="config_schema", node=ConfigSchema)
-    for group, schema in GROUP_SCHEMAS.items():
-        store.store(name=f"{group}_schema", node=schema)
-    if not (_PACKAGE_DIR / "conf").is_dir():  # not a wheel (where setuptools put both inside)
-        for name in ("conf", "sweeps"):
-            _checkout_package(name)
-    _register_sweeps(store)
-
-
-def _checkout_package(name: str) -> None:
-    """``<checkout>/<name>/`` as the module ``urbansound.<name>`` (a source checkout's layout)."""
-    init = _PACKAGE_DIR.parent / name / "__init__.py"
-    fullname = f"urbansound.{name}"
-    if fullname in sys.modules or not init.is_file():
-        return
-    spec = importlib.util.spec_from_file_location(
-        fullname, init, submodule_search_locations=[str(init.parent)]
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[fullname] = module
-    spec.loader.exec_module(module)
-
-
-def _register_sweeps(store: Any) -> None:
-    """Each ``sweeps/<name>.yaml`` as the option ``<name>`` of the config group ``sweep``.
-
-    A Hydra search-path entry is a config root whose group ``sweep`` would have to be a folder
-    named ``sweep``; the sweeps keep their own folder (``sweeps/``, the package
-    ``urbansound.sweeps`` once installed), so they are read from there into the ConfigStore with
-    the package their ``# @package`` header names (``_global_`` for every sweep file).
-    """
-    import importlib.resources
-    import re
-
-    from omegaconf import OmegaConf
-
-    try:
-        folder = importlib.resources.files("urbansound.sweeps")
-    except ModuleNotFoundError:
-        return
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".yaml"):
-            continue
-        text = entry.read_text(encoding="utf-8")
-        header = re.search(r"^#\s*@package\s+(\S+)", text, flags=re.MULTILINE)
-        store.store(
-            group="sweep",
-            name=entry.name.removesuffix(".yaml"),
-            node=OmegaConf.create(text),
-            package=header.group(1) if header else None,
-            provider="urbansound.sweeps",
-        )
-
 
 # --------------------------------------------------------------------------------------------
 # One-line messages for OmegaConf's and Hydra's errors.
@@ -282,7 +347,11 @@ _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str:
 def _field_type(full_key: str) -> Any:
     """The schema type of a dotted key (``model.hidden[1]`` -> int), or None if unknown."""
     tp: Any = ConfigSchema
-    for part in full_key.replace("]", "").replace("[", ".").split("."):
+    parts = full_key.replace("]", "").replace("[", ".").split(".")
+    if parts[0] == "model" and len(parts) > 1:  # the first family's schema that has the key
+        tp = next((m for m in MODEL_SCHEMAS.values() if parts[1] in m.__annotations__), None)
+        parts = parts[1:]
+    for part in parts:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if typing.get_origin(tp) is typing.Union and len(args) == 1:
             tp = args[0]
@@ -304,6 +373,9 @@ def _type_words(tp: Any) -> str | None:
     if optional and len(args) == 1:
         words = _type_words(args[0])
         return f"{words} or null" if words else None
+    if len(args) > 1 and typing.get_origin(tp) is not list:  # Union[float, str]
+        words = [_type_words(a) for a in args]
+        return " or ".join(words) if all(words) else None  # type: ignore[arg-type]
     if typing.get_origin(tp) is list:
         return "a list of integers" if typing.get_args(tp)[0] is int else "a list"
     return _TYPE_WORDS.get(tp)
@@ -312,7 +384,9 @@ def _type_words(tp: Any) -> str | None:
 def _unknown_key(full_key: str, object_type: Any) -> str:
     parent, _, name = full_key.rpartition(".")
     known = [f.name for f in dataclasses.fields(object_type)] if object_type else []
-    match = difflib.get_close_matches(name, known, n=1)
+    by_case = {k.lower(): k for k in known}  # model.c -> model.C
+    match = [by_case[name.lower()]] if name.lower() in by_case else []
+    match = match or difflib.get_close_matches(name, known, n=1)
     prefix = f"{parent}." if parent else ""
     if match:
         return f"unknown key {full_key}; did you mean {prefix}{match[0]}?"
@@ -447,10 +521,73 @@ def _check_features(f: dict[str, Any]) -> None:
 
 
 def _check_model(m: dict[str, Any]) -> None:
-    for i, units in enumerate(m["hidden"]):
-        _check(units >= 1, f"model.hidden[{i}] must be an integer >= 1, got {units}")
-    _number(m["dropout"], "model.dropout", low=0.0, high=0.99)
-    _choices(m, "model", {"activation": ACTIVATIONS})
+    family = m["family"]
+    if family == "mlp":
+        for i, units in enumerate(m["hidden"]):
+            _check(units >= 1, f"model.hidden[{i}] must be an integer >= 1, got {units}")
+        _number(m["dropout"], "model.dropout", low=0.0, high=0.99)
+        _choices(m, "model", {"activation": ACTIVATIONS})
+        return
+    if family == "sklearn":
+        target = m.get("_target_")
+        _check(
+            isinstance(target, str) and target.strip() != "",
+            "model=sklearn needs model._target_, the dotted path of a scikit-learn classifier "
+            "class (model._target_=sklearn.ensemble.RandomForestClassifier)",
+        )
+        return
+    for key in ("C", "learning_rate"):
+        if key in m:
+            _number(m[key], f"model.{key}", low=0.0, strict=True)
+    _at_least(
+        m,
+        "model",
+        {
+            k: v
+            for k, v in {
+                "max_iter": 1,
+                "n_estimators": 1,
+                "max_depth": 1,
+                "min_samples_leaf": 1,
+                "max_leaf_nodes": 2,
+                "n_neighbors": 1,
+                "p": 1,
+                "stages": 1,
+            }.items()
+            if k in m
+        },
+    )
+    if "l2_regularization" in m:
+        _number(m["l2_regularization"], "model.l2_regularization", low=0.0)
+    if "n_jobs" in m and m["n_jobs"] is not None:
+        _check(
+            m["n_jobs"] >= 1 or m["n_jobs"] == -1,
+            f"model.n_jobs must be a positive count, -1 (all cores) or null (the cores left per "
+            f"fold), got {m['n_jobs']}",
+        )
+    if family == "svm":
+        _choices(m, "model", {"kernel": SVM_KERNELS})
+        m["gamma"] = _name_or_number(m["gamma"], "model.gamma", ("scale", "auto"), high=math.inf)
+    if "max_features" in m:
+        m["max_features"] = _name_or_number(
+            m["max_features"], "model.max_features", ("sqrt", "log2"), high=1.0
+        )
+    if family == "knn":
+        _choices(m, "model", {"weights": KNN_WEIGHTS})
+
+
+def _name_or_number(value: Any, key: str, names: tuple[str, ...], *, high: float) -> Any:
+    """``"scale"`` stays a name; ``0.1`` or ``"0.1"`` becomes a number in (0, high]."""
+    if isinstance(value, str) and value in names:
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(
+            f"{key} must be one of {', '.join(names)} or a number > 0, got {value!r}"
+        ) from None
+    _number(number, key, low=0.0, high=high, strict=True)
+    return number
 
 
 def _check_train(t: dict[str, Any]) -> None:
@@ -524,7 +661,9 @@ def settings_from_config(cfg: Mapping[str, Any]) -> Settings:
         # A plain copy (interpolations kept): keys added with `+` are checked like any other.
         plain = OmegaConf.to_container(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
         plain.pop("hydra", None)
-        merged = OmegaConf.merge(OmegaConf.structured(ConfigSchema), plain)
+        base = OmegaConf.structured(ConfigSchema)
+        base.model = _model_base(plain.get("model"))
+        merged = OmegaConf.merge(base, plain)
         values = OmegaConf.to_container(merged, resolve=True)
     except (OmegaConfBaseException, ValueError) as exc:
         raise config_error(exc) from None
@@ -539,83 +678,33 @@ def settings_from_config(cfg: Mapping[str, Any]) -> Settings:
     def build(cls: type, node: dict[str, Any]) -> Any:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in node.items()})
 
-    groups = {g: build(cls, values[g]) for g, cls in _GROUP_SETTINGS.items()}
+    groups = {g: build(cls, values[g]) for g, cls in _GROUP_SETTINGS.items() if g != "model"}
+    model = dict(values["model"])
+    if model["family"] == "sklearn":
+        target = model.pop("_target_")
+        groups["model"] = SklearnSettings(target=target, params=model_params(model))
+    else:
+        groups["model"] = build(FAMILY_SETTINGS[model["family"]], model)
     return Settings(**groups, progress=values["progress"])
 
 
-# --------------------------------------------------------------------------------------------
-# The entry point's decorator.
+def model_params(node: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``model=sklearn`` node's constructor keywords: every key but ``family`` and
+    ``_target_``/``_partial_``-style Hydra keys."""
+    return {k: v for k, v in node.items() if k != "family" and not k.startswith("_")}
 
 
-def hydra_main(task_function: Callable[[Any], Any]) -> Callable[..., Any]:
-    """``@hydra.main`` of ``urbansound.run``: the packaged config, a bad config as one line.
+def _model_base(node: Any) -> Any:
+    """The schema a run's ``model`` node is checked against: its family's (``mlp`` if it names
+    none, as a ``config.yaml`` from before the families)."""
+    from omegaconf import OmegaConf
 
-    Composes :data:`CONFIG_NAME` from :data:`CONFIG_PATH` (so the ``urbansound`` console script,
-    ``python -m urbansound.run`` and an installed wheel all find it, from any working directory).
-    A config Hydra cannot compose (``train.epoch=3``, ``train.epochs=many``, ``features=mfc``) and
-    an :class:`~urbansound.errors.UrbansoundError` that reaches Hydra are printed as one
-    ``error: ...`` line, exit status 2, instead of Hydra's message and exit 1. With
-    ``HYDRA_FULL_ERROR=1`` every error keeps its full traceback.
-    """
-    import functools
-    import os
-
-    import hydra
-    from hydra.errors import (
-        ConfigCompositionException,
-        MissingConfigException,
-        OverrideParseException,
+    family = node.get("family", "mlp") if isinstance(node, Mapping) else "mlp"
+    _check(
+        family in FAMILY_SETTINGS,
+        f"model.family must be one of {', '.join(FAMILIES)}; got {family!r} "
+        "(choose the family with model=<family>)",
     )
-    from omegaconf.errors import OmegaConfBaseException
-
-    from urbansound.errors import UrbansoundError
-
-    decorated = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)(
-        task_function
-    )
-
-    @functools.wraps(task_function)
-    def main(cfg_passthrough: Any = None) -> Any:
-        _name_the_command()
-        if cfg_passthrough is not None or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            return decorated(cfg_passthrough)
-        # Hydra prints an exception itself unless HYDRA_FULL_ERROR=1: set it for this call only,
-        # so that the error reaches us, then print our line (or re-raise what is no user error).
-        os.environ["HYDRA_FULL_ERROR"] = "1"
-        try:
-            return decorated()
-        except UrbansoundError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        except (
-            ConfigCompositionException,
-            MissingConfigException,
-            OverrideParseException,
-            OmegaConfBaseException,
-        ) as exc:
-            print(f"error: {config_error(exc)}", file=sys.stderr)
-            sys.exit(2)
-        finally:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-
-    return main
-
-
-_COMMAND_FLAGS = ("--hydra-help", "-sc", "--shell-completion")
-
-
-def _name_the_command() -> None:
-    """``python -m urbansound.run --hydra-help`` or ``-sc install=bash``: say ``urbansound``.
-
-    Hydra names the command after ``sys.argv[0]``: the path of ``run.py`` when started with
-    ``python -m``, which its help would print as ``python /.../run.py`` and its bash completion
-    would register for every ``python`` command. Both should name the installed console script,
-    the command that completion works for; only these flags see the change.
-    """
-    if sys.argv[0].endswith(".py") and any(
-        arg.split("=")[0] in _COMMAND_FLAGS for arg in sys.argv[1:]
-    ):
-        sys.argv[0] = "urbansound"
-
-
-register_configs()
+    if family == "sklearn":
+        return _sklearn_node()
+    return OmegaConf.structured(MODEL_SCHEMAS[family])

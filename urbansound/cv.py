@@ -111,11 +111,12 @@ def random_split(
 def select_clips(cv: CVSettings, clips: pd.DataFrame) -> pd.DataFrame:
     """The clips the protocol uses: all, or all but ``cv.outer_fold`` when a search holds it out.
 
-    ``clips`` is the dataset index's table (a ``fold`` column). Raises
+    ``clips`` is the dataset index's table (a ``fold`` column). The random split drops the outer
+    fold too, so it splits the same clips as a search that holds that fold out. Raises
     :class:`~urbansound.errors.DataError` naming ``cv.outer_fold`` when that fold has no clips
     (neither holding it out nor evaluating on it would mean anything).
     """
-    if cv.outer_fold is None or cv.name == "random_split":
+    if cv.outer_fold is None:
         return clips
     present = sorted(int(f) for f in clips["fold"].unique())
     if cv.outer_fold not in present:
@@ -123,7 +124,7 @@ def select_clips(cv: CVSettings, clips: pd.DataFrame) -> pd.DataFrame:
             f"cv.outer_fold={cv.outer_fold} names a fold with no clips in this dataset (folds "
             f"with clips: {present}); choose one of them or set cv.outer_fold=null"
         )
-    if cv.evaluate_outer:
+    if cv.evaluate_outer and cv.name != "random_split":
         return clips
     kept = clips[clips["fold"] != cv.outer_fold]
     log.info("outer fold %d held out of the search: %d clips left", cv.outer_fold, len(kept))

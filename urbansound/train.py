@@ -1,10 +1,13 @@
 """Cross-validated training: :func:`cross_validate` turns features, labels and splits into a
 typed :class:`~urbansound.results.CVResult`.
 
-It trains one Keras-equivalent MLP per :class:`~urbansound.cv.Split` and evaluates every model on
-its test part after every epoch, so a run yields a per-epoch cross-validation curve (for pruning
-and tracking) as well as the final per-fold metrics. The folds' models train together as one
-stacked model (:mod:`urbansound.lockstep`), each exactly the model Keras would train on its own.
+``model.family`` chooses what is trained: every family but the MLP is a scikit-learn pipeline
+(:mod:`urbansound.families`, same splits, same result type). For the MLP (``model=mlp``, the
+default), it trains one Keras-equivalent MLP per :class:`~urbansound.cv.Split` and evaluates
+every model on its test part after every epoch, so a run yields a per-epoch cross-validation
+curve (for pruning and tracking) as well as the final per-fold metrics. The folds' models train
+together as one stacked model (:mod:`urbansound.lockstep`), each exactly the model Keras would
+train on its own.
 
 Features are standardised per fold with the mean and standard deviation of that fold's training
 part only (``train.standardize``; the ``tutorial`` preset turns it off). A ``train.batch_size``
@@ -20,7 +23,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from urbansound.config import ModelSettings, TrainSettings
+from urbansound.config import AnyModelSettings, TrainSettings
 from urbansound.cv import Split
 from urbansound.errors import DataError
 from urbansound.lockstep import train_folds
@@ -70,13 +73,17 @@ def cross_validate(
     splits: Sequence[Split],
     *,
     n_classes: int,
-    model: ModelSettings,
+    model: AnyModelSettings,
     train: TrainSettings,
     callbacks: Sequence[EpochCallback] = (),
     progress: bool = True,
     keep_models: bool = False,
 ) -> CVResult:
-    """Train one MLP per split, all in lockstep, and evaluate each on its test part every epoch.
+    """Train one model per split and evaluate each on its test part every epoch (or stage).
+
+    ``model.family`` chooses the trainer: the MLP trains all splits in lockstep
+    (:mod:`urbansound.lockstep`), every other family is a scikit-learn pipeline fitted per split
+    (:func:`urbansound.families.cross_validate_sklearn`, which documents its stages).
 
     Parameters
     ----------
@@ -87,14 +94,15 @@ def cross_validate(
     n_classes:
         Number of classes (the output width; classes absent from the data are allowed).
     model, train:
-        The ``model`` and ``train`` config groups.
+        The ``model`` (any family's settings) and ``train`` config groups.
     callbacks:
         Called with the :class:`EpochMetrics` of every epoch; an exception raised by one
         (:class:`~urbansound.errors.TrialPruned`) stops training and propagates.
     progress:
         Show a progress bar over epochs with the mean test accuracy.
     keep_models:
-        Also return every split's trained model (``CVResult.models``, :class:`FittedMLP`).
+        Also return every split's trained model (``CVResult.models``: :class:`FittedMLP` for
+        the MLP, the fitted scikit-learn ``Pipeline`` for the other families).
 
     Returns
     -------
@@ -103,6 +111,20 @@ def cross_validate(
         standard deviation of the folds' accuracies, and every fold's test probabilities.
     """
     X, y = _check_inputs(X, y, splits, n_classes)
+    if model.family != "mlp":
+        from urbansound.families import cross_validate_sklearn
+
+        return cross_validate_sklearn(
+            X,
+            y,
+            splits,
+            n_classes=n_classes,
+            model=model,
+            train=train,
+            callbacks=callbacks,
+            progress=progress,
+            keep_models=keep_models,
+        )
     largest = max(len(s.train) for s in splits)
     if train.batch_size > largest:
         logger.warning(

@@ -156,8 +156,12 @@ class UrbansoundSweeperConf:
     # Trials the study should hold when the sweep ends (finished ones from earlier runs count);
     # null = the grid's size with a grid sampler.
     n_trials: int | None = None
-    # Trials at a time, each in its own worker process.
+    # Trials at a time, each in its own forked worker process (Hydra's basic launcher only).
     n_jobs: int = 1
+    # Trials asked at once and handed to a parallel launcher in one launch() call; null = the
+    # launcher's own parallelism (joblib's n_jobs, submitit_slurm's array_parallelism,
+    # submitit_local: the CPU count).
+    batch_size: int | None = None
     # The sweep stops once more than max_failure_rate * n_trials trials have failed.
     max_failure_rate: float = 0.5
     # Run trials that failed in earlier sweeps of this study again (once each).

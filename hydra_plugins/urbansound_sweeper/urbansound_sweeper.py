@@ -19,7 +19,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 if TYPE_CHECKING:
-    from urbansound.sweep import JobOutcome, SweepSettings, SweepSummary
+    from collections.abc import Sequence
+
+    from urbansound.sweep import Job, JobOutcome, SweepSettings, SweepSummary
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class UrbansoundSweeper(Sweeper):
         metric_name: str,
         n_trials: int | None,
         n_jobs: int,
+        batch_size: int | None,
         max_failure_rate: float,
         retry_failed: bool,
         heartbeat_interval: int | None,
@@ -59,6 +62,7 @@ class UrbansoundSweeper(Sweeper):
             "metric_name": metric_name,
             "n_trials": n_trials,
             "n_jobs": n_jobs,
+            "batch_size": batch_size,
             "max_failure_rate": max_failure_rate,
             "retry_failed": retry_failed,
             "heartbeat_interval": heartbeat_interval,
@@ -79,6 +83,12 @@ class UrbansoundSweeper(Sweeper):
     ) -> None:
         self.config = config
         self.hydra_context = hydra_context
+        if not _basic_launcher(config):
+            # A batch's jobs record their outcomes on their trials: when one job's process dies
+            # the launcher returns nothing for the whole batch, and the others are read back.
+            from urbansound.sweep.launching import RecordingTask
+
+            task_function = RecordingTask(task_function)
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
@@ -96,7 +106,10 @@ class UrbansoundSweeper(Sweeper):
         hydra_overrides = [str(o) for o in self.config.hydra.overrides.hydra]
         try:
             settings = sweep.sweep_settings(
-                self.conf, arguments=list(arguments), hydra_overrides=hydra_overrides
+                self.conf,
+                arguments=list(arguments),
+                hydra_overrides=hydra_overrides,
+                launcher=_plain(self.config.hydra.launcher),
             )
             # Resolving the sweep dir here fixes its ${now:...} for every job and every worker.
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -104,7 +117,12 @@ class UrbansoundSweeper(Sweeper):
             settings = sweep.resolve_settings(settings, partial(self._compose, settings))
             sweep_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # as Hydra's sweepers do
-            summary = sweep.run_sweep(settings, self._launch, sweep_dir=sweep_dir)
+            summary = sweep.run_sweep(
+                settings,
+                self._launch,
+                sweep_dir=sweep_dir,
+                launch_batch=None if _basic_launcher(self.config) else self._launch_batch,
+            )
         except UrbansoundError as exc:
             log.error("%s", exc)
             print(f"error: {exc}", file=sys.stderr)
@@ -160,6 +178,69 @@ class UrbansoundSweeper(Sweeper):
             return JobOutcome(value=ret.return_value, output_dir=output_dir)
         return JobOutcome(error=job_exception(ret), output_dir=output_dir)
 
+    def _launch_batch(self, jobs: Sequence[Job]) -> list[JobOutcome]:
+        """Run ``jobs`` in one ``launch()`` call of a launcher with its own parallelism.
+
+        Each job's config is composed here first, so that one that does not compose fails its
+        trial alone (inside a joblib or submitit job it would raise for the whole batch). Job
+        directories stay numbered by trial when the batch's trial numbers are not consecutive
+        (a queued retry, another machine's trials in between). When the launcher raises (a
+        job's process died) every job of the call is returned ``lost``.
+        """
+        from urbansound.sweep import JobOutcome
+
+        assert self.config is not None
+        outcomes: dict[int, JobOutcome] = {}
+        ready: list[int] = []
+        for i, job in enumerate(jobs):
+            try:
+                self.validate_batch_is_legal([job.overrides])
+            except Exception as exc:
+                exc.composition = True  # type: ignore[attr-defined]
+                outcomes[i] = JobOutcome(error=exc, output_dir=self._job_dir(job.number))
+            else:
+                ready.append(i)
+        if ready:
+            first = jobs[ready[0]].number
+            batch = [
+                self._numbered(jobs[i].overrides, jobs[i].number, first + k)
+                for k, i in enumerate(ready)
+            ]
+            try:
+                rets = list(self.launcher.launch(batch, initial_job_idx=first))
+                if len(rets) != len(ready):
+                    raise RuntimeError(f"the launcher returned {len(rets)} of {len(ready)} jobs")
+            except Exception as exc:
+                for i in ready:
+                    dir_ = self._job_dir(jobs[i].number)
+                    outcomes[i] = JobOutcome(error=exc, output_dir=dir_, lost=True)
+            else:
+                for i, ret in zip(ready, rets, strict=True):
+                    outcomes[i] = self._outcome(ret)
+        return [outcomes[i] for i in range(len(jobs))]
+
+    def _numbered(self, overrides: list[str], number: int, job_num: int) -> list[str]:
+        """``overrides`` plus, when Hydra's job number is not the trial number, the subdir."""
+        assert self.config is not None
+        if number == job_num:
+            return overrides
+        subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")
+        if not isinstance(subdir, str) or "${hydra.job.num}" not in subdir:
+            return overrides
+        return [*overrides, f"hydra.sweep.subdir={subdir.replace('${hydra.job.num}', str(number))}"]
+
+    @staticmethod
+    def _outcome(ret: Any) -> JobOutcome:
+        from urbansound.sweep import JobOutcome
+        from urbansound.sweep._compat import job_exception
+
+        output_dir = None
+        if ret.hydra_cfg is not None:
+            output_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")
+        if ret.status == JobStatus.COMPLETED:
+            return JobOutcome(value=ret.return_value, output_dir=output_dir)
+        return JobOutcome(error=job_exception(ret), output_dir=output_dir)
+
     def _job_dir(self, job_num: int) -> str | None:
         """The directory job ``job_num`` would have had (with Hydra's default subdir)."""
         assert self.config is not None
@@ -189,6 +270,12 @@ class UrbansoundSweeper(Sweeper):
         if summary.best_path is not None:
             print(f"best parameters: {summary.best_path}")
         print(f"dashboard: {summary.dashboard}")
+
+
+def _basic_launcher(config: DictConfig) -> bool:
+    """True when ``hydra/launcher`` is Hydra's basic (in-process, one job at a time) launcher."""
+    target = OmegaConf.select(config, "hydra.launcher._target_")
+    return target in (None, "hydra._internal.core_plugins.basic_launcher.BasicLauncher")
 
 
 def _plain(node: Any) -> Any:

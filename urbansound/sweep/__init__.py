@@ -10,6 +10,7 @@ in this package, one concern per module:
   samplers and pruners.
 - :mod:`~urbansound.sweep.storage`: storage URLs, opening storages, heartbeats.
 - :mod:`~urbansound.sweep.runner`: study preparation, workers, asking and telling trials.
+- :mod:`~urbansound.sweep.launching`: a launcher batch's job side (each job records its outcome).
 - :mod:`~urbansound.sweep.summary`: trial counts, the trial table, ``trials.csv``, best params.
 - :mod:`~urbansound.sweep.job`: the job side (:func:`epoch_reporter`, :func:`set_trial_attrs`).
 - :mod:`~urbansound.sweep._compat`: every use of a private Optuna or Hydra API, one function each.
@@ -56,11 +57,23 @@ _EXPORTS = {
         "build_pruner",
         "build_sampler",
         "derive_seed",
+        "launcher_parallelism",
         "resolve_sampler_target",
         "sweep_settings",
     ),
     "storage": ("dashboard_command", "display_storage", "normalize_storage", "open_storage"),
-    "runner": ("JobOutcome", "Launch", "prepare_study", "run_sweep", "run_worker", "run_workers"),
+    "runner": (
+        "Job",
+        "JobOutcome",
+        "Launch",
+        "LaunchBatch",
+        "prepare_study",
+        "run_batch",
+        "run_sweep",
+        "run_worker",
+        "run_workers",
+    ),
+    "launching": ("RecordingTask",),
     "summary": (
         "Progress",
         "SweepSummary",

@@ -14,6 +14,11 @@
 - **Workers.** ``n_jobs`` worker processes, each asking for its next trial as soon as its last
   one ends. A worker exits when the sweep's main process is gone. Several machines run the same
   command against a PostgreSQL storage; the storage is the only coordination.
+- **Launcher batches.** With a launcher that runs jobs at once (hydra-joblib-launcher's
+  ``n_jobs``, hydra-submitit-launcher's ``array_parallelism``), one worker asks that many trials
+  and hands them to the launcher in one ``launch()`` call (:func:`run_batch`); the next batch is
+  asked when the whole batch has ended. A job whose process dies fails its trial alone (queued
+  again); the other jobs' outcomes are read from the storage (:mod:`~urbansound.sweep.launching`).
 - **Identity.** The sampler and pruner (type and settings) and the direction are recorded on the
   study; reopening it with other ones stops with one line (see :func:`prepare_study`).
 - **Seeds.** The first worker on a new study uses the configured seed; other workers and resumed
@@ -31,7 +36,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,10 +79,24 @@ class JobOutcome:
     value: Any = None
     error: BaseException | None = None
     output_dir: str | None = None
+    # True when the launcher lost the job (its process died): no outcome came back.
+    lost: bool = False
 
 
 # launch(overrides, job_num) -> JobOutcome; runs one job (the plugin wraps Hydra's launcher).
 Launch = Callable[[list[str], int], JobOutcome]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job of a launcher batch: its overrides and its job number (the trial number)."""
+
+    overrides: list[str]
+    number: int
+
+
+# launch_batch(jobs) -> one JobOutcome per job, in order; runs them in one launch() call.
+LaunchBatch = Callable[[Sequence[Job]], list[JobOutcome]]
 
 
 def _describe_node(node: dict[str, Any]) -> str:
@@ -147,6 +167,8 @@ def fail_ownerless(settings: SweepSettings, storage: BaseStorage, study: Any) ->
         if now - last <= grace:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        if _tell_recorded(study, storage, trial_id, t):
+            continue  # its sweep died, its launcher's job finished and recorded the outcome
         assigned = bool(t.params) or "grid_id" in t.system_attrs
         try:
             if assigned:
@@ -230,11 +252,20 @@ def prepare_study(settings: SweepSettings) -> tuple[BaseStorage, Any]:
     return storage, study
 
 
-def run_worker(settings: SweepSettings, launch: Launch, *, worker: int = 0) -> Progress:
+def run_worker(
+    settings: SweepSettings,
+    launch: Launch,
+    *,
+    worker: int = 0,
+    launch_batch: LaunchBatch | None = None,
+) -> Progress:
     """Ask, launch and tell trials until the study holds ``n_trials`` (or too many failed).
 
-    Returns the study's progress when this worker stops. Waits for trials other workers are
-    running (they may die and be failed and queued again) when heartbeats are on.
+    With ``launch_batch`` (a launcher other than Hydra's basic one), trials go to the launcher
+    in batches of up to ``settings.batch_size`` (:func:`run_batch`); otherwise one at a time
+    through ``launch``. Returns the study's progress when this worker stops. Waits for trials
+    other workers are running (they may die and be failed and queued again) when heartbeats are
+    on.
     """
     storage, study = open_study(settings, worker=worker)
     study_id = storage.get_study_id_from_name(settings.study_name)
@@ -273,17 +304,25 @@ def run_worker(settings: SweepSettings, launch: Launch, *, worker: int = 0) -> P
             time.sleep(min(settings.heartbeat_interval, 5))
             continue
         log.info("sweep %s: %s", settings.study_name, progress.describe(settings.n_trials))
-        _run_trial(settings, storage, study, study_id, launch)
+        if launch_batch is not None:
+            size = min(settings.batch_size, settings.n_trials - progress.counted)
+            run_batch(settings, storage, study, study_id, launch_batch, size=size)
+        else:
+            _run_trial(settings, storage, study, study_id, launch)
+
+
+def _ask_trial(settings: SweepSettings, study: Any) -> Any:
+    # A conditional space is asked define-by-run after ``ask`` (in _prepare_trial, where a
+    # failure fails the trial); a plain one gets every distribution at once.
+    fixed = {} if settings.space.is_conditional else settings.space.distributions()
+    with quiet_optuna():
+        return retrying("asking for a trial", lambda: study.ask(fixed_distributions=fixed))
 
 
 def _run_trial(
     settings: SweepSettings, storage: BaseStorage, study: Any, study_id: int, launch: Launch
 ) -> None:
-    # A conditional space is asked define-by-run after ``ask`` (in _launch_trial, where a
-    # failure fails the trial); a plain one gets every distribution at once.
-    fixed = {} if settings.space.is_conditional else settings.space.distributions()
-    with quiet_optuna():
-        trial = retrying("asking for a trial", lambda: study.ask(fixed_distributions=fixed))
+    trial = _ask_trial(settings, study)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
     t0 = time.monotonic()
     try:
@@ -334,6 +373,28 @@ def _launch_trial(
     trial_id: int,
     launch: Launch,
 ) -> JobOutcome | None:
+    overrides = _prepare_trial(settings, storage, study, study_id, trial, trial_id)
+    if overrides is None:
+        return None
+    try:
+        return launch(overrides, trial.number)
+    except SystemExit as exc:  # a task that calls sys.exit fails its trial, not the sweep
+        return JobOutcome(error=exc)
+
+
+def _prepare_trial(
+    settings: SweepSettings,
+    storage: BaseStorage,
+    study: Any,
+    study_id: int,
+    trial: Any,
+    trial_id: int,
+) -> list[str] | None:
+    """The job's overrides for an asked trial; None when it must not run (told already).
+
+    A conditional space's trial is asked its parameters here, define-by-run (an error fails
+    the trial like any error of the launch path).
+    """
     if settings.space.is_conditional:
         with quiet_optuna():
             params = settings.space.suggest(trial)
@@ -366,10 +427,119 @@ def _launch_trial(
         f"trial.number={trial.number}",
     ]
     log.info("trial %d: %s", trial.number, " ".join(job_overrides) or "(no overrides)")
+    return overrides
+
+
+def run_batch(
+    settings: SweepSettings,
+    storage: BaseStorage,
+    study: Any,
+    study_id: int,
+    launch_batch: LaunchBatch,
+    *,
+    size: int,
+) -> None:
+    """Ask ``size`` trials, run them in one launcher call, tell each (nothing left RUNNING).
+
+    This process records every batch trial's heartbeat while the launcher runs them. A job the
+    launcher lost (its process died) is told from the outcome it recorded on its trial before
+    it ended (:mod:`~urbansound.sweep.launching`), else failed and queued again. Ctrl-C queues
+    every trial of the batch again; any other exception here fails them.
+    """
+    from urbansound.sweep.launching import recorded_outcome
+
+    asked: list[tuple[Any, int]] = []
+    jobs: list[tuple[Any, int, Job]] = []
+    outcomes: list[JobOutcome] = []
+    t0 = time.monotonic()
     try:
-        return launch(overrides, trial.number)
-    except SystemExit as exc:  # a task that calls sys.exit fails its trial, not the sweep
-        return JobOutcome(error=exc)
+        with ExitStack() as beats:
+            for _ in range(max(size, 1)):
+                trial = _ask_trial(settings, study)
+                trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+                asked.append((trial, trial_id))
+                beats.enter_context(Heartbeat(storage, trial_id, settings.heartbeat_interval))
+                overrides = _prepare_trial(settings, storage, study, study_id, trial, trial_id)
+                if overrides is not None:
+                    jobs.append((trial, trial_id, Job(overrides, trial.number)))
+            if not jobs:
+                return
+            log.info(
+                "launching trials %s with hydra/launcher=%s",
+                [job.number for _, _, job in jobs],
+                settings.launcher,
+            )
+            t0 = time.monotonic()
+            outcomes = launch_batch([job for _, _, job in jobs])
+    except KeyboardInterrupt:
+        for _, trial_id in asked:
+            _abandon(
+                study, storage, trial_id, "interrupted (KeyboardInterrupt); queued again", settings
+            )
+        raise
+    except SweepError:
+        raise  # the storage is down: nothing can be told
+    except BaseException as exc:  # a bug here or a SystemExit: the trials fail, not silently
+        message = f"{type(exc).__name__}: {exc}"[:ERROR_MAX_CHARS]
+        for _, trial_id in asked:
+            _abandon(study, storage, trial_id, message, None)
+        if not isinstance(exc, Exception):
+            raise
+        numbers = [t.number for t, _ in asked]
+        log.exception("trials %s FAIL: the sweeper could not run them", numbers)
+        return
+    for (trial, trial_id, _), outcome in zip(jobs, outcomes, strict=True):
+        if outcome.lost:
+            recorded = retrying(
+                "reading the trial", lambda tid=trial_id: recorded_outcome(storage, tid)
+            )
+            if recorded is None:
+                message = f"its job's process died: {outcome.error}"[:ERROR_MAX_CHARS]
+                log.warning("trial %d FAIL, queued again: %s", trial.number, message)
+                _abandon(study, storage, trial_id, message, settings)
+                continue
+            outcome = _from_record(recorded, outcome.output_dir)
+        _tell(study, trial, outcome, storage=storage, trial_id=trial_id, t0=t0)
+
+
+def _tell_recorded(study: Any, storage: BaseStorage, trial_id: int, trial: FrozenTrial) -> bool:
+    """Tell an ownerless trial the outcome its job recorded; False when it recorded none.
+
+    A sweep killed while a launcher's jobs run (a login node's session lost) leaves their
+    trials RUNNING; the jobs finish on their own and record their outcomes, which the next
+    sweep keeps instead of running those trials again.
+    """
+    from urbansound.sweep.launching import OUTCOME_ATTR
+
+    recorded = trial.system_attrs.get(OUTCOME_ATTR)
+    if not isinstance(recorded, dict):
+        return False
+    try:
+        if "value" in recorded:
+            _tell_state(study, trial.number, value=float(recorded["value"]))
+        elif "pruned" in recorded:
+            _tell_state(study, trial.number, state=TrialState.PRUNED)
+        else:
+            storage.set_trial_user_attr(trial_id, "error", str(recorded.get("error")))
+            _tell_state(study, trial.number, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return True  # another worker told it first
+    log.warning(
+        "trial %d was RUNNING with no live sweep; its job had finished: told %s from its "
+        "recorded outcome",
+        trial.number,
+        storage.get_trial(trial_id).state.name,
+    )
+    return True
+
+
+def _from_record(recorded: dict[str, Any], output_dir: str | None) -> JobOutcome:
+    """A :class:`JobOutcome` from what a job recorded on its trial."""
+    if "value" in recorded:
+        return JobOutcome(value=recorded["value"], output_dir=output_dir)
+    if "pruned" in recorded:
+        return JobOutcome(error=optuna.TrialPruned(recorded["pruned"]), output_dir=output_dir)
+    return JobOutcome(error=RuntimeError(recorded.get("error")), output_dir=output_dir)
 
 
 def _grid_point_taken(storage: BaseStorage, study_id: int, trial: FrozenTrial) -> bool:
@@ -500,8 +670,13 @@ def _worker_process(
     os._exit(code)  # skip the parent's atexit handlers, inherited through fork
 
 
-def run_workers(settings: SweepSettings, launch: Launch) -> None:
+def run_workers(
+    settings: SweepSettings, launch: Launch, *, launch_batch: LaunchBatch | None = None
+) -> None:
     """Run ``settings.n_jobs`` workers: in this process for one, else in forked processes.
+
+    ``launch_batch`` (a launcher with its own parallelism) needs ``n_jobs`` 1: the launcher
+    runs the batch's trials at once (``sweep_settings`` refuses both).
 
     Forking keeps Hydra's state (config, launcher, task function) without pickling it; each
     worker opens its own storage connection. Workers never outlive this call.
@@ -512,8 +687,10 @@ def run_workers(settings: SweepSettings, launch: Launch) -> None:
         When a worker process failed.
     """
     if settings.n_jobs == 1:
-        run_worker(settings, launch, worker=0)
+        run_worker(settings, launch, worker=0, launch_batch=launch_batch)
         return
+    if launch_batch is not None:
+        raise ConfigError("hydra.sweeper.n_jobs > 1 forks workers for Hydra's basic launcher only")
     ctx = multiprocessing.get_context("fork")
     procs = [
         ctx.Process(
@@ -561,12 +738,15 @@ def run_sweep(
     *,
     sweep_dir: Path | None,
     compose: Compose | None = None,
+    launch_batch: LaunchBatch | None = None,
 ) -> SweepSummary:
     """Run a whole sweep and summarize it (``failed_too_often`` says whether it gave up).
 
     ``compose`` (job overrides -> composed config) resolves a conditional search space's
     branches and validates every branch before any trial exists
-    (:func:`~urbansound.sweep.conditional.resolve_settings`).
+    (:func:`~urbansound.sweep.conditional.resolve_settings`). ``launch_batch``: hands batches of
+    ``settings.batch_size`` trials to a launcher with its own parallelism (see
+    :func:`run_batch`); None runs trials one at a time in ``n_jobs`` workers.
     """
     if compose is not None:
         settings = resolve_settings(settings, compose)
@@ -576,7 +756,7 @@ def run_sweep(
     progress = study_progress(study.get_trials(deepcopy=False))
     log.info(
         "study %s in %s: %d trials counted (%d complete, %d pruned, %d failed, %d running); "
-        "n_trials %d, %d worker(s), sampler %s, pruner %s",
+        "n_trials %d, %s, sampler %s, pruner %s",
         settings.study_name,
         display_storage(settings.storage),
         progress.counted,
@@ -585,11 +765,15 @@ def run_sweep(
         progress.failed,
         len(progress.running),
         settings.n_trials,
-        settings.n_jobs,
+        (
+            f"hydra/launcher={settings.launcher} running {settings.batch_size} at a time"
+            if launch_batch is not None
+            else f"{settings.n_jobs} worker(s)"
+        ),
         resolve_sampler_target(settings.sampler, settings.space).rsplit(".", 1)[-1],
         str(settings.pruner.get("_target_")).rsplit(".", 1)[-1],
     )
     release(storage)
     del study
-    run_workers(settings, launch)
+    run_workers(settings, launch, launch_batch=launch_batch)
     return retrying("reading the results", lambda: summarize(settings, sweep_dir))

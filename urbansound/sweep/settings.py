@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -123,6 +124,10 @@ class SweepSettings:
     max_retry: int | None
     # True when the study name was written by the user (sweep file or command line).
     named: bool = False
+    # Trials asked at once and handed to the launcher in one launch() call (its parallelism).
+    batch_size: int = 1
+    # hydra/launcher option name ("basic", "joblib", "submitit_local", ...), for messages.
+    launcher: str = "basic"
 
     @property
     def max_failures(self) -> int:
@@ -168,11 +173,62 @@ def _node(conf: Mapping[str, Any], key: str) -> dict[str, Any]:
     return dict(node)
 
 
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+# hydra/launcher option -> (launcher class, the key that says how many jobs it runs at once)
+_LAUNCHERS = {
+    "joblib": ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs"),
+    # submitit's local executor starts every job of a call at once (no array_parallelism)
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", ""),
+    "submitit_slurm": (
+        "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+        "array_parallelism",
+    ),
+}
+
+
+def launcher_parallelism(conf: Mapping[str, Any] | None) -> tuple[str, int]:
+    """The launcher's option name and how many jobs it runs at once.
+
+    ``conf`` is ``hydra.launcher`` (None or Hydra's basic launcher: 1). joblib's ``n_jobs``
+    follows joblib (``-1`` = every CPU, ``-2`` = all but one); submitit_slurm's
+    ``array_parallelism`` is the most array tasks running at once; submitit_local starts every
+    job at once (the CPU count). Another launcher with an integer ``n_jobs`` or
+    ``array_parallelism`` key gets that many; otherwise 1.
+
+    Raises
+    ------
+    ConfigError
+        When the launcher's parallelism key is not a usable number.
+    """
+    target = str((conf or {}).get("_target_", BASIC_LAUNCHER))
+    if target == BASIC_LAUNCHER:
+        return "basic", 1
+    name = next((n for n, (t, _) in _LAUNCHERS.items() if t == target), target)
+    keys = [k for n, (t, k) in _LAUNCHERS.items() if t == target] or ["n_jobs", "array_parallelism"]
+    if keys == [""]:
+        return name, os.cpu_count() or 1
+    assert conf is not None
+    for key in keys:
+        value = conf.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value == 0:
+            raise ConfigError(
+                f"hydra.launcher.{key} must be a non-zero integer for hydra/launcher={name}, "
+                f"got {value!r}"
+            )
+        if value < 0:  # joblib: -1 = every CPU, -2 = all but one, ...
+            value = max(1, (os.cpu_count() or 1) + 1 + value)
+        return name, value
+    return name, 1
+
+
 def sweep_settings(
     conf: Mapping[str, Any],
     *,
     arguments: Sequence[str] = (),
     hydra_overrides: Sequence[str] = (),
+    launcher: Mapping[str, Any] | None = None,
 ) -> SweepSettings:
     """Validate the sweeper's config node plus the command line into :class:`SweepSettings`.
 
@@ -186,6 +242,9 @@ def sweep_settings(
     hydra_overrides:
         The command line's ``hydra.*`` overrides (``hydra.sweeper.params.*`` changes the derived
         study name).
+    launcher:
+        ``hydra.launcher`` (None: Hydra's basic launcher). Its parallelism is the batch size;
+        ``n_jobs`` > 1 (forked sweep workers) is for the basic launcher only.
 
     Raises
     ------
@@ -216,6 +275,23 @@ def sweep_settings(
         )
 
     n_jobs = _opt_int(conf["n_jobs"], "n_jobs", minimum=1)
+    launcher_name, batch_size = launcher_parallelism(launcher)
+    if n_jobs is not None and n_jobs > 1 and launcher_name != "basic":
+        raise ConfigError(
+            f"hydra.sweeper.n_jobs={n_jobs} forks sweep workers for Hydra's basic launcher only; "
+            f"hydra/launcher={launcher_name} runs {batch_size} trial(s) at a time itself: set "
+            "its parallelism (hydra.launcher.n_jobs for joblib, hydra.launcher.array_parallelism "
+            "for submitit_slurm, or hydra.sweeper.batch_size) and leave hydra.sweeper.n_jobs at 1"
+        )
+    batch = _opt_int(conf.get("batch_size"), "batch_size", minimum=1)
+    if batch is not None:
+        if launcher_name == "basic":
+            raise ConfigError(
+                f"hydra.sweeper.batch_size={batch} is for a launcher that runs jobs at once "
+                "(hydra/launcher=joblib, submitit_local, submitit_slurm); Hydra's basic launcher "
+                "runs one at a time: use hydra.sweeper.n_jobs for forked workers"
+            )
+        batch_size = batch
     rate = conf["max_failure_rate"]
     if not 0 <= rate <= 1:
         raise ConfigError(f"hydra.sweeper.max_failure_rate must be in [0, 1], got {rate!r}")
@@ -254,4 +330,6 @@ def sweep_settings(
         grace_period=grace,
         max_retry=_opt_int(conf["max_retry"], "max_retry", minimum=0),
         named=named,
+        batch_size=batch_size,
+        launcher=launcher_name,
     )

@@ -40,6 +40,7 @@ _RUN_FILES = {
     ".hydra/overrides.yaml": "hydra/overrides.yaml",
     "results.json": "results.json",
     "folds.csv": "folds.csv",
+    "fit.json": "fit.json",  # a final fit's summary (urbansound.fit)
 }
 
 
@@ -91,6 +92,7 @@ class Tracker:
         self.experiment_key: str | None = None
         self.archive: Path | None = None
         self.url: str | None = None
+        self._models: set[Path] = set()  # model files logged by log_model
         if experiment is not None:
             self.experiment_key = str(experiment.get_key())
             if mode == "offline":
@@ -167,6 +169,27 @@ class Tracker:
         kept = {name: v for name, v in values.items() if v is not None}
         self._exp.log_metrics(kept, step=epoch, epoch=epoch)
         self._last_epoch = max(self._last_epoch, epoch)
+
+    def log_model(
+        self, path: str | Path, *, name: str, metadata: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Log a model file as the experiment's model ``name`` (Comet's ``log_model``), with
+        JSON-able ``metadata``; whether it was logged. Never raises (one warning on failure);
+        :meth:`finish` does not log the same file again under ``tracking.log_model``.
+        """
+        path = Path(path)
+
+        def log_it() -> bool:
+            self._exp.log_model(
+                name,
+                str(_existing(path)),
+                file_name=path.name,
+                metadata=json.loads(json.dumps(dict(metadata or {}), default=str)),
+            )
+            self._models.add(path.absolute())
+            return True
+
+        return bool(self._attempt("the model", log_it))
 
     # -- at the end -------------------------------------------------------------------------
 
@@ -279,7 +302,8 @@ class Tracker:
             self._exp.log_asset(str(path), file_name=path.name)
         if self._settings is not None and self._settings.tracking.log_model:
             for path in sorted(p for p in run_dir.iterdir() if p.suffix in MODEL_SUFFIXES):
-                self._exp.log_model(MODEL_NAME, str(path), file_name=path.name)
+                if path.absolute() not in self._models:
+                    self._exp.log_model(MODEL_NAME, str(path), file_name=path.name)
 
     def _log_figures(self, figures: Mapping[str, Path]) -> None:
         for name, path in figures.items():

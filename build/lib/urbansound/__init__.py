@@ -1,3 +1,0 @@
-"""urbansound: an experiment sweep orchestrator for audio classification on UrbanSound8K."""
-
-__version__ = "0.1.0"

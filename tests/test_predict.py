@@ -1,0 +1,273 @@
+"""`python -m urbansound.predict`: the training code's features, the trainer's probabilities,
+windows and timelines of long recordings, bad files skipped, files / folders / globs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from urbansound.config import (
+    DataSettings,
+    FeatureSettings,
+    ModelSettings,
+    Settings,
+    TrackingSettings,
+    TrainSettings,
+)
+from urbansound.modelfile import load_model
+from urbansound.predict import (
+    FilePrediction,
+    Window,
+    expand_inputs,
+    predict_files,
+    timeline,
+    window_bounds,
+)
+
+from .conftest import DEMO_CLIPS_PER_CLASS, cli_env
+
+
+def fit_settings(demo_dir: Path, cache: Path, **train: object) -> Settings:
+    """A small, quick configuration on the session's demo corpus (CPU, no tracking)."""
+    t = {"epochs": 60, "batch_size": 16, "lr": 5e-3, "device": "cpu", "threads": 1} | train
+    return Settings(
+        data=DataSettings(demo_dir=str(demo_dir), demo_clips_per_class=DEMO_CLIPS_PER_CLASS),
+        features=FeatureSettings(n_mfcc=13, cache_dir=str(cache), n_jobs=2),
+        model=ModelSettings(hidden=(64,), dropout=0.0),
+        train=TrainSettings(**t),
+        tracking=TrackingSettings(mode="disabled"),
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A model fitted on every clip of the demo corpus (in process)."""
+    from urbansound.fit import fit_model
+
+    tmp = tmp_path_factory.mktemp("fitted")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("URBANSOUND8K", raising=False)
+        mp.chdir(tmp)
+        return fit_model(fit_settings(demo_dir, tmp / "cache"), run_dir=tmp / "fit", progress=False)
+
+
+def run_predict(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "urbansound.predict", *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_predicting_the_training_clips_gives_the_trainers_probabilities(fitted) -> None:
+    model = load_model(fitted.model_path)
+    assert fitted.summary["evaluation"]["on"] == "training data"
+    preds = predict_files(model, fitted.test_paths)
+    assert [p.path for p in preds] == fitted.test_paths
+    assert all(len(p.windows) == 1 for p in preds)  # every training clip is one window
+    got = np.stack([p.windows[0].probabilities for p in preds])
+    # the same clips in the same order: bitwise the trainer's in-memory probabilities
+    np.testing.assert_array_equal(got, fitted.probabilities)
+    # and the same through the command line (CSV: the shortest text of each float32)
+    proc = run_predict(str(fitted.model_path), *fitted.test_paths, cwd=fitted.model_path.parent)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    names = model.class_names
+    assert [r["path"] for r in rows] == fitted.test_paths
+    cli = np.array([[np.float32(r[n]) for n in names] for r in rows], dtype=np.float32)
+    np.testing.assert_array_equal(cli, fitted.probabilities)
+    assert [r["class"] for r in rows] == [names[i] for i in fitted.probabilities.argmax(1)]
+
+
+def _concatenated_recording(fitted, dest: Path, *, classes: int = 5, per_class: int = 3):
+    """60 s: ``per_class`` 4-second training clips of each of ``classes`` classes, in blocks.
+
+    Clips are decoded by the pipeline (22 050 Hz) and chosen among those the model classifies
+    right with a margin, so each 4 s window is exactly a training clip's audio.
+    """
+    from urbansound.audio import load_audio
+
+    model = load_model(fitted.model_path)
+    sr = model.features.sr
+    probs, y = fitted.probabilities, fitted.y_true
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    confident = (probs.argmax(1) == y) & (top2[:, 1] - top2[:, 0] > 0.1)
+    picked: list[int] = []
+    order: list[int] = []
+    for c in range(len(model.class_names)):
+        rows = [
+            i
+            for i in np.flatnonzero(confident & (y == c))
+            if len(load_audio(fitted.test_paths[i], sr=sr)) == 4 * sr
+        ]
+        if len(rows) >= per_class:
+            picked += rows[:per_class]
+            order.append(c)
+        if len(order) == classes:
+            break
+    assert len(order) == classes, "the fitted model should know enough clips well"
+    audio = np.concatenate([load_audio(fitted.test_paths[i], sr=sr) for i in picked])
+    assert len(audio) == 60 * sr
+    sf.write(dest, audio, sr, subtype="FLOAT")
+    return order
+
+
+def test_a_long_recording_gets_windows_and_a_timeline_that_finds_its_classes(
+    fitted, tmp_path: Path
+) -> None:
+    long_file = tmp_path / "street.wav"
+    order = _concatenated_recording(fitted, long_file)
+    model = load_model(fitted.model_path)
+    names = model.class_names
+    (pred,) = predict_files(model, [str(long_file)])
+    assert pred.duration == pytest.approx(60.0)
+    assert [(w.start, w.end) for w in pred.windows] == [(4.0 * i, 4.0 * i + 4) for i in range(15)]
+    assert [(s.start, s.end, s.label, s.windows) for s in pred.timeline] == [
+        (12.0 * k, 12.0 * k + 12, c, 3) for k, c in enumerate(order)
+    ]
+
+    # the command line: CSV timeline; and JSON with windows and timeline
+    proc = run_predict(str(fitted.model_path), str(long_file), "--timeline", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert [(r["start"], r["end"], r["class"]) for r in rows] == [
+        (str(12 * k), str(12 * k + 12), names[c]) for k, c in enumerate(order)
+    ]
+    out = tmp_path / "out.json"
+    proc = run_predict(
+        str(fitted.model_path), str(long_file), "--format", "json", "-o", str(out), "--hop", "2",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout == "", proc.stderr
+    doc = json.loads(out.read_text())
+    (f,) = doc["files"]
+    # hop 2 s: windows start every 2 s until one reaches the end (28 windows of 4 s)
+    assert [w["start"] for w in f["windows"]] == [2.0 * i for i in range(29)]
+    assert f["windows"][-1]["end"] == 60.0 and f["windows"][-2]["end"] == 58.0
+    # windows that hold one clip exactly (even starts) keep its class
+    for w in f["windows"][0:29:2]:
+        assert w["class"] == names[order[int(w["start"]) // 12]]
+    segs = f["timeline"]
+    assert segs[0]["start"] == 0 and segs[-1]["end"] == 60.0
+    assert all(a["end"] == b["start"] for a, b in itertools.pairwise(segs))
+    # the blocks' classes appear in the timeline in their order (windows across two clips of
+    # one block hold that class's sounds only, but are no training clip)
+    found = iter(s["class"] for s in segs)
+    assert all(names[c] in found for c in order)
+
+
+def test_window_bounds_cover_the_recording_and_the_last_window_holds_the_rest() -> None:
+    assert window_bounds(80, window=100, hop=100) == [(0, 80)]
+    assert window_bounds(250, window=100, hop=100) == [(0, 100), (100, 200), (200, 250)]
+    assert window_bounds(250, window=100, hop=50) == [(0, 100), (50, 150), (100, 200), (150, 250)]
+    assert window_bounds(200, window=100, hop=100) == [(0, 100), (100, 200)]
+
+
+def test_timeline_merges_consecutive_windows_of_one_class() -> None:
+    def w(start: float, label: int, p: float) -> Window:
+        probs = np.full(3, (1 - p) / 2, dtype=np.float32)
+        probs[label] = p
+        return Window(start, start + 4, label, probs)
+
+    wins = [w(0, 1, 0.6), w(2, 1, 0.8), w(4, 0, 0.5), w(6, 1, 0.9), w(8, 1, 0.7)]
+    segs = timeline(wins, duration=11.0)
+    assert [(s.start, s.end, s.label, s.windows) for s in segs] == [
+        (0, 4, 1, 2),
+        (4, 6, 0, 1),
+        (6, 12, 1, 2),
+    ]
+    assert segs[0].probability == pytest.approx(0.7)
+    assert FilePrediction("x", 3.0, [w(0, 2, 1.0)]).path == "x"
+
+
+def test_files_folders_and_globs_are_expanded_in_order(tmp_path: Path) -> None:
+    (tmp_path / "a" / "sub").mkdir(parents=True)
+    for name in ("a/2.wav", "a/1.flac", "a/sub/3.wav", "a/notes.txt", "b.wav", "c.ogg"):
+        (tmp_path / name).write_bytes(b"")
+    paths, problems = expand_inputs(
+        [
+            str(tmp_path / "a"),
+            str(tmp_path / "*.wav"),
+            str(tmp_path / "a" / "2.wav"),  # a repeat
+            str(tmp_path / "nothing*.wav"),
+            str(tmp_path / "missing.wav"),  # named: reported when read
+        ]
+    )
+    rel = [str(Path(p).relative_to(tmp_path)) for p in paths]
+    assert rel == ["a/1.flac", "a/2.wav", "a/sub/3.wav", "b.wav", "missing.wav"]
+    assert problems == [(str(tmp_path / "nothing*.wav"), "no file matches this pattern")]
+
+
+def test_a_bad_file_is_skipped_with_one_line_and_the_batch_goes_on(
+    fitted, demo_root: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF not really a wav file")
+    folder = demo_root / "audio" / "fold2"
+    n_fold2 = len(list(folder.glob("*.wav")))
+    proc = run_predict(
+        str(fitted.model_path),
+        str(bad),
+        str(folder),
+        str(demo_root / "audio" / "fold3" / "*.wav"),
+        str(tmp_path / "none*.wav"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    n_fold3 = len(list((demo_root / "audio" / "fold3").glob("*.wav")))
+    assert len(rows) == n_fold2 + n_fold3
+    assert rows[0]["path"].startswith(str(folder))
+    lines = proc.stderr.splitlines()
+    (about_bad,) = [ln for ln in lines if str(bad) in ln]
+    assert about_bad.startswith(f"skipped: cannot decode audio file {bad}: ")
+    assert any("none*.wav" in ln and "no file matches" in ln for ln in lines)
+    assert "Traceback" not in proc.stderr
+
+    # nothing to classify: exit 2; a bad model file: exit 2, one line
+    proc = run_predict(str(fitted.model_path), str(bad), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    proc = run_predict(str(bad), str(folder), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"error: {bad} is not a model file")
+    proc = run_predict(str(fitted.model_path), str(folder), "--hop", "0", cwd=tmp_path)
+    assert proc.returncode == 2 and "--hop" in proc.stderr
+
+
+def test_a_model_from_other_feature_versions_warns(fitted, tmp_path: Path) -> None:
+    from urbansound.modelfile import FeatureVersionWarning, save_model
+
+    model = load_model(fitted.model_path)
+    meta = {k: v for k, v in model.metadata.items() if k not in ("format", "members")}
+    meta["features"] = dict(meta["features"])
+    stage = dict(meta["features"]["stage"])
+    stage["libraries"] = dict(stage["libraries"], librosa="0.9.0")
+    meta["features"]["stage"] = stage
+    old = save_model(tmp_path / "old.safetensors", model.members, meta)
+    with pytest.warns(FeatureVersionWarning, match=r"librosa 0\.9\.0 \(model\) vs "):
+        load_model(old)
+    with pytest.warns(FeatureVersionWarning):
+        reloaded = load_model(old)
+    assert reloaded.metadata["features"]["stage"]["libraries"]["librosa"] == "0.9.0"
+    proc = run_predict(str(old), fitted.test_paths[0], cwd=tmp_path)
+    assert proc.returncode == 0
+    warned = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: ")]
+    assert len(warned) == 1 and "librosa 0.9.0 (model)" in warned[0]
+    # the model's own versions: no warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FeatureVersionWarning)
+        load_model(fitted.model_path)

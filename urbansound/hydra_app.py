@@ -1,0 +1,188 @@
+"""The Hydra application: our schemas and sweeps in Hydra's ConfigStore, and the entry points'
+decorator.
+
+:mod:`urbansound.config` holds the settings, their structured-config schemas and the checks (plain
+OmegaConf); this module is where they meet Hydra's runtime:
+
+- :func:`register_configs` (run on import) stores every schema in Hydra's ConfigStore (the group
+  files in ``conf/`` extend them) and reads the named sweeps of ``sweeps/`` into the group
+  ``sweep``; in a source checkout it maps ``conf/`` and ``sweeps/`` to the modules
+  ``urbansound.conf`` and ``urbansound.sweeps``, as an installed wheel has them;
+- :func:`hydra_main` is ``@hydra.main`` over the packaged config for ``urbansound.run`` and
+  ``urbansound.fit``: a config Hydra cannot compose is one ``error:`` line, exit status 2.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from urbansound.config import (
+    CONFIG_NAME,
+    CONFIG_PATH,
+    GROUP_SCHEMAS,
+    MODEL_SCHEMAS,
+    ConfigSchema,
+    _sklearn_node,
+    config_error,
+)
+
+__all__ = ["hydra_main", "register_configs"]
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def register_configs() -> None:
+    """Register the schemas in Hydra's ConfigStore and make the config packages importable.
+
+    ConfigStore names: ``config_schema`` (top level), ``<group>_schema`` for each group and
+    ``model_<family>_schema`` for each model family (``model_schema`` is the MLP's), at
+    the root of the config tree so they are no selectable option of any group. In a source checkout
+    (no ``conf/`` inside the package) ``conf/`` and ``sweeps/`` next to the package become the
+    modules ``urbansound.conf`` and ``urbansound.sweeps``, which Hydra reads through ``pkg://``
+    exactly as it reads an installed wheel's copies. Called on import; idempotent.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="config_schema", node=ConfigSchema)
+    for group, schema in GROUP_SCHEMAS.items():
+        store.store(name=f"{group}_schema", node=schema)
+    for family, schema in MODEL_SCHEMAS.items():
+        store.store(name=f"model_{family}_schema", node=schema)
+    store.store(name="model_sklearn_schema", node=_sklearn_node())
+    if not (_PACKAGE_DIR / "conf").is_dir():  # not a wheel (where setuptools put both inside)
+        for name in ("conf", "sweeps"):
+            _checkout_package(name)
+    _register_sweeps(store)
+
+
+def _checkout_package(name: str) -> None:
+    """``<checkout>/<name>/`` as the module ``urbansound.<name>`` (a source checkout's layout)."""
+    init = _PACKAGE_DIR.parent / name / "__init__.py"
+    fullname = f"urbansound.{name}"
+    if fullname in sys.modules or not init.is_file():
+        return
+    spec = importlib.util.spec_from_file_location(
+        fullname, init, submodule_search_locations=[str(init.parent)]
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[fullname] = module
+    spec.loader.exec_module(module)
+
+
+def _register_sweeps(store: Any) -> None:
+    """Each ``sweeps/<name>.yaml`` as the option ``<name>`` of the config group ``sweep``.
+
+    A Hydra search-path entry is a config root whose group ``sweep`` would have to be a folder
+    named ``sweep``; the sweeps keep their own folder (``sweeps/``, the package
+    ``urbansound.sweeps`` once installed), so they are read from there into the ConfigStore with
+    the package their ``# @package`` header names (``_global_`` for every sweep file).
+    """
+    import importlib.resources
+    import re
+
+    from omegaconf import OmegaConf
+
+    try:
+        folder = importlib.resources.files("urbansound.sweeps")
+    except ModuleNotFoundError:
+        return
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".yaml"):
+            continue
+        text = entry.read_text(encoding="utf-8")
+        header = re.search(r"^#\s*@package\s+(\S+)", text, flags=re.MULTILINE)
+        store.store(
+            group="sweep",
+            name=entry.name.removesuffix(".yaml"),
+            node=OmegaConf.create(text),
+            package=header.group(1) if header else None,
+            provider="urbansound.sweeps",
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The entry points' decorator.
+
+
+def hydra_main(
+    task_function: Callable[[Any], Any], *, config_name: str = CONFIG_NAME
+) -> Callable[..., Any]:
+    """``@hydra.main`` of our entry points: the packaged config, a bad config as one line.
+
+    Composes ``config_name`` (:data:`CONFIG_NAME` for ``urbansound.run``, ``fit`` for
+    ``urbansound.fit``) from :data:`CONFIG_PATH` (so the ``urbansound`` console script,
+    ``python -m urbansound.run`` and an installed wheel all find it, from any working directory).
+    A config Hydra cannot compose (``train.epoch=3``, ``train.epochs=many``, ``features=mfc``) and
+    an :class:`~urbansound.errors.UrbansoundError` that reaches Hydra are printed as one
+    ``error: ...`` line, exit status 2, instead of Hydra's message and exit 1. With
+    ``HYDRA_FULL_ERROR=1`` every error keeps its full traceback.
+    """
+    import functools
+    import os
+
+    import hydra
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+    from omegaconf.errors import OmegaConfBaseException
+
+    from urbansound.errors import UrbansoundError
+
+    decorated = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(
+        task_function
+    )
+
+    @functools.wraps(task_function)
+    def main(cfg_passthrough: Any = None) -> Any:
+        if config_name == CONFIG_NAME:  # the `urbansound` console script's help and completion
+            _name_the_command()
+        if cfg_passthrough is not None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return decorated(cfg_passthrough)
+        # Hydra prints an exception itself unless HYDRA_FULL_ERROR=1: set it for this call only,
+        # so that the error reaches us, then print our line (or re-raise what is no user error).
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        try:
+            return decorated()
+        except UrbansoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except (
+            ConfigCompositionException,
+            MissingConfigException,
+            OverrideParseException,
+            OmegaConfBaseException,
+        ) as exc:
+            print(f"error: {config_error(exc)}", file=sys.stderr)
+            sys.exit(2)
+        finally:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+
+    return main
+
+
+_COMMAND_FLAGS = ("--hydra-help", "-sc", "--shell-completion")
+
+
+def _name_the_command() -> None:
+    """``python -m urbansound.run --hydra-help`` or ``-sc install=bash``: say ``urbansound``.
+
+    Hydra names the command after ``sys.argv[0]``: the path of ``run.py`` when started with
+    ``python -m``, which its help would print as ``python /.../run.py`` and its bash completion
+    would register for every ``python`` command. Both should name the installed console script,
+    the command that completion works for; only these flags see the change.
+    """
+    if sys.argv[0].endswith(".py") and any(
+        arg.split("=")[0] in _COMMAND_FLAGS for arg in sys.argv[1:]
+    ):
+        sys.argv[0] = "urbansound"
+
+
+register_configs()
