@@ -201,3 +201,40 @@ def test_branch_grid_and_its_sampler_give_each_point_once(tmp_path) -> None:
         seen.append(space.suggest(trial))
         study.tell(trial, 0.0)
     assert sorted(map(json.dumps, seen)) == sorted(map(json.dumps, grid))
+
+
+@pytest.mark.slow
+def test_grid_over_branches_through_a_launcher_batch_runs_each_point_once(tmp_path):
+    """hydra/launcher=joblib asks a batch of trials before telling any (run_batch)."""
+    import subprocess
+    import sys
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    cmd = [
+        sys.executable,
+        str(Path(app.__file__)),
+        "-m",
+        f"hydra.sweep.dir={tmp_path / 'jobs'}",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=b",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "branch=lin,sq,const",
+        "branch.a=0.0,0.5",
+        "branch.b=0,1,2",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="b", storage=storage)
+    assert sorted(json.dumps(t.params, sort_keys=True) for t in study.trials) == sorted(
+        json.dumps(p, sort_keys=True)
+        for p in [
+            {"branch": "lin", "branch.a": 0.0},
+            {"branch": "lin", "branch.a": 0.5},
+            {"branch": "sq", "branch.b": 0},
+            {"branch": "sq", "branch.b": 1},
+            {"branch": "sq", "branch.b": 2},
+            {"branch": "const"},
+        ]
+    )
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
