@@ -223,8 +223,17 @@ def test_report_from_storage(sweep, storage_report):
         "paired_comparisons",
         "protocol_comparison",
         "outer_estimate",
+        "pruned_above_best",
+        "families",
+        "family_comparisons",
+        "ensemble",
     ]
     assert list(summary) == list(analysis.SUMMARY_KEYS)
+    # one family (the MLP), no pruning, no ensemble asked for
+    assert summary["pruned_above_best"] == {"pruned": 0, "above_best": 0, "trials": []}
+    assert [f["family"] for f in summary["families"]] == ["mlp"]
+    assert summary["families"][0]["value"] == pytest.approx(np.mean(FOLD_ACC[40]))
+    assert summary["family_comparisons"] == [] and summary["ensemble"] is None
     assert list(summary["best"]) == [
         "number",
         "value",

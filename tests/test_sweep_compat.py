@@ -53,3 +53,13 @@ def test_quiet_optuna_silences_experimental_warnings() -> None:
         warnings.simplefilter("error")
         with quiet_optuna():
             warnings.warn("x", optuna.exceptions.ExperimentalWarning, stacklevel=1)
+
+
+def test_set_trial_system_attr_reaches_the_trial_a_sampler_sees(tmp_path) -> None:
+    from urbansound.sweep._compat import set_trial_system_attr
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}")
+    trial = study.ask()
+    frozen = study._storage.get_trial(trial._trial_id)  # what before_trial receives
+    set_trial_system_attr(study, frozen, "grid_id", 3)
+    assert study.trials[0].system_attrs["grid_id"] == 3

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,7 +113,8 @@ class UrbansoundSweeper(Sweeper):
             )
             # Resolving the sweep dir here fixes its ${now:...} for every job and every worker.
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
-            self._validate(settings)
+            # Composes every branch of the space (and validates it) before any trial exists.
+            settings = sweep.resolve_settings(settings, partial(self._compose, settings))
             sweep_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # as Hydra's sweepers do
             summary = sweep.run_sweep(
@@ -144,47 +146,20 @@ class UrbansoundSweeper(Sweeper):
             sys.exit(2)
         return summary
 
-    def _validate(self, settings: SweepSettings) -> None:
-        """Compose jobs before any trial exists, so that a bad key fails fast.
-
-        Every value of every swept key is tried once (the others at their first value). A value
-        that does not compose is left to its trials (they FAIL with Hydra's message); a key none
-        of whose values compose, or fixed overrides that do not, stop the sweep here.
-        """
-        from urbansound.errors import ConfigError
-
-        values = {name: _values(p) for name, p in settings.space.params.items()}
-        base = {name: v[0] for name, v in values.items()}
-        tried: dict[str, list[Exception]] = {}
-        try:
-            self._compose(settings, base)
-            return
-        except Exception as exc:
-            first = exc
-        if not values:
-            raise ConfigError(f"the sweep's overrides do not compose: {first}") from None
-        for name, options in values.items():
-            tried[name] = []
-            for value in options:
-                try:
-                    self._compose(settings, {**base, name: value})
-                except Exception as exc:
-                    tried[name].append(exc)
-            if len(tried[name]) == len(options):
-                raise ConfigError(
-                    f"the sweep's overrides do not compose: {tried[name][0]}"
-                ) from None
-
-    def _compose(self, settings: SweepSettings, point: dict[str, Any]) -> None:
+    def _compose(self, settings: SweepSettings, overrides: list[str]) -> DictConfig:
+        """The config a job with ``overrides`` gets (Hydra's composition, as the launcher's)."""
         from urbansound import sweep
 
-        overrides = [
-            *settings.space.overrides(point),
-            f"trial.study_name={sweep.format_value(settings.study_name)}",
-            f"trial.storage={sweep.format_value(settings.storage)}",
-            "trial.number=0",
-        ]
-        self.validate_batch_is_legal([overrides])
+        assert self.config is not None and self.hydra_context is not None
+        return self.hydra_context.config_loader.load_sweep_config(
+            self.config,
+            [
+                *overrides,
+                f"trial.study_name={sweep.format_value(settings.study_name)}",
+                f"trial.storage={sweep.format_value(settings.storage)}",
+                "trial.number=0",
+            ],
+        )
 
     def _launch(self, overrides: list[str], job_num: int) -> JobOutcome:
         from urbansound.sweep import JobOutcome
@@ -301,14 +276,6 @@ def _basic_launcher(config: DictConfig) -> bool:
     """True when ``hydra/launcher`` is Hydra's basic (in-process, one job at a time) launcher."""
     target = OmegaConf.select(config, "hydra.launcher._target_")
     return target in (None, "hydra._internal.core_plugins.basic_launcher.BasicLauncher")
-
-
-def _values(param: Any) -> list[Any]:
-    """The values to try composing for a swept key: each choice, or the lower bound."""
-    dist = param.distribution
-    if hasattr(dist, "choices"):
-        return list(dist.choices)
-    return [dist.low]
 
 
 def _plain(node: Any) -> Any:

@@ -60,6 +60,10 @@ SUMMARY_KEYS = (
     "paired_comparisons",
     "protocol_comparison",
     "outer_estimate",
+    "pruned_above_best",
+    "families",
+    "family_comparisons",
+    "ensemble",
 )
 
 
@@ -247,8 +251,16 @@ def summarize(
     protocols: Sequence[dict[str, Any]],
     outer: Sequence[dict[str, Any]],
     importances: Mapping[str, float],
+    pruned: Mapping[str, Any] | None = None,
+    families: Sequence[dict[str, Any]] = (),
+    family_comparisons: Sequence[dict[str, Any]] = (),
+    ensemble: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The report's numbers as JSON-ready values (``summary.json``; keys: :data:`SUMMARY_KEYS`)."""
+    """The report's numbers as JSON-ready values (``summary.json``; keys: :data:`SUMMARY_KEYS`).
+
+    ``pruned``, ``families``, ``family_comparisons`` and ``ensemble`` come from
+    :mod:`urbansound.report.winners` (``ensemble`` None unless asked for with ``--ensemble K``).
+    """
     best = best_record(sweep)
     trials = sweep.trials
     states: dict[str, int] = {}
@@ -296,4 +308,8 @@ def summarize(
         "paired_comparisons": list(comparisons),
         "protocol_comparison": list(protocols),
         "outer_estimate": list(outer),
+        "pruned_above_best": dict(pruned or {"pruned": 0, "above_best": 0, "trials": []}),
+        "families": list(families),
+        "family_comparisons": list(family_comparisons),
+        "ensemble": dict(ensemble) if ensemble is not None else None,
     }

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from urbansound.files import atomic_write, write_json
-from urbansound.report import analysis, figures, render
+from urbansound.report import analysis, figures, render, winners
 from urbansound.report.load import Sweep, TrialRecord, load_evaluations
 from urbansound.sweep import records as study_records
 
@@ -34,6 +34,7 @@ def build_report(
     out_dir: str | Path,
     top: int = 5,
     evaluations: Sequence[TrialRecord] | None = None,
+    ensemble: int | None = None,
 ) -> ReportFiles:
     """Write ``report.html``, ``report.md``, ``summary.json`` and PNGs of ``sweep`` into a folder.
 
@@ -48,11 +49,16 @@ def build_report(
     evaluations:
         Extra evaluation runs (outer fold, random split); default: those found in
         ``out_dir/evaluations``.
+    ensemble:
+        K: also evaluate the mean class probabilities of the top-K configurations
+        (:func:`urbansound.report.winners.ensemble`); None: no ensemble.
 
     Raises
     ------
     OutputError
         When a file cannot be written.
+    ConfigError
+        When an ensemble member's ``predictions.npz`` is missing or tested other clips.
     """
     import plotly.offline
 
@@ -69,8 +75,17 @@ def build_report(
         log.warning("parameter importances not computed: %s", exc)
         importances = {}
     figs = figures.make_figures(sweep, best, comparisons, protocols, importances, out_dir)
+    families = winners.family_bests(sweep)
     summary = analysis.summarize(
-        sweep, comparisons=comparisons, protocols=protocols, outer=outer, importances=importances
+        sweep,
+        comparisons=comparisons,
+        protocols=protocols,
+        outer=outer,
+        importances=importances,
+        pruned=winners.pruned_above_best(sweep),
+        families=families,
+        family_comparisons=winners.family_comparisons(families),
+        ensemble=winners.ensemble(sweep, ensemble) if ensemble else None,
     )
     model = render.page_model(sweep, summary, best, figs, out_dir=out_dir)
     files = ReportFiles(

@@ -85,12 +85,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also run the winner on the LEAKY random 80/20 split (protocol comparison)",
     )
+    p.add_argument(
+        "--ensemble",
+        type=int,
+        metavar="K",
+        help="also score the average class probabilities of the top-K configurations "
+        "(their runs' predictions.npz, same folds) beside the single best",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     if not args.paths and not args.storage:
         p.error("give a sweep directory or --storage URL (with --study NAME)")
     if args.top < 2:
         p.error("--top must be at least 2")
+    if args.ensemble is not None and args.ensemble < 2:
+        p.error("--ensemble must be at least 2")
     return args
 
 
@@ -118,6 +127,36 @@ def _evaluate(args: argparse.Namespace, sweep: Sweep, out_dir: Path) -> None:
         )
 
 
+def _print_winners(summary_path: Path) -> None:
+    """The console lines for pruned winners, the families' bests and the ensemble."""
+    import json
+
+    summary = json.loads(summary_path.read_text())
+    pruned = summary["pruned_above_best"]
+    if pruned["pruned"]:
+        print(
+            f"pruned: {pruned['pruned']} trials, {pruned['above_best']} of them above the best "
+            "completed value when pruned"
+        )
+    if len(summary["families"]) > 1:
+        for fam in summary["families"]:
+            print(
+                f"family {fam['family']}: best trial #{fam['number']} = {fam['value']:.4f} "
+                f"({fam['n_trials']} complete)"
+            )
+    ens = summary["ensemble"]
+    if ens:
+        line = (
+            f"ensemble of the top {ens['k']} ({', '.join(f'#{n}' for n in ens['members'])}): "
+            f"{ens['value']:.4f} vs best #{ens['best']['number']} "
+            f"{ens['best']['value_from_predictions']:.4f}"
+        )
+        cmp = ens.get("comparison")
+        if cmp:
+            line += f" (corrected t-test p={cmp['ttest']['pvalue']:.3g})"
+        print(line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
@@ -127,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_dir = default_out(args, sweep)
         if args.evaluate_outer or args.random_split:
             _evaluate(args, sweep, out_dir)
-        files = build_report(sweep, out_dir=out_dir, top=args.top)
+        files = build_report(sweep, out_dir=out_dir, top=args.top, ensemble=args.ensemble)
     except UrbansoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -139,5 +178,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render.all_failed_text(sweep))
     else:
         print("no COMPLETE trial on the predefined folds yet")
+    _print_winners(files.summary)
     print(f"report: {files.html}\nmarkdown: {files.markdown}\nsummary: {files.summary}")
     return 0

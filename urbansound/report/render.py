@@ -196,6 +196,100 @@ def _comparisons(summary: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _cmp_cells(entry: Mapping[str, Any]) -> list[Any]:
+    if "comparison" not in entry:
+        return ["–", "–", "–", "–", entry.get("note", "")]
+    cmp = entry["comparison"]
+    return [
+        f"{cmp['mean_difference']:+.4f}",
+        f"{fmt(cmp['ttest']['statistic'], 2)} (p={fmt_p(cmp['ttest']['pvalue'])})",
+        f"p={fmt_p(cmp['wilcoxon']['pvalue'])}",
+        len(cmp["folds"]),
+        _verdict(cmp),
+    ]
+
+
+def winners_model(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Pruned trials above the best, each family's best with the paired tests, the ensemble."""
+    pruned = summary["pruned_above_best"]
+    out: dict[str, Any] = {
+        "pruned": (
+            f"{pruned['pruned']} trial(s) pruned; {pruned['above_best']} of them were above the "
+            "best completed value at the moment they were pruned"
+            + (
+                " (trials "
+                + ", ".join(
+                    f"#{t['number']}: {fmt(t['value'])} at step {t['step']} > {fmt(t['best_then'])}"
+                    for t in pruned["trials"]
+                )
+                + ")."
+                if pruned["trials"]
+                else "."
+            )
+        ),
+        "families": None,
+        "family_folds": None,
+        "family_comparisons": None,
+        "ensemble": None,
+    }
+    fams = summary["families"]
+    if len(fams) > 1:
+        out["families"] = _frame(
+            ["family", "best trial", "mean CV", "std", "complete trials", "parameters"],
+            [
+                [
+                    f["family"],
+                    f"#{f['number']}",
+                    fmt(f["value"]),
+                    fmt(f["std"]),
+                    f["n_trials"],
+                    f["label"],
+                ]
+                for f in fams
+            ],
+        )
+        folds = list(dict.fromkeys(str(x["fold"]) for f in fams for x in f["folds"]))
+        acc = {f["family"]: {str(x["fold"]): x["accuracy"] for x in f["folds"]} for f in fams}
+        out["family_folds"] = _frame(
+            ["fold", *acc], [[k, *(fmt(acc[f].get(k)) for f in acc)] for k in folds]
+        )
+        out["family_comparisons"] = _frame(
+            [
+                "best family",
+                "vs family",
+                "mean diff",
+                "corrected t",
+                "Wilcoxon",
+                "folds",
+                "verdict",
+            ],
+            [
+                [c["best"]["family"], c["other"]["family"], *_cmp_cells(c)]
+                for c in summary["family_comparisons"]
+            ],
+        )
+    ens = summary["ensemble"]
+    if ens:
+        members = ", ".join(f"#{n}" for n in ens["members"])
+        best = {str(f["fold"]): f["accuracy"] for f in ens["best"]["folds"]}
+        out["ensemble"] = {
+            "text": (
+                f"Mean class probabilities of the top {ens['k']} configurations ({members}): "
+                f"mean CV {fmt(ens['value'])} against {fmt(ens['best']['value_from_predictions'])}"
+                f" for the best alone (trial #{ens['best']['number']})."
+            ),
+            "folds": _frame(
+                ["fold", "ensemble", f"best #{ens['best']['number']}"],
+                [[f["fold"], fmt(f["accuracy"]), fmt(best[str(f["fold"])])] for f in ens["folds"]],
+            ),
+            "comparison": _frame(
+                ["ensemble vs best", "mean diff", "corrected t", "Wilcoxon", "folds", "verdict"],
+                [[f"top {ens['k']} vs #{ens['best']['number']}", *_cmp_cells(ens)]],
+            ),
+        }
+    return out
+
+
 def _protocols(summary: Mapping[str, Any]) -> pd.DataFrame | None:
     rows = summary["protocol_comparison"]
     if not rows:
@@ -299,6 +393,7 @@ def page_model(
         "best": None,
         "trials": trials_frame(trial_order(sweep)),
         "comparisons": _comparisons(summary),
+        "winners": winners_model(summary),
         "protocols": _protocols(summary),
         "src_arg": _src_arg(sweep),
         "outer": outer_paragraphs(summary, sweep, out_dir=out_dir),

@@ -5,6 +5,7 @@ in this package, one concern per module:
 
 - :mod:`~urbansound.sweep.space`: Hydra's override grammar -> Optuna distributions, the one
   override parser of the package (:func:`parse_override`), derived study names.
+- :mod:`~urbansound.sweep.conditional`: conditional spaces (keys asked only where they exist).
 - :mod:`~urbansound.sweep.settings`: ``hydra.sweeper.*`` validated into :class:`SweepSettings`;
   samplers and pruners.
 - :mod:`~urbansound.sweep.storage`: storage URLs, opening storages, heartbeats.
@@ -82,6 +83,7 @@ _EXPORTS = {
         "trial_rows",
     ),
     "job": ("epoch_reporter", "set_trial_attrs", "trial_params"),
+    "conditional": ("Branch", "BranchGridSampler", "resolve_branches", "resolve_settings"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -44,3 +44,12 @@ def job_exception(ret: Any) -> BaseException | None:
     if error is not None and not isinstance(error, BaseException):
         raise TypeError(f"hydra JobReturn._return_value is {type(error).__name__}, not an error")
     return error
+
+
+def set_trial_system_attr(study: Any, trial: Any, key: str, value: Any) -> None:
+    """Set a system attribute on the trial a sampler's ``before_trial`` receives (frozen).
+
+    Optuna's own ``GridSampler`` does this through the private ``study._storage`` and
+    ``FrozenTrial._trial_id``; there is no public way from inside a sampler.
+    """
+    study._storage.set_trial_system_attr(trial._trial_id, key, value)

@@ -59,6 +59,7 @@ class StudyTrial:
     duration_s: float | None = None
     user_attrs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    completed: float | None = None  # POSIX time the trial finished (None: unknown or running)
 
     @property
     def run_dir(self) -> Path | None:
@@ -189,6 +190,7 @@ def load_study(storage: str, study_name: str) -> StudyRecords:
                     duration_s=t.duration.total_seconds() if t.duration is not None else None,
                     user_attrs=dict(t.user_attrs),
                     error=str(error) if error else None,
+                    completed=t.datetime_complete.timestamp() if t.datetime_complete else None,
                 )
             )
         best = None

@@ -50,6 +50,7 @@ from urbansound.errors import ConfigError, TrialPruned, UrbansoundError
 from urbansound.files import atomic_write, write_json
 from urbansound.sweep import EXCESS_ATTR, HEARTBEAT_ATTR, PRUNER_ATTR, SweepError
 from urbansound.sweep._compat import quiet_optuna
+from urbansound.sweep.conditional import Compose, resolve_settings
 from urbansound.sweep.settings import (
     SweepSettings,
     build_pruner,
@@ -232,6 +233,11 @@ def prepare_study(settings: SweepSettings) -> tuple[BaseStorage, Any]:
         study.set_metric_names([settings.metric_name])
     study.set_user_attr("search_space", settings.space.to_json())
     study.set_user_attr("fixed_overrides", list(settings.space.fixed))
+    if settings.space.is_conditional:
+        study.set_user_attr(
+            "branches",
+            [{"choices": dict(b.choices), "keys": list(b.keys)} for b in settings.space.branches],
+        )
     if settings.retry_failed:
         trials = study.get_trials(deepcopy=False)
         gone = superseded(trials)
@@ -306,11 +312,11 @@ def run_worker(
 
 
 def _ask_trial(settings: SweepSettings, study: Any) -> Any:
+    # A conditional space is asked define-by-run after ``ask`` (in _prepare_trial, where a
+    # failure fails the trial); a plain one gets every distribution at once.
+    fixed = {} if settings.space.is_conditional else settings.space.distributions()
     with quiet_optuna():
-        return retrying(
-            "asking for a trial",
-            lambda: study.ask(fixed_distributions=settings.space.distributions()),
-        )
+        return retrying("asking for a trial", lambda: study.ask(fixed_distributions=fixed))
 
 
 def _run_trial(
@@ -384,7 +390,16 @@ def _prepare_trial(
     trial: Any,
     trial_id: int,
 ) -> list[str] | None:
-    """The job's overrides for an asked trial; None when it must not run (told already)."""
+    """The job's overrides for an asked trial; None when it must not run (told already).
+
+    A conditional space's trial is asked its parameters here, define-by-run (an error fails
+    the trial like any error of the launch path).
+    """
+    if settings.space.is_conditional:
+        with quiet_optuna():
+            params = settings.space.suggest(trial)
+    else:
+        params = trial.params
     frozen = storage.get_trial(trial_id)
     queued = "retry_history" in frozen.system_attrs or "fixed_params" in frozen.system_attrs
     if not queued and _is_excess(storage, study_id, trial.number, settings.n_trials):
@@ -402,7 +417,7 @@ def _prepare_trial(
     if queued and frozen.user_attrs.get("error"):
         trial.set_user_attr("error", None)  # copied from the trial this one re-runs
     storage.set_trial_system_attr(trial_id, PRUNER_ATTR, settings.pruner)
-    job_overrides = settings.space.overrides(trial.params)
+    job_overrides = settings.space.overrides(params)
     trial.set_user_attr("overrides", job_overrides)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     overrides = [
@@ -722,14 +737,19 @@ def run_sweep(
     launch: Launch,
     *,
     sweep_dir: Path | None,
+    compose: Compose | None = None,
     launch_batch: LaunchBatch | None = None,
 ) -> SweepSummary:
     """Run a whole sweep and summarize it (``failed_too_often`` says whether it gave up).
 
-    ``launch_batch``: hands batches of ``settings.batch_size`` trials to a launcher with its
-    own parallelism (see :func:`run_batch`); None runs trials one at a time in ``n_jobs``
-    workers.
+    ``compose`` (job overrides -> composed config) resolves a conditional search space's
+    branches and validates every branch before any trial exists
+    (:func:`~urbansound.sweep.conditional.resolve_settings`). ``launch_batch``: hands batches of
+    ``settings.batch_size`` trials to a launcher with its own parallelism (see
+    :func:`run_batch`); None runs trials one at a time in ``n_jobs`` workers.
     """
+    if compose is not None:
+        settings = resolve_settings(settings, compose)
     storage, study = retrying("opening the study", lambda: prepare_study(settings))
     if sweep_dir is not None:
         write_study_json(settings, sweep_dir)

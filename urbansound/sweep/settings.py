@@ -76,6 +76,10 @@ def build_sampler(
     if seed is not None and target not in _SEED_SHARED:
         conf["seed"] = derive_seed(int(seed), worker=worker, n_existing=n_existing)
     extra: dict[str, Any] = {}
+    if target == GRID_SAMPLER and space.is_conditional:
+        from urbansound.sweep.conditional import BranchGridSampler, branch_grid
+
+        return BranchGridSampler(branch_grid(space), seed=conf.get("seed"))
     if target == GRID_SAMPLER:
         extra["search_space"] = space.grid()
     try:

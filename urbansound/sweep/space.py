@@ -88,10 +88,32 @@ class Param:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The swept keys and the overrides every job gets unchanged."""
+    """The swept keys and the overrides every job gets unchanged.
+
+    ``branches`` is empty for a plain product space; for a conditional one (config-group
+    choices under which only some keys exist) it lists every combination of group choices and
+    its keys (:mod:`urbansound.sweep.conditional`, set by ``resolve_branches``).
+    """
 
     params: dict[str, Param]
     fixed: tuple[str, ...] = ()
+    branches: tuple[Any, ...] = ()
+
+    @property
+    def is_conditional(self) -> bool:
+        """True when trials ask different keys depending on their group choices."""
+        return bool(self.branches)
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """Ask ``trial`` (an ``optuna.Trial``) for its parameters, define-by-run.
+
+        A conditional space asks the group choices first, then only the keys of their branch.
+        """
+        from urbansound.sweep.conditional import suggest, suggest_branch
+
+        if self.is_conditional:
+            return suggest_branch(self, trial)
+        return {name: suggest(trial, name, p.distribution) for name, p in self.params.items()}
 
     def distributions(self) -> dict[str, BaseDistribution]:
         return {name: p.distribution for name, p in self.params.items()}
@@ -108,11 +130,19 @@ class SearchSpace:
         return {name: p.grid_values() for name, p in self.params.items()}
 
     def grid_size(self) -> int:
+        """Grid points: the product of every key's values, or the branches' union's size."""
+        if self.is_conditional:
+            from urbansound.sweep.conditional import branch_grid
+
+            return len(branch_grid(self))
         return math.prod(len(v) for v in self.grid().values())
 
     def overrides(self, params: Mapping[str, Any]) -> list[str]:
-        """The job's overrides: the fixed ones, then one per swept key."""
-        return [*self.fixed, *(p.override(params[name]) for name, p in self.params.items())]
+        """The job's overrides: the fixed ones, then one per swept key the trial has."""
+        if not self.is_conditional:
+            return [*self.fixed, *(p.override(params[n]) for n, p in self.params.items())]
+        swept = (p.override(params[n]) for n, p in self.params.items() if n in params)
+        return [*self.fixed, *swept]
 
     def describe(self) -> dict[str, str]:
         """Parameter name -> a readable, stable description of its distribution."""

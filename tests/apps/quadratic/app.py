@@ -1,6 +1,7 @@
 """A tiny Hydra task for the sweeper tests (like Hydra's own plugin tests use).
 
-``score = 1 - ((x - 2)^2 + (y - 1)^2) / 100``, reached linearly over ``epochs`` "epochs", each
+``score = 1 - ((x - 2)^2 + (y - 1)^2) / 100`` (plus a term of the ``branch`` group's keys),
+reached linearly over ``epochs`` "epochs", each
 reported through :func:`urbansound.sweep.epoch_reporter` exactly as the real trainer does. A
 pruned job writes ``results.json`` with ``status: pruned`` and re-raises, as ``urbansound.run``
 does.
@@ -23,8 +24,15 @@ class Metrics:
     mean_test_accuracy: float
 
 
-def score(x: float, y: float) -> float:
-    return 1.0 - ((x - 2.0) ** 2 + (y - 1.0) ** 2) / 100.0
+def score(x: float, y: float, branch: dict | None = None) -> float:
+    """The quadratic's value; a ``branch`` option's keys lower it away from their best."""
+    value = 1.0 - ((x - 2.0) ** 2 + (y - 1.0) ** 2) / 100.0
+    branch = branch or {}
+    if branch.get("kind") == "lin":
+        value -= float(branch["a"]) ** 2 / 100.0
+    elif branch.get("kind") == "sq":
+        value -= ((float(branch["b"]) - 1.0) ** 2 + float(branch["c"]) ** 2) / 100.0 - 0.01
+    return value
 
 
 def task(cfg: DictConfig) -> float:
@@ -41,7 +49,7 @@ def task(cfg: DictConfig) -> float:
         (Path(cfg.marker_dir) / f"{trial.number}.start").touch()
     sweep.set_trial_attrs(trial, job_dir=str(out))
     reporter = sweep.epoch_reporter(trial)
-    final = score(float(cfg.x), float(cfg.y))
+    final = score(float(cfg.x), float(cfg.y), dict(cfg.branch))
     slow = float(cfg.x) in [float(v) for v in cfg.slow_x]
     try:
         for epoch in range(1, int(cfg.epochs) + 1):
