@@ -218,7 +218,7 @@ def test_sweep_group_composes_from_the_sweeps_folder(compose_cfg) -> None:
     cfg = compose_cfg(["sweep=full_tpe"], return_hydra_config=True)
     assert cfg.hydra.sweeper.study_name == "full_tpe"
     assert cfg.hydra.runtime.choices["hydra/sweeper/sampler"] == "tpe"
-    assert cfg.hydra.runtime.choices["hydra/sweeper/pruner"] == "hyperband"
+    assert cfg.hydra.runtime.choices["hydra/sweeper/pruner"] == "median"
     assert cfg.hydra.sweeper.params["train.lr"] == "tag(log, interval(1e-4, 1e-2))"
     names = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
     from hydra.core.config_store import ConfigStore
