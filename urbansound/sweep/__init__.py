@@ -68,12 +68,11 @@ _EXPORTS = {
         "Launch",
         "LaunchBatch",
         "prepare_study",
-        "run_batch",
         "run_sweep",
         "run_worker",
         "run_workers",
     ),
-    "launching": ("RecordingTask",),
+    "launching": ("RecordingTask", "run_batch"),
     "summary": (
         "Progress",
         "SweepSummary",

@@ -16,8 +16,9 @@
   command against a PostgreSQL storage; the storage is the only coordination.
 - **Launcher batches.** With a launcher that runs jobs at once (hydra-joblib-launcher's
   ``n_jobs``, hydra-submitit-launcher's ``array_parallelism``), one worker asks that many trials
-  and hands them to the launcher in one ``launch()`` call (:func:`run_batch`); the next batch is
-  asked when the whole batch has ended. A job whose process dies fails its trial alone (queued
+  and hands them to the launcher in one ``launch()`` call
+  (:func:`~urbansound.sweep.launching.run_batch`); the next batch is asked when the whole batch
+  has ended. A job whose process dies fails its trial alone (queued
   again); the other jobs' outcomes are read from the storage (:mod:`~urbansound.sweep.launching`).
 - **Identity.** The sampler and pruner (type and settings) and the direction are recorded on the
   study; reopening it with other ones stops with one line (see :func:`prepare_study`).
@@ -37,7 +38,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,6 +155,8 @@ def fail_ownerless(settings: SweepSettings, storage: BaseStorage, study: Any) ->
     without (its process died inside ``study.ask``) is marked not run and does not count.
     Nothing happens when heartbeats are off.
     """
+    from urbansound.sweep.launching import tell_recorded
+
     grace = settings.grace
     if grace is None:
         return []
@@ -167,7 +169,7 @@ def fail_ownerless(settings: SweepSettings, storage: BaseStorage, study: Any) ->
         if now - last <= grace:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        if _tell_recorded(study, storage, trial_id, t):
+        if tell_recorded(study, storage, trial_id, t):
             continue  # its sweep died, its launcher's job finished and recorded the outcome
         assigned = bool(t.params) or "grid_id" in t.system_attrs
         try:
@@ -262,11 +264,13 @@ def run_worker(
     """Ask, launch and tell trials until the study holds ``n_trials`` (or too many failed).
 
     With ``launch_batch`` (a launcher other than Hydra's basic one), trials go to the launcher
-    in batches of up to ``settings.batch_size`` (:func:`run_batch`); otherwise one at a time
-    through ``launch``. Returns the study's progress when this worker stops. Waits for trials
-    other workers are running (they may die and be failed and queued again) when heartbeats are
-    on.
+    in batches of up to ``settings.batch_size``
+    (:func:`~urbansound.sweep.launching.run_batch`); otherwise one at a time through
+    ``launch``. Returns the study's progress when this worker stops. Waits for trials other
+    workers are running (they may die and be failed and queued again) when heartbeats are on.
     """
+    from urbansound.sweep.launching import run_batch
+
     storage, study = open_study(settings, worker=worker)
     study_id = storage.get_study_id_from_name(settings.study_name)
     waiting_logged: list[int] = []
@@ -311,8 +315,8 @@ def run_worker(
             _run_trial(settings, storage, study, study_id, launch)
 
 
-def _ask_trial(settings: SweepSettings, study: Any) -> Any:
-    # A conditional space is asked define-by-run after ``ask`` (in _prepare_trial, where a
+def ask_trial(settings: SweepSettings, study: Any) -> Any:
+    # A conditional space is asked define-by-run after ``ask`` (in prepare_trial, where a
     # failure fails the trial); a plain one gets every distribution at once.
     fixed = {} if settings.space.is_conditional else settings.space.distributions()
     with quiet_optuna():
@@ -322,14 +326,14 @@ def _ask_trial(settings: SweepSettings, study: Any) -> Any:
 def _run_trial(
     settings: SweepSettings, storage: BaseStorage, study: Any, study_id: int, launch: Launch
 ) -> None:
-    trial = _ask_trial(settings, study)
+    trial = ask_trial(settings, study)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
     t0 = time.monotonic()
     try:
         with Heartbeat(storage, trial_id, settings.heartbeat_interval):
             outcome = _launch_trial(settings, storage, study, study_id, trial, trial_id, launch)
     except KeyboardInterrupt:
-        _abandon(
+        abandon(
             study, storage, trial_id, "interrupted (KeyboardInterrupt); queued again", settings
         )
         raise
@@ -337,16 +341,16 @@ def _run_trial(
         raise  # the storage is down: nothing can be told
     except BaseException as exc:  # a bug here or a SystemExit: the trial fails, not silently
         message = f"{type(exc).__name__}: {exc}"[:ERROR_MAX_CHARS]
-        _abandon(study, storage, trial_id, message, None)
+        abandon(study, storage, trial_id, message, None)
         if not isinstance(exc, Exception):
             raise
         log.exception("trial %d FAIL: the sweeper could not run it", trial.number)
         return
     if outcome is not None:
-        _tell(study, trial, outcome, storage=storage, trial_id=trial_id, t0=t0)
+        tell(study, trial, outcome, storage=storage, trial_id=trial_id, t0=t0)
 
 
-def _abandon(
+def abandon(
     study: Any,
     storage: BaseStorage,
     trial_id: int,
@@ -373,7 +377,7 @@ def _launch_trial(
     trial_id: int,
     launch: Launch,
 ) -> JobOutcome | None:
-    overrides = _prepare_trial(settings, storage, study, study_id, trial, trial_id)
+    overrides = prepare_trial(settings, storage, study, study_id, trial, trial_id)
     if overrides is None:
         return None
     try:
@@ -382,7 +386,7 @@ def _launch_trial(
         return JobOutcome(error=exc)
 
 
-def _prepare_trial(
+def prepare_trial(
     settings: SweepSettings,
     storage: BaseStorage,
     study: Any,
@@ -405,14 +409,14 @@ def _prepare_trial(
     if not queued and _is_excess(storage, study_id, trial.number, settings.n_trials):
         storage.set_trial_system_attr(trial_id, EXCESS_ATTR, True)
         trial.set_user_attr("error", "not run: other workers reached n_trials first")
-        _tell_state(study, trial, state=TrialState.FAIL)
+        tell_state(study, trial, state=TrialState.FAIL)
         return None
     if not queued and settings.is_grid and _grid_point_taken(storage, study_id, frozen):
         # Two workers drew the same grid point at once (Optuna's GridSampler picks at random
         # among the unvisited points): the later trial yields and is not counted.
         storage.set_trial_system_attr(trial_id, EXCESS_ATTR, True)
         trial.set_user_attr("error", "not run: another worker took this grid point first")
-        _tell_state(study, trial, state=TrialState.FAIL)
+        tell_state(study, trial, state=TrialState.FAIL)
         return None
     if queued and frozen.user_attrs.get("error"):
         trial.set_user_attr("error", None)  # copied from the trial this one re-runs
@@ -428,118 +432,6 @@ def _prepare_trial(
     ]
     log.info("trial %d: %s", trial.number, " ".join(job_overrides) or "(no overrides)")
     return overrides
-
-
-def run_batch(
-    settings: SweepSettings,
-    storage: BaseStorage,
-    study: Any,
-    study_id: int,
-    launch_batch: LaunchBatch,
-    *,
-    size: int,
-) -> None:
-    """Ask ``size`` trials, run them in one launcher call, tell each (nothing left RUNNING).
-
-    This process records every batch trial's heartbeat while the launcher runs them. A job the
-    launcher lost (its process died) is told from the outcome it recorded on its trial before
-    it ended (:mod:`~urbansound.sweep.launching`), else failed and queued again. Ctrl-C queues
-    every trial of the batch again; any other exception here fails them.
-    """
-    from urbansound.sweep.launching import recorded_outcome
-
-    asked: list[tuple[Any, int]] = []
-    jobs: list[tuple[Any, int, Job]] = []
-    outcomes: list[JobOutcome] = []
-    t0 = time.monotonic()
-    try:
-        with ExitStack() as beats:
-            for _ in range(max(size, 1)):
-                trial = _ask_trial(settings, study)
-                trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-                asked.append((trial, trial_id))
-                beats.enter_context(Heartbeat(storage, trial_id, settings.heartbeat_interval))
-                overrides = _prepare_trial(settings, storage, study, study_id, trial, trial_id)
-                if overrides is not None:
-                    jobs.append((trial, trial_id, Job(overrides, trial.number)))
-            if not jobs:
-                return
-            log.info(
-                "launching trials %s with hydra/launcher=%s",
-                [job.number for _, _, job in jobs],
-                settings.launcher,
-            )
-            t0 = time.monotonic()
-            outcomes = launch_batch([job for _, _, job in jobs])
-    except KeyboardInterrupt:
-        for _, trial_id in asked:
-            _abandon(
-                study, storage, trial_id, "interrupted (KeyboardInterrupt); queued again", settings
-            )
-        raise
-    except SweepError:
-        raise  # the storage is down: nothing can be told
-    except BaseException as exc:  # a bug here or a SystemExit: the trials fail, not silently
-        message = f"{type(exc).__name__}: {exc}"[:ERROR_MAX_CHARS]
-        for _, trial_id in asked:
-            _abandon(study, storage, trial_id, message, None)
-        if not isinstance(exc, Exception):
-            raise
-        numbers = [t.number for t, _ in asked]
-        log.exception("trials %s FAIL: the sweeper could not run them", numbers)
-        return
-    for (trial, trial_id, _), outcome in zip(jobs, outcomes, strict=True):
-        if outcome.lost:
-            recorded = retrying(
-                "reading the trial", lambda tid=trial_id: recorded_outcome(storage, tid)
-            )
-            if recorded is None:
-                message = f"its job's process died: {outcome.error}"[:ERROR_MAX_CHARS]
-                log.warning("trial %d FAIL, queued again: %s", trial.number, message)
-                _abandon(study, storage, trial_id, message, settings)
-                continue
-            outcome = _from_record(recorded, outcome.output_dir)
-        _tell(study, trial, outcome, storage=storage, trial_id=trial_id, t0=t0)
-
-
-def _tell_recorded(study: Any, storage: BaseStorage, trial_id: int, trial: FrozenTrial) -> bool:
-    """Tell an ownerless trial the outcome its job recorded; False when it recorded none.
-
-    A sweep killed while a launcher's jobs run (a login node's session lost) leaves their
-    trials RUNNING; the jobs finish on their own and record their outcomes, which the next
-    sweep keeps instead of running those trials again.
-    """
-    from urbansound.sweep.launching import OUTCOME_ATTR
-
-    recorded = trial.system_attrs.get(OUTCOME_ATTR)
-    if not isinstance(recorded, dict):
-        return False
-    try:
-        if "value" in recorded:
-            _tell_state(study, trial.number, value=float(recorded["value"]))
-        elif "pruned" in recorded:
-            _tell_state(study, trial.number, state=TrialState.PRUNED)
-        else:
-            storage.set_trial_user_attr(trial_id, "error", str(recorded.get("error")))
-            _tell_state(study, trial.number, state=TrialState.FAIL)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        return True  # another worker told it first
-    log.warning(
-        "trial %d was RUNNING with no live sweep; its job had finished: told %s from its "
-        "recorded outcome",
-        trial.number,
-        storage.get_trial(trial_id).state.name,
-    )
-    return True
-
-
-def _from_record(recorded: dict[str, Any], output_dir: str | None) -> JobOutcome:
-    """A :class:`JobOutcome` from what a job recorded on its trial."""
-    if "value" in recorded:
-        return JobOutcome(value=recorded["value"], output_dir=output_dir)
-    if "pruned" in recorded:
-        return JobOutcome(error=optuna.TrialPruned(recorded["pruned"]), output_dir=output_dir)
-    return JobOutcome(error=RuntimeError(recorded.get("error")), output_dir=output_dir)
 
 
 def _grid_point_taken(storage: BaseStorage, study_id: int, trial: FrozenTrial) -> bool:
@@ -565,7 +457,7 @@ def _is_excess(storage: BaseStorage, study_id: int, number: int, n_trials: int) 
     return study_progress(earlier, gone=superseded(trials)).counted >= n_trials
 
 
-def _tell(
+def tell(
     study: Any, trial: Any, outcome: JobOutcome, *, storage: BaseStorage, trial_id: int, t0: float
 ) -> None:
     """Record the job's outcome, retrying while the storage is briefly unreachable."""
@@ -592,14 +484,14 @@ def _tell(
             error = ValueError(f"the job returned {outcome.value!r}, not a number")
         else:
             retrying(
-                f"telling trial {trial.number}", lambda: _tell_state(study, trial, value=value)
+                f"telling trial {trial.number}", lambda: tell_state(study, trial, value=value)
             )
             log.info("trial %d COMPLETE: %.4g (%.1f s)", trial.number, value, seconds)
             return
     if isinstance(error, TrialPruned | optuna.TrialPruned):
         retrying(
             f"telling trial {trial.number}",
-            lambda: _tell_state(study, trial, state=TrialState.PRUNED),
+            lambda: tell_state(study, trial, state=TrialState.PRUNED),
         )
         log.info("trial %d PRUNED: %s (%.1f s)", trial.number, error, seconds)
         return
@@ -612,7 +504,7 @@ def _tell(
             log.warning("%s", exc)
     retrying("storing the error", lambda: trial.set_user_attr("error", message))
     retrying(
-        f"telling trial {trial.number}", lambda: _tell_state(study, trial, state=TrialState.FAIL)
+        f"telling trial {trial.number}", lambda: tell_state(study, trial, state=TrialState.FAIL)
     )
     log.warning(
         "trial %d FAIL: %s (%.1f s)", trial.number, message, seconds, exc_info=_exc_info(error)
@@ -625,7 +517,7 @@ def _exc_info(error: BaseException) -> Any:
     return (type(error), error, error.__traceback__)
 
 
-def _tell_state(
+def tell_state(
     study: Any, trial: Any, *, value: float | None = None, state: TrialState | None = None
 ) -> None:
     try:
