@@ -333,9 +333,7 @@ def _run_trial(
         with Heartbeat(storage, trial_id, settings.heartbeat_interval):
             outcome = _launch_trial(settings, storage, study, study_id, trial, trial_id, launch)
     except KeyboardInterrupt:
-        abandon(
-            study, storage, trial_id, "interrupted (KeyboardInterrupt); queued again", settings
-        )
+        abandon(study, storage, trial_id, "interrupted (KeyboardInterrupt); queued again", settings)
         raise
     except SweepError:
         raise  # the storage is down: nothing can be told
@@ -483,9 +481,7 @@ def tell(
         except (TypeError, ValueError):
             error = ValueError(f"the job returned {outcome.value!r}, not a number")
         else:
-            retrying(
-                f"telling trial {trial.number}", lambda: tell_state(study, trial, value=value)
-            )
+            retrying(f"telling trial {trial.number}", lambda: tell_state(study, trial, value=value))
             log.info("trial %d COMPLETE: %.4g (%.1f s)", trial.number, value, seconds)
             return
     if isinstance(error, TrialPruned | optuna.TrialPruned):
