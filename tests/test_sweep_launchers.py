@@ -82,8 +82,15 @@ def command(tmp_path: Path, storage: str, *overrides: str) -> list[str]:
     ]
 
 
+def env() -> dict[str, str]:
+    """The jobs import :class:`JobClock` from this module: the checkout on their path."""
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
+
+
 def run(cmd: list[str], cwd: Path, *, code: int = 0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300, env=env())
     assert proc.returncode == code, (
         f"{shlex.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     )
@@ -257,7 +264,9 @@ def test_submitit_local_sweep_killed_then_the_same_command_resumes(tmp_path):
     cmd = submitit_command(
         tmp_path, storage, "x=0,1,2,3", "slow_x=[1]", "slow_sleep=3", *clock(tmp_path)
     )
-    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env()
+    )
     deadline = time.monotonic() + 120
     while not (
         OUTCOME_ATTR in _trial(storage, 0).system_attrs and (tmp_path / "clock/1.json").exists()
