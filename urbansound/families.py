@@ -17,7 +17,12 @@ gives the same model as one fit): ``hist_gb`` boosts ``k/stages`` of ``max_iter`
 split is evaluated on its test part after each stage and the callbacks get one
 :class:`~urbansound.results.EpochMetrics` per stage (``epoch`` = stage). The other families
 (``svm``, ``logreg``, ``knn``, ``sklearn``) report once, as epoch 1. ``train_loss`` is NaN: a
-training loss would cost a prediction of every training part.
+training loss would cost a prediction of every training part. A forest's intermediate stages
+predict only the trees added since the last stage and keep the running sum (the forest's
+``predict_proba`` is the mean of its trees'), so each tree predicts the test part once; the last
+stage is the forest's own ``predict_proba``, so the saved probabilities are exactly one fit's.
+``hist_gb`` predicts with all iterations so far at every stage (about ``stages/2`` predictions of
+the test part, a few per cent of its fit; see ``benchmarks/families.py``).
 
 Metrics: the class probabilities are ``predict_proba`` aligned to all ``n_classes`` columns (a
 class absent from a training part gets probability 0); a clip's prediction is their argmax, so the
