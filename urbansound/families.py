@@ -22,7 +22,7 @@ predict only the trees added since the last stage and keep the running sum (the 
 ``predict_proba`` is the mean of its trees'), so each tree predicts the test part once; the last
 stage is the forest's own ``predict_proba``, so the saved probabilities are exactly one fit's.
 ``hist_gb`` predicts with all iterations so far at every stage (about ``stages/2`` predictions of
-the test part, a few per cent of its fit; see ``benchmarks/families.py``).
+the test part: ~3% of its fit on the demo corpus, not worth scikit-learn's private API).
 
 Metrics: the class probabilities are ``predict_proba`` aligned to all ``n_classes`` columns (a
 class absent from a training part gets probability 0); a clip's prediction is their argmax, so the
