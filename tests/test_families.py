@@ -158,6 +158,30 @@ def test_growing_in_stages_gives_the_model_of_one_fit(blobs, model) -> None:
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "model",
+    [
+        ForestSettings(n_estimators=12, stages=4),
+        ForestSettings(family="extra_trees", n_estimators=12, stages=4),
+        HistGBSettings(max_iter=12, stages=4),
+    ],
+    ids=["random_forest", "extra_trees", "hist_gb"],
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_each_stage_reports_what_a_model_of_that_size_scores(blobs, model, threads) -> None:
+    train = TrainSettings(threads=threads)
+    staged = _cv(blobs, model, train=train)
+    grow = "max_iter" if model.family == "hist_gb" else "n_estimators"
+    sizes = stage_sizes(model)
+    assert sizes == [3, 6, 9, 12]
+    for metrics, size in zip(staged.history, sizes, strict=True):
+        alone = _cv(blobs, replace(model, stages=1, **{grow: size}), train=train).history[0]
+        np.testing.assert_array_equal(metrics.test_accuracy, alone.test_accuracy)
+        np.testing.assert_allclose(metrics.test_loss, alone.test_loss, rtol=1e-9)
+    # the stages' accuracies are not all the same (the test above could not fail otherwise)
+    assert len({tuple(m.test_accuracy) for m in staged.history}) > 1
+
+
 def test_results_do_not_depend_on_the_thread_count(blobs) -> None:
     model = ForestSettings(n_estimators=10, stages=2)
     one = _cv(blobs, model, train=TrainSettings(threads=1))
