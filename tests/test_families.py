@@ -350,7 +350,7 @@ def test_random_forest_run_writes_results_and_predictions(run_cli, tmp_path, dem
 @pytest.mark.slow
 def test_a_family_run_is_tracked_offline(run_cli, tmp_path, demo_dir) -> None:
     run_dir = tmp_path / "gb"
-    run_cli(
+    proc = run_cli(
         *QUICK,
         *_demo(demo_dir),
         "model=hist_gb",
@@ -358,11 +358,19 @@ def test_a_family_run_is_tracked_offline(run_cli, tmp_path, demo_dir) -> None:
         "model.stages=2",
         "tracking.mode=offline",
         f"tracking.offline_dir={tmp_path / 'comet'}",
+        f"features.cache_dir={tmp_path / 'cache' / 'features'}",  # class figures drawn afresh
         f"hydra.run.dir={run_dir}",
     )
     results = json.loads((run_dir / "results.json").read_text())
     archive = Path(results["tracking"]["archive"])
     assert archive.is_file() and archive.parent == tmp_path / "comet"
+    # the class-samples experiment is logged after the run; the upload command names both
+    samples = json.loads((run_dir / "figures" / "dataset" / "samples.json").read_text())
+    samples_archive = Path(samples["tracking"]["archive"])
+    assert samples_archive.is_file() and samples_archive != archive
+    console = proc.stdout + proc.stderr
+    assert "Comet: 2 offline archive(s)" in console
+    assert archive.name in console and samples_archive.name in console
     with zipfile.ZipFile(archive) as z:
         names = z.namelist()
         assert "experiment.json" in names

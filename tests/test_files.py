@@ -86,3 +86,36 @@ def test_json_helpers(tmp_path: Path) -> None:
 def test_redact_url() -> None:
     assert redact_url("postgresql+psycopg://u:pw@h/db") == "postgresql+psycopg://u:***@h/db"
     assert redact_url("journal.log") == "journal.log" and redact_url(None) is None
+
+
+def test_atomic_writes_get_the_mode_a_plain_open_would_give(tmp_path) -> None:
+    """mkstemp makes 0600 files: shared outputs and caches must follow the umask instead."""
+    import os
+    import stat
+
+    from urbansound import files
+
+    old = os.umask(0o022)
+    try:
+        files.UMASK, saved = 0o022, files.UMASK
+        path = files.atomic_write(tmp_path / "results.json", "{}\n")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        folder = tmp_path / "shared"
+        folder.mkdir(mode=0o700)
+        files.public_mode(folder, directory=True)
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    finally:
+        files.UMASK = saved
+        os.umask(old)
+
+
+def test_a_missing_parent_that_cannot_be_made_says_what_to_do(tmp_path) -> None:
+    import errno
+
+    from urbansound import files
+
+    err = files.output_error("/proc/nope/x", OSError(errno.ENOENT, "No such file or directory"))
+    assert str(err) == (
+        "cannot write /proc/nope/x: a folder on its path does not exist and cannot be created; "
+        "choose another path"
+    )

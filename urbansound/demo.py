@@ -26,7 +26,7 @@ import pandas as pd
 from urbansound.data import CLASS_NAMES, CSV_COLUMNS, FOLDS, METADATA
 from urbansound.demo_sounds import draw_recording, synth_slice
 from urbansound.errors import DataError
-from urbansound.files import write_json
+from urbansound.files import public_mode, write_json
 from urbansound.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -230,6 +230,7 @@ def make_demo_corpus(
     try:
         dest.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=dest))
+        public_mode(tmp, directory=True)  # the corpus root, once renamed: readable by all
     except OSError as exc:
         raise DataError(
             f"cannot create the demo corpus in {dest} ({exc.strerror}); set data.demo_dir to a "

@@ -26,11 +26,24 @@ import numpy as np
 
 from urbansound.errors import OutputError
 
+
+def _process_umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+#: The process's umask when this module was imported: files and folders made through temporary
+#: names (``mkstemp`` 0600, ``mkdtemp`` 0700) get the mode a plain ``open``/``mkdir`` would give.
+UMASK = _process_umask()
+
 __all__ = [
+    "UMASK",
     "atomic_open",
     "atomic_write",
     "json_default",
     "output_error",
+    "public_mode",
     "redact_url",
     "write_json",
 ]
@@ -52,6 +65,12 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def public_mode(path: str | Path, *, directory: bool = False) -> None:
+    """Give ``path`` the mode ``open``/``mkdir`` would have (``0o666``/``0o777`` less the umask),
+    not the private one of ``tempfile.mkstemp``/``mkdtemp``: caches and outputs are shared."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~UMASK)
+
+
 def output_error(path: str | Path, exc: OSError) -> OutputError:
     """One-line :class:`OutputError` for a failed write of ``path``, saying what to do."""
     path = Path(path)
@@ -65,6 +84,8 @@ def output_error(path: str | Path, exc: OSError) -> OutputError:
         what = "a file is in the way where a directory should be; remove it or choose another path"
     elif exc.errno == errno.ENOTDIR:
         what = "a file is in the way of one of its parent directories; remove it"
+    elif exc.errno == errno.ENOENT:
+        what = "a folder on its path does not exist and cannot be created; choose another path"
     else:
         what = exc.strerror or str(exc)
     return OutputError(f"cannot write {path}: {what}")
@@ -85,6 +106,7 @@ def atomic_open(path: str | Path, mode: str = "w", *, raw: bool = False) -> Iter
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp's 0600 would make shared outputs private
         kwargs = {"encoding": "utf-8", "newline": ""} if mode == "w" else {}
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh

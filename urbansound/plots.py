@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from urbansound.config import FeatureSettings
-from urbansound.files import atomic_open, output_error, write_json
+from urbansound.files import atomic_open, output_error, public_mode, write_json
 
 log = logging.getLogger(__name__)
 
@@ -439,6 +439,7 @@ def _draw_dataset_figures(
     sr = features.sr
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    public_mode(tmp, directory=True)  # the figure cache is shared like the feature cache
     try:
         examples: list[tuple[str, np.ndarray, np.ndarray]] = []
         chosen: dict[str, str] = {}

@@ -359,9 +359,15 @@ def _dataset_samples(config: DictConfig, directory: Path, *, sweep: bool) -> Any
         # The trials name this experiment by its tags (``samples`` and ``study:<name>``).
         study = (results.get("trial") or {}).get("study_name")
         tags = [index.name, *(["sweep", f"study:{study}"] if sweep and study else [])]
-        tracking.log_dataset_samples(
+        key = tracking.log_dataset_samples(
             settings, figures=drawn.figures, samples=drawn.samples, tags=tags
         )
+        if key is not None:  # its archive, for the upload command printed after this callback
+            archive = tracking.offline_archive(settings, key)
+            record = {"experiment_key": key, "archive": str(archive) if archive else None}
+            write_json(
+                directory / plots.FIGURES_DIR / "dataset" / "samples.json", {"tracking": record}
+            )
     return drawn
 
 

@@ -39,20 +39,27 @@ def is_complete_archive(path: str | Path) -> bool:
     return isinstance(meta, dict) and bool(meta.get("offline_id"))
 
 
-def archives_under(directory: str | Path) -> list[Path]:
-    """The complete offline archives recorded in the ``results.json`` files under ``directory``.
+#: Files in which an experiment records its offline archive (``{"tracking": {"archive": ...}}``):
+#: a run's or trial's ``results.json``, a final fit's ``fit.json``, and ``samples.json`` of the
+#: dataset's class-samples experiment (written beside its figures after a run or sweep).
+RECORDS = ("results.json", "fit.json", "samples.json")
 
-    Each tracked run records its archive in ``results.json`` (``tracking.archive``); archives that
-    no longer exist or are incomplete (:func:`is_complete_archive`) are left out. Sorted by path.
+
+def archives_under(directory: str | Path) -> list[Path]:
+    """The complete offline archives recorded under ``directory`` (see :data:`RECORDS`).
+
+    Archives that no longer exist or are incomplete (:func:`is_complete_archive`) are left out.
+    Sorted by path.
     """
     found: set[Path] = set()
-    for results in Path(directory).rglob("results.json"):
-        try:
-            archive = json.loads(results.read_text()).get("tracking", {}).get("archive")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if archive and is_complete_archive(archive):
-            found.add(Path(archive))
+    for name in RECORDS:
+        for record in Path(directory).rglob(name):
+            try:
+                archive = json.loads(record.read_text()).get("tracking", {}).get("archive")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if archive and is_complete_archive(archive):
+                found.add(Path(archive))
     return sorted(found)
 
 
