@@ -196,3 +196,12 @@ def test_hydra_verbose_shows_our_debug_lines_not_matplotlibs(run_cli, tmp_path, 
     assert (run_dir / "figures" / "dataset" / "classes_overview.png").is_file()
     chatty = [ln for ln in debug if "[matplotlib" in ln or "[PIL" in ln]
     assert chatty == [], chatty[:3]
+
+
+def test_a_config_error_leaves_no_run_directory_behind(run_cli, tmp_path) -> None:
+    for bad in ("+train.epoch=3", "train.epochs=0", "n_mfcc=200"):
+        proc = run_cli(bad, "tracking.mode=disabled", check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    left = list((tmp_path / "outputs").rglob("*"))
+    assert not [p for p in left if p.is_file() or p.name == ".hydra"], left  # Hydra's run dirs

@@ -261,6 +261,27 @@ def _quiet_chatty_libraries() -> None:
             logger.setLevel(logging.WARNING)
 
 
+def _remove_if_untouched(run_dir: Path) -> None:
+    """Remove the run directory Hydra made for a run that stopped before writing anything.
+
+    A config error or a bad dataset stops the run before its first output: what is left is
+    Hydra's ``.hydra/`` and an empty log, a directory that would only clutter ``outputs/runs``.
+    Anything else in it (a ``config.yaml``, a non-empty log, a user's file) keeps it.
+    """
+    import shutil
+
+    try:
+        entries = list(run_dir.iterdir())
+        if all(
+            (p.name == ".hydra" and p.is_dir()) or (p.suffix == ".log" and p.stat().st_size == 0)
+            for p in entries
+        ):
+            shutil.rmtree(run_dir)
+            run_dir.parent.rmdir()  # the date folder too, when this run was its only one
+    except OSError:
+        pass  # not ours to insist on
+
+
 def _is_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -444,6 +465,7 @@ def main(cfg: DictConfig) -> float:
     except UrbansoundError as exc:
         if _is_multirun():
             raise  # the sweeper records the trial as failed, with this message
+        _remove_if_untouched(Path(HydraConfig.get().runtime.output_dir))
         print(f"error: {exc}", file=sys.stderr)  # one line, no traceback
         sys.exit(2)
 
