@@ -268,6 +268,7 @@ def _remove_if_untouched(run_dir: Path) -> None:
     Hydra's ``.hydra/`` and an empty log, a directory that would only clutter ``outputs/runs``.
     Anything else in it (a ``config.yaml``, a non-empty log, a user's file) keeps it.
     """
+    import re
     import shutil
 
     try:
@@ -277,7 +278,8 @@ def _remove_if_untouched(run_dir: Path) -> None:
             for p in entries
         ):
             shutil.rmtree(run_dir)
-            run_dir.parent.rmdir()  # the date folder too, when this run was its only one
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name):  # Hydra's date folder
+                run_dir.parent.rmdir()  # when this run was its only one (else: not empty, kept)
     except OSError:
         pass  # not ours to insist on
 
@@ -292,8 +294,10 @@ def _is_multirun() -> bool:
 class CometUploadCommand(Callback):
     """Hydra callback: print the ``comet upload`` command once, after a run or a whole sweep.
 
-    Lists the offline archives recorded in the ``results.json`` files of the run or sweep
-    directory (registered in ``conf/config.yaml`` under ``hydra.callbacks``).
+    Lists the complete offline archives recorded under the run or sweep directory (each run's
+    ``results.json``, the class-samples experiment's ``samples.json``; see
+    :func:`urbansound.tracking.archives_under`). Registered in ``conf/config.yaml`` under
+    ``hydra.callbacks``, before ``dataset_figures`` (end callbacks run in reverse order).
     """
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
