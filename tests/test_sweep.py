@@ -348,8 +348,6 @@ def test_every_sweep_file_composes_into_a_valid_study(compose_cfg, tmp_path, mon
         sweep.build_sampler(settings.sampler, settings.space), optuna.samplers.BaseSampler
     )
     assert isinstance(sweep.build_pruner(settings.pruner), optuna.pruners.BasePruner)
-    if name == "families" and not (REPO / "conf" / "model" / "svm.yaml").exists():
-        pytest.skip("the model families' configs (conf/model/svm.yaml, ...) are not here yet")
     space = sweep.resolve_branches(
         settings.space,
         lambda overrides: compose_cfg([f"sweep={name}", *overrides], return_hydra_config=True),
