@@ -111,3 +111,29 @@ def compose_cfg() -> Callable[..., object]:
             )
 
     return _compose
+
+
+@pytest.fixture
+def tiny_mount(tmp_path: Path):
+    """Mount a 64 KiB tmpfs (options given to the factory); unmounted afterwards.
+
+    Real read-only and full file systems: as root, permissions alone block nothing.
+    """
+    mounted: list[Path] = []
+
+    def mount(options: str) -> Path:
+        where = tmp_path / f"mnt{len(mounted)}"
+        where.mkdir()
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size=64k,{options}", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode:
+            pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()}): needs root")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)

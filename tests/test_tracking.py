@@ -551,39 +551,24 @@ def test_an_unusable_offline_dir_leaves_the_run_untracked_with_one_warning(
 
 
 @pytest.fixture
-def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+def read_only_dir(tmp_path: Path, tiny_mount) -> Iterator[Path]:
     """A directory nobody can write to: a read-only mount as root, else mode 0555."""
     import os
-    import subprocess
 
+    if os.geteuid() == 0:  # permissions stop no root process: a read-only file system does
+        yield tiny_mount("ro")
+        return
     path = tmp_path / "read-only"
     path.mkdir()
-    if os.geteuid() != 0:
-        path.chmod(0o555)
-        yield path
-        path.chmod(0o755)
-        return
-    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)])
-    if mount.returncode != 0:
-        pytest.skip("running as root without the right to mount a read-only file system")
+    path.chmod(0o555)
     yield path
-    subprocess.run(["umount", str(path)], check=True)
+    path.chmod(0o755)
 
 
 @pytest.fixture
-def full_dir(tmp_path: Path) -> Iterator[Path]:
-    """A directory on a 64 KiB file system (root only: a tmpfs mount)."""
-    import os
-    import subprocess
-
-    path = tmp_path / "full"
-    path.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("a small file system needs a tmpfs mount (root)")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(path)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    yield path
-    subprocess.run(["umount", str(path)], check=True)
+def full_dir(tiny_mount) -> Path:
+    """A directory on a 64 KiB file system (a tmpfs mount: root only)."""
+    return tiny_mount("rw")
 
 
 def test_a_read_only_offline_dir_is_one_warning_and_no_file(
