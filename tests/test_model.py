@@ -97,10 +97,12 @@ def test_stacked_backward_matches_autograd(
         drop = [torch.rand(n_models, batch, h) < dropout for h in sizes[1:-1]]
     keep = [(~m).float() / (1 - dropout) for m in drop] if drop is not None else [None, None]
 
-    logits, cache = net.forward_train(x, keep)
+    logits_t, cache = net.forward_train(x, keep)  # class-major: (models, classes, rows)
+    assert logits_t.shape == (n_models, sizes[-1], batch)
+    logits = logits_t.transpose(1, 2)
     onehot = torch.nn.functional.one_hot(y, sizes[-1]).float()
     grad = (torch.softmax(logits, -1) - onehot) * w[..., None]
-    net.backward(grad, cache)
+    net.backward(grad.transpose(1, 2).contiguous(), cache)
 
     # Autograd on each model with torch.nn layers and the same masks.
     act = {

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -350,6 +355,20 @@ def test_pruning_callback_stops_training() -> None:
     assert calls == [1, 2] and info.value.epoch == 2
 
 
+def test_pruning_stops_the_child_groups_too() -> None:
+    X, y, folds = _blobs(seed=6)
+
+    def prune_at_1(m: EpochMetrics) -> None:
+        raise TrialPruned(m.epoch, m.mean_test_accuracy)
+
+    with pytest.raises(TrialPruned):
+        cross_validate(
+            X, y, fold_splits(folds), n_classes=N_CLASSES, model=SMALL,
+            train=_train(epochs=50, threads=4), callbacks=[prune_at_1], progress=False,
+        )  # fmt: skip
+    assert multiprocessing.active_children() == []
+
+
 def test_bad_inputs_raise_data_errors() -> None:
     X, y, folds = _blobs(seed=7)
     kw = {"n_classes": N_CLASSES, "model": SMALL, "train": _train(epochs=1), "progress": False}
@@ -451,7 +470,7 @@ def test_each_epoch_visits_every_training_clip_once() -> None:
         train=_train(batch_size=16),
         device=torch.device("cpu"),
     )
-    weight = group.weight.squeeze(-1).numpy()  # (steps, models, batch): > 0 for real rows
+    weight = group.weight.squeeze(2).numpy()  # (steps, models, batch): > 0 for real rows
     assert group.active == sorted(group.active, reverse=True) and group.active[0] == len(splits)
     for _ in range(2):
         idx, _bits = group.draw_epoch()
@@ -476,6 +495,121 @@ def test_thread_groups_do_not_change_the_results() -> None:
         np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-5)
         np.testing.assert_allclose(a.test_loss, b.test_loss, rtol=1e-5)
     assert [f.confusion for f in one.folds] == [f.confusion for f in three.folds]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="groups run in forked children on Linux only")
+def test_groups_in_child_processes_equal_groups_in_threads_bitwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # threads=3: one group here and two in forked children, against the same three groups as
+    # threads of this process (where fork is unavailable): the same single-threaded arithmetic,
+    # so every figure, probability and weight is bitwise the same.
+    import urbansound.lockstep as lockstep
+
+    X, y, folds = _blobs(n=260, seed=11, n_folds=5)
+    splits = fold_splits(folds)
+    kw = {"n_classes": N_CLASSES, "model": SMALL, "progress": False, "keep_models": True}
+    forked = cross_validate(X, y, splits, train=_train(threads=3), **kw)
+    assert multiprocessing.active_children() == []
+    monkeypatch.setattr(lockstep, "_fork_context", lambda: None)
+    threads = cross_validate(X, y, splits, train=_train(threads=3), **kw)
+    for a, b in zip(forked.history, threads.history, strict=True):
+        np.testing.assert_array_equal(a.train_loss, b.train_loss)
+        np.testing.assert_array_equal(a.test_loss, b.test_loss)
+        np.testing.assert_array_equal(a.test_accuracy, b.test_accuracy)
+    assert [f.confusion for f in forked.folds] == [f.confusion for f in threads.folds]
+    for a, b in zip(forked.predictions, threads.predictions, strict=True):
+        np.testing.assert_array_equal(a.probabilities, b.probabilities)
+    for a, b in zip(forked.models, threads.models, strict=True):
+        assert a.fold == b.fold
+        for (wa, ba), (wb, bb) in zip(a.params, b.params, strict=True):
+            np.testing.assert_array_equal(wa, wb)
+            np.testing.assert_array_equal(ba, bb)
+        np.testing.assert_array_equal(a.mean, b.mean)
+        np.testing.assert_array_equal(a.std, b.std)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="groups run in forked children on Linux only")
+@pytest.mark.parametrize("where", ["build", "epoch"])
+def test_a_child_groups_error_is_raised_here_and_no_child_is_left(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urbansound.lockstep as lockstep
+
+    parent = os.getpid()
+    if where == "build":
+        real_init = lockstep._Lockstep.__init__
+
+        def init(self, *args, **kwargs):
+            if os.getpid() != parent:
+                raise MemoryError("no room for the group")
+            real_init(self, *args, **kwargs)
+
+        monkeypatch.setattr(lockstep._Lockstep, "__init__", init)
+    else:
+        real_epoch = lockstep._Lockstep.run_epoch
+
+        def run_epoch(self, **kwargs):
+            if os.getpid() != parent:
+                raise FloatingPointError("epoch failed in the child")
+            return real_epoch(self, **kwargs)
+
+        monkeypatch.setattr(lockstep._Lockstep, "run_epoch", run_epoch)
+    X, y, folds = _blobs(seed=12)
+    message = "no room for the group" if where == "build" else "epoch failed in the child"
+    with pytest.raises((MemoryError, FloatingPointError), match=message):
+        cross_validate(
+            X, y, fold_splits(folds), n_classes=N_CLASSES, model=SMALL,
+            train=_train(threads=2), progress=False,
+        )  # fmt: skip
+    assert multiprocessing.active_children() == []
+
+
+_KILLED_PARENT = """
+import os, sys, numpy as np
+from urbansound.config import ModelSettings, TrainSettings
+from urbansound.cv import fold_splits
+from urbansound.train import cross_validate
+import multiprocessing
+rng = np.random.default_rng(0)
+X = rng.normal(size=(4000, 20)).astype(np.float32)
+y = rng.integers(0, 4, 4000)
+folds = np.repeat(np.arange(1, 5), 1000)
+
+def report(m):
+    if m.epoch == 1:
+        print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+
+cross_validate(X, y, fold_splits(folds), n_classes=4, model=ModelSettings(hidden=(64,)),
+               train=TrainSettings(epochs=10_000, threads=2, device="cpu"),
+               callbacks=[report], progress=False)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="groups run in forked children on Linux only")
+def test_training_children_exit_when_the_parent_is_killed() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_PARENT], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        children = [int(p) for p in proc.stdout.readline().split()]
+        assert len(children) == 1
+        proc.kill()  # SIGKILL: no finally, no atexit
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_alive(p) for p in children):
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in children), "a training child outlived its parent"
+    finally:
+        proc.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
 
 
 def test_device_setting() -> None:

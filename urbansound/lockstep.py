@@ -22,12 +22,18 @@ host once per epoch). Each fold is still exactly the model Keras would train on 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import logging
+import multiprocessing
+import signal
+import sys
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
@@ -255,14 +261,16 @@ class _Lockstep:
         self.n_train_t = torch.from_numpy(m_train.astype(np.float32)).to(device)
 
         # Per step, per model, per row: 1 / (that batch's size) for real rows, 0 for padding.
-        weight = np.zeros((n_steps, n_models, bs, 1), dtype=np.float32)
+        # Training logits and their gradients are class-major, (classes, rows) per model and
+        # step, as StackedMLP.forward_train gives them.
+        weight = np.zeros((n_steps, n_models, 1, bs), dtype=np.float32)
         for j in range(n_models):
             for s in range(int(m_steps[j])):
                 c = min(bs, int(m_train[j]) - s * bs)
-                weight[s, j, :c] = 1.0 / c
+                weight[s, j, 0, :c] = 1.0 / c
         self.weight = torch.from_numpy(weight).to(device)
         self.valid = (self.weight > 0).to(torch.float32)
-        self.neg_weight = (-self.weight).expand(-1, -1, -1, n_classes)
+        self.neg_weight = (-self.weight).expand(-1, -1, n_classes, -1)
 
         params = [fold_init_params(sizes, seed=train.seed, fold=s.fold) for s in msplits]
         self.net = StackedMLP(
@@ -281,9 +289,9 @@ class _Lockstep:
         # Buffers reused every epoch: the batches, the loss-gradient targets, every step's
         # logits (the training loss is computed from them once per epoch), the dropout bits.
         self.x_buf = torch.zeros((n_steps, n_models, bs, d), device=device)
-        self.y_buf = torch.zeros((n_steps, n_models, bs, 1), dtype=torch.long, device=device)
-        self.logits = torch.zeros((n_steps, n_models, bs, n_classes), device=device)
-        self.target = torch.zeros((n_steps, n_models, bs, n_classes), device=device)
+        self.y_buf = torch.zeros((n_steps, n_models, 1, bs), dtype=torch.long, device=device)
+        self.logits = torch.zeros((n_steps, n_models, n_classes, bs), device=device)
+        self.target = torch.zeros((n_steps, n_models, n_classes, bs), device=device)
         self.n_bytes = 8 * -(-(bs * width) // 64)
         # Expanding the packed bits of one step is one table lookup: byte -> 8 multipliers.
         byte_bits = (np.arange(256)[:, None] >> np.arange(8)[None]) & 1
@@ -339,8 +347,8 @@ class _Lockstep:
             torch.index_select(self.X_all, 0, idx, out=self.x_buf.view(-1, d))
             torch.index_select(self.y_all, 0, idx, out=self.y_buf.view(-1))
             # d(mean cross-entropy)/d(logits) = softmax * weight + target, with
-            # target = -onehot * weight.
-            self.target.zero_().scatter_(-1, self.y_buf, self.neg_weight)
+            # target = -onehot * weight (class-major: classes along axis -2).
+            self.target.zero_().scatter_(-2, self.y_buf, self.neg_weight)
             # Per-step views, made once per epoch (each slice is per-call overhead).
             xs, ts, ws, ls = (
                 t.unbind(0) for t in (self.x_buf, self.target, self.weight, self.logits)
@@ -359,10 +367,10 @@ class _Lockstep:
                     idx_k.copy_(bits[s] if full else bits[s][:k])
                     torch.index_select(table, 0, idx_k.view(-1), out=out_k)
                 logits, cache = net.forward_train(x, masks, out=lg)
-                grad = torch.addcmul(tgt, torch.softmax(logits, dim=-1), w)
+                grad = torch.addcmul(tgt, torch.softmax(logits, dim=-2), w)
                 net.backward(grad, cache)
                 opt.step(k)
-            nll = -torch.log_softmax(self.logits, dim=-1).gather(-1, self.y_buf)
+            nll = -torch.log_softmax(self.logits, dim=-2).gather(-2, self.y_buf)
             train_loss = (nll * self.valid).sum(dim=(0, 2, 3)) / self.n_train_t
             test_loss, test_acc, _, _ = self.evaluate()
             # Draw the next epoch on the host while an accelerator finishes this one.
@@ -396,7 +404,108 @@ class _Lockstep:
 
 
 # --------------------------------------------------------------------------------------------
-# Thread groups and the epoch loop
+# Groups in child processes
+
+
+def _fork_context() -> Any | None:
+    """The ``fork`` start method where groups may run in child processes (Linux), else None.
+
+    A forked child starts in microseconds and shares the parent's arrays copy-on-write; spawn
+    or forkserver would re-import torch (seconds). macOS offers fork but its system libraries
+    are not fork-safe, so other platforms keep every group in a thread of this process.
+    """
+    if sys.platform != "linux":
+        return None
+    with contextlib.suppress(ValueError):
+        return multiprocessing.get_context("fork")
+    return None
+
+
+def _serve(conn: Connection, inherited: list[Connection], build: Callable[[], _Lockstep]) -> None:
+    """Child process: build a group, then run the parent's calls until told to stop.
+
+    Each request is ``(method, kwargs)`` on the group; the reply is ``(True, result)`` or
+    ``(False, exception)``. ``None`` (or a closed pipe: the parent is gone) ends the child.
+    ``inherited`` are the parent's ends of this and earlier children's pipes, copied by fork:
+    closed first, so that the parent's death closes every pipe.
+    """
+    for c in inherited:
+        c.close()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    torch.set_num_threads(1)
+    try:
+        group = build()
+    except BaseException as exc:  # every failure goes back to the parent
+        conn.send((False, exc))
+        return
+    conn.send((True, None))
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return
+        if request is None:
+            return
+        method, kwargs = request
+        try:
+            reply = (True, getattr(group, method)(**kwargs))
+        except BaseException as exc:
+            reply = (False, exc)
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, OSError):
+            return
+
+
+class _ChildGroup:
+    """A :class:`_Lockstep` living in a forked child process, driven over a pipe.
+
+    With every group in a thread of one process, the threads hand Python's lock back and forth
+    about 25 times a step (each torch op releases it); on two cores that cost 15% of a trial
+    (``benchmarks/train.py``). A child process has a lock of its own. The child builds its
+    group from the arrays it inherits (nothing is copied or pickled on the way in), runs with
+    single-threaded ops, ignores SIGINT, and exits when the parent closes the pipe or dies.
+    """
+
+    def __init__(
+        self, ctx: Any, build: Callable[[], _Lockstep], *, siblings: Sequence[_ChildGroup] = ()
+    ) -> None:
+        self.conn, child = ctx.Pipe()
+        inherited = [self.conn, *(c.conn for c in siblings)]
+        self.proc = ctx.Process(target=_serve, args=(child, inherited, build), daemon=True)
+        self.proc.start()
+        child.close()  # the first reply says the group is built (or raises its error)
+
+    def send(self, method: str, **kwargs: Any) -> None:
+        self.conn.send((method, kwargs))
+
+    def _wait(self) -> Any:
+        try:
+            ok, value = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            raise RuntimeError(
+                f"a training process (pid {self.proc.pid}) ended unexpectedly "
+                f"(exit code {self.proc.exitcode})"
+            ) from exc
+        if not ok:
+            raise value
+        return value
+
+    def recv(self) -> Any:
+        return self._wait()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.conn.close()
+        self.proc.join(timeout=5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+
+
+# --------------------------------------------------------------------------------------------
+# Groups and the epoch loop
 
 
 def train_folds(
@@ -467,8 +576,10 @@ def _train_groups(
     ranked = np.argsort(-steps, kind="stable")
     members = [sorted(ranked[w::workers].tolist()) for w in range(workers)]
     members = [m for m in members if m]
-    groups = [
-        _Lockstep(
+
+    def builder(m: list[int]) -> Callable[[], _Lockstep]:
+        return functools.partial(
+            _Lockstep,
             X,
             y,
             [splits[i] for i in m],
@@ -477,27 +588,46 @@ def _train_groups(
             train=train,
             device=device,
         )
-        for m in members
-    ]
-    logger.info(
-        "training %d fold(s) in lockstep on %s (%d group(s)): %d epochs, batch %d, "
-        "%s MLP (%s, dropout %g)",
-        len(splits),
-        device,
-        len(groups),
-        train.epochs,
-        train.batch_size,
-        "-".join(str(w) for w in layer_sizes(X.shape[1], model.hidden, n_classes)),
-        model.activation,
-        model.dropout,
-    )
-    pool = ThreadPoolExecutor(len(groups), "train") if len(groups) > 1 else None
-    try:
 
-        def each(call: Callable[[_Lockstep], Any]) -> list[Any]:
+    # On the CPU, the first group trains in this process and every other group in a forked
+    # child (Linux), so no two groups share Python's lock; elsewhere they are threads here.
+    ctx = _fork_context() if device.type == "cpu" and len(members) > 1 else None
+    children: list[_ChildGroup] = []
+    pool: ThreadPoolExecutor | None = None
+    try:
+        if ctx is not None:
+            for m in members[1:]:
+                children.append(_ChildGroup(ctx, builder(m), siblings=children))
+            local = [builder(members[0])()]
+            for c in children:
+                c.recv()  # built, or its error raised here
+        else:
+            local = [builder(m)() for m in members]
+            if len(local) > 1:
+                pool = ThreadPoolExecutor(len(local), "train")
+        logger.info(
+            "training %d fold(s) in lockstep on %s (%d group(s)%s): %d epochs, batch %d, "
+            "%s MLP (%s, dropout %g)",
+            len(splits),
+            device,
+            len(members),
+            f", {len(children)} in child processes" if children else "",
+            train.epochs,
+            train.batch_size,
+            "-".join(str(w) for w in layer_sizes(X.shape[1], model.hidden, n_classes)),
+            model.activation,
+            model.dropout,
+        )
+
+        def each(method: str, **kwargs: Any) -> list[Any]:
+            """``group.method(**kwargs)`` on every group at once, results in group order."""
+            for c in children:
+                c.send(method, **kwargs)
             if pool is None:
-                return [call(g) for g in groups]
-            return list(pool.map(call, groups))
+                here = [getattr(g, method)(**kwargs) for g in local]
+            else:
+                here = list(pool.map(lambda g: getattr(g, method)(**kwargs), local))
+            return here + [c.recv() for c in children]
 
         history: list[EpochMetrics] = []
         folds_out = [s.fold for s in splits]
@@ -505,8 +635,7 @@ def _train_groups(
             range(train.epochs), desc="train", unit="epoch", mode=None if progress else "none"
         )
         for epoch in bar:
-            last = epoch + 1 == train.epochs
-            rows = each(lambda g, last=last: g.run_epoch(last=last))
+            rows = each("run_epoch", last=epoch + 1 == train.epochs)
             row = np.empty((3, len(splits)))
             for m, r in zip(members, rows, strict=True):
                 row[:, m] = r
@@ -522,22 +651,35 @@ def _train_groups(
             for cb in callbacks:
                 cb(metrics)
         bar.close()
-        finals = each(lambda g: g.final())
+        finals = each("final")
+        fitted: list[list[FittedMLP]] = []
+        if keep_models:
+            for g, m in zip([*local, *children], members, strict=True):
+                calls = [{"split_index": j, "fold": splits[i].fold} for j, i in enumerate(m)]
+                if isinstance(g, _ChildGroup):
+                    fitted.append([])
+                    for kw in calls:
+                        g.send("fitted", **kw)
+                        fitted[-1].append(g.recv())
+                else:
+                    fitted.append([g.fitted(**kw) for kw in calls])
     finally:
         if pool is not None:
             pool.shutdown()
+        for c in children:
+            c.close()
 
     by_split: dict[int, FoldResult] = {}
     predictions: dict[int, FoldPredictions] = {}
     models: dict[int, FittedMLP] = {}
-    for g, m, (pred, losses, probs) in zip(groups, members, finals, strict=True):
+    for g, (m, (pred, losses, probs)) in enumerate(zip(members, finals, strict=True)):
         for j, i in enumerate(m):
             s = splits[i]
             predictions[i] = FoldPredictions(
                 fold=s.fold, test_index=s.test.copy(), probabilities=probs[j, : len(s.test)]
             )
             if keep_models:
-                models[i] = g.fitted(j, s.fold)
+                models[i] = fitted[g][j]
             p = pred[j, : len(s.test)]
             t = y[s.test]
             conf = np.bincount(t * n_classes + p, minlength=n_classes * n_classes)
