@@ -23,8 +23,13 @@ It prints:
 - their ratio, and the mean CV accuracy of both after ``--plain-epochs`` epochs (the same number
   of epochs; ``--plain-epochs`` equal to ``--epochs`` compares full trials);
 - the GFLOP/s our trainer achieves (the products of the forward and backward passes and the
-  evaluations it needs) against a batched product of the same shape, (10, 32, 256) x
-  (10, 256, 256), measured in this process with the same threads.
+  evaluations it needs) against the same-shape products alone: one training step's batched
+  products (forward, kernel and input gradients, every layer, the models of one group) timed in
+  a loop in as many processes as the trainer has groups, measured in this run; and against
+  the seed's single reference shape, (10, 32, 256) x (10, 256, 256), on the same threads. The
+  gap to the first is what a step does besides its products: Adam (about a quarter of a step
+  on the CPU, bound by memory and by its square root and division), activations, dropout and
+  the loss.
 
 Timings on a shared machine are noisy: compare the ratios taken in one run, and read the load
 average printed with them.
@@ -157,6 +162,55 @@ def trial_flops(splits: list[Split], sizes: list[int], epochs: int) -> float:
     return float(epochs * (train_rows * per_train_row + test_rows * 2 * macs))
 
 
+def step_products(k: int, batch: int, sizes: list[int]) -> list[tuple[torch.Tensor, ...]]:
+    """Operands and outputs of the batched products one training step of ``k`` stacked models
+    runs (forward, kernel gradient, input gradient below the first layer), contiguous."""
+    out = []
+    for i, (fi, fo) in enumerate(itertools.pairwise(sizes)):
+        shapes = [((k, batch, fi), (k, fi, fo)), ((k, fi, batch), (k, batch, fo))]
+        if i > 0:
+            shapes.append(((k, batch, fo), (k, fo, fi)))
+        for a, b in shapes:
+            out.append((torch.randn(a), torch.randn(b), torch.empty(a[0], a[1], b[2])))
+    return out
+
+
+def _products_worker(k: int, batch: int, sizes: list[int], seconds: float, conn) -> None:
+    torch.set_num_threads(1)  # as the trainer's groups
+    ops = step_products(k, batch, sizes)
+    flops = sum(2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] for a, b, _ in ops)
+    for a, b, c in ops:
+        torch.bmm(a, b, out=c)
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for a, b, c in ops:
+            torch.bmm(a, b, out=c)
+        done += 1
+    conn.send(done * flops / (time.perf_counter() - t0))
+
+
+def step_products_gflops(
+    workers: int, k: int, batch: int, sizes: list[int], seconds: float = 2.0
+) -> float:
+    """GFLOP/s of one step's products alone (:func:`step_products`), in ``workers`` processes
+    at once, each with single-threaded ops: what the trainer's groups would reach if a step
+    were nothing but its products (no Adam, activations, dropout, loss or evaluation)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    pipes = [ctx.Pipe() for _ in range(workers)]
+    procs = [
+        ctx.Process(target=_products_worker, args=(k, batch, sizes, seconds, child))
+        for _, child in pipes
+    ]
+    for p in procs:
+        p.start()
+    rates = [parent.recv() for parent, _ in pipes]
+    for p in procs:
+        p.join()
+    return sum(rates) / 1e9
+
+
 def bmm_gflops(workers: int, seconds: float = 1.0) -> float:
     """GFLOP/s of (10, 32, 256) x (10, 256, 256) products, ``workers`` threads at once."""
     a, b = torch.randn(10, 32, 256), torch.randn(10, 256, 256)
@@ -206,6 +260,9 @@ def main() -> None:
         f"{args.threads} threads; load average {os.getloadavg()[0]:.1f}"
     )
 
+    sizes = layer_sizes(X.shape[1], model.hidden, n_classes)
+    per_group = -(-len(splits) // workers)
+    products = step_products_gflops(workers, per_group, train.batch_size, sizes)
     ref_before = bmm_gflops(workers)
     t0 = time.perf_counter()
     ours = cross_validate(
@@ -214,7 +271,8 @@ def main() -> None:
     ours_s = time.perf_counter() - t0
     ref_after = bmm_gflops(workers)
     ref = max(ref_before, ref_after)
-    flops = trial_flops(splits, layer_sizes(X.shape[1], model.hidden, n_classes), args.epochs)
+    products = max(products, step_products_gflops(workers, per_group, train.batch_size, sizes))
+    flops = trial_flops(splits, sizes, args.epochs)
     print(
         f"ours:  {ours_s:7.1f} s per trial ({args.epochs} epochs), "
         f"mean CV accuracy {ours.mean_accuracy:.4f}"
@@ -237,10 +295,14 @@ def main() -> None:
         f"accuracy after {pe} epochs: ours {ours_at:.4f}, plain {timings[best_th][1]:.4f} "
         f"(difference {100 * (ours_at - timings[best_th][1]):+.2f} points)"
     )
+    speed = flops / ours_s / 1e9
     print(
-        f"speed: {flops / ours_s / 1e9:.1f} GFLOP/s ({flops / 1e12:.2f} TFLOP per trial) "
-        f"against {ref:.1f} GFLOP/s for bmm (10,32,256)x(10,256,256) on {workers} thread(s) "
-        f"= {flops / ours_s / 1e9 / ref:.0%}; load average {os.getloadavg()[0]:.1f}"
+        f"speed: {speed:.1f} GFLOP/s ({flops / 1e12:.2f} TFLOP per trial) = "
+        f"{speed / products:.0%} of the same-shape products alone ({products:.1f} GFLOP/s: one "
+        f"step's forward and backward bmm of {per_group} models at batch {train.batch_size}, "
+        f"{'-'.join(map(str, sizes))}, in {workers} process(es)); "
+        f"{speed / ref:.0%} of bmm (10,32,256)x(10,256,256) ({ref:.1f} GFLOP/s on {workers} "
+        f"thread(s)); load average {os.getloadavg()[0]:.1f}"
     )
     print(f"settings: {dataclasses.asdict(train)}")
 
