@@ -779,3 +779,21 @@ def test_models_are_kept_only_when_asked_for() -> None:
         X, y, fold_splits(folds), n_classes=N_CLASSES, model=SMALL, train=_train(), progress=False
     )
     assert res.models == [] and len(res.predictions) == len(res.folds)
+
+
+def _train_in_pool_worker(seed: int) -> float:
+    X, y, folds = _blobs(seed=seed)
+    result = cross_validate(
+        X, y, fold_splits(folds), n_classes=N_CLASSES, model=SMALL,
+        train=_train(threads=2), progress=False,
+    )  # fmt: skip
+    return result.mean_accuracy
+
+
+def test_training_inside_a_daemonic_pool_worker_keeps_groups_in_threads() -> None:
+    # multiprocessing.Pool workers are daemonic and may not have children: the groups fall back
+    # to threads there instead of failing, with the same result as here.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        there = pool.apply(_train_in_pool_worker, (13,))
+    assert there == _train_in_pool_worker(13)

@@ -412,10 +412,11 @@ def _fork_context() -> Any | None:
 
     A forked child starts in microseconds and shares the parent's arrays copy-on-write; spawn
     or forkserver would re-import torch (seconds). macOS offers fork but its system libraries
-    are not fork-safe, so other platforms keep every group in a thread of this process.
+    are not fork-safe, so other platforms, and daemonic processes (which multiprocessing does
+    not let have children), keep every group in a thread of this process.
     """
-    if sys.platform != "linux":
-        return None
+    if sys.platform != "linux" or multiprocessing.current_process().daemon:
+        return None  # (a daemonic process, e.g. a multiprocessing.Pool worker, may not fork)
     with contextlib.suppress(ValueError):
         return multiprocessing.get_context("fork")
     return None
