@@ -4,9 +4,11 @@ The folds train together as one stacked model (:class:`urbansound.model.StackedM
 of an epoch runs batch ``s`` of every fold through batched matrix products with a written-out
 backward pass (no autograd), and fused Adam updates (:class:`StackedAdam`) move every fold's
 weights. On the CPU the folds are dealt to ``train.threads`` such stacks (:func:`train_folds`),
-each driven by its own worker thread with single-threaded torch ops, meeting once per epoch; on
-CUDA there is one stack and nothing leaves the device inside an epoch (metrics are copied to the
-host once per epoch). Each fold is still exactly the model Keras would train on its own:
+each with single-threaded torch ops, meeting once per epoch: the first in this process, the
+others in forked child processes on Linux (:class:`_ChildGroup`; threads of this process
+elsewhere); on CUDA there is one stack and nothing leaves the device inside an epoch (metrics
+are copied to the host once per epoch). Each fold is still exactly the model Keras would train
+on its own:
 
 - its own initialisation, shuffling and dropout, drawn from generators derived from
   ``(train.seed, fold)`` only (:func:`fold_seeds`, :class:`FoldRandom`, on the host), so a fold
@@ -523,17 +525,18 @@ def train_folds(
 ) -> CVResult:
     """Train one model per split, all in lockstep; inputs already checked (float32, int64).
 
-    Chooses the device (``train.device``) and the thread groups (``train.threads`` worker
-    threads on the CPU, one stack per thread), restores torch's thread count afterwards, and
+    Chooses the device (``train.device``) and the groups (``train.threads`` of them on the CPU,
+    one stack each: one in this process, the others in forked children on Linux), restores
+    torch's thread count afterwards, and
     returns the :class:`CVResult` (see :func:`urbansound.train.cross_validate`); with
     ``keep_models`` its ``models`` hold every split's :class:`FittedMLP`.
     """
     device = resolve_device(train.device)
     old_threads = torch.get_num_threads()
     threads = train.threads if train.threads is not None else old_threads
-    # On the CPU the folds are dealt to `threads` lockstep groups, one per worker thread, each
-    # running single-threaded torch ops: one synchronisation per epoch instead of one per op
-    # (an OpenMP team per op collapses when the cores are shared with other processes: a single
+    # On the CPU the folds are dealt to `threads` lockstep groups (one here, the others in child
+    # processes; see _train_groups), each running single-threaded torch ops: one
+    # synchronisation per epoch instead of one per op (an OpenMP team per op collapses when the cores are shared with other processes: a single
     # split trained with 2 intra-op threads on a busy 2-core machine ran 5-10 epochs/s against
     # 60-70 with one). A single split (a final fit, cv.folds=[k]) also runs single-threaded ops.
     workers = 1 if device.type != "cpu" else max(1, min(threads, len(splits)))
