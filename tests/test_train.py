@@ -18,7 +18,7 @@ from sklearn.model_selection import train_test_split
 
 from urbansound.config import ModelSettings, TrainSettings
 from urbansound.cv import Split, fold_splits, random_split
-from urbansound.errors import ConfigError, DataError, TrialPruned
+from urbansound.errors import ConfigError, DataError, TrialPruned, UrbansoundError
 from urbansound.lockstep import (
     FoldRandom,
     dropout_bits,
@@ -558,6 +558,32 @@ def test_a_child_groups_error_is_raised_here_and_no_child_is_left(
     X, y, folds = _blobs(seed=12)
     message = "no room for the group" if where == "build" else "epoch failed in the child"
     with pytest.raises((MemoryError, FloatingPointError), match=message):
+        cross_validate(
+            X, y, fold_splits(folds), n_classes=N_CLASSES, model=SMALL,
+            train=_train(threads=2), progress=False,
+        )  # fmt: skip
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="groups run in forked children on Linux only")
+def test_a_killed_child_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The kernel's out-of-memory killer sends SIGKILL: no reply ever comes from the child.
+    import signal
+
+    import urbansound.lockstep as lockstep
+
+    parent = os.getpid()
+    real_epoch = lockstep._Lockstep.run_epoch
+
+    def run_epoch(self, **kwargs):
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_epoch(self, **kwargs)
+
+    monkeypatch.setattr(lockstep._Lockstep, "run_epoch", run_epoch)
+    X, y, folds = _blobs(seed=14)
+    with pytest.raises(UrbansoundError, match=r"killed by signal 9; out of memory\?\); "
+                       r"train.threads=1 trains every fold in this process"):  # fmt: skip
         cross_validate(
             X, y, fold_splits(folds), n_classes=N_CLASSES, model=SMALL,
             train=_train(threads=2), progress=False,

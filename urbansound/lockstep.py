@@ -43,7 +43,7 @@ import torch
 
 from urbansound.config import ModelSettings, TrainSettings
 from urbansound.cv import Split
-from urbansound.errors import ConfigError
+from urbansound.errors import ConfigError, UrbansoundError
 from urbansound.model import StackedAdam, StackedMLP, init_params, layer_sizes
 from urbansound.progress import progress_bar
 from urbansound.results import (
@@ -486,9 +486,13 @@ class _ChildGroup:
         try:
             ok, value = self.conn.recv()
         except (EOFError, OSError) as exc:
-            raise RuntimeError(
-                f"a training process (pid {self.proc.pid}) ended unexpectedly "
-                f"(exit code {self.proc.exitcode})"
+            self.proc.join(timeout=5)
+            code = self.proc.exitcode
+            how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit {code}"
+            hint = "; out of memory?" if code == -signal.SIGKILL else ""
+            raise UrbansoundError(
+                f"a training process (pid {self.proc.pid}) ended unexpectedly ({how}{hint}); "
+                "train.threads=1 trains every fold in this process"
             ) from exc
         if not ok:
             raise value
@@ -536,9 +540,10 @@ def train_folds(
     threads = train.threads if train.threads is not None else old_threads
     # On the CPU the folds are dealt to `threads` lockstep groups (one here, the others in child
     # processes; see _train_groups), each running single-threaded torch ops: one
-    # synchronisation per epoch instead of one per op (an OpenMP team per op collapses when the cores are shared with other processes: a single
-    # split trained with 2 intra-op threads on a busy 2-core machine ran 5-10 epochs/s against
-    # 60-70 with one). A single split (a final fit, cv.folds=[k]) also runs single-threaded ops.
+    # synchronisation per epoch instead of one per op (an OpenMP team per op collapses when the
+    # cores are shared with other processes: a single split trained with 2 intra-op threads on a
+    # busy 2-core machine ran 5-10 epochs/s against 60-70 with one). A single split (a final
+    # fit, cv.folds=[k]) also runs single-threaded ops.
     workers = 1 if device.type != "cpu" else max(1, min(threads, len(splits)))
     intra = 1 if device.type == "cpu" else threads
     torch.set_num_threads(intra)
