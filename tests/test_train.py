@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing
@@ -592,7 +593,7 @@ def test_a_killed_child_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 _KILLED_PARENT = """
-import os, sys, numpy as np
+import sys, threading, numpy as np
 from urbansound.config import ModelSettings, TrainSettings
 from urbansound.cv import fold_splits
 from urbansound.train import cross_validate
@@ -601,25 +602,38 @@ rng = np.random.default_rng(0)
 X = rng.normal(size=(4000, 20)).astype(np.float32)
 y = rng.integers(0, 4, 4000)
 folds = np.repeat(np.arange(1, 5), 1000)
+calls = int(sys.argv[1])  # cross_validate calls running at once, each in its own thread
+started = threading.Barrier(calls + 1)
 
 def report(m):
     if m.epoch == 1:
-        print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+        started.wait()
 
-cross_validate(X, y, fold_splits(folds), n_classes=4, model=ModelSettings(hidden=(64,)),
-               train=TrainSettings(epochs=10_000, threads=2, device="cpu"),
-               callbacks=[report], progress=False)
+def train():
+    cross_validate(X, y, fold_splits(folds), n_classes=4, model=ModelSettings(hidden=(64,)),
+                   train=TrainSettings(epochs=10_000, threads=3, device="cpu"),
+                   callbacks=[report], progress=False)
+
+for _ in range(calls):
+    threading.Thread(target=train, daemon=True).start()
+started.wait()
+print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+threading.Event().wait()
 """
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="groups run in forked children on Linux only")
-def test_training_children_exit_when_the_parent_is_killed() -> None:
+@pytest.mark.parametrize("calls", [1, 2], ids=["one-call", "two-concurrent-calls"])
+def test_training_children_exit_when_the_parent_is_killed(calls: int) -> None:
+    # Two cross_validate calls at once from threads of one process: only one forks (a fork
+    # while the other thread is inside a torch op could leave its child waiting forever on a
+    # lock that thread held), the other keeps its groups in threads; the children end anyway.
     proc = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_PARENT], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _KILLED_PARENT, str(calls)], stdout=subprocess.PIPE, text=True
     )
     try:
         children = [int(p) for p in proc.stdout.readline().split()]
-        assert len(children) == 1
+        assert len(children) == 2  # threads=3 on 4 folds: 3 groups, 2 in children
         proc.kill()  # SIGKILL: no finally, no atexit
         proc.wait()
         deadline = time.monotonic() + 20
@@ -628,6 +642,44 @@ def test_training_children_exit_when_the_parent_is_killed() -> None:
         assert not any(_alive(p) for p in children), "a training child outlived its parent"
     finally:
         proc.kill()
+        for pid in children if "children" in locals() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="groups run in forked children on Linux only")
+def test_a_second_interrupt_while_closing_leaves_no_child_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A notebook survives Ctrl-C and keeps the traceback (and with it the pipes): a second
+    # Ctrl-C while the children are being joined must not leave any of them waiting forever.
+    import urbansound.lockstep as lockstep
+
+    real_join = lockstep._ChildGroup.join
+    joins = []
+
+    def join(self):
+        joins.append(self)
+        if len(joins) == 1:
+            raise KeyboardInterrupt  # the second Ctrl-C, while joining the first child
+        real_join(self)
+
+    monkeypatch.setattr(lockstep._ChildGroup, "join", join)
+
+    def prune(m: EpochMetrics) -> None:
+        raise TrialPruned(m.epoch, m.mean_test_accuracy)
+
+    X, y, folds = _blobs(seed=15)
+    with pytest.raises(KeyboardInterrupt) as kept:  # `kept` holds the traceback, as IPython
+        cross_validate(
+            X, y, fold_splits(folds), n_classes=N_CLASSES, model=SMALL,
+            train=_train(epochs=50, threads=4), callbacks=[prune], progress=False,
+        )  # fmt: skip
+    assert kept.traceback
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and multiprocessing.active_children():
+        time.sleep(0.1)
+    assert multiprocessing.active_children() == []
 
 
 def _alive(pid: int) -> bool:
@@ -823,3 +875,41 @@ def test_training_inside_a_daemonic_pool_worker_keeps_groups_in_threads() -> Non
     with ctx.Pool(1) as pool:
         there = pool.apply(_train_in_pool_worker, (13,))
     assert there == _train_in_pool_worker(13)
+
+
+_CONCURRENT = """
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
+from urbansound.config import ModelSettings, TrainSettings
+from urbansound.cv import fold_splits
+from urbansound.train import cross_validate
+rng = np.random.default_rng(1)
+X = rng.normal(size=(1200, 8)).astype(np.float32)
+y = rng.integers(0, 3, 1200)
+folds = np.repeat(np.arange(1, 5), 300)
+
+def train(_):
+    r = cross_validate(X, y, fold_splits(folds), n_classes=3, model=ModelSettings(hidden=(16,)),
+                       train=TrainSettings(epochs=4, threads=3, device="cpu"), progress=False)
+    return r.mean_accuracy
+
+alone = train(None)
+for _ in range(3):
+    with ThreadPoolExecutor(3) as ex:
+        together = list(ex.map(train, range(3)))
+    print(alone, *together, flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="groups run in forked children on Linux only")
+def test_concurrent_calls_from_threads_finish_with_the_lone_result() -> None:
+    # Run in a subprocess with a time limit: the failure this guards against is a child that
+    # waits forever on a lock another training thread held when it was forked.
+    out = subprocess.run(
+        [sys.executable, "-c", _CONCURRENT], capture_output=True, text=True, timeout=240
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [[float(v) for v in line.split()] for line in out.stdout.splitlines()]
+    assert len(rows) == 3
+    for alone, *together in rows:
+        assert together == pytest.approx([alone] * 3, abs=1e-9)

@@ -31,6 +31,7 @@ import logging
 import multiprocessing
 import signal
 import sys
+import threading
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -429,8 +430,8 @@ def _serve(conn: Connection, inherited: list[Connection], build: Callable[[], _L
 
     Each request is ``(method, kwargs)`` on the group; the reply is ``(True, result)`` or
     ``(False, exception)``. ``None`` (or a closed pipe: the parent is gone) ends the child.
-    ``inherited`` are the parent's ends of this and earlier children's pipes, copied by fork:
-    closed first, so that the parent's death closes every pipe.
+    ``inherited`` are the parent-side ends of every live group's pipe (this one's included),
+    copied by fork: closed first, so that the parent's death closes every pipe.
     """
     for c in inherited:
         c.close()
@@ -460,6 +461,16 @@ def _serve(conn: Connection, inherited: list[Connection], build: Callable[[], _L
             return
 
 
+# Every child must close every parent-side pipe end it inherits, those of groups started by other
+# threads of this process too (concurrent cross_validate calls): a child keeping another group's
+# parent end open would keep that group's child from ever seeing its parent die. So the pipes
+# are made, the children forked and the child ends closed under one lock, and the parent ends of
+# this process's live groups are kept here.
+_FORK_LOCK = threading.RLock()
+_PARENT_ENDS: set[Connection] = set()
+_TRAININGS = 0  # train_folds calls running in this process (see _train_groups)
+
+
 class _ChildGroup:
     """A :class:`_Lockstep` living in a forked child process, driven over a pipe.
 
@@ -470,19 +481,26 @@ class _ChildGroup:
     single-threaded ops, ignores SIGINT, and exits when the parent closes the pipe or dies.
     """
 
-    def __init__(
-        self, ctx: Any, build: Callable[[], _Lockstep], *, siblings: Sequence[_ChildGroup] = ()
-    ) -> None:
-        self.conn, child = ctx.Pipe()
-        inherited = [self.conn, *(c.conn for c in siblings)]
-        self.proc = ctx.Process(target=_serve, args=(child, inherited, build), daemon=True)
-        self.proc.start()
-        child.close()  # the first reply says the group is built (or raises its error)
+    def __init__(self, ctx: Any, build: Callable[[], _Lockstep]) -> None:
+        with _FORK_LOCK:
+            self.conn, child = ctx.Pipe()
+            _PARENT_ENDS.add(self.conn)
+            inherited = list(_PARENT_ENDS)
+            self.proc = ctx.Process(target=_serve, args=(child, inherited, build), daemon=True)
+            try:
+                self.proc.start()
+            except BaseException:
+                _PARENT_ENDS.discard(self.conn)
+                self.conn.close()
+                raise
+            finally:
+                child.close()  # the first reply says the group is built (or raises its error)
 
     def send(self, method: str, **kwargs: Any) -> None:
         self.conn.send((method, kwargs))
 
-    def _wait(self) -> Any:
+    def recv(self) -> Any:
+        """The reply to the last request: its result, or its exception raised here."""
         try:
             ok, value = self.conn.recv()
         except (EOFError, OSError) as exc:
@@ -498,17 +516,30 @@ class _ChildGroup:
             raise value
         return value
 
-    def recv(self) -> Any:
-        return self._wait()
-
-    def close(self) -> None:
+    def hang_up(self) -> None:
+        """Tell the child to stop and close the pipe; returns at once (the child then exits
+        after its current request, or at once when idle)."""
+        with _FORK_LOCK:
+            _PARENT_ENDS.discard(self.conn)
         with contextlib.suppress(OSError):
             self.conn.send(None)
         self.conn.close()
+
+    def join(self) -> None:
+        """Wait for the child to exit (5 s at most, then kill it)."""
         self.proc.join(timeout=5)
         if self.proc.is_alive():
             self.proc.kill()
             self.proc.join()
+
+
+def _close_children(children: Sequence[_ChildGroup]) -> None:
+    """Hang up on every child first, then wait for each: a second Ctrl-C while waiting (a
+    notebook lives on after it) leaves no child with an open pipe, so none keeps running."""
+    for c in children:
+        c.hang_up()
+    for c in children:
+        c.join()
 
 
 # --------------------------------------------------------------------------------------------
@@ -600,13 +631,25 @@ def _train_groups(
 
     # On the CPU, the first group trains in this process and every other group in a forked
     # child (Linux), so no two groups share Python's lock; elsewhere they are threads here.
-    ctx = _fork_context() if device.type == "cpu" and len(members) > 1 else None
+    # Only a training alone in this process forks: a fork while another thread is inside a torch
+    # op can leave the child waiting forever on a lock that thread held (seen with two
+    # cross_validate calls from two threads), so a concurrent call keeps its groups in threads,
+    # and no other call starts until this one's children are forked.
+    global _TRAININGS
     children: list[_ChildGroup] = []
     pool: ThreadPoolExecutor | None = None
+    counted = False
     try:
+        with _FORK_LOCK:  # held from the count to the last fork
+            alone = _TRAININGS == 0
+            _TRAININGS += 1
+            counted = True
+            forking = alone and device.type == "cpu" and len(members) > 1
+            ctx = _fork_context() if forking else None
+            if ctx is not None:
+                for m in members[1:]:
+                    children.append(_ChildGroup(ctx, builder(m)))
         if ctx is not None:
-            for m in members[1:]:
-                children.append(_ChildGroup(ctx, builder(m), siblings=children))
             local = [builder(members[0])()]
             for c in children:
                 c.recv()  # built, or its error raised here
@@ -675,8 +718,12 @@ def _train_groups(
     finally:
         if pool is not None:
             pool.shutdown()
-        for c in children:
-            c.close()
+        try:
+            _close_children(children)
+        finally:
+            if counted:
+                with _FORK_LOCK:
+                    _TRAININGS -= 1
 
     by_split: dict[int, FoldResult] = {}
     predictions: dict[int, FoldPredictions] = {}
