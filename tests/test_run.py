@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from .conftest import DEMO_CLIPS_PER_CLASS
+from .conftest import DEMO_CLIPS_PER_CLASS, cli_env
 
 pytestmark = pytest.mark.slow
 
@@ -205,3 +210,64 @@ def test_a_config_error_leaves_no_run_directory_behind(run_cli, tmp_path) -> Non
         assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     left = list((tmp_path / "outputs").rglob("*"))
     assert not [p for p in left if p.is_file() or p.name == ".hydra"], left  # Hydra's run dirs
+
+
+def _children_of(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (Linux /proc), zombies left out."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc; groups fork on Linux only")
+def test_ctrl_c_during_training_is_one_line_exit_130_and_leaves_nothing_running(
+    tmp_path, demo_dir
+) -> None:
+    run_dir = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "urbansound.run", *QUICK, *_demo(demo_dir), "train.epochs=100000",
+        "train.threads=2", "progress=none", f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not _children_of(proc.pid):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)  # training has started once its child group exists
+        children = _children_of(proc.pid)
+        assert children, "training never started"
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends: the whole process group
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    last = [line for line in err.splitlines() if line.strip()][-1]
+    assert last == (
+        f"error: interrupted; {run_dir} holds no results.json (its config.yaml and log stay); "
+        "run the same command to start again"
+    )
+    assert not (run_dir / "results.json").exists() and (run_dir / "config.yaml").exists()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(c) for c in children):
+        time.sleep(0.1)
+    assert not any(_alive(c) for c in children), "a training child outlived the run"
+    assert not [p for p in run_dir.rglob("*.tmp")]

@@ -472,6 +472,18 @@ def main(cfg: DictConfig) -> float:
         _remove_if_untouched(Path(HydraConfig.get().runtime.output_dir))
         print(f"error: {exc}", file=sys.stderr)  # one line, no traceback
         sys.exit(2)
+    except KeyboardInterrupt:
+        if _is_multirun():
+            raise  # the sweeper queues the trial again and says so
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        _remove_if_untouched(run_dir)
+        # results.json is written once, at the end: an interrupted run has none to half-write.
+        print(
+            f"error: interrupted; {run_dir} holds no results.json (its config.yaml and log "
+            "stay); run the same command to start again",
+            file=sys.stderr,
+        )
+        sys.exit(130)
 
     if outcome.pruned is not None:
         raise outcome.pruned
