@@ -221,6 +221,7 @@ class _Lockstep:
         steps = -(-n_train // bs)  # the last batch of an epoch may be smaller
         order = np.argsort(-steps, kind="stable")
         self.inverse = np.argsort(order)  # stack position of splits[i]
+        self.folds = [s.fold for s in splits]
         msplits = [splits[i] for i in order]
         m_train, m_steps = n_train[order], steps[order]
         n_models, n_steps = len(splits), int(m_steps.max())
@@ -392,18 +393,21 @@ class _Lockstep:
             probs[self.inverse],
         )
 
-    def fitted(self, split_index: int, fold: int | str) -> FittedMLP:
-        """The trained model of ``splits[split_index]`` (of this group) as plain arrays."""
-        j = int(self.inverse[split_index])  # its stack position
-        params = [(w.numpy(), b.numpy()) for w, b in self.net.model_params(j)]
-        stats = self.stats[j]
-        return FittedMLP(
-            fold=fold,
-            params=params,
-            activation=self.net.activation,
-            mean=None if stats is None else stats[0],
-            std=None if stats is None else stats[1],
-        )
+    def fitted_models(self) -> list[FittedMLP]:
+        """Every split's trained model (of this group) as plain arrays, in split order."""
+        models = []
+        for fold, j in zip(self.folds, self.inverse, strict=True):  # j: its stack position
+            stats = self.stats[j]
+            models.append(
+                FittedMLP(
+                    fold=fold,
+                    params=[(w.numpy(), b.numpy()) for w, b in self.net.model_params(int(j))],
+                    activation=self.net.activation,
+                    mean=None if stats is None else stats[0],
+                    std=None if stats is None else stats[1],
+                )
+            )
+        return models
 
 
 # --------------------------------------------------------------------------------------------
@@ -704,17 +708,7 @@ def _train_groups(
                 cb(metrics)
         bar.close()
         finals = each("final")
-        fitted: list[list[FittedMLP]] = []
-        if keep_models:
-            for g, m in zip([*local, *children], members, strict=True):
-                calls = [{"split_index": j, "fold": splits[i].fold} for j, i in enumerate(m)]
-                if isinstance(g, _ChildGroup):
-                    fitted.append([])
-                    for kw in calls:
-                        g.send("fitted", **kw)
-                        fitted[-1].append(g.recv())
-                else:
-                    fitted.append([g.fitted(**kw) for kw in calls])
+        fitted: list[list[FittedMLP]] = each("fitted_models") if keep_models else []
     finally:
         if pool is not None:
             pool.shutdown()
