@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from .conftest import DEMO_CLIPS_PER_CLASS, cli_env
+from .conftest import DEMO_CLIPS_PER_CLASS, cli_env, process_alive
 
 pytestmark = pytest.mark.slow
 
@@ -225,13 +225,6 @@ def _children_of(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc; groups fork on Linux only")
 def test_ctrl_c_during_training_is_one_line_exit_130_and_leaves_nothing_running(
     tmp_path, demo_dir
@@ -267,7 +260,7 @@ def test_ctrl_c_during_training_is_one_line_exit_130_and_leaves_nothing_running(
     )
     assert not (run_dir / "results.json").exists() and (run_dir / "config.yaml").exists()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(c) for c in children):
+    while time.monotonic() < deadline and any(process_alive(c) for c in children):
         time.sleep(0.1)
-    assert not any(_alive(c) for c in children), "a training child outlived the run"
+    assert not any(process_alive(c) for c in children), "a training child outlived the run"
     assert not [p for p in run_dir.rglob("*.tmp")]

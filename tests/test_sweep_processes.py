@@ -22,6 +22,7 @@ import pytest
 from optuna.trial import TrialState
 
 from .apps.quadratic import app
+from .conftest import process_alive
 
 pytestmark = pytest.mark.slow
 
@@ -231,16 +232,6 @@ def test_optuna_dashboard_serves_the_study_from_the_printed_command(tmp_path):
         server.wait(timeout=30)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie (exited, not yet reaped by init) counts as gone
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split(") ", 1)[1][0] != "Z"
-
-
 def test_workers_do_not_outlive_a_killed_sweep_and_the_rerun_finishes(tmp_path):
     """Issue 11.1: kill -9 of the main process of an n_jobs=2 sweep; its workers stop too."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -264,7 +255,7 @@ def test_workers_do_not_outlive_a_killed_sweep_and_the_rerun_finishes(tmp_path):
     workers = [int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in only_study(storage).trials]
     assert len(set(workers)) == 2
     deadline = time.monotonic() + 60
-    while any(_alive(pid) for pid in workers):
+    while any(process_alive(pid) for pid in workers):
         assert time.monotonic() < deadline, "a sweep worker outlived its sweep"
         time.sleep(0.2)
 

@@ -32,6 +32,7 @@ from urbansound.model import StackedAdam, StackedMLP, init_params, layer_sizes
 from urbansound.results import CVResult, EpochMetrics
 from urbansound.train import cross_validate
 
+from .conftest import process_alive
 from .oracle import MLP
 
 N_CLASSES = 4
@@ -637,9 +638,9 @@ def test_training_children_exit_when_the_parent_is_killed(calls: int) -> None:
         proc.kill()  # SIGKILL: no finally, no atexit
         proc.wait()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(_alive(p) for p in children):
+        while time.monotonic() < deadline and any(process_alive(p) for p in children):
             time.sleep(0.1)
-        assert not any(_alive(p) for p in children), "a training child outlived its parent"
+        assert not any(process_alive(p) for p in children), "a training child outlived its parent"
     finally:
         proc.kill()
         for pid in children if "children" in locals() else []:
@@ -680,14 +681,6 @@ def test_a_second_interrupt_while_closing_leaves_no_child_running(
     while time.monotonic() < deadline and multiprocessing.active_children():
         time.sleep(0.1)
     assert multiprocessing.active_children() == []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
-    except FileNotFoundError:
-        return False
 
 
 def test_device_setting() -> None:
