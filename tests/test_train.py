@@ -513,7 +513,7 @@ def test_groups_in_child_processes_equal_groups_in_threads_bitwise(
     kw = {"n_classes": N_CLASSES, "model": SMALL, "progress": False, "keep_models": True}
     forked = cross_validate(X, y, splits, train=_train(threads=3), **kw)
     assert multiprocessing.active_children() == []
-    monkeypatch.setattr(lockstep, "_fork_context", lambda: None)
+    monkeypatch.setattr(lockstep, "fork_context", lambda: None)
     threads = cross_validate(X, y, splits, train=_train(threads=3), **kw)
     for a, b in zip(forked.history, threads.history, strict=True):
         np.testing.assert_array_equal(a.train_loss, b.train_loss)
@@ -654,9 +654,9 @@ def test_a_second_interrupt_while_closing_leaves_no_child_running(
 ) -> None:
     # A notebook survives Ctrl-C and keeps the traceback (and with it the pipes): a second
     # Ctrl-C while the children are being joined must not leave any of them waiting forever.
-    import urbansound.lockstep as lockstep
+    import urbansound.child_groups as child_groups
 
-    real_join = lockstep._ChildGroup.join
+    real_join = child_groups.ChildGroup.join
     joins = []
 
     def join(self):
@@ -665,7 +665,7 @@ def test_a_second_interrupt_while_closing_leaves_no_child_running(
             raise KeyboardInterrupt  # the second Ctrl-C, while joining the first child
         real_join(self)
 
-    monkeypatch.setattr(lockstep._ChildGroup, "join", join)
+    monkeypatch.setattr(child_groups.ChildGroup, "join", join)
 
     def prune(m: EpochMetrics) -> None:
         raise TrialPruned(m.epoch, m.mean_test_accuracy)
