@@ -53,8 +53,14 @@ def _blobs(n: int = 240, d: int = 6, *, seed: int = 0, n_folds: int = 4):
     return X.astype(np.float32), y, folds
 
 
+# The device the trainer's tests train on: the CPU here and in CI; on a GPU machine
+# `URBANSOUND_TEST_DEVICE=cuda python -m pytest tests/test_train.py` runs them on the GPU
+# (the tests of child processes and thread groups name the CPU themselves).
+DEVICE = os.environ.get("URBANSOUND_TEST_DEVICE", "cpu")
+
+
 def _train(**kw) -> TrainSettings:
-    base = {"epochs": 3, "batch_size": 16, "seed": 5, "device": "cpu"}
+    base = {"epochs": 3, "batch_size": 16, "seed": 5, "device": DEVICE}
     base.update(kw)
     return TrainSettings(**base)
 
