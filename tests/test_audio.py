@@ -227,3 +227,51 @@ def test_truncated_wav_with_a_real_size_is_still_refused(tmp_path: Path) -> None
     cut.write_bytes(full[: len(full) // 2])
     with pytest.raises(AudioError, match="the file is truncated"):
         load_audio(cut, sr=22050)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype", "ext"),
+    [
+        ("WAV", "GSM610", "wav"),
+        ("WAV", "G721_32", "wav"),
+        ("WAV", "NMS_ADPCM_16", "wav"),
+        ("AU", "G723_24", "au"),
+        ("AIFF", "GSM610", "aiff"),
+        ("W64", "GSM610", "w64"),
+    ],
+)
+def test_stream_only_codecs_are_refused_like_librosa(
+    tmp_path: Path, fmt: str, subtype: str, ext: str
+) -> None:
+    # libsndfile opens these as non-seekable; soundfile (so librosa.load) raises a ValueError
+    # on reading them, which must not escape as a traceback.
+    path = tmp_path / f"clip.{ext}"
+    sf.write(path, 0.3 * np.sin(np.arange(8000) / 7.0), 8000, subtype=subtype, format=fmt)
+    with pytest.raises(ValueError, match="non-seekable"):
+        _librosa_load(path, 22050)
+    with pytest.raises(AudioError) as err:
+        load_audio(path, sr=22050)
+    msg = str(err.value)
+    assert str(path) in msg and f"{fmt} {subtype}" in msg and "only as a stream" in msg
+    assert "features.on_error=skip" in msg and "\n" not in msg
+
+
+def test_headerless_raw_file_is_refused_like_librosa(tmp_path: Path) -> None:
+    path = tmp_path / "clip.raw"
+    path.write_bytes((np.arange(4000, dtype=np.int16) * 7).tobytes())
+    with pytest.raises(TypeError):
+        _librosa_load(path, 22050)
+    with pytest.raises(AudioError) as err:
+        load_audio(path, sr=22050)
+    msg = str(err.value)
+    assert str(path) in msg and "headerless RAW" in msg and "\n" not in msg
+
+
+def test_sds_16_bit_holding_more_bits_equals_librosa(tmp_path: Path) -> None:
+    # SDS stores "16-bit" PCM with up to 21 bits: libsndfile's int16 read truncates them, so the
+    # integer fast path would differ from librosa's float read by up to 3e-5.
+    path = tmp_path / "clip.sds"
+    x = (0.3 * np.random.default_rng(5).standard_normal(5000)).clip(-1, 1)
+    sf.write(path, x, 22050, subtype="PCM_16", format="SDS")
+    for sr in (22050, 16000):
+        np.testing.assert_array_equal(load_audio(path, sr=sr), _librosa_load(path, sr))

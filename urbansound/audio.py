@@ -13,7 +13,9 @@ Unlike ``librosa.load`` it never falls back to audioread (deprecated there), and
 files that carry no audio: an empty or non-audio file, a WAV whose data chunk is cut short
 (libsndfile reads such files silently, up to where they end), a file with no samples and one
 whose samples are not all finite (a float WAV holding a NaN or an infinity, which ``librosa.load``
-refuses too) all raise :class:`~urbansound.errors.AudioError` naming the file.
+refuses too) all raise :class:`~urbansound.errors.AudioError` naming the file. So do the files
+``librosa.load`` fails on with another exception: codecs libsndfile decodes only as a stream
+(GSM 6.10, G.72x, NMS ADPCM: soundfile's ValueError) and headerless RAW files (its TypeError).
 
 A WAV written to a pipe (ffmpeg, sox) carries placeholder sizes in its header (RIFF and data
 size 0xFFFFFFFF, or sox's 0x7FFFF000): it is read to its end, exactly as ``librosa.load`` reads
@@ -33,8 +35,11 @@ import soxr
 
 from urbansound.errors import AudioError
 
-# Subtypes whose float samples are int16 values times 2**-15 (see _int16_mono).
+# Subtypes whose float samples are int16 values times 2**-15 (see _int16_mono), in the containers
+# that hold exactly that many bits (SDS, the MIDI sample dump, stores 16-bit PCM with up to 21
+# bits, which libsndfile's float read keeps and its int16 read truncates: those go the float way).
 _INT16_EXACT = frozenset({"PCM_16", "PCM_U8", "PCM_S8"})
+_INT16_CONTAINERS = frozenset({"WAV", "WAVEX", "RF64", "W64", "AIFF", "AU", "CAF", "FLAC"})
 # Subtypes whose samples are integers, finite whatever the file holds (others are checked).
 _INTEGER = _INT16_EXACT | {"PCM_24", "PCM_32", "ULAW", "ALAW"}
 # libsndfile logs a data chunk declared longer than the file as "data : 460404 (should be 956)".
@@ -65,6 +70,8 @@ def _reason(path: str | Path, exc: BaseException) -> str:
         return "not a regular file"
     if p.stat().st_size == 0:
         return "the file is empty (0 bytes)"
+    if isinstance(exc, MemoryError):
+        return f"not enough memory to decode it ({p.stat().st_size} bytes on disk)"
     msg = str(exc).replace(f"Error opening {str(path)!r}: ", "").strip().rstrip(".")
     return msg or type(exc).__name__
 
@@ -92,14 +99,29 @@ def load_audio(path: str | Path, *, sr: int) -> np.ndarray:
     """
     try:
         with sf.SoundFile(str(path)) as f:
+            if not f.seekable():
+                # GSM 6.10, G.72x, NMS ADPCM, DPCM: libsndfile decodes these only as a stream,
+                # and soundfile (so librosa.load too) refuses to read a stream to its end.
+                raise audio_error(
+                    path,
+                    f"libsndfile decodes its {f.format} {f.subtype} audio only as a stream, which "
+                    "librosa.load cannot read either; convert it to PCM (`sox IN OUT.wav` or "
+                    "`ffmpeg -i IN OUT.wav`)",
+                )
             native_sr = f.samplerate
             declared = f.frames
-            as_int16 = f.subtype in _INT16_EXACT
+            as_int16 = f.subtype in _INT16_EXACT and f.format in _INT16_CONTAINERS
             integer = f.subtype in _INTEGER
             y = f.read(dtype="int16" if as_int16 else "float32", always_2d=True)
             info = f.extra_info
-    except (sf.SoundFileError, RuntimeError, OSError) as exc:  # LibsndfileError, read errors
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError, MemoryError) as exc:
         raise audio_error(path, _reason(path, exc)) from None
+    except TypeError as exc:  # soundfile: a headerless (RAW) file needs a sample rate and format
+        raise audio_error(
+            path,
+            f"{exc} (a headerless RAW file has no sample rate or sample format to decode it "
+            "with; librosa.load cannot read it either); convert it to WAV",
+        ) from None
     short = _SHORT_DATA.search(info)
     if short is not None and int(short.group(2)) < int(short.group(1)) < _STREAMED_DATA_SIZE:
         raise audio_error(
