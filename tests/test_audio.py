@@ -275,3 +275,27 @@ def test_sds_16_bit_holding_more_bits_equals_librosa(tmp_path: Path) -> None:
     sf.write(path, x, 22050, subtype="PCM_16", format="SDS")
     for sr in (22050, 16000):
         np.testing.assert_array_equal(load_audio(path, sr=sr), _librosa_load(path, sr))
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    path = tmp_path / "pipe.wav"
+    os.mkfifo(path)
+    result: dict = {}
+
+    def load() -> None:
+        try:
+            load_audio(path, sr=22050)
+        except AudioError as exc:
+            result["error"] = str(exc)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(60)
+    if worker.is_alive():  # before: soundfile's open waited for a writer forever
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(30)
+        pytest.fail("load_audio blocked on a FIFO")
+    assert str(path) in result["error"] and "not a regular file (a pipe)" in result["error"]

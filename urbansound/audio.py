@@ -26,7 +26,9 @@ for ``librosa.load``: an error that says how to rewrite the header.
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +99,20 @@ def load_audio(path: str | Path, *, sr: int) -> np.ndarray:
         The file is missing, empty, truncated, holds no samples, holds a non-finite sample or
         is not audio.
     """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        pass  # missing or unreachable: soundfile's error below is turned into the reason
+    else:
+        if not stat.S_ISREG(mode):
+            # A FIFO would block the open until a writer comes (forever, for a stale one), and
+            # neither a pipe nor a device can be read to its end by soundfile or librosa.load.
+            kind = "a pipe" if stat.S_ISFIFO(mode) else None
+            raise audio_error(
+                path,
+                "not a regular file"
+                + (f" ({kind}); write the audio to a file first" if kind else ""),
+            )
     try:
         with sf.SoundFile(str(path)) as f:
             if not f.seekable():
