@@ -299,3 +299,80 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
         worker.join(30)
         pytest.fail("load_audio blocked on a FIFO")
     assert str(path) in result["error"] and "not a regular file (a pipe)" in result["error"]
+
+
+_CONTAINERS = [
+    ("AIFF", "PCM_16", "aiff"),
+    ("AIFF", "PCM_24", "aiff"),
+    ("AU", "PCM_16", "au"),
+    ("AU", "FLOAT", "au"),
+    ("W64", "PCM_16", "w64"),
+    ("RF64", "PCM_16", "rf64"),
+    ("CAF", "PCM_16", "caf"),
+    ("VOC", "PCM_16", "voc"),
+    ("WAVEX", "PCM_24", "wav"),
+]
+
+
+@pytest.mark.parametrize(("fmt", "subtype", "ext"), _CONTAINERS)
+@pytest.mark.parametrize("keep", [0.5, 0.999])
+def test_a_clip_cut_short_is_refused_in_every_container(
+    tmp_path: Path, fmt: str, subtype: str, ext: str, keep: float
+) -> None:
+    # libsndfile (and so librosa.load) reads a file cut short silently up to where it ends;
+    # a truncated WAV was refused, a truncated AIFF, AU, W64, RF64 or VOC gave features of
+    # part of the clip without a word.
+    import io
+
+    buf = io.BytesIO()
+    x = (0.3 * np.random.default_rng(4).standard_normal((11025, 2))).clip(-1, 1)
+    sf.write(buf, x, 22050, subtype=subtype, format=fmt)
+    raw = buf.getvalue()
+    path = tmp_path / f"cut.{ext}"
+    path.write_bytes(raw[: int(len(raw) * keep)])
+    with pytest.raises(AudioError) as err:
+        load_audio(path, sr=22050)
+    msg = str(err.value)
+    assert str(path) in msg and "\n" not in msg
+    # (libsndfile itself refuses a CAF cut before the end of its chunk table)
+    assert "the file is truncated" in msg or (fmt == "CAF" and "malformed" in msg)
+
+
+@pytest.mark.parametrize(("fmt", "subtype", "ext"), _CONTAINERS)
+def test_whole_clips_of_any_length_are_not_taken_for_truncated(
+    tmp_path: Path, fmt: str, subtype: str, ext: str
+) -> None:
+    rng = np.random.default_rng(6)
+    for n, channels in [(1, 1), (37, 2), (1001, 3), (4099, 1)]:
+        path = tmp_path / f"whole{n}.{ext}"
+        channels = min(channels, 2) if fmt == "VOC" else channels  # VOC holds 1 or 2
+        sf.write(path, 0.2 * rng.standard_normal((n, channels)), 22050, subtype=subtype, format=fmt)
+        np.testing.assert_allclose(
+            load_audio(path, sr=16000), _librosa_load(path, 16000), rtol=0, atol=1e-5
+        )
+
+
+@pytest.mark.parametrize(
+    ("fmt", "chunk", "offset", "pack"),
+    [("AU", b".snd", 8, ">I"), ("AIFF", b"SSND", 4, ">I")],
+    ids=["au-unknown-size", "aiff-placeholder"],
+)
+def test_streamed_aiff_and_au_placeholders_load_like_librosa(
+    tmp_path: Path, fmt: str, chunk: bytes, offset: int, pack: str
+) -> None:
+    # A data size this large is a streaming writer's placeholder (AU's 0xFFFFFFFF "unknown"),
+    # read to the end of the file as libsndfile and librosa.load do, not a file cut short.
+    import io
+    import struct
+
+    buf = io.BytesIO()
+    x = (0.3 * np.random.default_rng(8).standard_normal(7001)).clip(-1, 1)
+    sf.write(buf, x, 22050, subtype="PCM_16", format=fmt)
+    raw = bytearray(buf.getvalue())
+    at = raw.index(chunk) + offset
+    raw[at : at + 4] = struct.pack(pack, 0xFFFFFFFF if fmt == "AU" else 0x7F000008)
+    path = tmp_path / f"streamed.{fmt.lower()}"
+    path.write_bytes(bytes(raw))
+    ref = _librosa_load(path, 22050)
+    assert ref.shape == (7001,)
+    np.testing.assert_array_equal(load_audio(path, sr=22050), ref)

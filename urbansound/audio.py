@@ -11,7 +11,8 @@ float conversion.
 
 Unlike ``librosa.load`` it never falls back to audioread (deprecated there), and it refuses
 files that carry no audio: an empty or non-audio file, a WAV whose data chunk is cut short
-(libsndfile reads such files silently, up to where they end), a file with no samples and one
+(libsndfile reads such files silently, up to where they end; so is an AIFF, AU, CAF, W64, RF64
+or VOC file cut short), a file with no samples and one
 whose samples are not all finite (a float WAV holding a NaN or an infinity, which ``librosa.load``
 refuses too) all raise :class:`~urbansound.errors.AudioError` naming the file. So do the files
 ``librosa.load`` fails on with another exception: codecs libsndfile decodes only as a stream
@@ -44,14 +45,55 @@ _INT16_EXACT = frozenset({"PCM_16", "PCM_U8", "PCM_S8"})
 _INT16_CONTAINERS = frozenset({"WAV", "WAVEX", "RF64", "W64", "AIFF", "AU", "CAF", "FLAC"})
 # Subtypes whose samples are integers, finite whatever the file holds (others are checked).
 _INTEGER = _INT16_EXACT | {"PCM_24", "PCM_32", "ULAW", "ALAW"}
-# libsndfile logs a data chunk declared longer than the file as "data : 460404 (should be 956)".
-_SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+# libsndfile logs an audio data chunk declared longer than the file as "data : 460404 (should be
+# 956)" (WAV, CAF), " SSND : 44108 (should be 22031)" (AIFF), "Data Size : 44100 (should be
+# 22038)" (AU); an RF64 cut short as "Calculated frame count 5499 does not match value from 'ds64'
+# chunk of 11025"; a VOC as "Seems to be a truncated file". A W64's data chunk size (24-byte chunk
+# header included) is logged without a correction: compared with what was read.
+_SHORT_DATA = re.compile(
+    r"^\s*(?:data|SSND|Data Size)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE
+)
+_SHORT_DS64 = re.compile(
+    r"Calculated frame count (\d+) does not match value from 'ds64' chunk of (\d+)"
+)
+_SHORT_VOC = "Seems to be a truncated file"
+_W64_DATA = re.compile(r"^data\s*:\s*(\d+)\s*$", re.MULTILINE)
+_BLOCK_ALIGN = re.compile(r"Block Align\s*:\s*(\d+)")
 _EMPTY_DATA = re.compile(r"^data\s*:\s*0\s*$", re.MULTILINE)
 # A program writing a WAV to a pipe cannot go back to fill in the sizes, so it writes a
-# placeholder: ffmpeg 0xFFFFFFFF, sox 0x7FFFF000 rounded down to the block size. A declared data
-# size this large is such a placeholder (the samples run to the end of the file, which is how
-# libsndfile and librosa.load read it), not a file cut short.
-_STREAMED_DATA_SIZE = 0x7FFF0000
+# placeholder: ffmpeg 0xFFFFFFFF, sox 0x7FFFF000 rounded down to the block size (other streaming
+# writers and containers: 0x7F000000 and up). A declared data size this large is such a
+# placeholder (the samples run to the end of the file, which is how libsndfile and librosa.load
+# read it), not a file cut short.
+_STREAMED_DATA_SIZE = 0x7F000000
+
+
+def _truncated(info: str, fmt: str, n_read: int) -> str | None:
+    """Why a file whose header declares more audio than it holds is truncated, or None.
+
+    libsndfile reads such a file silently up to where it ends (so does ``librosa.load``); a clip
+    cut short is a bad clip here in every container, not only in WAV.
+    """
+    short = _SHORT_DATA.search(info)
+    if short is not None and int(short.group(2)) < int(short.group(1)) < _STREAMED_DATA_SIZE:
+        return (
+            f"the file is truncated (its header declares {short.group(1)} bytes of audio data, "
+            f"it holds {short.group(2)})"
+        )
+    ds64 = _SHORT_DS64.search(info)
+    if ds64 is not None and int(ds64.group(1)) < int(ds64.group(2)) < _STREAMED_DATA_SIZE // 8:
+        return f"the file is truncated (read {ds64.group(1)} of {ds64.group(2)} frames)"
+    if fmt == "VOC" and _SHORT_VOC in info:
+        return f"the file is truncated (read {n_read} frames)"
+    if fmt == "W64":
+        data, align = _W64_DATA.search(info), _BLOCK_ALIGN.search(info)
+        if data is not None and align is not None and int(align.group(1)) > 0:
+            # The size counts the 24-byte chunk header and is padded to a multiple of 8.
+            payload = int(data.group(1)) - 24
+            if payload - n_read * int(align.group(1)) >= 8 and payload < _STREAMED_DATA_SIZE:
+                declared = payload // int(align.group(1))
+                return f"the file is truncated (read {n_read} of about {declared} frames)"
+    return None
 
 
 #: What to do, at the end of every AudioError message.
@@ -130,6 +172,7 @@ def load_audio(path: str | Path, *, sr: int) -> np.ndarray:
             integer = f.subtype in _INTEGER
             y = f.read(dtype="int16" if as_int16 else "float32", always_2d=True)
             info = f.extra_info
+            fmt = f.format
     except (sf.SoundFileError, RuntimeError, OSError, ValueError, MemoryError) as exc:
         raise audio_error(path, _reason(path, exc)) from None
     except TypeError as exc:  # soundfile: a headerless (RAW) file needs a sample rate and format
@@ -138,13 +181,9 @@ def load_audio(path: str | Path, *, sr: int) -> np.ndarray:
             f"{exc} (a headerless RAW file has no sample rate or sample format to decode it "
             "with; librosa.load cannot read it either); convert it to WAV",
         ) from None
-    short = _SHORT_DATA.search(info)
-    if short is not None and int(short.group(2)) < int(short.group(1)) < _STREAMED_DATA_SIZE:
-        raise audio_error(
-            path,
-            f"the file is truncated (its header declares {short.group(1)} bytes of audio data, "
-            f"it holds {short.group(2)})",
-        )
+    truncated = _truncated(info, fmt, y.shape[0])
+    if truncated is not None:
+        raise audio_error(path, truncated)
     if y.shape[0] == 0:
         if _EMPTY_DATA.search(info) and Path(path).stat().st_size > 64:
             raise audio_error(
