@@ -719,3 +719,20 @@ def test_directory_in_place_of_an_entry_warns_once_and_goes_on(
     assert len(warned) == 1 and "features.cache_dir=" in warned[0], caplog.text
     assert "3 feature cache entries could not be written" in caplog.text
     assert (entry / "x").read_text() == "keep me"
+
+
+def test_cache_dir_with_a_tilde_is_under_home(
+    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # features.cache_dir="~/cache" (as data.root=~/... is expanded): before, a folder named "~"
+    # in the working directory.
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:2]
+    s = dataclasses.replace(FeatureSettings(), cache_dir="~/cache", n_jobs=1)
+    assert extract_features(clips, s, progress=False).n_computed == 2
+    assert not (cwd / "~").exists()
+    assert len(list((home / "cache" / "logmel").glob("*/*.bin"))) == 2

@@ -318,7 +318,7 @@ def extract_features(
     t0 = time.perf_counter()
     n = len(paths)
     width = len(feature_names(settings))
-    root = Path(settings.cache_dir).absolute()
+    root = Path(settings.cache_dir).expanduser().absolute()
     errors: dict[int, str] = {}
     items: list[tuple[int, str, int, int]] = []
     for i, p in enumerate(paths):
