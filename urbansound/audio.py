@@ -68,6 +68,30 @@ _EMPTY_DATA = re.compile(r"^data\s*:\s*0\s*$", re.MULTILINE)
 _STREAMED_DATA_SIZE = 0x7F000000
 
 
+def _mp3_length_tag(path: str | Path) -> bool:
+    """Whether an MP3 declares its length (a Xing, Info or VBRI tag in its first frame).
+
+    Without one, libsndfile's frame count is an estimate from the file size and the first
+    frame's bitrate (off by thousands of frames for VBR/ABR files, by a few for CBR ones), so
+    reading fewer frames than it says does not mean the file was cut short: ``librosa.load``
+    reads such whole files, and so must we.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(10)
+            start = 0
+            if head[:3] == b"ID3" and len(head) == 10:  # skip an ID3v2 tag (synchsafe size)
+                size = 0
+                for b in head[6:10]:
+                    size = (size << 7) | (b & 0x7F)
+                start = 10 + size + (10 if head[5] & 0x10 else 0)
+            fh.seek(start)
+            frame = fh.read(4096)
+    except OSError:
+        return True
+    return any(tag in frame[:200] for tag in (b"Xing", b"Info", b"VBRI"))
+
+
 def _truncated(info: str, fmt: str, n_read: int) -> str | None:
     """Why a file whose header declares more audio than it holds is truncated, or None.
 
@@ -194,7 +218,7 @@ def load_audio(path: str | Path, *, sr: int) -> np.ndarray:
                 "`sox --ignore-length IN.wav OUT.wav`",
             )
         raise audio_error(path, "it holds no audio samples")
-    if y.shape[0] < declared:
+    if y.shape[0] < declared and (fmt != "MP3" or _mp3_length_tag(path)):
         raise audio_error(path, f"the file is truncated (read {y.shape[0]} of {declared} frames)")
     if not integer and not np.isfinite(y).all():
         # librosa.load refuses these (librosa.util.valid_audio: "Audio buffer is not finite
