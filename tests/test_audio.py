@@ -427,3 +427,24 @@ def test_mp3_with_a_length_tag_cut_short_is_still_refused(tmp_path: Path, id3: b
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     with pytest.raises(AudioError, match="the file is truncated"):
         load_audio(cut, sr=22050)
+
+
+def test_flac_without_a_sample_count_is_refused_like_librosa(tmp_path: Path) -> None:
+    # A FLAC written to a pipe leaves STREAMINFO's total sample count 0: soundfile then reports
+    # 2**63 - 1 frames and librosa.load fails on "array is too big".
+    import io
+
+    buf = io.BytesIO()
+    sf.write(buf, 0.3 * np.sin(np.arange(22050) / 9.0), 22050, subtype="PCM_16", format="FLAC")
+    raw = bytearray(buf.getvalue())
+    info = 8  # "fLaC" + the STREAMINFO block header
+    word = int.from_bytes(raw[info + 10 : info + 18], "big") & ~((1 << 36) - 1)
+    raw[info + 10 : info + 18] = word.to_bytes(8, "big")  # total samples (36 bits) = 0
+    path = tmp_path / "streamed.flac"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="too big"):
+        _librosa_load(path, 22050)
+    with pytest.raises(AudioError) as err:
+        load_audio(path, sr=22050)
+    msg = str(err.value)
+    assert str(path) in msg and "does not say how many samples it holds" in msg

@@ -66,6 +66,7 @@ _EMPTY_DATA = re.compile(r"^data\s*:\s*0\s*$", re.MULTILINE)
 # placeholder (the samples run to the end of the file, which is how libsndfile and librosa.load
 # read it), not a file cut short.
 _STREAMED_DATA_SIZE = 0x7F000000
+_UNKNOWN_FRAMES = 2**62  # libsndfile's frame count when a header gives none (SF_COUNT_MAX)
 
 
 def _mp3_length_tag(path: str | Path) -> bool:
@@ -192,6 +193,16 @@ def load_audio(path: str | Path, *, sr: int) -> np.ndarray:
                 )
             native_sr = f.samplerate
             declared = f.frames
+            if declared >= _UNKNOWN_FRAMES:
+                # libsndfile's "unknown length" (SF_COUNT_MAX): a FLAC written to a pipe leaves
+                # its STREAMINFO sample count 0. soundfile (so librosa.load) then tries to
+                # allocate that many frames and fails with "array is too big".
+                raise audio_error(
+                    path,
+                    f"its {f.format} header does not say how many samples it holds (written to "
+                    "a pipe?), and librosa.load cannot read it either; re-encode it to a file "
+                    "(`ffmpeg -i IN.flac OUT.flac`)",
+                )
             as_int16 = f.subtype in _INT16_EXACT and f.format in _INT16_CONTAINERS
             integer = f.subtype in _INTEGER
             y = f.read(dtype="int16" if as_int16 else "float32", always_2d=True)
