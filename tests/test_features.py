@@ -736,3 +736,26 @@ def test_cache_dir_with_a_tilde_is_under_home(
     assert extract_features(clips, s, progress=False).n_computed == 2
     assert not (cwd / "~").exists()
     assert len(list((home / "cache" / "logmel").glob("*/*.bin"))) == 2
+
+
+@pytest.mark.parametrize("cache_dir", ["", " "])
+def test_empty_cache_dir_is_a_config_error(
+    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: str
+) -> None:
+    # Before: the cache's logmel/, features/ and tmp/ folders were spread in the working
+    # directory (or in a folder named " ").
+    from urbansound.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:1]
+    s = dataclasses.replace(FeatureSettings(), cache_dir=cache_dir, n_jobs=1)
+    with pytest.raises(ConfigError, match=r"features\.cache_dir=.* is empty"):
+        extract_features(clips, s, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cache_dir_name_too_long_is_one_line_exit_2(demo_root: Path, tmp_path: Path) -> None:
+    # Before: output_error's Path.is_dir() raised ENAMETOOLONG itself: an OSError traceback.
+    long = tmp_path / ("x" * 300) / "cache"
+    proc = _run_child(demo_root, long)
+    _assert_one_line_exit_2(proc, "File name too long", "features.cache_dir=")

@@ -209,6 +209,8 @@ def read_entry(
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:  # no such entry can exist: the write says why
+            return None
         raise CorruptEntry(f"unreadable ({exc.strerror})") from None
     try:
         st = os.fstat(fd)

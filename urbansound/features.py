@@ -96,7 +96,7 @@ from urbansound.dsp import (
     _window,
     clip_features,
 )
-from urbansound.errors import AudioError
+from urbansound.errors import AudioError, ConfigError
 from urbansound.feature_cache import (
     CorruptEntry,
     check_writable,
@@ -318,6 +318,12 @@ def extract_features(
     t0 = time.perf_counter()
     n = len(paths)
     width = len(feature_names(settings))
+    if not str(settings.cache_dir).strip():
+        # Path("") is the working directory: logmel/, features/ and tmp/ would be spread there.
+        raise ConfigError(
+            f"features.cache_dir={settings.cache_dir!r} is empty; give the feature cache a folder "
+            "of its own (default outputs/cache/features)"
+        )
     root = Path(settings.cache_dir).expanduser().absolute()
     errors: dict[int, str] = {}
     items: list[tuple[int, str, int, int]] = []
