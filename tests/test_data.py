@@ -416,3 +416,22 @@ def test_leaky_recording_is_a_warning_not_an_error(tiny_root: Path, caplog) -> N
     assert index.leaky_recordings == [{"fsID": int(df["fsID"][0]), "folds": folds}]
     assert f"fsID {df['fsID'][0]} in folds {folds[0]}, {folds[1]}" in caplog.text
     assert len(index.clips) == 10
+
+
+def test_paths_too_long_are_one_line_data_errors(
+    places: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Path.is_dir() raises ENAMETOOLONG (pathlib ignores only ENOENT, ENOTDIR, EBADF, ELOOP):
+    # before, data.root, $URBANSOUND8K or data.demo_dir with a component over 255 bytes was an
+    # OSError traceback.
+    long = tmp_path / ("y" * 300)
+    with pytest.raises(DataError, match=r"data\.root=.* does not exist"):
+        resolve_dataset(DataSettings(root=str(long)))
+    monkeypatch.setenv("URBANSOUND8K", str(long))
+    with pytest.raises(DataError, match=r"\$URBANSOUND8K=.* does not exist"):
+        resolve_dataset(DataSettings())
+    monkeypatch.delenv("URBANSOUND8K")
+    with pytest.raises(DataError, match=r"data\.demo_dir=.*File name too long.*writable folder"):
+        resolve_dataset(DataSettings(demo_dir=str(long / "demo"), demo_clips_per_class=1))
+    with pytest.raises(DataError, match="does not exist"):
+        load_index(long)

@@ -280,13 +280,13 @@ def load_index(root: Path, *, missing: str = "error", name: str = "urbansound8k"
     if missing not in MISSING_MODES:
         raise ValueError(f"missing must be one of {MISSING_MODES}, got {missing!r}")
     root = Path(root).expanduser().resolve()
-    if not root.is_dir():
+    if not os.path.isdir(root):  # os.path: never raises (a name too long is just absent)
         raise DataError(
             f"dataset folder {root} does not exist; set data.root (or ${ENV_VAR}) to an "
             "UrbanSound8K folder containing metadata/UrbanSound8K.csv and audio/fold1..fold10"
         )
     csv = root / METADATA
-    if not csv.is_file():
+    if not os.path.isfile(csv):
         raise DataError(
             f"{csv} not found: {root} is not an UrbanSound8K folder; point data.root at the "
             "folder that contains metadata/UrbanSound8K.csv and audio/fold1..fold10"
@@ -391,7 +391,7 @@ def resolve_dataset(data: DataSettings) -> tuple[Path, str]:
     """
     if data.root is not None:
         root = Path(data.root).expanduser()
-        if not root.is_dir():
+        if not os.path.isdir(root):
             raise DataError(
                 f"data.root={data.root} does not exist; point it at an UrbanSound8K folder "
                 "(with metadata/UrbanSound8K.csv and audio/fold1..fold10), or leave it unset "
@@ -402,7 +402,7 @@ def resolve_dataset(data: DataSettings) -> tuple[Path, str]:
     env = os.environ.get(ENV_VAR)
     if env:
         root = Path(env).expanduser()
-        if not root.is_dir():
+        if not os.path.isdir(root):
             raise DataError(
                 f"${ENV_VAR}={env} does not exist; point it at an UrbanSound8K folder, or "
                 f"unset it to use ./data/UrbanSound8K or the built-in demo corpus"
@@ -410,7 +410,7 @@ def resolve_dataset(data: DataSettings) -> tuple[Path, str]:
         log.info("dataset: UrbanSound8K at %s (from $%s)", root.resolve(), ENV_VAR)
         return root.resolve(), "urbansound8k"
     local = Path.cwd() / LOCAL_ROOT
-    if local.is_dir():
+    if os.path.isdir(local):
         log.info("dataset: UrbanSound8K at %s (found ./%s)", local, LOCAL_ROOT.as_posix())
         return local.resolve(), "urbansound8k"
     clips_per_class = data.demo_clips_per_class
@@ -426,5 +426,11 @@ def resolve_dataset(data: DataSettings) -> tuple[Path, str]:
     )
     from urbansound.demo import make_demo_corpus  # the demo synthesiser, only when it is used
 
-    root = make_demo_corpus(Path(data.demo_dir), clips_per_class=clips_per_class)
+    try:
+        root = make_demo_corpus(Path(data.demo_dir), clips_per_class=clips_per_class)
+    except OSError as exc:  # e.g. a name too long, a loop of symbolic links
+        raise DataError(
+            f"data.demo_dir={data.demo_dir}: cannot create the demo corpus there "
+            f"({exc.strerror or exc}); set data.demo_dir to a writable folder"
+        ) from None
     return root.resolve(), "demo"
