@@ -196,6 +196,121 @@ def test_unreadable_csv_and_missing_folders(tmp_path: Path) -> None:
         load_index(tmp_path)
 
 
+def _edit_cell(root: Path, row: int, col: str, text: str) -> Path:
+    """Overwrite one cell of the CSV as raw text (pandas would reformat or re-quote it)."""
+    csv = root / "metadata" / "UrbanSound8K.csv"
+    lines = csv.read_text().splitlines()
+    fields = lines[row + 1].split(",")
+    fields[list(CSV_COLUMNS).index(col)] = text
+    lines[row + 1] = ",".join(fields)
+    csv.write_text("\n".join(lines) + "\n")
+    return csv
+
+
+@pytest.mark.parametrize(
+    ("col", "text", "expected"),
+    [
+        ("fold", "inf", "column fold must hold integers; row 4 ({name}) has 'inf'"),
+        ("fold", "1e30", "column fold must hold integers; row 4 ({name}) has '1e30'"),
+        ("fold", "", "column fold must hold integers; row 4 ({name}) has an empty cell"),
+        ("fold", "nan", "column fold must hold integers; row 4 ({name}) has 'nan'"),
+        ("classID", "-inf", "column classID must hold integers; row 4 ({name}) has '-inf'"),
+        ("fsID", "1e300", "column fsID must hold integers; row 4 ({name}) has '1e300'"),
+        ("start", "inf", "column start must hold numbers; row 4 ({name}) has 'inf'"),
+        ("end", "", "column end must hold numbers; row 4 ({name}) has an empty cell"),
+        ("class", "", "column class is empty in row 4"),
+        ("slice_file_name", " ", "column slice_file_name is empty in row 4"),
+    ],
+)
+def test_non_finite_huge_or_empty_cells_are_named(
+    tiny_root: Path, col: str, text: str, expected: str
+) -> None:
+    # Before: inf in fold was a pandas IntCastingNaNError traceback, 1e30 became fold
+    # -9223372036854775808 in the message, an empty cell was shown as np.float64(nan).
+    name = pd.read_csv(tiny_root / "metadata" / "UrbanSound8K.csv")["slice_file_name"][2]
+    csv = _edit_cell(tiny_root, 2, col, text)
+    with pytest.raises(DataError) as err:
+        load_index(tiny_root, missing="skip")
+    msg = str(err.value)
+    assert msg.startswith(str(csv.resolve())) and "\n" not in msg
+    assert expected.format(name=name) in msg
+
+
+def test_huge_class_id_is_a_gap_error_without_exhausting_memory(tiny_root: Path) -> None:
+    # Before: the gap check built range(classID + 1): 10**11 integers, killed by the OOM killer.
+    # Checked in a child process limited to 2 GiB, so a regression fails instead of taking the
+    # machine's memory.
+    import resource
+    import subprocess
+    import sys
+
+    _edit_csv(tiny_root, lambda d: _set(d, _row_of(d, 9), "classID", 99999999999))
+    code = (
+        "import sys; from urbansound.data import load_index\n"
+        "from urbansound.errors import DataError\n"
+        "try: load_index(sys.argv[1], missing='skip')\n"
+        "except DataError as e: print(e)\n"
+    )
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "classIDs must run 0..99999999999 without gaps; no row has classID 9, ..." in (
+        proc.stdout
+    )
+
+
+@pytest.mark.parametrize("where", ["first", "middle"])
+def test_row_with_more_fields_than_the_header_is_named(tiny_root: Path, where: str) -> None:
+    csv = tiny_root / "metadata" / "UrbanSound8K.csv"
+    lines = csv.read_text().splitlines()
+    at = 1 if where == "first" else 5
+    lines[at] += ","  # a trailing comma
+    csv.write_text("\n".join(lines) + "\n")
+    # Before: on the first row pandas took slice_file_name as the index and shifted every
+    # column ("column fsID must hold integers ... has np.float64(0.0)"); in the middle its
+    # ParserError message ended in a newline, so the error was two lines.
+    with pytest.raises(DataError) as err:
+        load_index(tiny_root, missing="skip")
+    msg = str(err.value)
+    assert msg.startswith(str(csv.resolve())) and "\n" not in msg
+    assert f"line {at + 1}" in msg and "9" in msg
+
+
+def test_csv_that_is_not_utf8_says_so(tiny_root: Path) -> None:
+    csv = tiny_root / "metadata" / "UrbanSound8K.csv"
+    csv.write_bytes(csv.read_text().replace(".wav", "\u00e9.wav", 1).encode("latin-1"))
+    with pytest.raises(DataError, match=r"it is not UTF-8 text .*save it as UTF-8"):
+        load_index(tiny_root, missing="skip")
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda b: b"\xef\xbb\xbf" + b,  # a BOM (Excel's "CSV UTF-8")
+        lambda b: b.replace(b"\n", b"\r\n"),  # Windows line endings
+        lambda b: b.replace(b",", b", ", 7),  # spaces after the header's commas
+        lambda b: b.replace(b"\n", b"\n\n"),  # blank lines
+    ],
+    ids=["bom", "crlf", "header-spaces", "blank-lines"],
+)
+def test_harmless_csv_variants_read_the_same(tiny_root: Path, transform) -> None:
+    want = load_index(tiny_root)
+    csv = tiny_root / "metadata" / "UrbanSound8K.csv"
+    csv.write_bytes(transform(csv.read_bytes()))
+    got = load_index(tiny_root)
+    pd.testing.assert_frame_equal(got.clips, want.clips)
+    assert got.class_names == want.class_names
+
+
 def test_missing_mode_is_checked(tiny_root: Path) -> None:
     with pytest.raises(ValueError, match="missing must be one of"):
         load_index(tiny_root, missing="ignore")
@@ -301,3 +416,22 @@ def test_leaky_recording_is_a_warning_not_an_error(tiny_root: Path, caplog) -> N
     assert index.leaky_recordings == [{"fsID": int(df["fsID"][0]), "folds": folds}]
     assert f"fsID {df['fsID'][0]} in folds {folds[0]}, {folds[1]}" in caplog.text
     assert len(index.clips) == 10
+
+
+def test_paths_too_long_are_one_line_data_errors(
+    places: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Path.is_dir() raises ENAMETOOLONG (pathlib ignores only ENOENT, ENOTDIR, EBADF, ELOOP):
+    # before, data.root, $URBANSOUND8K or data.demo_dir with a component over 255 bytes was an
+    # OSError traceback.
+    long = tmp_path / ("y" * 300)
+    with pytest.raises(DataError, match=r"data\.root=.* does not exist"):
+        resolve_dataset(DataSettings(root=str(long)))
+    monkeypatch.setenv("URBANSOUND8K", str(long))
+    with pytest.raises(DataError, match=r"\$URBANSOUND8K=.* does not exist"):
+        resolve_dataset(DataSettings())
+    monkeypatch.delenv("URBANSOUND8K")
+    with pytest.raises(DataError, match=r"data\.demo_dir=.*File name too long.*writable folder"):
+        resolve_dataset(DataSettings(demo_dir=str(long / "demo"), demo_clips_per_class=1))
+    with pytest.raises(DataError, match="does not exist"):
+        load_index(long)

@@ -290,6 +290,68 @@ def test_corrupt_entries_are_detected_and_recomputed(
     assert (third.n_computed, third.n_cached) == (0, 8)
 
 
+def test_well_formed_entries_of_the_wrong_shape_are_recomputed(
+    demo_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Entries with the right magic, key and checksum whose array has the wrong shape (a foreign
+    # or hand-made file under the entry's name): before, a ValueError traceback from matmul or
+    # from the top_db floor of an empty array, in the middle of the extraction.
+    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:5]
+    s = _settings(tmp_path)
+    good = extract_features(clips, s, progress=False)
+    stage_files = sorted((tmp_path / "cache" / "logmel").glob("*/*.bin"))
+    (memo,) = (tmp_path / "cache" / "features").glob("*.bin")
+    tmp_dir = tmp_path / "cache" / "tmp"
+
+    def rewrite(entry: Path, change) -> None:
+        key = entry.read_bytes()[8:40]
+        array = feature_cache.read_entry(entry, key)
+        feature_cache.write_entry(entry, key, change(array), tmp_dir=tmp_dir)
+
+    rewrite(stage_files[0], lambda a: np.ascontiguousarray(a.T))  # transposed
+    rewrite(stage_files[1], lambda a: a[:-1])  # one mel band fewer
+    key = stage_files[2].read_bytes()[8:40]  # no frames: a header alone, its checksum right
+    stage_files[2].write_bytes(feature_cache.HEAD.pack(feature_cache.MAGIC, key, 0, 128, 0))
+    rewrite(memo, lambda a: a[:, :-1])  # the whole matrix, one column fewer
+
+    with caplog.at_level("WARNING", logger="urbansound.features"):
+        again = extract_features(clips, s, progress=False)
+    np.testing.assert_array_equal(again.X, good.X)
+    assert (again.n_computed, again.n_cached) == (3, 2)
+    shapes = [r.getMessage() for r in caplog.records if "array, not (" in r.getMessage()]
+    assert len(shapes) == 4, caplog.text
+    third = extract_features(clips, dataclasses.replace(s, pooling="mean_std"), progress=False)
+    assert (third.n_computed, third.n_cached) == (0, 5)
+
+
+def test_fifo_in_place_of_an_entry_does_not_hang(demo_root: Path, tmp_path: Path) -> None:
+    import threading
+
+    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:3]
+    s = _settings(tmp_path)
+    good = extract_features(clips, s, progress=False)
+    for entry in sorted((tmp_path / "cache").glob("*/**/*.bin")):
+        entry.unlink()
+        os.mkfifo(entry)  # before: open() waited forever for a writer
+    result: dict = {}
+    worker = threading.Thread(
+        target=lambda: result.update(fs=extract_features(clips, s, progress=False)), daemon=True
+    )
+    worker.start()
+    worker.join(120)
+    if worker.is_alive():  # release the blocked reader, then fail
+        for entry in sorted((tmp_path / "cache").glob("*/**/*.bin")):
+            if entry.is_fifo():
+                os.close(os.open(entry, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(30)
+        pytest.fail("extract_features blocked on a FIFO in the feature cache")
+    np.testing.assert_array_equal(result["fs"].X, good.X)
+    assert result["fs"].n_computed == 3
+    # The FIFOs were replaced by entries.
+    again = extract_features(clips, dataclasses.replace(s, pooling="mean_std"), progress=False)
+    assert (again.n_computed, again.n_cached) == (0, 3)
+
+
 def test_stale_temporary_files_are_removed(demo_root: Path, tmp_path: Path) -> None:
     tmp = tmp_path / "cache" / "tmp"
     tmp.mkdir(parents=True)
@@ -657,3 +719,43 @@ def test_directory_in_place_of_an_entry_warns_once_and_goes_on(
     assert len(warned) == 1 and "features.cache_dir=" in warned[0], caplog.text
     assert "3 feature cache entries could not be written" in caplog.text
     assert (entry / "x").read_text() == "keep me"
+
+
+def test_cache_dir_with_a_tilde_is_under_home(
+    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # features.cache_dir="~/cache" (as data.root=~/... is expanded): before, a folder named "~"
+    # in the working directory.
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:2]
+    s = dataclasses.replace(FeatureSettings(), cache_dir="~/cache", n_jobs=1)
+    assert extract_features(clips, s, progress=False).n_computed == 2
+    assert not (cwd / "~").exists()
+    assert len(list((home / "cache" / "logmel").glob("*/*.bin"))) == 2
+
+
+@pytest.mark.parametrize("cache_dir", ["", " "])
+def test_empty_cache_dir_is_a_config_error(
+    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_dir: str
+) -> None:
+    # Before: the cache's logmel/, features/ and tmp/ folders were spread in the working
+    # directory (or in a folder named " ").
+    from urbansound.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:1]
+    s = dataclasses.replace(FeatureSettings(), cache_dir=cache_dir, n_jobs=1)
+    with pytest.raises(ConfigError, match=r"features\.cache_dir=.* is empty"):
+        extract_features(clips, s, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cache_dir_name_too_long_is_one_line_exit_2(demo_root: Path, tmp_path: Path) -> None:
+    # Before: output_error's Path.is_dir() raised ENAMETOOLONG itself: an OSError traceback.
+    long = tmp_path / ("x" * 300) / "cache"
+    proc = _run_child(demo_root, long)
+    _assert_one_line_exit_2(proc, "File name too long", "features.cache_dir=")

@@ -11,9 +11,12 @@ float conversion.
 
 Unlike ``librosa.load`` it never falls back to audioread (deprecated there), and it refuses
 files that carry no audio: an empty or non-audio file, a WAV whose data chunk is cut short
-(libsndfile reads such files silently, up to where they end), a file with no samples and one
+(libsndfile reads such files silently, up to where they end; so is an AIFF, AU, CAF, W64, RF64
+or VOC file cut short), a file with no samples and one
 whose samples are not all finite (a float WAV holding a NaN or an infinity, which ``librosa.load``
-refuses too) all raise :class:`~urbansound.errors.AudioError` naming the file.
+refuses too) all raise :class:`~urbansound.errors.AudioError` naming the file. So do the files
+``librosa.load`` fails on with another exception: codecs libsndfile decodes only as a stream
+(GSM 6.10, G.72x, NMS ADPCM: soundfile's ValueError) and headerless RAW files (its TypeError).
 
 A WAV written to a pipe (ffmpeg, sox) carries placeholder sizes in its header (RIFF and data
 size 0xFFFFFFFF, or sox's 0x7FFFF000): it is read to its end, exactly as ``librosa.load`` reads
@@ -24,7 +27,9 @@ for ``librosa.load``: an error that says how to rewrite the header.
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -33,18 +38,87 @@ import soxr
 
 from urbansound.errors import AudioError
 
-# Subtypes whose float samples are int16 values times 2**-15 (see _int16_mono).
+# Subtypes whose float samples are int16 values times 2**-15 (see _int16_mono), in the containers
+# that hold exactly that many bits (SDS, the MIDI sample dump, stores 16-bit PCM with up to 21
+# bits, which libsndfile's float read keeps and its int16 read truncates: those go the float way).
 _INT16_EXACT = frozenset({"PCM_16", "PCM_U8", "PCM_S8"})
+_INT16_CONTAINERS = frozenset({"WAV", "WAVEX", "RF64", "W64", "AIFF", "AU", "CAF", "FLAC"})
 # Subtypes whose samples are integers, finite whatever the file holds (others are checked).
 _INTEGER = _INT16_EXACT | {"PCM_24", "PCM_32", "ULAW", "ALAW"}
-# libsndfile logs a data chunk declared longer than the file as "data : 460404 (should be 956)".
-_SHORT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+# libsndfile logs an audio data chunk declared longer than the file as "data : 460404 (should be
+# 956)" (WAV, CAF), " SSND : 44108 (should be 22031)" (AIFF), "Data Size : 44100 (should be
+# 22038)" (AU); an RF64 cut short as "Calculated frame count 5499 does not match value from 'ds64'
+# chunk of 11025"; a VOC as "Seems to be a truncated file". A W64's data chunk size (24-byte chunk
+# header included) is logged without a correction: compared with what was read.
+_SHORT_DATA = re.compile(
+    r"^\s*(?:data|SSND|Data Size)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE
+)
+_SHORT_DS64 = re.compile(
+    r"Calculated frame count (\d+) does not match value from 'ds64' chunk of (\d+)"
+)
+_SHORT_VOC = "Seems to be a truncated file"
+_W64_DATA = re.compile(r"^data\s*:\s*(\d+)\s*$", re.MULTILINE)
+_BLOCK_ALIGN = re.compile(r"Block Align\s*:\s*(\d+)")
 _EMPTY_DATA = re.compile(r"^data\s*:\s*0\s*$", re.MULTILINE)
 # A program writing a WAV to a pipe cannot go back to fill in the sizes, so it writes a
-# placeholder: ffmpeg 0xFFFFFFFF, sox 0x7FFFF000 rounded down to the block size. A declared data
-# size this large is such a placeholder (the samples run to the end of the file, which is how
-# libsndfile and librosa.load read it), not a file cut short.
-_STREAMED_DATA_SIZE = 0x7FFF0000
+# placeholder: ffmpeg 0xFFFFFFFF, sox 0x7FFFF000 rounded down to the block size (other streaming
+# writers and containers: 0x7F000000 and up). A declared data size this large is such a
+# placeholder (the samples run to the end of the file, which is how libsndfile and librosa.load
+# read it), not a file cut short.
+_STREAMED_DATA_SIZE = 0x7F000000
+_UNKNOWN_FRAMES = 2**62  # libsndfile's frame count when a header gives none (SF_COUNT_MAX)
+
+
+def _mp3_length_tag(path: str | Path) -> bool:
+    """Whether an MP3 declares its length (a Xing, Info or VBRI tag in its first frame).
+
+    Without one, libsndfile's frame count is an estimate from the file size and the first
+    frame's bitrate (off by thousands of frames for VBR/ABR files, by a few for CBR ones), so
+    reading fewer frames than it says does not mean the file was cut short: ``librosa.load``
+    reads such whole files, and so must we.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(10)
+            start = 0
+            if head[:3] == b"ID3" and len(head) == 10:  # skip an ID3v2 tag (synchsafe size)
+                size = 0
+                for b in head[6:10]:
+                    size = (size << 7) | (b & 0x7F)
+                start = 10 + size + (10 if head[5] & 0x10 else 0)
+            fh.seek(start)
+            frame = fh.read(4096)
+    except OSError:
+        return True
+    return any(tag in frame[:200] for tag in (b"Xing", b"Info", b"VBRI"))
+
+
+def _truncated(info: str, fmt: str, n_read: int) -> str | None:
+    """Why a file whose header declares more audio than it holds is truncated, or None.
+
+    libsndfile reads such a file silently up to where it ends (so does ``librosa.load``); a clip
+    cut short is a bad clip here in every container, not only in WAV.
+    """
+    short = _SHORT_DATA.search(info)
+    if short is not None and int(short.group(2)) < int(short.group(1)) < _STREAMED_DATA_SIZE:
+        return (
+            f"the file is truncated (its header declares {short.group(1)} bytes of audio data, "
+            f"it holds {short.group(2)})"
+        )
+    ds64 = _SHORT_DS64.search(info)
+    if ds64 is not None and int(ds64.group(1)) < int(ds64.group(2)) < _STREAMED_DATA_SIZE // 8:
+        return f"the file is truncated (read {ds64.group(1)} of {ds64.group(2)} frames)"
+    if fmt == "VOC" and _SHORT_VOC in info:
+        return f"the file is truncated (read {n_read} frames)"
+    if fmt == "W64":
+        data, align = _W64_DATA.search(info), _BLOCK_ALIGN.search(info)
+        if data is not None and align is not None and int(align.group(1)) > 0:
+            # The size counts the 24-byte chunk header and is padded to a multiple of 8.
+            payload = int(data.group(1)) - 24
+            if payload - n_read * int(align.group(1)) >= 8 and payload < _STREAMED_DATA_SIZE:
+                declared = payload // int(align.group(1))
+                return f"the file is truncated (read {n_read} of about {declared} frames)"
+    return None
 
 
 #: What to do, at the end of every AudioError message.
@@ -65,6 +139,8 @@ def _reason(path: str | Path, exc: BaseException) -> str:
         return "not a regular file"
     if p.stat().st_size == 0:
         return "the file is empty (0 bytes)"
+    if isinstance(exc, MemoryError):
+        return f"not enough memory to decode it ({p.stat().st_size} bytes on disk)"
     msg = str(exc).replace(f"Error opening {str(path)!r}: ", "").strip().rstrip(".")
     return msg or type(exc).__name__
 
@@ -91,22 +167,58 @@ def load_audio(path: str | Path, *, sr: int) -> np.ndarray:
         is not audio.
     """
     try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        pass  # missing or unreachable: soundfile's error below is turned into the reason
+    else:
+        if not stat.S_ISREG(mode):
+            # A FIFO would block the open until a writer comes (forever, for a stale one), and
+            # neither a pipe nor a device can be read to its end by soundfile or librosa.load.
+            kind = "a pipe" if stat.S_ISFIFO(mode) else None
+            raise audio_error(
+                path,
+                "not a regular file"
+                + (f" ({kind}); write the audio to a file first" if kind else ""),
+            )
+    try:
         with sf.SoundFile(str(path)) as f:
+            if not f.seekable():
+                # GSM 6.10, G.72x, NMS ADPCM, DPCM: libsndfile decodes these only as a stream,
+                # and soundfile (so librosa.load too) refuses to read a stream to its end.
+                raise audio_error(
+                    path,
+                    f"libsndfile decodes its {f.format} {f.subtype} audio only as a stream, which "
+                    "librosa.load cannot read either; convert it to PCM (`sox IN OUT.wav` or "
+                    "`ffmpeg -i IN OUT.wav`)",
+                )
             native_sr = f.samplerate
             declared = f.frames
-            as_int16 = f.subtype in _INT16_EXACT
+            if declared >= _UNKNOWN_FRAMES:
+                # libsndfile's "unknown length" (SF_COUNT_MAX): a FLAC written to a pipe leaves
+                # its STREAMINFO sample count 0. soundfile (so librosa.load) then tries to
+                # allocate that many frames and fails with "array is too big".
+                raise audio_error(
+                    path,
+                    f"its {f.format} header does not say how many samples it holds (written to "
+                    "a pipe?), and librosa.load cannot read it either; re-encode it to a file "
+                    "(`ffmpeg -i IN.flac OUT.flac`)",
+                )
+            as_int16 = f.subtype in _INT16_EXACT and f.format in _INT16_CONTAINERS
             integer = f.subtype in _INTEGER
             y = f.read(dtype="int16" if as_int16 else "float32", always_2d=True)
             info = f.extra_info
-    except (sf.SoundFileError, RuntimeError, OSError) as exc:  # LibsndfileError, read errors
+            fmt = f.format
+    except (sf.SoundFileError, RuntimeError, OSError, ValueError, MemoryError) as exc:
         raise audio_error(path, _reason(path, exc)) from None
-    short = _SHORT_DATA.search(info)
-    if short is not None and int(short.group(2)) < int(short.group(1)) < _STREAMED_DATA_SIZE:
+    except TypeError as exc:  # soundfile: a headerless (RAW) file needs a sample rate and format
         raise audio_error(
             path,
-            f"the file is truncated (its header declares {short.group(1)} bytes of audio data, "
-            f"it holds {short.group(2)})",
-        )
+            f"{exc} (a headerless RAW file has no sample rate or sample format to decode it "
+            "with; librosa.load cannot read it either); convert it to WAV",
+        ) from None
+    truncated = _truncated(info, fmt, y.shape[0])
+    if truncated is not None:
+        raise audio_error(path, truncated)
     if y.shape[0] == 0:
         if _EMPTY_DATA.search(info) and Path(path).stat().st_size > 64:
             raise audio_error(
@@ -117,7 +229,7 @@ def load_audio(path: str | Path, *, sr: int) -> np.ndarray:
                 "`sox --ignore-length IN.wav OUT.wav`",
             )
         raise audio_error(path, "it holds no audio samples")
-    if y.shape[0] < declared:
+    if y.shape[0] < declared and (fmt != "MP3" or _mp3_length_tag(path)):
         raise audio_error(path, f"the file is truncated (read {y.shape[0]} of {declared} frames)")
     if not integer and not np.isfinite(y).all():
         # librosa.load refuses these (librosa.util.valid_audio: "Audio buffer is not finite

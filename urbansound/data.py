@@ -98,15 +98,72 @@ class DatasetIndex:
 # Dataset index
 
 
+def _first_long_row(csv: Path) -> tuple[int, int, int]:
+    """``(line, fields, header fields)`` of the first row with more fields than the header."""
+    import csv as csv_module
+
+    with open(csv, newline="", encoding="utf-8-sig") as fh:
+        reader = csv_module.reader(fh)
+        width = len(next(reader, []))
+        for row in reader:
+            if len(row) > width:
+                return reader.line_num, len(row), width
+    return 0, 0, width
+
+
+def _numbers(df: pd.DataFrame, col: str, csv: Path, *, integer: bool) -> pd.Series:
+    """Column ``col`` (raw text) as numbers, or a DataError naming the first bad row.
+
+    Every value must be finite, and with ``integer`` a whole number small enough to be exact
+    (|x| <= 2**53): an empty cell, ``nan``, ``inf`` or ``1e30`` in ``fold`` is named, never cast
+    into a wrong integer or a pandas traceback.
+    """
+    raw = df[col].str.strip()
+    num = pd.to_numeric(raw, errors="coerce").astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(num)
+        if integer:
+            bad |= (num != np.round(num)) | (num.abs() > 2.0**53)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        value = raw.iloc[i]
+        shown = "an empty cell" if value == "" else repr(value)
+        raise DataError(
+            f"{csv}: column {col} must hold {'integers' if integer else 'numbers'}; "
+            f"row {i + 2} ({df['slice_file_name'].iloc[i]}) has {shown}"
+        )
+    return num.astype(np.int64) if integer else num
+
+
 def _read_metadata(csv: Path) -> pd.DataFrame:
     """Read and check ``metadata/UrbanSound8K.csv``; every problem is a DataError naming ``csv``."""
+    import warnings
+
     try:
-        df = pd.read_csv(csv)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        with warnings.catch_warnings():
+            # A row longer than the header: pandas would silently take its first field as the
+            # index (shifting every column) or, with index_col=False, drop the extra fields.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(csv, dtype=str, keep_default_na=False, index_col=False)
+    except pd.errors.ParserWarning:
+        line, fields, width = _first_long_row(csv)
         raise DataError(
-            f"{csv}: cannot read it as a CSV ({type(exc).__name__}: {exc}); "
+            f"{csv}: line {line} has {fields} fields, the header {width}; remove the extra "
+            "fields (a trailing comma?) or restore the file from the UrbanSound8K archive"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{csv}: cannot read it as a CSV: it is not UTF-8 text (byte "
+            f"{exc.object[exc.start : exc.start + 1].hex()} at offset {exc.start}); save it as "
+            "UTF-8 or restore the file from the UrbanSound8K archive"
+        ) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as exc:
+        reason = " ".join(str(exc).split())  # pandas' C parser ends its message with a newline
+        raise DataError(
+            f"{csv}: cannot read it as a CSV ({type(exc).__name__}: {reason}); "
             "restore the file from the UrbanSound8K archive"
         ) from None
+    df.columns = [str(c).strip() for c in df.columns]
     absent = [c for c in CSV_COLUMNS if c not in df.columns]
     if absent:
         raise DataError(
@@ -117,27 +174,15 @@ def _read_metadata(csv: Path) -> pd.DataFrame:
         raise DataError(f"{csv}: lists no clips; point data.root at a complete UrbanSound8K copy")
     df = df[list(CSV_COLUMNS) + [c for c in df.columns if c not in CSV_COLUMNS]].copy()
 
+    for col in ("slice_file_name", "class"):
+        empty = df[col].str.strip() == ""
+        if empty.any():
+            i = int(np.flatnonzero(empty.to_numpy())[0])
+            raise DataError(f"{csv}: column {col} is empty in row {i + 2}; fill it in")
     for col in ("fsID", "salience", "fold", "classID"):
-        num = pd.to_numeric(df[col], errors="coerce")
-        bad = num.isna() | (num != np.round(num))
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(
-                f"{csv}: column {col} must hold integers; row {i + 2} "
-                f"({df['slice_file_name'].iloc[i]}) has {df[col].iloc[i]!r}"
-            )
-        df[col] = num.astype(np.int64)
+        df[col] = _numbers(df, col, csv, integer=True)
     for col in ("start", "end"):
-        num = pd.to_numeric(df[col], errors="coerce")
-        if num.isna().any():
-            i = int(np.flatnonzero(num.isna().to_numpy())[0])
-            raise DataError(
-                f"{csv}: column {col} must hold numbers; row {i + 2} "
-                f"({df['slice_file_name'].iloc[i]}) has {df[col].iloc[i]!r}"
-            )
-        df[col] = num.astype(np.float64)
-    df["slice_file_name"] = df["slice_file_name"].astype(str)
-    df["class"] = df["class"].astype(str)
+        df[col] = _numbers(df, col, csv, integer=False)
 
     bad_fold = ~df["fold"].isin(FOLDS)
     if bad_fold.any():
@@ -167,11 +212,15 @@ def _read_metadata(csv: Path) -> pd.DataFrame:
                 f"{csv}: classID and class disagree: class {name} has classIDs "
                 f"{', '.join(map(str, sorted(ids)))}; each class name must have one classID"
             )
-    gaps = sorted(set(range(int(df["classID"].max()) + 1)) - set(names_per_id.index))
-    if gaps:
+    ids = set(names_per_id.index)
+    if max(ids) >= len(ids):
+        # Distinct IDs >= 0 that are not 0..n-1 miss one below n: listed without building
+        # range(max + 1), which a typo such as classID 99999999999 would make huge.
+        gaps = [i for i in range(len(ids)) if i not in ids]
         raise DataError(
             f"{csv}: classIDs must run 0..{int(df['classID'].max())} without gaps; "
-            f"no row has classID {', '.join(map(str, gaps))}"
+            f"no row has classID {', '.join(map(str, gaps[:_SHOW]))}"
+            + (", ..." if int(max(ids)) + 1 - len(ids) > len(gaps[:_SHOW]) else "")
         )
     dup = df["slice_file_name"].duplicated()
     if dup.any():
@@ -231,13 +280,13 @@ def load_index(root: Path, *, missing: str = "error", name: str = "urbansound8k"
     if missing not in MISSING_MODES:
         raise ValueError(f"missing must be one of {MISSING_MODES}, got {missing!r}")
     root = Path(root).expanduser().resolve()
-    if not root.is_dir():
+    if not os.path.isdir(root):  # os.path: never raises (a name too long is just absent)
         raise DataError(
             f"dataset folder {root} does not exist; set data.root (or ${ENV_VAR}) to an "
             "UrbanSound8K folder containing metadata/UrbanSound8K.csv and audio/fold1..fold10"
         )
     csv = root / METADATA
-    if not csv.is_file():
+    if not os.path.isfile(csv):
         raise DataError(
             f"{csv} not found: {root} is not an UrbanSound8K folder; point data.root at the "
             "folder that contains metadata/UrbanSound8K.csv and audio/fold1..fold10"
@@ -342,7 +391,7 @@ def resolve_dataset(data: DataSettings) -> tuple[Path, str]:
     """
     if data.root is not None:
         root = Path(data.root).expanduser()
-        if not root.is_dir():
+        if not os.path.isdir(root):
             raise DataError(
                 f"data.root={data.root} does not exist; point it at an UrbanSound8K folder "
                 "(with metadata/UrbanSound8K.csv and audio/fold1..fold10), or leave it unset "
@@ -353,7 +402,7 @@ def resolve_dataset(data: DataSettings) -> tuple[Path, str]:
     env = os.environ.get(ENV_VAR)
     if env:
         root = Path(env).expanduser()
-        if not root.is_dir():
+        if not os.path.isdir(root):
             raise DataError(
                 f"${ENV_VAR}={env} does not exist; point it at an UrbanSound8K folder, or "
                 f"unset it to use ./data/UrbanSound8K or the built-in demo corpus"
@@ -361,7 +410,7 @@ def resolve_dataset(data: DataSettings) -> tuple[Path, str]:
         log.info("dataset: UrbanSound8K at %s (from $%s)", root.resolve(), ENV_VAR)
         return root.resolve(), "urbansound8k"
     local = Path.cwd() / LOCAL_ROOT
-    if local.is_dir():
+    if os.path.isdir(local):
         log.info("dataset: UrbanSound8K at %s (found ./%s)", local, LOCAL_ROOT.as_posix())
         return local.resolve(), "urbansound8k"
     clips_per_class = data.demo_clips_per_class
@@ -377,5 +426,11 @@ def resolve_dataset(data: DataSettings) -> tuple[Path, str]:
     )
     from urbansound.demo import make_demo_corpus  # the demo synthesiser, only when it is used
 
-    root = make_demo_corpus(Path(data.demo_dir), clips_per_class=clips_per_class)
+    try:
+        root = make_demo_corpus(Path(data.demo_dir), clips_per_class=clips_per_class)
+    except OSError as exc:  # e.g. a name too long, a loop of symbolic links
+        raise DataError(
+            f"data.demo_dir={data.demo_dir}: cannot create the demo corpus there "
+            f"({exc.strerror or exc}); set data.demo_dir to a writable folder"
+        ) from None
     return root.resolve(), "demo"

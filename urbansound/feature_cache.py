@@ -32,8 +32,11 @@ per extraction, and that entry is computed without being cached.
 
 An entry is a small container for one 2-D float32 array: a fixed 64-byte header (8-byte magic,
 the 32-byte key, CRC-32 of the payload, rows, columns, padding) and the raw array. A read checks
-all of them and that the file's size is exactly header + array, so a truncated, overwritten or
-foreign file is detected, logged, recomputed and replaced, never returned. A read is one
+all of them, that the file's size is exactly header + array and that the array has the shape
+the caller needs (``n_mels`` rows and at least one frame; ``(clips, features)`` for a whole
+matrix), so a truncated, overwritten or foreign file is detected, logged, recomputed and
+replaced, never returned. A FIFO or device where an entry should be is opened without blocking,
+treated as absent and replaced by the entry. A read is one
 ``open``, ``fstat`` and ``readv`` into a preallocated buffer that becomes the array (no copy),
 and the ``top_db`` floor is then applied in that buffer: reading the stages back is most of the
 cost of a sweep over ``n_mfcc``. (This format rather than ``joblib.dump``: it carries a checksum
@@ -181,9 +184,15 @@ def store(
         )
 
 
-def read_entry(path: str | Path, key: bytes) -> np.ndarray | None:
+def read_entry(
+    path: str | Path, key: bytes, *, rows: int | None = None, cols: int | None = None
+) -> np.ndarray | None:
     """The array an entry written by :func:`write_entry` holds (writable, the caller's own);
-    None when absent.
+    None when absent (or something other than a file is in the way).
+
+    ``rows`` / ``cols``: the shape the caller needs (None: any); an entry of another shape, or an
+    empty one, is corrupt, so that a well-formed entry of the wrong shape (a foreign or hand-made
+    file under the right name) is recomputed rather than failing in the caller's arithmetic.
 
     The hot path of a sweep over the on-load settings (one call per clip): the whole file is read
     with one ``readv`` into one preallocated buffer, which becomes the array without a copy.
@@ -194,15 +203,20 @@ def read_entry(path: str | Path, key: bytes) -> np.ndarray | None:
         The file exists but is not a whole, valid entry for ``key``.
     """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # O_NONBLOCK: a FIFO where the entry should be would block the open forever (waiting for
+        # a writer); regular files ignore the flag.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:  # no such entry can exist: the write says why
+            return None
         raise CorruptEntry(f"unreadable ({exc.strerror})") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            return None  # a directory in the way: absent (writing it says so, once)
+            return None  # a directory, FIFO or device in the way: absent (writing replaces it
+            # or, for a directory, says so once)
         size = st.st_size
         if size < HEAD.size:
             raise CorruptEntry("shorter than its header")
@@ -217,17 +231,20 @@ def read_entry(path: str | Path, key: bytes) -> np.ndarray | None:
         raise CorruptEntry(f"unreadable ({exc.strerror})") from None
     finally:
         os.close(fd)
-    magic, stored_key, crc, rows, cols = HEAD.unpack_from(buf)
+    magic, stored_key, crc, n_rows, n_cols = HEAD.unpack_from(buf)
     if magic != MAGIC:
         raise CorruptEntry("not a feature cache entry")
     if stored_key != key:
         raise CorruptEntry("written for another key")
     payload = buf[HEAD.size :]
-    if payload.size != rows * cols * 4:
+    if payload.size != n_rows * n_cols * 4:
         raise CorruptEntry("wrong length (truncated?)")
     if zlib.crc32(payload) != crc:
         raise CorruptEntry("checksum mismatch")
-    return payload.view(np.float32).reshape(rows, cols)
+    if n_rows * n_cols == 0 or rows not in (None, n_rows) or cols not in (None, n_cols):
+        want = f"({'any' if rows is None else rows}, {'any' if cols is None else cols})"
+        raise CorruptEntry(f"holds a ({n_rows}, {n_cols}) array, not {want}")
+    return payload.view(np.float32).reshape(n_rows, n_cols)
 
 
 def remove_stale_tmp(root: Path) -> None:

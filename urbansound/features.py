@@ -96,7 +96,7 @@ from urbansound.dsp import (
     _window,
     clip_features,
 )
-from urbansound.errors import AudioError
+from urbansound.errors import AudioError, ConfigError
 from urbansound.feature_cache import (
     CorruptEntry,
     check_writable,
@@ -232,7 +232,7 @@ def _process_clip(item: tuple[int, str, int, int], job: _Job) -> tuple:
     entry_path = stage_path(job.root, key)
     stage = None
     try:
-        stage = read_entry(entry_path, key)
+        stage = read_entry(entry_path, key, rows=s.n_mels)
     except CorruptEntry as exc:
         logger.warning("recomputing corrupt feature cache entry %s: %s", entry_path, exc)
     if stage is not None:
@@ -318,7 +318,13 @@ def extract_features(
     t0 = time.perf_counter()
     n = len(paths)
     width = len(feature_names(settings))
-    root = Path(settings.cache_dir).absolute()
+    if not str(settings.cache_dir).strip():
+        # Path("") is the working directory: logmel/, features/ and tmp/ would be spread there.
+        raise ConfigError(
+            f"features.cache_dir={settings.cache_dir!r} is empty; give the feature cache a folder "
+            "of its own (default outputs/cache/features)"
+        )
+    root = Path(settings.cache_dir).expanduser().absolute()
     errors: dict[int, str] = {}
     items: list[tuple[int, str, int, int]] = []
     for i, p in enumerate(paths):
@@ -346,7 +352,7 @@ def extract_features(
         result_key = h.digest()
         result_path = root / "features" / f"{result_key.hex()}.bin"
         try:
-            hit = read_entry(result_path, result_key)
+            hit = read_entry(result_path, result_key, rows=n, cols=width)
         except CorruptEntry as exc:
             logger.warning("ignoring corrupt feature cache entry %s: %s", result_path, exc)
             hit = None
@@ -355,7 +361,7 @@ def extract_features(
                 "ignoring feature cache entry %s: it holds non-finite values", result_path
             )
             hit = None
-        if hit is not None and hit.shape == (n, width):
+        if hit is not None:
             return FeatureSet(
                 X=hit,
                 ok=np.ones(n, dtype=bool),

@@ -78,7 +78,7 @@ def output_error(path: str | Path, exc: OSError) -> OutputError:
         what = "the disk is full; free space or point the output elsewhere"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         what = "permission denied (read-only?); make it writable or choose another directory"
-    elif exc.errno == errno.EISDIR or path.is_dir():
+    elif exc.errno == errno.EISDIR or os.path.isdir(path):  # never raises (ENAMETOOLONG)
         what = "a directory is in the way; remove it or choose another path"
     elif exc.errno == errno.EEXIST:
         what = "a file is in the way where a directory should be; remove it or choose another path"

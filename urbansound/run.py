@@ -377,7 +377,7 @@ def _dataset_samples(config: DictConfig, directory: Path, *, sweep: bool) -> Any
         class_names=list(results.get("class_names") or index.class_names),
         dataset=index.name,
         features=settings.features,
-        cache_dir=Path(settings.features.cache_dir).parent / "figures",
+        cache_dir=Path(settings.features.cache_dir).expanduser().parent / "figures",
         dest=directory / plots.FIGURES_DIR / "dataset",
     )
     if drawn.figures and settings.tracking.mode != "disabled":
