@@ -249,6 +249,10 @@ def save_model(path: str | Path, members: Sequence[Member], metadata: dict[str, 
             import skops.io
 
             blob = skops.io.dumps(m.estimator)
+            try:  # refuse now what load_model would refuse, before any file is written
+                _load_estimator(blob)
+            except ModelFileError as exc:
+                raise ModelFileError(f"cannot store member {i} ({m.family}): it {exc}") from None
             tensors[f"m{i}.skops"] = np.frombuffer(blob, dtype=np.uint8).copy()
         described.append(entry)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata, "members": described}
@@ -335,6 +339,49 @@ def _header_metadata(raw: bytes) -> dict[str, str]:
     return dict(header.get("__metadata__") or {})
 
 
+def _scikit_learn_class(name: str) -> bool:
+    """Whether ``name`` (a dotted type name skops reports) is a class of scikit-learn itself.
+
+    skops' default trusted set leaves out the inner classes of fitted estimators that the model
+    families store (``sklearn.tree._tree.Tree`` of the forests, the histogram boosting's
+    ``TreePredictor``, the SVM's calibrators, the neighbours' ``KDTree``). Classes are rebuilt from
+    their stored state; functions are never trusted here (a stored function could be called).
+    """
+    import importlib
+
+    module, _, attr = name.rpartition(".")
+    if module != "sklearn" and not module.startswith("sklearn."):
+        return False
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(obj, type)
+
+
+def _load_estimator(blob: bytes) -> Any:
+    """A scikit-learn member from its skops bytes, trusting skops' default set plus
+    scikit-learn's own classes (:func:`_scikit_learn_class`); :class:`ModelFileError` (without the
+    file's name) for anything else or bytes skops cannot read."""
+    import skops.io
+
+    try:
+        untrusted = skops.io.get_untrusted_types(data=blob)
+        refused = [t for t in untrusted if not _scikit_learn_class(t)]
+        if refused:
+            raise ModelFileError(
+                "holds types outside skops' trusted set and scikit-learn "
+                f"({', '.join(refused[:5])}); it is not loaded: fit a scikit-learn estimator"
+            )
+        return skops.io.loads(blob, trusted=untrusted)
+    except ModelFileError:
+        raise
+    except Exception as exc:  # skops' own errors for damaged bytes (zip, JSON, schema)
+        raise ModelFileError(
+            f"cannot be read ({type(exc).__name__}: {exc}); the file is damaged"
+        ) from None
+
+
 def _member(i: int, entry: dict[str, Any], tensors: dict[str, np.ndarray], path: Path) -> Member:
     def tensor(name: str) -> np.ndarray:
         key = f"m{i}.{name}"
@@ -345,16 +392,12 @@ def _member(i: int, entry: dict[str, Any], tensors: dict[str, np.ndarray], path:
     family = str(entry.get("family", "mlp"))
     seed, fold = int(entry.get("seed", 0)), entry.get("fold")
     if family != "mlp":
-        import skops.io
-
         blob = tensor("skops").tobytes()
-        untrusted = skops.io.get_untrusted_types(data=blob)
-        if untrusted:
-            raise ModelFileError(
-                f"{path}: member {i} ({family}) holds types outside skops' trusted set "
-                f"({', '.join(untrusted[:5])}); it is not loaded"
-            )
-        return Member(seed=seed, fold=fold, family=family, estimator=skops.io.loads(blob))
+        try:
+            estimator = _load_estimator(blob)
+        except ModelFileError as exc:
+            raise ModelFileError(f"{path}: member {i} ({family}) {exc}") from None
+        return Member(seed=seed, fold=fold, family=family, estimator=estimator)
     n_layers = int(entry["n_layers"])
     params = [(tensor(f"kernel{j}"), tensor(f"bias{j}")) for j in range(n_layers)]
     standardize = bool(entry.get("standardize"))
