@@ -314,7 +314,7 @@ def test_every_scikit_learn_family_gives_a_model_file_that_loads(
     meta = {
         "class_names": list("abcd"),
         "window_s": 4.0,
-        "features": {"settings": {}, "n_features": 6, "stage": {}},
+        "features": {"settings": {"n_mfcc": 6}, "n_features": 6, "stage": {}},
     }
     path = save_model(tmp_path / "m.safetensors", [Member(0, "all", family, estimator=pipe)], meta)
     loaded = load_model(path, check_versions=False)
@@ -339,7 +339,7 @@ def test_a_member_with_a_function_or_foreign_type_is_neither_written_nor_loaded(
     pipe.fit(X, y)
     pipe.steps[0][1].func = os.system  # a stored function would be called on predict
     meta = {"class_names": list("abc"), "window_s": 4.0,
-            "features": {"settings": {}, "n_features": 3, "stage": {}}}  # fmt: skip
+            "features": {"settings": {"n_mfcc": 3}, "n_features": 3, "stage": {}}}  # fmt: skip
     target = tmp_path / "m.safetensors"
     with pytest.raises(ModelFileError, match=r"cannot store member 0 \(sklearn\).*system"):
         save_model(target, [Member(0, "all", "sklearn", estimator=pipe)], meta)

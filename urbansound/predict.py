@@ -41,6 +41,7 @@ import json
 import math
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ __all__ = [
     "Window",
     "expand_inputs",
     "main",
+    "min_hop",
     "predict_files",
     "timeline",
     "window_bounds",
@@ -184,18 +186,22 @@ def window_bounds(n_samples: int, *, window: int, hop: int) -> list[tuple[int, i
 
     One range for a recording up to ``window`` samples (``window`` plus a 10 ms tolerance is
     applied by the caller); otherwise windows start every ``hop`` samples until one reaches the
-    end, the last holding what is left.
+    end, the last holding what is left. A hop longer than the window leaves gaps, and no window
+    starts at or after the end.
     """
+    if window < 1 or hop < 1:
+        raise ValueError(f"window ({window}) and hop ({hop}) must be at least one sample")
     if n_samples <= window:
         return [(0, n_samples)]
     bounds = []
     start = 0
-    while True:
+    while start < n_samples:
         end = min(start + window, n_samples)
         bounds.append((start, end))
         if end >= n_samples:
-            return bounds
+            break
         start += hop
+    return bounds
 
 
 def timeline(windows: Sequence[Window], duration: float) -> list[Segment]:
@@ -218,10 +224,18 @@ def timeline(windows: Sequence[Window], duration: float) -> list[Segment]:
 # Features and predictions
 
 
+class _Stopped(Exception):
+    """The batch was interrupted: a worker leaves its file unfinished."""
+
+
 def _file_features(
-    path: str, settings: Any, *, window_s: float, hop_s: float
+    path: str, settings: Any, *, window_s: float, hop_s: float, stop: Any = None
 ) -> tuple[float, list[tuple[int, int]], np.ndarray]:
-    """Decode ``path`` once and compute each window's feature row (the training code)."""
+    """Decode ``path`` once and compute each window's feature row (the training code).
+
+    ``stop`` (a :class:`threading.Event`) set: raises :class:`_Stopped` before the next window,
+    so that Ctrl-C does not wait for the windows of a long recording.
+    """
     from urbansound.audio import audio_error, load_audio
     from urbansound.dsp import clip_features, log_mel
 
@@ -235,11 +249,20 @@ def _file_features(
         bounds = window_bounds(len(y), window=window, hop=max(1, round(hop_s * sr)))
     rows = []
     for a, b in bounds:
+        if stop is not None and stop.is_set():
+            raise _Stopped
         row = clip_features(log_mel(y[a:b], settings), settings, in_place=True)
         if not np.isfinite(row).all():
             raise audio_error(path, "its features are not finite")
         rows.append(row)
     return len(y) / sr, bounds, np.stack(rows).astype(np.float32, copy=False)
+
+
+def min_hop(model: Any) -> float:
+    """The shortest hop between windows, in seconds: one feature frame (``hop_length`` samples);
+    a shorter one only repeats the same frames (and a hop of a few samples means as many
+    windows as samples, which would never end on a long recording)."""
+    return model.features.hop_length / model.features.sr
 
 
 def predict_files(
@@ -268,12 +291,16 @@ def predict_files(
     settings = model.features
     window_s = model.window_s
     hop_s = window_s if hop_s is None else float(hop_s)
-    if not hop_s > 0:
-        raise ValueError(f"the hop must be > 0 seconds, got {hop_s}")
+    if not hop_s >= min_hop(model):
+        raise ValueError(f"the hop must be at least {min_hop(model):.4g} s, got {hop_s}")
+
+    stop = threading.Event()
 
     def one(path: str) -> tuple[str, Any]:
+        if stop.is_set():
+            raise _Stopped
         try:
-            return path, _file_features(path, settings, window_s=window_s, hop_s=hop_s)
+            return path, _file_features(path, settings, window_s=window_s, hop_s=hop_s, stop=stop)
         except AudioError as exc:
             return path, AudioError(str(exc).removesuffix(HINT))
 
@@ -299,6 +326,9 @@ def predict_files(
                     on_error(path, str(got))
                     continue
                 done.append((path, *got))
+        except BaseException:  # Ctrl-C, or an error: the workers stop before their next window
+            stop.set()
+            raise
         finally:
             if workers > 1:
                 pool.shutdown(cancel_futures=True)
@@ -450,7 +480,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command; returns the exit status (see the module docstring)."""
+    """The command; returns the exit status (see the module docstring).
+
+    Ctrl-C is one line and status 130, with nothing written: the output is written once, at
+    the end (``--output`` atomically).
+    """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted; no predictions were written", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from urbansound.modelfile import FeatureVersionWarning, load_model
 
     args = _parser().parse_args(argv)
@@ -469,6 +511,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
+    if args.hop is not None and args.hop < min_hop(model):
+        print(
+            f"error: --hop must be at least one feature frame of the model "
+            f"({min_hop(model):.4g} s = features.hop_length / features.sr), got {args.hop}",
+            file=sys.stderr,
+        )
+        return 2
 
     paths, problems = expand_inputs(args.audio)
     skipped = [{"path": arg, "error": reason} for arg, reason in problems]
