@@ -389,3 +389,51 @@ def test_a_storage_that_is_wrong_or_holds_no_usable_trial_is_one_line_naming_fit
         with pytest.raises(ConfigError, match=message) as info:
             resolve_source(opts)
         assert "\n" not in str(info.value) and "secret" not in str(info.value)
+
+
+def test_cv_folds_of_the_source_do_not_apply_to_a_fit() -> None:
+    from urbansound.fit import _without_cv_folds
+
+    config = {"cv": {"name": "folds", "folds": [10], "outer_fold": 10}, "n_mfcc": 13}
+    assert _without_cv_folds(config) == {
+        "cv": {"name": "folds", "folds": None, "outer_fold": 10},
+        "n_mfcc": 13,
+    }
+    assert config["cv"]["folds"] == [10]  # the source's configuration is left as it was
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="signals a process group")
+def test_ctrl_c_during_a_fit_is_one_line_exit_130_and_writes_no_model(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import time
+
+    fit_dir = tmp_path / "fit"
+    cmd = [
+        sys.executable, "-m", "urbansound.fit", *QUICK, *_demo(demo_dir), "train.epochs=100000",
+        "progress=none", f"hydra.run.dir={fit_dir}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        log = fit_dir / "fit.log"
+        while "in lockstep" not in (log.read_text() if log.exists() else ""):
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)  # training has started
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert [ln for ln in err.splitlines() if ln.strip()][-1] == (
+        f"error: interrupted; {fit_dir} holds no model file (its config.yaml and log stay); "
+        "run the same command to fit again"
+    )
+    assert not (fit_dir / "model.safetensors").exists() and (fit_dir / "config.yaml").exists()
+    assert not list(fit_dir.rglob("*.tmp"))

@@ -444,6 +444,17 @@ def _configuration(cfg: Any, overrides: Sequence[str]) -> tuple[FitOptions, Sour
     return opts, source, apply_overrides(source.config, cfg, overrides)
 
 
+def _without_cv_folds(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with ``cv.folds`` null: a fit trains on every fold (but ``cv.outer_fold``), so
+    the folds a CV run tested on (``cv.folds=[10]``) neither apply nor clash with
+    ``cv.outer_fold``."""
+    cv = config.get("cv")
+    if isinstance(cv, dict) and cv.get("folds") is not None:
+        log.info("cv.folds=%s does not apply to a fit: it trains on every fold", cv["folds"])
+        config = {**config, "cv": {**cv, "folds": None}}
+    return config
+
+
 @hydra_fit_main
 def main(cfg: Any) -> None:
     """Hydra task: one final fit (see the module docstring); a user error is one line, exit 2."""
@@ -452,6 +463,17 @@ def main(cfg: Any) -> None:
     except UrbansoundError as exc:
         print(f"error: {exc}", file=sys.stderr)  # one line, no traceback
         sys.exit(2)
+    except KeyboardInterrupt:
+        from hydra.core.hydra_config import HydraConfig
+
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        # model.safetensors, fit.json and predictions.npz are written at the end, atomically.
+        print(
+            f"error: interrupted; {run_dir} holds no model file (its config.yaml and log stay); "
+            "run the same command to fit again",
+            file=sys.stderr,
+        )
+        sys.exit(130)
 
 
 def _main(cfg: Any) -> None:
@@ -463,6 +485,7 @@ def _main(cfg: Any) -> None:
     run_dir = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
     opts, source, config = _configuration(cfg, overrides)
+    config = _without_cv_folds(config)
     settings = settings_from_config(config)
     progress.set_default_mode(settings.progress)
     shown = [o for o in overrides if not o.lstrip("+~").startswith("fit.")]
