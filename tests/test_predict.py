@@ -391,3 +391,39 @@ def test_ctrl_c_during_predict_is_one_line_exit_130_and_writes_nothing(
     assert "Traceback" not in stderr and stdout == ""
     assert not out.exists()
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_an_output_that_is_the_model_or_an_input_is_refused_and_both_stay(
+    fitted, tmp_path: Path
+) -> None:
+    # -o over the audio or the model replaced it with the CSV text
+    audio = tmp_path / "clip.wav"
+    audio.write_bytes(Path(fitted.test_paths[0]).read_bytes())
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(fitted.model_path.read_bytes())
+    for output, what in [
+        (str(tmp_path / "." / "clip.wav"), f"the audio file {audio}"),
+        (str(model), "the model file"),
+    ]:
+        before = (audio.read_bytes(), model.read_bytes())
+        proc = run_predict(str(model), str(tmp_path), "-o", output, cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr == f"error: --output {output} is {what}; it would be overwritten: " \
+            "choose another file\n"  # fmt: skip
+        assert (audio.read_bytes(), model.read_bytes()) == before
+
+
+def test_a_file_too_long_to_resample_is_skipped_not_a_crash_of_the_batch(
+    fitted, tmp_path: Path
+) -> None:
+    # 100 000 samples declared at 1 Hz resample to 2.2e9 samples at 22 050 Hz: soxr crashed the
+    # whole process (segmentation fault)
+    odd = tmp_path / "one_hertz.wav"
+    sf.write(odd, np.full(100_000, 0.1, dtype=np.float32), 1)
+    proc = run_predict(str(fitted.model_path), str(odd), fitted.test_paths[0], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert [r["path"] for r in rows] == [fitted.test_paths[0]]
+    (line,) = [ln for ln in proc.stderr.splitlines() if str(odd) in ln]
+    assert line.startswith(f"skipped: cannot decode audio file {odd}: it is too long to decode")
+    assert "split it into shorter files" in line

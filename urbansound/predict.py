@@ -303,6 +303,11 @@ def predict_files(
             return path, _file_features(path, settings, window_s=window_s, hop_s=hop_s, stop=stop)
         except AudioError as exc:
             return path, AudioError(str(exc).removesuffix(HINT))
+        except (_Stopped, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # one odd file (a decoder or resampler error) ends no batch
+            reason = " ".join(str(exc).split()) or "no message"
+            return path, AudioError(f"cannot classify {path}: {type(exc).__name__}: {reason}")
 
     done: list[tuple[str, float, list[tuple[int, int]], np.ndarray]] = []
     mode = progress if len(paths) > 1 else "none"
@@ -479,6 +484,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _output_clash(output: str, inputs: Sequence[str]) -> str | None:
+    """What ``output`` already is among ``inputs`` (the model file first, then the audio), or
+    None: predictions written there would replace the model or a recording."""
+    target = os.path.realpath(output)
+    for i, p in enumerate(inputs):
+        if os.path.realpath(p) == target:
+            return "the model file" if i == 0 else f"the audio file {p}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command; returns the exit status (see the module docstring).
 
@@ -520,6 +535,15 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
 
     paths, problems = expand_inputs(args.audio)
+    if args.output:
+        clash = _output_clash(args.output, [str(model.path), *paths])
+        if clash is not None:
+            print(
+                f"error: --output {args.output} is {clash}; it would be overwritten: "
+                "choose another file",
+                file=sys.stderr,
+            )
+            return 2
     skipped = [{"path": arg, "error": reason} for arg, reason in problems]
     for arg, reason in problems:
         print(f"skipped {arg}: {reason}", file=sys.stderr)
