@@ -437,3 +437,17 @@ def test_ctrl_c_during_a_fit_is_one_line_exit_130_and_writes_no_model(
     )
     assert not (fit_dir / "model.safetensors").exists() and (fit_dir / "config.yaml").exists()
     assert not list(fit_dir.rglob("*.tmp"))
+
+
+def test_a_run_directory_that_cannot_be_made_is_one_line_exit_2(tmp_path: Path) -> None:
+    # Hydra makes the run directory (and its log) before the task: a NotADirectoryError traceback
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    for module in ("fit", "run"):
+        proc = _cli(module, "tracking.mode=disabled", f"hydra.run.dir={blocker / 'out'}",
+                    cwd=tmp_path, check=False, full_errors=False)  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith(
+            f"error: cannot write {blocker / 'out'}: a file is in the way"
+        )
+        assert "hydra.run.dir" in proc.stderr and proc.stderr.count("\n") == 1
