@@ -451,3 +451,28 @@ def test_a_run_directory_that_cannot_be_made_is_one_line_exit_2(tmp_path: Path) 
             f"error: cannot write {blocker / 'out'}: a file is in the way"
         )
         assert "hydra.run.dir" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_an_override_of_a_scikit_learn_source_is_applied_key_by_key(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    # Hydra composed the overrides against the default model (the MLP): model.n_estimators=7 on
+    # a random-forest source was "unknown key model.n_estimators; model has hidden, ..."
+    import yaml
+
+    run_dir = tmp_path / "run"
+    common = ["tracking.mode=disabled", "features.n_jobs=2", "n_mfcc=13", *_demo(demo_dir)]
+    _cli("run", "model=random_forest", "model.max_depth=5", "model.n_estimators=10", *common,
+         "cv.folds=[10]", f"hydra.run.dir={run_dir}", cwd=tmp_path)  # fmt: skip
+    fit_dir = tmp_path / "fit"
+    _cli("fit", f"fit.from={run_dir}", "model.n_estimators=7", "tracking.mode=disabled",
+         f"hydra.run.dir={fit_dir}", cwd=tmp_path)  # fmt: skip
+    model = yaml.safe_load((fit_dir / "config.yaml").read_text())["model"]
+    assert (model["family"], model["n_estimators"], model["max_depth"]) == ("random_forest", 7, 5)
+    assert load_model(fit_dir / "model.safetensors").members[0].estimator[-1].n_estimators == 7
+    # a key of another family is refused naming the source family's keys
+    proc = _cli("fit", f"fit.from={run_dir}", "model.C=3", "tracking.mode=disabled",
+                f"hydra.run.dir={tmp_path / 'x'}", cwd=tmp_path, check=False,
+                full_errors=False)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: unknown key model.C; model has family, n_estimators")
