@@ -427,3 +427,26 @@ def test_a_file_too_long_to_resample_is_skipped_not_a_crash_of_the_batch(
     (line,) = [ln for ln in proc.stderr.splitlines() if str(odd) in ln]
     assert line.startswith(f"skipped: cannot decode audio file {odd}: it is too long to decode")
     assert "split it into shorter files" in line
+
+
+def test_a_nan_file_is_named_and_skipped_or_with_on_error_stop_ends_the_call(
+    fitted, tmp_path: Path
+) -> None:
+    y = np.full(22050, 0.1, dtype=np.float32)
+    y[2205] = np.nan
+    nan = tmp_path / "nan file ü.wav"
+    sf.write(nan, y, 22050, subtype="FLOAT")
+    good = fitted.test_paths[0]
+    out = tmp_path / "p.csv"
+    proc = run_predict(str(fitted.model_path), str(nan), good, "-o", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["path"] for r in csv.DictReader(out.open())] == [good]
+    (line,) = [ln for ln in proc.stderr.splitlines() if str(nan) in ln]
+    assert line.startswith(f"skipped: cannot decode audio file {nan}: 1 audio samples are not fin")
+    out.unlink()
+    proc = run_predict(str(fitted.model_path), str(nan), good, "-o", str(out), "--on-error",
+                       "stop", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2 and not out.exists()
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot decode audio file {nan}: ")
+    assert last.endswith("(--on-error stop; nothing written)")

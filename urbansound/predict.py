@@ -27,8 +27,9 @@ gives both per file. All clips and windows of one call are classified in one bat
 trainer evaluates a fold: the same clips in the same order give bitwise the trainer's
 probabilities (other batches agree to float32 rounding).
 
-A file that cannot be read is reported on stderr (one line) and skipped; the others go on.
-Exit status 0 when at least one file was classified, 2 when none was or on bad arguments.
+A file that cannot be read is reported on stderr (one line) and skipped; the others go on
+(``--on-error stop``: the first one ends the call, exit 2, nothing written). Exit status 0 when
+at least one file was classified, 2 when none was or on bad arguments.
 """
 
 from __future__ import annotations
@@ -481,6 +482,13 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs", type=int, default=-1, metavar="N", help="files decoded at once (-1: all cores)"
     )
     p.add_argument("--progress", choices=MODES, default=None, help="progress on stderr")
+    p.add_argument(
+        "--on-error",
+        choices=("skip", "stop"),
+        default="skip",
+        help="a file that cannot be read: skip it and go on (default), or stop with exit 2 and "
+        "write nothing",
+    )
     return p
 
 
@@ -544,6 +552,11 @@ def _main(argv: Sequence[str] | None) -> int:
                 file=sys.stderr,
             )
             return 2
+    stop = args.on_error == "stop"
+    if stop and problems:
+        arg, reason = problems[0]
+        print(f"error: {arg}: {reason} (--on-error stop; nothing written)", file=sys.stderr)
+        return 2
     skipped = [{"path": arg, "error": reason} for arg, reason in problems]
     for arg, reason in problems:
         print(f"skipped {arg}: {reason}", file=sys.stderr)
@@ -554,10 +567,16 @@ def _main(argv: Sequence[str] | None) -> int:
 
     try:
         preds = predict_files(
-            model, paths, hop_s=args.hop, n_jobs=args.jobs, progress=args.progress, on_error=report
+            model,
+            paths,
+            hop_s=args.hop,
+            n_jobs=args.jobs,
+            progress=args.progress,
+            on_error=None if stop else report,
         )
     except UrbansoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        hint = " (--on-error stop; nothing written)" if stop else ""
+        print(f"error: {exc}{hint}", file=sys.stderr)
         return 2
     if not preds:
         print(
