@@ -196,6 +196,10 @@ def test_fit_options_and_sources_fail_with_one_line_naming_the_key(tmp_path: Pat
         ({"frm": "x"}, r"unknown key fit\.frm; did you mean fit\.from\?"),
         ({"seeds": [1, 1]}, r"fit\.seeds must be a list of distinct integers"),
         ({"seeds": []}, r"fit\.seeds must be"),
+        (
+            {"seeds": [0, 2**32]},
+            r"fit\.seeds must be a list of distinct integers between 0 and 4294967295",
+        ),
         ({"trial": -1, "from": "x"}, r"fit\.trial must be"),
         ({"trial": 2}, r"fit\.trial and fit\.study need fit\.from"),
     ]:

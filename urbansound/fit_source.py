@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 _FIT_KEYS = ("from", "study", "trial", "seeds")
+#: The largest seed NumPy and scikit-learn take (``random_state < 2**32``), as for train.seed.
+_SEED_MAX = 2**32 - 1
 
 # --------------------------------------------------------------------------------------------
 # The `fit` node of the config
@@ -103,10 +105,13 @@ def fit_options(node: Mapping[str, Any] | None) -> FitOptions:
         if isinstance(seeds, int) and not isinstance(seeds, bool):
             seeds = [seeds]
         ok = isinstance(seeds, list | tuple) and seeds
-        ok = ok and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        ok = ok and all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= _SEED_MAX for s in seeds
+        )
         if not ok or len(set(seeds)) != len(seeds):
             raise ConfigError(
-                f"fit.seeds must be a list of distinct integers >= 0 (e.g. [0,1,2]), got {seeds!r}"
+                f"fit.seeds must be a list of distinct integers between 0 and {_SEED_MAX} "
+                f"(e.g. [0,1,2]), got {seeds!r}"
             )
         seeds = tuple(int(s) for s in seeds)
     return FitOptions(source=source, study=study, trial=trial, seeds=seeds)
