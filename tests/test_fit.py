@@ -152,6 +152,11 @@ def test_a_sweep_directory_gives_its_best_trial_not_a_leaky_one(tmp_path: Path) 
     assert (chosen.trial, chosen.run_dir) == (0, sweep / "0")
     with pytest.raises(ConfigError, match=r"fit\.trial=7: no job of .* is trial 7"):
         resolve_source(FitOptions(source=str(sweep), trial=7))
+    # a pruned job is refused, as a PRUNED trial of a study is
+    results = json.loads((sweep / "0" / "results.json").read_text())
+    (sweep / "0" / "results.json").write_text(json.dumps({**results, "status": "pruned"}))
+    with pytest.raises(ConfigError, match=r"fit\.trial=0: the job of trial 0 .* is pruned"):
+        resolve_source(FitOptions(source=str(sweep), trial=0))
     run = resolve_source(FitOptions(source=str(sweep / "1")))
     assert (run.kind, run.config["n_mfcc"]) == ("run", 20)
 

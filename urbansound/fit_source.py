@@ -274,6 +274,12 @@ def _from_job_dirs(location: str, sweep_dir: Path, opts: FitOptions) -> Source:
                 f"(trials there: {sorted(j[0] for j in jobs if j[0] is not None)})"
             )
         chosen = found[0]
+        status = (chosen[3] or {}).get("status")
+        if status != "complete":
+            raise ConfigError(
+                f"fit.trial={opts.trial}: the job of trial {opts.trial} in {location} is "
+                f"{status or 'unfinished'}; choose a complete trial"
+            )
     else:
         done = [
             j
