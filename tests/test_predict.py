@@ -450,3 +450,16 @@ def test_a_nan_file_is_named_and_skipped_or_with_on_error_stop_ends_the_call(
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: cannot decode audio file {nan}: ")
     assert last.endswith("(--on-error stop; nothing written)")
+
+
+def test_an_output_ending_in_json_is_json_unless_format_says_otherwise(
+    fitted, tmp_path: Path
+) -> None:
+    # -o predictions.json wrote CSV text into a .json file
+    clip = fitted.test_paths[0]
+    out = tmp_path / "predictions.json"
+    assert run_predict(str(fitted.model_path), clip, "-o", str(out), cwd=tmp_path).returncode == 0
+    assert [f["path"] for f in json.loads(out.read_text())["files"]] == [clip]
+    proc = run_predict(str(fitted.model_path), clip, "-o", str(out), "--format", "csv",
+                       cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0 and out.read_text().startswith("path,start,end,class,")

@@ -476,7 +476,12 @@ def _parser() -> argparse.ArgumentParser:
         "(default: the window, i.e. no overlap)",
     )
     p.add_argument("--timeline", action="store_true", help="CSV of merged segments, not windows")
-    p.add_argument("--format", choices=("csv", "json"), default="csv", help="default: csv")
+    p.add_argument(
+        "--format",
+        choices=("csv", "json"),
+        default=None,
+        help="default: json for an --output ending in .json, otherwise csv",
+    )
     p.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     p.add_argument(
         "--jobs", type=int, default=-1, metavar="N", help="files decoded at once (-1: all cores)"
@@ -585,6 +590,8 @@ def _main(argv: Sequence[str] | None) -> int:
         )
         return 2
     names = model.class_names
+    if args.format is None:
+        args.format = "json" if (args.output or "").lower().endswith(".json") else "csv"
     if args.format == "json":
         text = to_json(preds, names, model_path=str(model.path), skipped=skipped)
     else:
