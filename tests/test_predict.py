@@ -271,3 +271,195 @@ def test_a_model_from_other_feature_versions_warns(fitted, tmp_path: Path) -> No
     with warnings.catch_warnings():
         warnings.simplefilter("error", FeatureVersionWarning)
         load_model(fitted.model_path)
+
+
+def test_a_hop_longer_than_the_window_leaves_gaps_and_no_window_starts_past_the_end() -> None:
+    # a 10 s recording, 4 s windows every 12 s: one window, not a second from 12 s to 10 s
+    assert window_bounds(1000, window=400, hop=1200) == [(0, 400)]
+    assert window_bounds(1000, window=400, hop=700) == [(0, 400), (700, 1000)]
+    with pytest.raises(ValueError, match="at least one sample"):
+        window_bounds(1000, window=400, hop=0)
+
+
+def test_a_hop_shorter_than_one_feature_frame_is_refused_in_one_line(
+    fitted, tmp_path: Path
+) -> None:
+    # --hop 1e-9 gave one window per sample: a 10 s file never finished
+    from urbansound.predict import min_hop
+
+    model = load_model(fitted.model_path)
+    assert min_hop(model) == model.features.hop_length / model.features.sr
+    with pytest.raises(ValueError, match="the hop must be at least"):
+        predict_files(model, fitted.test_paths[:1], hop_s=1e-9)
+    proc = run_predict(str(fitted.model_path), fitted.test_paths[0], "--hop", "1e-9", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: --hop must be at least one feature frame")
+    assert proc.stderr.count("\n") == 1
+
+
+def _model_file_with(src: Path, dest: Path, change) -> Path:
+    """``src`` with its urbansound metadata (a dict, or its JSON text) passed through
+    ``change`` and, when ``change`` returns a pair, a tensor replaced."""
+    from safetensors.numpy import load, save
+
+    raw = src.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])["__metadata__"]
+    meta = json.loads(header["urbansound"])
+    tensors = load(raw)
+    got = change(meta, tensors)
+    text = got if isinstance(got, str) else json.dumps(meta)
+    dest.write_bytes(save(tensors, metadata={**header, "urbansound": text}))
+    return dest
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m, t: m.update(format_version="two"), r"model format version 'two' is not one"),
+        (lambda m, t: m.update(format_version=None), r"model format version None is not one"),
+        (lambda m, t: m.update(format_version=2), r"has model format version 2; .*upgrade"),
+        (lambda m, t: "{not json", r"metadata is not a JSON object"),
+        (lambda m, t: m.pop("class_names"), r"class_names must list at least 2"),
+        (lambda m, t: m.update(class_names=["a", "b"]), r"member 0 gives 10 outputs for 2 cl"),
+        (lambda m, t: m.update(window_s=0), r"window_s must be a number of seconds > 0"),
+        (lambda m, t: m.update(members=[]), r"it lists no members"),
+        (lambda m, t: m["features"].update(n_features=7), r"give 13 features, .* says 7"),
+        (lambda m, t: m["features"]["settings"].update(n_mfcc="many"), r"feature settings are"),
+        (lambda m, t: m["features"].pop("settings"), r"it has no features\.settings"),
+        (lambda m, t: m["members"][0].update(n_layers="x"), r"member 0 has n_layers 'x'"),
+        (lambda m, t: m["members"][0].update(activation="swish"), r"activation 'swish'"),
+        (lambda m, t: t.pop("m0.bias1"), r"tensor m0\.bias1 is missing"),
+        (lambda m, t: t.update({"m0.kernel0": t["m0.kernel0"][:5]}), r"do not take 13 inputs"),
+        (lambda m, t: t.update({"m0.mean": t["m0.mean"][:3]}), r"standardiser's mean is not 13"),
+    ],
+)
+def test_a_damaged_model_file_is_one_line_naming_it_not_a_traceback_or_nan(
+    fitted, tmp_path: Path, change, message: str
+) -> None:
+    # a metadata value of another type or a missing key gave a KeyError/ValueError traceback,
+    # and a model file without members gave NaN probabilities and exit 0
+    from urbansound.modelfile import ModelFileError
+
+    bad = _model_file_with(fitted.model_path, tmp_path / "bad.safetensors", change)
+    with pytest.raises(ModelFileError, match=message) as info:
+        load_model(bad, check_versions=False)
+    assert str(info.value).startswith(str(bad)) and "\n" not in str(info.value)
+
+
+def test_a_damaged_model_file_on_the_command_line_is_exit_2_and_one_line(
+    fitted, tmp_path: Path
+) -> None:
+    bad = _model_file_with(fitted.model_path, tmp_path / "bad.safetensors",
+                           lambda m, t: m.update(members=[]))  # fmt: skip
+    proc = run_predict(str(bad), fitted.test_paths[0], cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(f"error: {bad}: it lists no members")
+    assert proc.stderr.count("\n") == 1
+
+
+def test_ctrl_c_during_predict_is_one_line_exit_130_and_writes_nothing(
+    fitted, tmp_path: Path
+) -> None:
+    import os
+    import signal
+
+    from urbansound.audio import load_audio
+
+    # a long recording (many windows with a short hop) and a FIFO: once predict opens the FIFO
+    # it is classifying, and Ctrl-C comes while the other worker is in the long recording
+    sr = load_model(fitted.model_path).features.sr
+    clip = load_audio(fitted.test_paths[0], sr=sr)
+    sf.write(tmp_path / "long.wav", np.tile(clip, 60), sr)
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    out = tmp_path / "out" / "predictions.csv"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "urbansound.predict", str(fitted.model_path), str(fifo),
+         str(tmp_path / "long.wav"), "--hop", "0.05", "--jobs", "2", "-o", str(out)],
+        cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        with open(fifo, "wb"):  # returns once predict has opened it
+            pass
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "error: interrupted; no predictions were written"
+    assert "Traceback" not in stderr and stdout == ""
+    assert not out.exists()
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_an_output_that_is_the_model_or_an_input_is_refused_and_both_stay(
+    fitted, tmp_path: Path
+) -> None:
+    # -o over the audio or the model replaced it with the CSV text
+    audio = tmp_path / "clip.wav"
+    audio.write_bytes(Path(fitted.test_paths[0]).read_bytes())
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(fitted.model_path.read_bytes())
+    for output, what in [
+        (str(tmp_path / "." / "clip.wav"), f"the audio file {audio}"),
+        (str(model), "the model file"),
+    ]:
+        before = (audio.read_bytes(), model.read_bytes())
+        proc = run_predict(str(model), str(tmp_path), "-o", output, cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr == f"error: --output {output} is {what}; it would be overwritten: " \
+            "choose another file\n"  # fmt: skip
+        assert (audio.read_bytes(), model.read_bytes()) == before
+
+
+def test_a_file_too_long_to_resample_is_skipped_not_a_crash_of_the_batch(
+    fitted, tmp_path: Path
+) -> None:
+    # 100 000 samples declared at 1 Hz resample to 2.2e9 samples at 22 050 Hz: soxr crashed the
+    # whole process (segmentation fault)
+    odd = tmp_path / "one_hertz.wav"
+    sf.write(odd, np.full(100_000, 0.1, dtype=np.float32), 1)
+    proc = run_predict(str(fitted.model_path), str(odd), fitted.test_paths[0], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert [r["path"] for r in rows] == [fitted.test_paths[0]]
+    (line,) = [ln for ln in proc.stderr.splitlines() if str(odd) in ln]
+    assert line.startswith(f"skipped: cannot decode audio file {odd}: it is too long to decode")
+    assert "split it into shorter files" in line
+
+
+def test_a_nan_file_is_named_and_skipped_or_with_on_error_stop_ends_the_call(
+    fitted, tmp_path: Path
+) -> None:
+    y = np.full(22050, 0.1, dtype=np.float32)
+    y[2205] = np.nan
+    nan = tmp_path / "nan file ü.wav"
+    sf.write(nan, y, 22050, subtype="FLOAT")
+    good = fitted.test_paths[0]
+    out = tmp_path / "p.csv"
+    proc = run_predict(str(fitted.model_path), str(nan), good, "-o", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["path"] for r in csv.DictReader(out.open())] == [good]
+    (line,) = [ln for ln in proc.stderr.splitlines() if str(nan) in ln]
+    assert line.startswith(f"skipped: cannot decode audio file {nan}: 1 audio samples are not fin")
+    out.unlink()
+    proc = run_predict(str(fitted.model_path), str(nan), good, "-o", str(out), "--on-error",
+                       "stop", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2 and not out.exists()
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot decode audio file {nan}: ")
+    assert last.endswith("(--on-error stop; nothing written)")
+
+
+def test_an_output_ending_in_json_is_json_unless_format_says_otherwise(
+    fitted, tmp_path: Path
+) -> None:
+    # -o predictions.json wrote CSV text into a .json file
+    clip = fitted.test_paths[0]
+    out = tmp_path / "predictions.json"
+    assert run_predict(str(fitted.model_path), clip, "-o", str(out), cwd=tmp_path).returncode == 0
+    assert [f["path"] for f in json.loads(out.read_text())["files"]] == [clip]
+    proc = run_predict(str(fitted.model_path), clip, "-o", str(out), "--format", "csv",
+                       cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0 and out.read_text().startswith("path,start,end,class,")

@@ -27,7 +27,7 @@ import difflib
 import math
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -381,9 +381,10 @@ def _type_words(tp: Any) -> str | None:
     return _TYPE_WORDS.get(tp)
 
 
-def _unknown_key(full_key: str, object_type: Any) -> str:
+def _unknown_key(full_key: str, object_type: Any, node_keys: Sequence[str] = ()) -> str:
     parent, _, name = full_key.rpartition(".")
-    known = [f.name for f in dataclasses.fields(object_type)] if object_type else []
+    # A schema's fields; for a plain dict node (the fit node) the keys it holds.
+    known = [f.name for f in dataclasses.fields(object_type)] if object_type else list(node_keys)
     by_case = {k.lower(): k for k in known}  # model.c -> model.C
     match = [by_case[name.lower()]] if name.lower() in by_case else []
     match = match or difflib.get_close_matches(name, known, n=1)
@@ -423,7 +424,9 @@ def config_error(exc: BaseException) -> ConfigError:
         key = cause.full_key
         obj = cause.object_type if dataclasses.is_dataclass(cause.object_type) else None
         if isinstance(cause, ConfigKeyError | AttributeError) and "not in" in str(cause.msg):
-            return ConfigError(_unknown_key(key, obj))
+            node = getattr(cause, "parent_node", None)
+            keys = [str(k) for k in node] if obj is None and node is not None else []
+            return ConfigError(_unknown_key(key, obj, keys))
         if isinstance(cause, ValidationError):
             words = _type_words(_field_type(key))
             if words:

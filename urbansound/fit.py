@@ -415,12 +415,64 @@ def _write_predictions(
 # The entry point
 
 
+#: Group choices added to the command line for Hydra's composition only (the source's model
+#: family): :func:`_configuration` does not apply them as overrides.
+_SOURCE_CHOICES: list[str] = []
+
+
+def _source_choices(argv: Sequence[str]) -> list[str]:
+    """``model=<family>`` of the source that ``fit.from`` (``fit.study``, ``fit.trial``) in
+    ``argv`` names, when it is no MLP and the command line chooses no model: so that Hydra
+    composes the overrides (``model.n_estimators=500``) against that family's schema, as the
+    README's key-by-key promise needs. Empty when there is no usable source (the task then says
+    what is wrong with it)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in argv if "=" in a])
+    except Exception:
+        return []
+    given = {o.key_or_group: o.value() for o in parsed if not o.is_delete()}
+    if "model" in given or given.get("fit.from") is None:
+        return []
+    try:
+        opts = fit_options(
+            {k.removeprefix("fit."): v for k, v in given.items() if k.startswith("fit.")}
+        )
+        source = resolve_source(opts)
+    except Exception:  # reported by the task, in one line
+        return []
+    family = (source.config.get("model") or {}).get("family", "mlp")
+    import importlib.resources
+
+    if not isinstance(family, str) or family == "mlp":
+        return []
+    known = (importlib.resources.files("urbansound.conf") / "model" / f"{family}.yaml").is_file()
+    return [f"model={family}"] if known else []
+
+
 def hydra_fit_main(task_function: Callable[[Any], Any]) -> Callable[..., Any]:
     """:func:`urbansound.hydra_app.hydra_main` on the primary config ``fit``: a bad config or an
-    :class:`UrbansoundError` is one ``error: ...`` line, exit status 2."""
+    :class:`UrbansoundError` is one ``error: ...`` line, exit status 2. The source's model family
+    is chosen for the composition (:func:`_source_choices`)."""
+    import functools
+
     from urbansound.hydra_app import hydra_main
 
-    return hydra_main(task_function, config_name=FIT_CONFIG_NAME)
+    decorated = hydra_main(task_function, config_name=FIT_CONFIG_NAME)
+
+    @functools.wraps(task_function)
+    def main(cfg_passthrough: Any = None) -> Any:
+        if cfg_passthrough is None and not any(a.startswith("-") for a in sys.argv[1:]):
+            logging.disable(logging.INFO)  # resolving the source is said again by the task
+            try:
+                _SOURCE_CHOICES[:] = _source_choices(sys.argv[1:])
+            finally:
+                logging.disable(logging.NOTSET)
+            sys.argv[1:1] = _SOURCE_CHOICES
+        return decorated(cfg_passthrough)
+
+    return main
 
 
 def _configuration(cfg: Any, overrides: Sequence[str]) -> tuple[FitOptions, Source | None, dict]:
@@ -444,6 +496,17 @@ def _configuration(cfg: Any, overrides: Sequence[str]) -> tuple[FitOptions, Sour
     return opts, source, apply_overrides(source.config, cfg, overrides)
 
 
+def _without_cv_folds(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with ``cv.folds`` null: a fit trains on every fold (but ``cv.outer_fold``), so
+    the folds a CV run tested on (``cv.folds=[10]``) neither apply nor clash with
+    ``cv.outer_fold``."""
+    cv = config.get("cv")
+    if isinstance(cv, dict) and cv.get("folds") is not None:
+        log.info("cv.folds=%s does not apply to a fit: it trains on every fold", cv["folds"])
+        config = {**config, "cv": {**cv, "folds": None}}
+    return config
+
+
 @hydra_fit_main
 def main(cfg: Any) -> None:
     """Hydra task: one final fit (see the module docstring); a user error is one line, exit 2."""
@@ -452,6 +515,17 @@ def main(cfg: Any) -> None:
     except UrbansoundError as exc:
         print(f"error: {exc}", file=sys.stderr)  # one line, no traceback
         sys.exit(2)
+    except KeyboardInterrupt:
+        from hydra.core.hydra_config import HydraConfig
+
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        # model.safetensors, fit.json and predictions.npz are written at the end, atomically.
+        print(
+            f"error: interrupted; {run_dir} holds no model file (its config.yaml and log stay); "
+            "run the same command to fit again",
+            file=sys.stderr,
+        )
+        sys.exit(130)
 
 
 def _main(cfg: Any) -> None:
@@ -461,8 +535,9 @@ def _main(cfg: Any) -> None:
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    overrides = list(hc.overrides.task)
+    overrides = [o for o in hc.overrides.task if o not in _SOURCE_CHOICES]
     opts, source, config = _configuration(cfg, overrides)
+    config = _without_cv_folds(config)
     settings = settings_from_config(config)
     progress.set_default_mode(settings.progress)
     shown = [o for o in overrides if not o.lstrip("+~").startswith("fit.")]

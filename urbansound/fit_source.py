@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 _FIT_KEYS = ("from", "study", "trial", "seeds")
+#: The largest seed NumPy and scikit-learn take (``random_state < 2**32``), as for train.seed.
+_SEED_MAX = 2**32 - 1
 
 # --------------------------------------------------------------------------------------------
 # The `fit` node of the config
@@ -103,10 +105,13 @@ def fit_options(node: Mapping[str, Any] | None) -> FitOptions:
         if isinstance(seeds, int) and not isinstance(seeds, bool):
             seeds = [seeds]
         ok = isinstance(seeds, list | tuple) and seeds
-        ok = ok and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        ok = ok and all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= _SEED_MAX for s in seeds
+        )
         if not ok or len(set(seeds)) != len(seeds):
             raise ConfigError(
-                f"fit.seeds must be a list of distinct integers >= 0 (e.g. [0,1,2]), got {seeds!r}"
+                f"fit.seeds must be a list of distinct integers between 0 and {_SEED_MAX} "
+                f"(e.g. [0,1,2]), got {seeds!r}"
             )
         seeds = tuple(int(s) for s in seeds)
     return FitOptions(source=source, study=study, trial=trial, seeds=seeds)
@@ -269,6 +274,12 @@ def _from_job_dirs(location: str, sweep_dir: Path, opts: FitOptions) -> Source:
                 f"(trials there: {sorted(j[0] for j in jobs if j[0] is not None)})"
             )
         chosen = found[0]
+        status = (chosen[3] or {}).get("status")
+        if status != "complete":
+            raise ConfigError(
+                f"fit.trial={opts.trial}: the job of trial {opts.trial} in {location} is "
+                f"{status or 'unfinished'}; choose a complete trial"
+            )
     else:
         done = [
             j
@@ -284,20 +295,48 @@ def _from_job_dirs(location: str, sweep_dir: Path, opts: FitOptions) -> Source:
     return Source("sweep", location, d, config, results, trial=number, value=_value(results))
 
 
+def _storage_call(call: Any, location: str, storage: str, *args: Any) -> Any:
+    """``call(storage, *args)`` of :mod:`urbansound.sweep.records`; its error as one line that
+    names ``fit.from`` (the URL without its password) and what to give instead."""
+    from urbansound.files import redact_url
+
+    try:
+        return call(storage, *args)
+    except ConfigError as exc:
+        message = " ".join(str(exc).split())
+        if "://" not in storage and Path(storage).is_file() and "cannot open" in message:
+            message += (
+                "; it is neither an SQLite database nor an Optuna journal file: give a run "
+                "directory, a sweep directory, a study file or a storage URL"
+            )
+        raise ConfigError(f"fit.from={redact_url(location)}: {message}") from None
+
+
 def _from_study(location: str, storage: str, opts: FitOptions, *, kind: str) -> Source:
+    from urbansound.files import redact_url
     from urbansound.sweep import records
 
+    shown = redact_url(location)
     name = opts.study
-    if name is None:
-        names = records.study_names(storage)
-        if len(names) != 1:
-            raise ConfigError(
-                f"fit.from={location} holds {len(names)} studies"
-                + (f" ({', '.join(sorted(names))})" if names else "")
-                + "; choose one with fit.study=<name>"
-            )
-        name = names[0]
-    study = records.load_study(storage, name)
+    # The names first: a study that is not there is named together with those that are.
+    names = _storage_call(records.study_names, location, storage)
+    if not names:
+        raise ConfigError(
+            f"fit.from={shown} holds no study; give the storage (or sweep directory) "
+            "that the sweep wrote"
+        )
+    if name is not None and name not in names:
+        raise ConfigError(
+            f"fit.study={name}: no such study in fit.from={shown} "
+            f"(studies there: {', '.join(sorted(names))})"
+        )
+    if name is None and len(names) != 1:
+        raise ConfigError(
+            f"fit.from={shown} holds {len(names)} studies ({', '.join(sorted(names))}); "
+            "choose one with fit.study=<name>"
+        )
+    name = name or names[0]
+    study = _storage_call(records.load_study, location, storage, name)
     by_number = {t.number: t for t in study.trials}
     if opts.trial is not None:
         trial = by_number.get(opts.trial)
@@ -319,7 +358,14 @@ def _from_study(location: str, storage: str, opts: FitOptions, *, kind: str) -> 
             key=lambda t: (sign * float(t.value), t.number),
         )
         if not candidates:
-            raise ConfigError(f"fit.from={location}: study {name} has no COMPLETE trial")
+            from collections import Counter
+
+            states = Counter(t.state for t in study.trials)
+            found = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+            raise ConfigError(
+                f"fit.from={shown}: study {name} has no COMPLETE trial ({found or 'no trial'}); "
+                "finish the sweep, or fit one configuration with fit.from=<run directory>"
+            )
     for trial in candidates:
         run_dir = trial.run_dir
         what = f"trial {trial.number} of study {name}"
@@ -343,7 +389,7 @@ def _from_study(location: str, storage: str, opts: FitOptions, *, kind: str) -> 
             trial=trial.number,
             value=trial.value,
         )
-    raise ConfigError(f"fit.from={location}: every COMPLETE trial of {name} used the LEAKY split")
+    raise ConfigError(f"fit.from={shown}: every COMPLETE trial of {name} used the LEAKY split")
 
 
 # --------------------------------------------------------------------------------------------

@@ -162,10 +162,46 @@ def hydra_main(
         ) as exc:
             print(f"error: {config_error(exc)}", file=sys.stderr)
             sys.exit(2)
+        except (OSError, ValueError) as exc:
+            # Hydra creates the run directory and its log file before the task starts: one
+            # that cannot be written is a bad hydra.run.dir / hydra.sweep.dir, not a bug.
+            cause = _os_error(exc)
+            if cause is None or _raised_in(exc, task_function):
+                raise
+            from urbansound.files import output_error
+
+            print(
+                f"error: {output_error(cause.filename, cause)} (the run directory: "
+                "hydra.run.dir, or hydra.sweep.dir for -m)",
+                file=sys.stderr,
+            )
+            sys.exit(2)
         finally:
             os.environ.pop("HYDRA_FULL_ERROR", None)
 
     return main
+
+
+def _raised_in(exc: BaseException, function: Callable[..., Any]) -> bool:
+    """Whether ``exc`` came from inside ``function`` (its traceback passes through it)."""
+    code = getattr(function, "__code__", None)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError naming a file in ``exc`` or its causes (logging wraps one in a ValueError)."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, OSError) and exc.filename is not None:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 _COMMAND_FLAGS = ("--hydra-help", "-sc", "--shell-completion")

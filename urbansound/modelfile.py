@@ -249,6 +249,10 @@ def save_model(path: str | Path, members: Sequence[Member], metadata: dict[str, 
             import skops.io
 
             blob = skops.io.dumps(m.estimator)
+            try:  # refuse now what load_model would refuse, before any file is written
+                _load_estimator(blob)
+            except ModelFileError as exc:
+                raise ModelFileError(f"cannot store member {i} ({m.family}): it {exc}") from None
             tensors[f"m{i}.skops"] = np.frombuffer(blob, dtype=np.uint8).copy()
         described.append(entry)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata, "members": described}
@@ -305,14 +309,34 @@ def load_model(path: str | Path, *, check_versions: bool = True) -> ModelFile:
         raise ModelFileError(
             f"{path} is a safetensors file but no urbansound model (no {_META_KEY!r} metadata)"
         )
-    meta = json.loads(header[_META_KEY])
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+    try:
+        meta = json.loads(header[_META_KEY])
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: its {_META_KEY!r} metadata is not a JSON object; {_DAMAGED}")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ModelFileError(
-            f"{path} has model format version {meta.get('format_version')}; this urbansound "
+            f"{path}: model format version {version!r} is not one this urbansound reads "
+            f"(1 to {FORMAT_VERSION}); {_DAMAGED}"
+        )
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has model format version {version}; this urbansound "
             f"reads up to {FORMAT_VERSION}: upgrade urbansound"
         )
-    members = [_member(i, entry, tensors, path) for i, entry in enumerate(meta["members"])]
-    model = ModelFile(members=members, metadata=meta, path=path)
+    try:
+        _check_metadata(meta)
+        members = [_member(i, entry, tensors, path) for i, entry in enumerate(meta["members"])]
+        model = ModelFile(members=members, metadata=meta, path=path)
+        _check_members(model)
+    except _Invalid as exc:
+        raise ModelFileError(f"{path}: {exc}; {_DAMAGED}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a value of another type
+        raise ModelFileError(
+            f"{path}: unexpected metadata ({type(exc).__name__}: {exc}); {_DAMAGED}"
+        ) from None
     if check_versions:
         differences = stage_differences(meta["features"].get("stage") or {})
         if differences:
@@ -326,6 +350,131 @@ def load_model(path: str | Path, *, check_versions: bool = True) -> ModelFile:
     return model
 
 
+_DAMAGED = (
+    "the file is damaged or was not written by `python -m urbansound.fit`: fit the model again"
+)
+
+
+class _Invalid(Exception):
+    """What is wrong with a model file's metadata or tensors (the caller adds the file)."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise _Invalid(message)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_metadata(meta: dict[str, Any]) -> None:
+    """What :class:`ModelFile` and :mod:`urbansound.predict` read from the metadata is there and
+    of its type, and the feature settings are valid settings whose width is ``n_features``."""
+    import math
+
+    from urbansound.config import settings_from_config
+    from urbansound.errors import ConfigError
+    from urbansound.features import feature_names
+
+    names = meta.get("class_names")
+    _require(
+        isinstance(names, list)
+        and len(names) >= 2
+        and all(isinstance(n, str) and n for n in names)
+        and len(set(names)) == len(names),
+        f"class_names must list at least 2 distinct class names, got {names!r}",
+    )
+    window = meta.get("window_s")
+    _require(
+        isinstance(window, int | float)
+        and not isinstance(window, bool)
+        and math.isfinite(window)
+        and window > 0,
+        f"window_s must be a number of seconds > 0, got {window!r}",
+    )
+    feats = meta.get("features")
+    _require(isinstance(feats, dict), "it has no features metadata")
+    settings = feats.get("settings")
+    _require(isinstance(settings, dict), "it has no features.settings")
+    n_features = feats.get("n_features")
+    _require(
+        _is_int(n_features) and n_features > 0,
+        f"features.n_features must be an integer > 0, got {n_features!r}",
+    )
+    try:
+        parsed = settings_from_config({"features": dict(settings)}).features
+    except ConfigError as exc:
+        raise _Invalid(f"its feature settings are invalid ({exc})") from None
+    except Exception as exc:  # not even of the schema's shape
+        raise _Invalid(f"its feature settings are invalid ({type(exc).__name__}: {exc})") from None
+    width = len(feature_names(parsed))
+    _require(
+        width == n_features,
+        f"its feature settings give {width} features, features.n_features says {n_features}",
+    )
+    stage = feats.get("stage")
+    _require(stage is None or isinstance(stage, dict), "features.stage is not an object")
+    members = meta.get("members")
+    _require(
+        isinstance(members, list) and members and all(isinstance(m, dict) for m in members),
+        "it lists no members (models)",
+    )
+    for i, m in enumerate(members):
+        family = m.get("family", "mlp")
+        _require(isinstance(family, str), f"member {i} has family {family!r}")
+        if family == "mlp":
+            n_layers = m.get("n_layers")
+            _require(
+                _is_int(n_layers) and n_layers >= 1,
+                f"member {i} has n_layers {n_layers!r}",
+            )
+
+
+def _check_members(model: ModelFile) -> None:
+    """Each member takes ``n_features`` inputs and gives ``len(class_names)`` outputs."""
+    from urbansound.config import ACTIVATIONS
+
+    n_in, n_classes = model.n_features, len(model.class_names)
+    for i, m in enumerate(model.members):
+        if m.family != "mlp":
+            est = m.estimator
+            _require(hasattr(est, "predict_proba"), f"member {i} ({m.family}) cannot predict")
+            classes = np.asarray(getattr(est, "classes_", []))
+            _require(
+                classes.ndim == 1
+                and len(classes) >= 1
+                and np.issubdtype(classes.dtype, np.integer)
+                and classes.min() >= 0
+                and classes.max() < n_classes,
+                f"member {i} ({m.family}) has classes {classes.tolist()}, not ids of the "
+                f"{n_classes} classes",
+            )
+            width = getattr(est, "n_features_in_", n_in)
+            _require(width == n_in, f"member {i} ({m.family}) takes {width} features, not {n_in}")
+            continue
+        _require(m.activation in ACTIVATIONS, f"member {i} has activation {m.activation!r}")
+        fan_in = n_in
+        for j, (w, b) in enumerate(m.params):
+            _require(
+                w.dtype == np.float32 and b.dtype == np.float32,
+                f"member {i} layer {j}: weights of type {w.dtype}/{b.dtype}, not float32",
+            )
+            _require(
+                w.ndim == 2 and w.shape[0] == fan_in and b.shape == (w.shape[1],),
+                f"member {i} layer {j}: kernel {w.shape} and bias {b.shape} do not take "
+                f"{fan_in} inputs",
+            )
+            fan_in = w.shape[1]
+        _require(fan_in == n_classes, f"member {i} gives {fan_in} outputs for {n_classes} classes")
+        for name, v in (("mean", m.mean), ("std", m.std)):
+            if v is not None:
+                _require(
+                    v.shape == (n_in,) and bool(np.isfinite(v).all()),
+                    f"member {i}: its standardiser's {name} is not {n_in} finite numbers",
+                )
+
+
 def _header_metadata(raw: bytes) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors header (8-byte little-endian length, then JSON)."""
     if len(raw) < 8:
@@ -335,26 +484,65 @@ def _header_metadata(raw: bytes) -> dict[str, str]:
     return dict(header.get("__metadata__") or {})
 
 
+def _scikit_learn_class(name: str) -> bool:
+    """Whether ``name`` (a dotted type name skops reports) is a class of scikit-learn itself.
+
+    skops' default trusted set leaves out the inner classes of fitted estimators that the model
+    families store (``sklearn.tree._tree.Tree`` of the forests, the histogram boosting's
+    ``TreePredictor``, the SVM's calibrators, the neighbours' ``KDTree``). Classes are rebuilt from
+    their stored state; functions are never trusted here (a stored function could be called).
+    """
+    import importlib
+
+    module, _, attr = name.rpartition(".")
+    if module != "sklearn" and not module.startswith("sklearn."):
+        return False
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(obj, type)
+
+
+def _load_estimator(blob: bytes) -> Any:
+    """A scikit-learn member from its skops bytes, trusting skops' default set plus
+    scikit-learn's own classes (:func:`_scikit_learn_class`); :class:`ModelFileError` (without the
+    file's name) for anything else or bytes skops cannot read."""
+    import skops.io
+
+    try:
+        untrusted = skops.io.get_untrusted_types(data=blob)
+        refused = [t for t in untrusted if not _scikit_learn_class(t)]
+        if refused:
+            raise ModelFileError(
+                "holds types outside skops' trusted set and scikit-learn "
+                f"({', '.join(refused[:5])}); it is not loaded: fit a scikit-learn estimator"
+            )
+        return skops.io.loads(blob, trusted=untrusted)
+    except ModelFileError:
+        raise
+    except Exception as exc:  # skops' own errors for damaged bytes (zip, JSON, schema)
+        raise ModelFileError(f"cannot be read ({type(exc).__name__}: {exc})") from None
+
+
 def _member(i: int, entry: dict[str, Any], tensors: dict[str, np.ndarray], path: Path) -> Member:
     def tensor(name: str) -> np.ndarray:
         key = f"m{i}.{name}"
         if key not in tensors:
-            raise ModelFileError(f"{path}: tensor {key} is missing; the file is damaged")
+            raise _Invalid(f"tensor {key} is missing")
         return tensors[key]
 
     family = str(entry.get("family", "mlp"))
     seed, fold = int(entry.get("seed", 0)), entry.get("fold")
     if family != "mlp":
-        import skops.io
-
         blob = tensor("skops").tobytes()
-        untrusted = skops.io.get_untrusted_types(data=blob)
-        if untrusted:
-            raise ModelFileError(
-                f"{path}: member {i} ({family}) holds types outside skops' trusted set "
-                f"({', '.join(untrusted[:5])}); it is not loaded"
-            )
-        return Member(seed=seed, fold=fold, family=family, estimator=skops.io.loads(blob))
+        try:
+            estimator = _load_estimator(blob)
+        except ModelFileError as exc:
+            if "not loaded" in str(exc):  # a foreign type, not damage: no "damaged" hint
+                raise ModelFileError(f"{path}: member {i} ({family}) {exc}") from None
+            raise _Invalid(f"member {i} ({family}) {exc}") from None
+        return Member(seed=seed, fold=fold, family=family, estimator=estimator)
     n_layers = int(entry["n_layers"])
     params = [(tensor(f"kernel{j}"), tensor(f"bias{j}")) for j in range(n_layers)]
     standardize = bool(entry.get("standardize"))

@@ -27,8 +27,9 @@ gives both per file. All clips and windows of one call are classified in one bat
 trainer evaluates a fold: the same clips in the same order give bitwise the trainer's
 probabilities (other batches agree to float32 rounding).
 
-A file that cannot be read is reported on stderr (one line) and skipped; the others go on.
-Exit status 0 when at least one file was classified, 2 when none was or on bad arguments.
+A file that cannot be read is reported on stderr (one line) and skipped; the others go on
+(``--on-error stop``: the first one ends the call, exit 2, nothing written). Exit status 0 when
+at least one file was classified, 2 when none was or on bad arguments.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import json
 import math
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +60,7 @@ __all__ = [
     "Window",
     "expand_inputs",
     "main",
+    "min_hop",
     "predict_files",
     "timeline",
     "window_bounds",
@@ -184,18 +187,22 @@ def window_bounds(n_samples: int, *, window: int, hop: int) -> list[tuple[int, i
 
     One range for a recording up to ``window`` samples (``window`` plus a 10 ms tolerance is
     applied by the caller); otherwise windows start every ``hop`` samples until one reaches the
-    end, the last holding what is left.
+    end, the last holding what is left. A hop longer than the window leaves gaps, and no window
+    starts at or after the end.
     """
+    if window < 1 or hop < 1:
+        raise ValueError(f"window ({window}) and hop ({hop}) must be at least one sample")
     if n_samples <= window:
         return [(0, n_samples)]
     bounds = []
     start = 0
-    while True:
+    while start < n_samples:
         end = min(start + window, n_samples)
         bounds.append((start, end))
         if end >= n_samples:
-            return bounds
+            break
         start += hop
+    return bounds
 
 
 def timeline(windows: Sequence[Window], duration: float) -> list[Segment]:
@@ -218,10 +225,18 @@ def timeline(windows: Sequence[Window], duration: float) -> list[Segment]:
 # Features and predictions
 
 
+class _Stopped(Exception):
+    """The batch was interrupted: a worker leaves its file unfinished."""
+
+
 def _file_features(
-    path: str, settings: Any, *, window_s: float, hop_s: float
+    path: str, settings: Any, *, window_s: float, hop_s: float, stop: Any = None
 ) -> tuple[float, list[tuple[int, int]], np.ndarray]:
-    """Decode ``path`` once and compute each window's feature row (the training code)."""
+    """Decode ``path`` once and compute each window's feature row (the training code).
+
+    ``stop`` (a :class:`threading.Event`) set: raises :class:`_Stopped` before the next window,
+    so that Ctrl-C does not wait for the windows of a long recording.
+    """
     from urbansound.audio import audio_error, load_audio
     from urbansound.dsp import clip_features, log_mel
 
@@ -235,11 +250,20 @@ def _file_features(
         bounds = window_bounds(len(y), window=window, hop=max(1, round(hop_s * sr)))
     rows = []
     for a, b in bounds:
+        if stop is not None and stop.is_set():
+            raise _Stopped
         row = clip_features(log_mel(y[a:b], settings), settings, in_place=True)
         if not np.isfinite(row).all():
             raise audio_error(path, "its features are not finite")
         rows.append(row)
     return len(y) / sr, bounds, np.stack(rows).astype(np.float32, copy=False)
+
+
+def min_hop(model: Any) -> float:
+    """The shortest hop between windows, in seconds: one feature frame (``hop_length`` samples);
+    a shorter one only repeats the same frames (and a hop of a few samples means as many
+    windows as samples, which would never end on a long recording)."""
+    return model.features.hop_length / model.features.sr
 
 
 def predict_files(
@@ -268,14 +292,23 @@ def predict_files(
     settings = model.features
     window_s = model.window_s
     hop_s = window_s if hop_s is None else float(hop_s)
-    if not hop_s > 0:
-        raise ValueError(f"the hop must be > 0 seconds, got {hop_s}")
+    if not hop_s >= min_hop(model):
+        raise ValueError(f"the hop must be at least {min_hop(model):.4g} s, got {hop_s}")
+
+    stop = threading.Event()
 
     def one(path: str) -> tuple[str, Any]:
+        if stop.is_set():
+            raise _Stopped
         try:
-            return path, _file_features(path, settings, window_s=window_s, hop_s=hop_s)
+            return path, _file_features(path, settings, window_s=window_s, hop_s=hop_s, stop=stop)
         except AudioError as exc:
             return path, AudioError(str(exc).removesuffix(HINT))
+        except (_Stopped, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # one odd file (a decoder or resampler error) ends no batch
+            reason = " ".join(str(exc).split()) or "no message"
+            return path, AudioError(f"cannot classify {path}: {type(exc).__name__}: {reason}")
 
     done: list[tuple[str, float, list[tuple[int, int]], np.ndarray]] = []
     mode = progress if len(paths) > 1 else "none"
@@ -299,6 +332,9 @@ def predict_files(
                     on_error(path, str(got))
                     continue
                 done.append((path, *got))
+        except BaseException:  # Ctrl-C, or an error: the workers stop before their next window
+            stop.set()
+            raise
         finally:
             if workers > 1:
                 pool.shutdown(cancel_futures=True)
@@ -440,17 +476,51 @@ def _parser() -> argparse.ArgumentParser:
         "(default: the window, i.e. no overlap)",
     )
     p.add_argument("--timeline", action="store_true", help="CSV of merged segments, not windows")
-    p.add_argument("--format", choices=("csv", "json"), default="csv", help="default: csv")
+    p.add_argument(
+        "--format",
+        choices=("csv", "json"),
+        default=None,
+        help="default: json for an --output ending in .json, otherwise csv",
+    )
     p.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     p.add_argument(
         "--jobs", type=int, default=-1, metavar="N", help="files decoded at once (-1: all cores)"
     )
     p.add_argument("--progress", choices=MODES, default=None, help="progress on stderr")
+    p.add_argument(
+        "--on-error",
+        choices=("skip", "stop"),
+        default="skip",
+        help="a file that cannot be read: skip it and go on (default), or stop with exit 2 and "
+        "write nothing",
+    )
     return p
 
 
+def _output_clash(output: str, inputs: Sequence[str]) -> str | None:
+    """What ``output`` already is among ``inputs`` (the model file first, then the audio), or
+    None: predictions written there would replace the model or a recording."""
+    target = os.path.realpath(output)
+    for i, p in enumerate(inputs):
+        if os.path.realpath(p) == target:
+            return "the model file" if i == 0 else f"the audio file {p}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command; returns the exit status (see the module docstring)."""
+    """The command; returns the exit status (see the module docstring).
+
+    Ctrl-C is one line and status 130, with nothing written: the output is written once, at
+    the end (``--output`` atomically).
+    """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted; no predictions were written", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from urbansound.modelfile import FeatureVersionWarning, load_model
 
     args = _parser().parse_args(argv)
@@ -469,8 +539,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
+    if args.hop is not None and args.hop < min_hop(model):
+        print(
+            f"error: --hop must be at least one feature frame of the model "
+            f"({min_hop(model):.4g} s = features.hop_length / features.sr), got {args.hop}",
+            file=sys.stderr,
+        )
+        return 2
 
     paths, problems = expand_inputs(args.audio)
+    if args.output:
+        clash = _output_clash(args.output, [str(model.path), *paths])
+        if clash is not None:
+            print(
+                f"error: --output {args.output} is {clash}; it would be overwritten: "
+                "choose another file",
+                file=sys.stderr,
+            )
+            return 2
+    stop = args.on_error == "stop"
+    if stop and problems:
+        arg, reason = problems[0]
+        print(f"error: {arg}: {reason} (--on-error stop; nothing written)", file=sys.stderr)
+        return 2
     skipped = [{"path": arg, "error": reason} for arg, reason in problems]
     for arg, reason in problems:
         print(f"skipped {arg}: {reason}", file=sys.stderr)
@@ -481,10 +572,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         preds = predict_files(
-            model, paths, hop_s=args.hop, n_jobs=args.jobs, progress=args.progress, on_error=report
+            model,
+            paths,
+            hop_s=args.hop,
+            n_jobs=args.jobs,
+            progress=args.progress,
+            on_error=None if stop else report,
         )
     except UrbansoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        hint = " (--on-error stop; nothing written)" if stop else ""
+        print(f"error: {exc}{hint}", file=sys.stderr)
         return 2
     if not preds:
         print(
@@ -493,6 +590,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     names = model.class_names
+    if args.format is None:
+        args.format = "json" if (args.output or "").lower().endswith(".json") else "csv"
     if args.format == "json":
         text = to_json(preds, names, model_path=str(model.path), skipped=skipped)
     else:
