@@ -808,3 +808,63 @@ def test_protocol_comparison_figure_labels_leaky(tmp_path):
     assert sorted(t.get_text() for t in ax.texts) == ["0.550", "0.910"]
     png = plots.save_figure(fig, tmp_path / "p.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_file_given_as_sweep_dir_or_report_folder_is_one_line(sweep, tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    assert report.main([str(a_file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {a_file}: a file, not a directory") and "\n" not in err
+    for out in (a_file, a_file / "report"):  # the report folder is a file, or under one
+        assert report.main([str(sweep["sweep_dir"]), "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: cannot write {out}: a file is in the way"), err
+        assert "Traceback" not in err and "\n" not in err
+    assert a_file.read_text() == "x"
+
+
+def test_a_top_trial_without_readable_results_is_named_not_dropped(tmp_path):
+    """A top configuration whose results.json is truncated gets a note in the paired comparison
+    saying why it is not tested (it used to vanish from the table silently)."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    for number, n in enumerate((20, 40, 60)):
+        res = write_run(tmp_path / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
+        add_trial(study, tmp_path / str(number), res["mean_accuracy"], {"n_mfcc": n})
+    (tmp_path / "2" / "results.json").write_text('{"folds": [')  # truncated
+    sw = report.load_sweep([], storage=url, study_name="s")
+    comps = analysis.paired_comparisons(sw, top=3)
+    assert [c["other"]["number"] for c in comps] == [2, 0]
+    assert comps[0]["note"] == (
+        f"no readable results.json in {tmp_path / '2'}; no per-fold accuracies to test"
+    )
+    assert "comparison" in comps[1]
+    md = report.build_report(sw, out_dir=tmp_path / "out").markdown.read_text()
+    assert "no readable results.json in" in md
+
+
+def test_single_fold_trials_say_why_there_is_no_paired_test(tmp_path):
+    for number, n in enumerate((20, 40)):
+        write_run(tmp_path / "mr" / str(number), FOLD_ACC[n][:1], overrides=[f"n_mfcc={n}"])
+    sw = report.load_sweep([tmp_path / "mr"])
+    (comp,) = analysis.paired_comparisons(sw)
+    assert comp["note"] == "only 1 common fold(s); a paired test needs at least 2 folds"
+    md = report.build_report(sw, out_dir=tmp_path / "out").markdown.read_text()
+    assert "a paired test needs at least 2 folds" in md and "nan" not in md.lower()
+
+
+def test_summary_json_is_standard_json_when_the_t_statistic_is_infinite(tmp_path):
+    """Every fold 0.04 better: zero variance of the differences, t = inf. The page shows ∞;
+    summary.json writes null (JSON has no Infinity) and stays readable by strict parsers."""
+    write_run(tmp_path / "mr" / "0", FOLD_ACC[40], overrides=["n_mfcc=40"])
+    write_run(tmp_path / "mr" / "1", [a - 0.04 for a in FOLD_ACC[40]], overrides=["n_mfcc=20"])
+    write_run(tmp_path / "mr" / "2", FOLD_ACC[40], overrides=["n_mfcc=60"])  # identical to #0
+    files = report.build_report(report.load_sweep([tmp_path / "mr"]), out_dir=tmp_path / "out")
+    text = files.summary.read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    by_other = {c["other"]["number"]: c["comparison"] for c in summary["paired_comparisons"]}
+    assert by_other[1]["ttest"]["statistic"] is None and by_other[1]["ttest"]["pvalue"] == 0.0
+    assert by_other[2]["ttest"] == {"name": "corrected_t", "statistic": 0.0, "pvalue": 1.0, "df": 4}
+    assert "∞" in files.markdown.read_text()

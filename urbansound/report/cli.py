@@ -145,7 +145,9 @@ def _print_winners(summary_path: Path) -> None:
                 f"({fam['n_trials']} complete)"
             )
     ens = summary["ensemble"]
-    if ens:
+    if ens and ens.get("best") is None:
+        print(f"no ensemble: {ens['note']}")
+    elif ens:
         line = (
             f"ensemble of the top {ens['k']} ({', '.join(f'#{n}' for n in ens['members'])}): "
             f"{ens['value']:.4f} vs best #{ens['best']['number']} "
@@ -154,6 +156,8 @@ def _print_winners(summary_path: Path) -> None:
         cmp = ens.get("comparison")
         if cmp:
             line += f" (corrected t-test p={cmp['ttest']['pvalue']:.3g})"
+        if ens.get("requested", ens["k"]) > ens["k"]:
+            line += f"; only {ens['k']} distinct configurations for --ensemble {ens['requested']}"
         print(line)
 
 

@@ -315,6 +315,11 @@ def load_sweep(
     for p in paths:
         if not p.exists():
             raise ConfigError(f"{p}: no such sweep or run directory")
+        if not p.is_dir():
+            raise ConfigError(
+                f"{p}: a file, not a directory; pass the sweep directory "
+                f"(outputs/multirun/<date>/<time>) or a run directory, e.g. {p.parent}"
+            )
         dir_records += [r for d in find_run_dirs(p) if (r := record_from_run_dir(d))]
     if storage is not None:
         return _merge(open_study(storage, study_name), dir_records, paths)

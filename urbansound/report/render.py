@@ -269,12 +269,19 @@ def winners_model(summary: Mapping[str, Any]) -> dict[str, Any]:
             ],
         )
     ens = summary["ensemble"]
-    if ens:
+    if ens and ens.get("best") is None:  # fewer than two configurations: say why, no tables
+        out["ensemble"] = {"text": f"No ensemble: {ens['note']}.", "folds": None}
+    elif ens:
         members = ", ".join(f"#{n}" for n in ens["members"])
         best = {str(f["fold"]): f["accuracy"] for f in ens["best"]["folds"]}
         out["ensemble"] = {
             "text": (
-                f"Mean class probabilities of the top {ens['k']} configurations ({members}): "
+                (
+                    f"Only {ens['k']} distinct configurations for --ensemble {ens['requested']}. "
+                    if ens.get("requested", ens["k"]) > ens["k"]
+                    else ""
+                )
+                + f"Mean class probabilities of the top {ens['k']} configurations ({members}): "
                 f"mean CV {fmt(ens['value'])} against {fmt(ens['best']['value_from_predictions'])}"
                 f" for the best alone (trial #{ens['best']['number']})."
             ),
