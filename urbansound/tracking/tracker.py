@@ -370,18 +370,18 @@ class Tracker:
             return self.info()
         written = Path(getattr(self._exp, "offline_directory", self.archive.parent))
         written /= self.archive.name
-        reason = next((ln for ln in lines if ln), "Comet did not write it")
+        why = next((ln for ln in lines if ln), "Comet did not write it")
         if written != self.archive and is_complete_archive(written):  # Comet's own fallback
             remove_incomplete(self.archive)
             self._warn(
-                f"Comet: cannot write the offline archive to {self.archive.parent} ({reason}); "
+                f"Comet: cannot write the offline archive to {self.archive.parent} ({why}); "
                 f"it was written to {written} instead"
             )
             self.archive = written
         elif not is_complete_archive(self.archive):
             remove_incomplete(self.archive)
             remove_incomplete(written)
-            self._warn(f"Comet: the offline archive {self.archive} could not be written ({reason})")
+            self._warn(f"Comet: the offline archive {self.archive} could not be written ({why})")
             self.archive = None
         return self.info()
 
