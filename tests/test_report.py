@@ -868,3 +868,30 @@ def test_summary_json_is_standard_json_when_the_t_statistic_is_infinite(tmp_path
     assert by_other[1]["ttest"]["statistic"] is None and by_other[1]["ttest"]["pvalue"] == 0.0
     assert by_other[2]["ttest"] == {"name": "corrected_t", "statistic": 0.0, "pvalue": 1.0, "df": 4}
     assert "∞" in files.markdown.read_text()
+
+
+def test_the_commands_the_report_suggests_can_be_pasted(tmp_path):
+    """A study name or directory with spaces and quotes is shell-quoted in the suggested
+    `python -m urbansound.report ... --random-split` command (it used to be pasted raw)."""
+    import shlex
+
+    name = 'ét/ude "q" $HOME'
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name=name, storage=url, direction="maximize")
+    sweep_dir = tmp_path / "my sweep"
+    for number, n in enumerate((20, 40)):
+        res = write_run(sweep_dir / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
+        add_trial(study, sweep_dir / str(number), res["mean_accuracy"], {"n_mfcc": n})
+    md = report.build_report(
+        report.load_sweep([], storage=url, study_name=name), out_dir=tmp_path / "a"
+    ).markdown.read_text()
+    (cmd,) = re.findall(r"`(python -m urbansound\.report [^`]*--random-split)`", md)
+    assert shlex.split(cmd)[3:] == ["--storage", url, "--study", name, "--random-split"]
+    plain = tmp_path / "plain run dirs"
+    for number, n in enumerate((20, 40)):
+        write_run(plain / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
+    md = report.build_report(
+        report.load_sweep([plain]), out_dir=tmp_path / "b"
+    ).markdown.read_text()
+    (cmd,) = re.findall(r"`(python -m urbansound\.report [^`]*--random-split)`", md)
+    assert shlex.split(cmd)[3:] == [str(plain), "--random-split"]

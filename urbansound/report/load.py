@@ -151,6 +151,7 @@ class Sweep:
     study: StudyRecords
     storage: str | None = None
     fixed: dict[str, Any] = field(default_factory=dict)  # overrides shared by every job
+    paths: list[Path] = field(default_factory=list)  # the directories given on the command line
 
     @property
     def trials(self) -> list[TrialRecord]:
@@ -376,6 +377,7 @@ def _from_run_dirs(dir_records: list[TrialRecord], paths: Sequence[Path]) -> Swe
             name=name, direction="maximize", trials=[r.study_trial() for r in dir_records]
         ),
         fixed=fixed,
+        paths=list(paths),
     )
 
 
@@ -417,6 +419,7 @@ def _merge(study: StudyRecords, dir_records: Sequence[TrialRecord], paths: Seque
         records=records + others,
         study=study,
         storage=study.storage,
+        paths=list(paths),
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import math
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -146,9 +147,12 @@ def all_failed_text(sweep: Sweep) -> str:
 
 
 def _src_arg(sweep: Sweep) -> str:
+    """The report command's arguments for this sweep, shell-quoted so that it can be pasted
+    (study names and paths may hold spaces, quotes, ``$``)."""
     if sweep.storage:
-        return f"--storage {redact_url(sweep.storage)} --study {sweep.name}"
-    return sweep.source
+        storage = shlex.quote(str(redact_url(sweep.storage)))
+        return f"--storage {storage} --study {shlex.quote(sweep.name)}"
+    return " ".join(shlex.quote(str(p)) for p in sweep.paths) or shlex.quote(sweep.source)
 
 
 def _comparisons(summary: Mapping[str, Any]) -> dict[str, Any]:
