@@ -895,3 +895,29 @@ def test_the_commands_the_report_suggests_can_be_pasted(tmp_path):
     ).markdown.read_text()
     (cmd,) = re.findall(r"`(python -m urbansound\.report [^`]*--random-split)`", md)
     assert shlex.split(cmd)[3:] == [str(plain), "--random-split"]
+
+
+def test_ctrl_c_is_one_line_and_exit_130(sweep, tmp_path):
+    """Interrupted once the study is loaded (the figures and pages take seconds after that)."""
+    import signal
+
+    out = tmp_path / "r"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "urbansound.report", str(sweep["sweep_dir"]), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=sweep["root"],
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the log line that load_sweep writes once the study is open
+        if f"study {STUDY} opened from" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip() == (
+        f"error: interrupted; the report in {out} is not complete (no file of it is "
+        "half-written): run the same command again"
+    )
+    assert not [p for p in out.glob(".*.tmp")]  # no temporary file left behind

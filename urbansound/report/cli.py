@@ -2,7 +2,8 @@
 
 Exit status: 0 when the report was written (also when every trial of the study failed: the
 report lists the failures and one printed line says so); 2 with one ``error:`` line for a user
-error (no such directory, no study, a storage that cannot be opened, an evaluation that failed).
+error (no such directory, no study, a storage that cannot be opened, an evaluation that failed,
+a report folder that cannot be written); 130 with one line on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -165,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
     args = parse_args(argv)
+    out_dir: Path | None = None
     try:
         sweep = load_sweep(args.paths, storage=args.storage, study_name=args.study)
         out_dir = default_out(args, sweep)
@@ -174,6 +176,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UrbansoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # every file is written atomically: none is left half-written
+        if out_dir is None and (args.out or len(args.paths) == 1):
+            out_dir = default_out(args, None)  # the same folder, named before the study loaded
+        where = f" in {out_dir}" if out_dir is not None else ""
+        print(
+            f"error: interrupted; the report{where} is not complete (no file of it is "
+            "half-written): run the same command again",
+            file=sys.stderr,
+        )
+        return 130
     print(f"study {sweep.name} ({sweep.source})")
     print(console_table(sweep))
     if files.best is not None:
