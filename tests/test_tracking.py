@@ -626,6 +626,9 @@ def test_a_full_offline_dir_is_one_warning_and_no_zip(
         tracker.finish(_result(), run_dir=run_dir, figures={})
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "could not be written" in warning and "No space left on device" in warning
+    assert warning.endswith(
+        "; tracking.offline_dir (or COMET_OFFLINE_DIRECTORY) chooses another directory"
+    )
     info = tracker.info()
     assert info["archive"] is None and info["errors"] == [warning]
     err = capfd.readouterr().err
@@ -639,6 +642,7 @@ def test_a_full_offline_dir_is_one_warning_and_no_zip(
         tracker = tracking.start(settings, run_dir=run_dir, config={}, overrides=[])
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "tracking is off for this run" in warning and "disk is full" in warning
+    assert "tracking.offline_dir (or COMET_OFFLINE_DIRECTORY) chooses another directory" in warning
     assert [p.name for p in full_dir.iterdir()] == ["filler"]
 
 
@@ -803,6 +807,7 @@ def test_an_offline_dir_that_is_a_file_is_one_warning_saying_what_to_do(
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warning == (
         f"Comet: tracking is off for this run (cannot write {in_the_way}: a file is in the way "
-        "where a directory should be; remove it or choose another path)"
+        "where a directory should be; remove it or choose another path); tracking.offline_dir "
+        "(or COMET_OFFLINE_DIRECTORY) chooses another directory"
     )
     assert tracker.mode == "failed" and in_the_way.read_text() == "x"
