@@ -921,3 +921,19 @@ def test_ctrl_c_is_one_line_and_exit_130(sweep, tmp_path):
         "half-written): run the same command again"
     )
     assert not [p for p in out.glob(".*.tmp")]  # no temporary file left behind
+
+
+def test_storage_errors_are_one_line(tmp_path, capsys):
+    """SQLAlchemy's multi-line errors ([SQL: ...], Background link) were printed as they came;
+    a file that is no Optuna storage said "--study is needed: ... holds 0 studies"."""
+    not_a_db = tmp_path / "notes.db"
+    not_a_db.write_text("not a database\n")
+    assert report.main(["--storage", f"sqlite:///{not_a_db}"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: --storage sqlite:///{not_a_db}: cannot open the study storage "
+        "((sqlite3.DatabaseError) file is not a database)\n"
+    )
+    assert report.main(["--storage", str(not_a_db)]) == 2  # a path: Optuna's journal storage
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --storage {not_a_db}: holds no study; ") and err.count("\n") == 1

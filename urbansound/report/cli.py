@@ -19,7 +19,7 @@ import pandas as pd
 from urbansound.errors import ConfigError, UrbansoundError
 from urbansound.report import analysis, evaluations, render
 from urbansound.report.build import build_report
-from urbansound.report.load import LEAKY, Sweep, load_sweep
+from urbansound.report.load import LEAKY, Sweep, load_sweep, one_line
 
 __all__ = ["console_table", "default_out", "main", "parse_args"]
 
@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _evaluate(args, sweep, out_dir)
         files = build_report(sweep, out_dir=out_dir, top=args.top, ensemble=args.ensemble)
     except UrbansoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)  # one line, whatever it quotes
         return 2
     except KeyboardInterrupt:  # every file is written atomically: none is left half-written
         if out_dir is None and (args.out or len(args.paths) == 1):

@@ -248,6 +248,19 @@ def _record_from_trial(t: StudyTrial) -> TrialRecord:
     )
 
 
+def one_line(text: str) -> str:
+    """An error text on one line: SQLAlchemy's ``[SQL: ...]`` and ``(Background on this error
+    at: ...)`` lines dropped, the other lines joined with spaces, a parenthesis left open by the
+    cut closed."""
+    lines = [
+        ln.strip()
+        for ln in text.splitlines()
+        if ln.strip() and not ln.strip().startswith(("[SQL:", "[parameters:", "(Background on"))
+    ]
+    out = " ".join(lines)
+    return out + ")" * max(0, out.count("(") - out.count(")"))
+
+
 def open_study(storage: str, study_name: str | None, *, where: str = "--storage") -> StudyRecords:
     """A study's records, or :class:`ConfigError` naming the studies the storage holds.
 
@@ -257,7 +270,12 @@ def open_study(storage: str, study_name: str | None, *, where: str = "--storage"
     try:
         names = study_records.study_names(storage)
     except ConfigError as exc:
-        raise ConfigError(f"{where} {shown}: {exc}") from None
+        raise ConfigError(f"{where} {shown}: {one_line(str(exc))}") from None
+    if not names:  # "--study is needed" would send the user looking for a name
+        raise ConfigError(
+            f"{where} {shown}: holds no study; give the storage a sweep wrote "
+            "(its hydra.sweeper.storage; the sweep directory's study.json names it)"
+        )
     if study_name is None:
         if len(names) == 1:
             study_name = names[0]
