@@ -937,3 +937,19 @@ def test_storage_errors_are_one_line(tmp_path, capsys):
     assert report.main(["--storage", str(not_a_db)]) == 2  # a path: Optuna's journal storage
     err = capsys.readouterr().err
     assert err.startswith(f"error: --storage {not_a_db}: holds no study; ") and err.count("\n") == 1
+
+
+def test_an_evaluation_of_a_named_sweeps_winner_is_one_run(tmp_path):
+    """`sweep=<name>` among the winner's overrides would start the sweep again (hydra.mode is
+    MULTIRUN in every named sweep): the evaluation's command leaves it out."""
+    results = write_run(
+        tmp_path / "0",
+        FOLD_ACC[40],
+        overrides=["n_mfcc=40", "cv.outer_fold=5"],
+        trial={"study_name": "mfcc_grid", "number": 0},
+    )
+    results["overrides"] = ["n_mfcc=40", "sweep=mfcc_grid", "cv.outer_fold=5", "trial.number=0"]
+    (tmp_path / "0" / "results.json").write_text(json.dumps(results))
+    rec = report.load_sweep([tmp_path / "0"]).records[0]
+    argv = evaluations.evaluation_command(rec, kind="outer", run_dir=tmp_path / "e")
+    assert argv[3:-1] == ["n_mfcc=40", "cv.outer_fold=5", "cv.evaluate_outer=true"]

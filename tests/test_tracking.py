@@ -811,3 +811,20 @@ def test_an_offline_dir_that_is_a_file_is_one_warning_saying_what_to_do(
         "(or COMET_OFFLINE_DIRECTORY) chooses another directory"
     )
     assert tracker.mode == "failed" and in_the_way.read_text() == "x"
+
+
+def test_the_recorded_command_of_a_named_sweeps_trial_runs_once(tmp_path: Path) -> None:
+    """A trial of `urbansound sweep=mfcc_grid` has `sweep=mfcc_grid` among its overrides; the
+    named sweep sets hydra.mode=MULTIRUN, so the recorded command started the whole sweep
+    again. Its swept values are in the overrides already: the command leaves it out."""
+    overrides = [
+        "n_mfcc=20",
+        "sweep=mfcc_grid",
+        "hydra/launcher=joblib",
+        "tracking.mode=offline",
+        "trial.study_name=mfcc_grid",
+        "trial.number=0",
+    ]
+    assert tracking.rerun_command(overrides) == (
+        "python -m urbansound.run n_mfcc=20 tracking.mode=offline"
+    )
