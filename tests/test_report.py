@@ -953,3 +953,22 @@ def test_an_evaluation_of_a_named_sweeps_winner_is_one_run(tmp_path):
     rec = report.load_sweep([tmp_path / "0"]).records[0]
     argv = evaluations.evaluation_command(rec, kind="outer", run_dir=tmp_path / "e")
     assert argv[3:-1] == ["n_mfcc=40", "cv.outer_fold=5", "cv.evaluate_outer=true"]
+
+
+def test_folds_without_sizes_give_a_note_not_a_traceback(tmp_path):
+    """An old or hand-edited results.json without n_train/n_test (or n_train 0) was a KeyError
+    or ValueError traceback from the corrected t-test."""
+    for number, n in enumerate((20, 40, 60)):
+        results = write_run(tmp_path / "mr" / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
+        for fold in results["folds"]:
+            if n == 40:
+                del fold["n_train"]
+            else:
+                fold["n_train"] = 0
+        (tmp_path / "mr" / str(number) / "results.json").write_text(json.dumps(results))
+    sw = report.load_sweep([tmp_path / "mr"])
+    notes = [c["note"] for c in analysis.paired_comparisons(sw)]
+    note = "fold sizes (n_train, n_test) missing from trial #1's results.json"
+    assert notes == [f"{note}; no corrected t-test possible"] * 2
+    summary = json.loads(report.build_report(sw, out_dir=tmp_path / "out").summary.read_text())
+    assert summary["best"]["number"] == 1

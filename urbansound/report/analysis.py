@@ -149,6 +149,11 @@ def paired_comparisons(sweep: Sweep, *, top: int = 5) -> list[dict[str, Any]]:
             entry["note"] = (
                 f"only {len(common)} common fold(s); a paired test needs at least 2 folds"
             )
+        elif not fold_sizes_known([bt[f] for f in common]):
+            entry["note"] = (
+                f"fold sizes (n_train, n_test) missing from trial #{best.number}'s results.json; "
+                "no corrected t-test possible"
+            )
         else:
             cmp = stats.paired_comparison(
                 [bt[f]["accuracy"] for f in common],
@@ -160,6 +165,15 @@ def paired_comparisons(sweep: Sweep, *, top: int = 5) -> list[dict[str, Any]]:
             entry["comparison"] = cmp.to_dict()
         out.append(entry)
     return out
+
+
+def fold_sizes_known(folds: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether every fold names a positive ``n_train`` and a non-negative ``n_test`` (the
+    corrected t-test needs them; a hand-edited or old ``results.json`` may lack them)."""
+    try:
+        return all(float(f["n_train"]) > 0 and float(f["n_test"]) >= 0 for f in folds)
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def config_signature(rec: TrialRecord) -> str | None:

@@ -100,7 +100,13 @@ def _folds_frame(folds: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return _frame(
         ["fold", "accuracy", "loss", "n_train", "n_test"],
         [
-            [f["fold"], fmt(f["accuracy"]), fmt(f.get("loss")), f["n_train"], f["n_test"]]
+            [
+                f.get("fold"),
+                fmt(f.get("accuracy")),
+                fmt(f.get("loss")),
+                fmt(f.get("n_train")),
+                fmt(f.get("n_test")),
+            ]
             for f in folds
         ],
     )

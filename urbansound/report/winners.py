@@ -24,7 +24,7 @@ import numpy as np
 
 from urbansound import stats
 from urbansound.errors import ConfigError
-from urbansound.report.analysis import ranked
+from urbansound.report.analysis import fold_sizes_known, ranked
 from urbansound.report.load import Sweep, TrialRecord
 
 __all__ = [
@@ -136,6 +136,8 @@ def _compare(a: Sequence[dict], b: Sequence[dict]) -> dict[str, Any]:
     common = [f for f in ta if f in tb]
     if len(common) < 2:
         return {"note": f"only {len(common)} common fold(s); a paired test needs at least 2 folds"}
+    if not fold_sizes_known([ta[f] for f in common]):
+        return {"note": "fold sizes (n_train, n_test) missing; no corrected t-test possible"}
     cmp = stats.paired_comparison(
         [ta[f]["accuracy"] for f in common],
         [tb[f]["accuracy"] for f in common],
@@ -306,7 +308,7 @@ def ensemble(sweep: Sweep, k: int) -> dict[str, Any] | None:
     }
     if len(folds) < 2:
         out["note"] = f"only {len(folds)} fold(s); a paired test needs at least 2 folds"
-    elif any(t is None for t in n_train):
+    elif not fold_sizes_known(folds):
         out["note"] = (
             f"training-set sizes missing from trial {members[0].number}'s results.json; "
             "no corrected t-test possible"
