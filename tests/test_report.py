@@ -972,3 +972,21 @@ def test_folds_without_sizes_give_a_note_not_a_traceback(tmp_path):
     assert notes == [f"{note}; no corrected t-test possible"] * 2
     summary = json.loads(report.build_report(sw, out_dir=tmp_path / "out").summary.read_text())
     assert summary["best"]["number"] == 1
+
+
+def test_a_best_trial_without_its_results_says_so(tmp_path):
+    """The study's best trial whose results.json was deleted read '± – std over 0 folds;
+    pooled over all 0 test clips: –' under "Best configuration"."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    for number, n in enumerate((20, 40)):
+        res = write_run(tmp_path / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
+        add_trial(study, tmp_path / str(number), res["mean_accuracy"], {"n_mfcc": n})
+    (tmp_path / "1" / "results.json").unlink()
+    sw = report.load_sweep([], storage=url, study_name="s")
+    md = report.build_report(sw, out_dir=tmp_path / "out").markdown.read_text()
+    assert (
+        f"**Trial #1: mean CV accuracy {np.mean(FOLD_ACC[40]):.4f}** (from the study; no readable "
+        f"results.json in {tmp_path / '1'}; no per-fold accuracies to test)"
+    ) in md
+    assert "over 0 folds" not in md

@@ -107,7 +107,8 @@ def _fold_table(rec: TrialRecord) -> dict[Any, dict[str, Any]]:
     return {f["fold"]: f for f in rec.folds if f.get("accuracy") is not None}
 
 
-def _no_folds_note(rec: TrialRecord) -> str:
+def no_folds_note(rec: TrialRecord) -> str:
+    """Why ``rec`` has no per-fold accuracies (no run directory, no readable results.json)."""
     if rec.run_dir is None:
         return "no run directory recorded; no per-fold accuracies to test"
     if rec.results is None:
@@ -142,9 +143,9 @@ def paired_comparisons(sweep: Sweep, *, top: int = 5) -> list[dict[str, Any]]:
             "other": {"number": other.number, "label": other.label(), "value": other.value},
         }
         if not ot:  # a top configuration is never dropped silently: say why it is not tested
-            entry["note"] = _no_folds_note(other)
+            entry["note"] = no_folds_note(other)
         elif not bt:
-            entry["note"] = f"trial #{best.number}: " + _no_folds_note(best)
+            entry["note"] = f"trial #{best.number}: " + no_folds_note(best)
         elif len(common) < 2:
             entry["note"] = (
                 f"only {len(common)} common fold(s); a paired test needs at least 2 folds"

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from urbansound.files import redact_url
-from urbansound.report.analysis import trial_order
+from urbansound.report.analysis import no_folds_note, trial_order
 from urbansound.report.figures import Figures
 from urbansound.report.load import LEAKY, Sweep, TrialRecord, fmt_param
 
@@ -436,6 +436,7 @@ def page_model(
             "label": best.label(),
             "run_dir": str(best.run_dir),
             "folds": _folds_frame(best.folds),
+            "missing": None if best.folds else no_folds_note(best),
         }
     return model
 
