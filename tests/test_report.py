@@ -808,3 +808,185 @@ def test_protocol_comparison_figure_labels_leaky(tmp_path):
     assert sorted(t.get_text() for t in ax.texts) == ["0.550", "0.910"]
     png = plots.save_figure(fig, tmp_path / "p.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_file_given_as_sweep_dir_or_report_folder_is_one_line(sweep, tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    assert report.main([str(a_file)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {a_file}: a file, not a directory") and "\n" not in err
+    for out in (a_file, a_file / "report"):  # the report folder is a file, or under one
+        assert report.main([str(sweep["sweep_dir"]), "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: cannot write {out}: a file is in the way"), err
+        assert "Traceback" not in err and "\n" not in err
+    assert a_file.read_text() == "x"
+
+
+def test_a_top_trial_without_readable_results_is_named_not_dropped(tmp_path):
+    """A top configuration whose results.json is truncated gets a note in the paired comparison
+    saying why it is not tested (it used to vanish from the table silently)."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    for number, n in enumerate((20, 40, 60)):
+        res = write_run(tmp_path / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
+        add_trial(study, tmp_path / str(number), res["mean_accuracy"], {"n_mfcc": n})
+    (tmp_path / "2" / "results.json").write_text('{"folds": [')  # truncated
+    sw = report.load_sweep([], storage=url, study_name="s")
+    comps = analysis.paired_comparisons(sw, top=3)
+    assert [c["other"]["number"] for c in comps] == [2, 0]
+    assert comps[0]["note"] == (
+        f"no readable results.json in {tmp_path / '2'}; no per-fold accuracies to test"
+    )
+    assert "comparison" in comps[1]
+    md = report.build_report(sw, out_dir=tmp_path / "out").markdown.read_text()
+    assert "no readable results.json in" in md
+
+
+def test_single_fold_trials_say_why_there_is_no_paired_test(tmp_path):
+    for number, n in enumerate((20, 40)):
+        write_run(tmp_path / "mr" / str(number), FOLD_ACC[n][:1], overrides=[f"n_mfcc={n}"])
+    sw = report.load_sweep([tmp_path / "mr"])
+    (comp,) = analysis.paired_comparisons(sw)
+    assert comp["note"] == "only 1 common fold(s); a paired test needs at least 2 folds"
+    md = report.build_report(sw, out_dir=tmp_path / "out").markdown.read_text()
+    assert "a paired test needs at least 2 folds" in md and "nan" not in md.lower()
+
+
+def test_summary_json_is_standard_json_when_the_t_statistic_is_infinite(tmp_path):
+    """Every fold 0.04 better: zero variance of the differences, t = inf. The page shows ∞;
+    summary.json writes null (JSON has no Infinity) and stays readable by strict parsers."""
+    write_run(tmp_path / "mr" / "0", FOLD_ACC[40], overrides=["n_mfcc=40"])
+    write_run(tmp_path / "mr" / "1", [a - 0.04 for a in FOLD_ACC[40]], overrides=["n_mfcc=20"])
+    write_run(tmp_path / "mr" / "2", FOLD_ACC[40], overrides=["n_mfcc=60"])  # identical to #0
+    files = report.build_report(report.load_sweep([tmp_path / "mr"]), out_dir=tmp_path / "out")
+    text = files.summary.read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    by_other = {c["other"]["number"]: c["comparison"] for c in summary["paired_comparisons"]}
+    assert by_other[1]["ttest"]["statistic"] is None and by_other[1]["ttest"]["pvalue"] == 0.0
+    assert by_other[2]["ttest"] == {"name": "corrected_t", "statistic": 0.0, "pvalue": 1.0, "df": 4}
+    assert "∞" in files.markdown.read_text()
+
+
+def test_the_commands_the_report_suggests_can_be_pasted(tmp_path):
+    """A study name or directory with spaces and quotes is shell-quoted in the suggested
+    `python -m urbansound.report ... --random-split` command (it used to be pasted raw)."""
+    import shlex
+
+    name = 'ét/ude "q" $HOME'
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name=name, storage=url, direction="maximize")
+    sweep_dir = tmp_path / "my sweep"
+    for number, n in enumerate((20, 40)):
+        res = write_run(sweep_dir / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
+        add_trial(study, sweep_dir / str(number), res["mean_accuracy"], {"n_mfcc": n})
+    md = report.build_report(
+        report.load_sweep([], storage=url, study_name=name), out_dir=tmp_path / "a"
+    ).markdown.read_text()
+    (cmd,) = re.findall(r"`(python -m urbansound\.report [^`]*--random-split)`", md)
+    assert shlex.split(cmd)[3:] == ["--storage", url, "--study", name, "--random-split"]
+    plain = tmp_path / "plain run dirs"
+    for number, n in enumerate((20, 40)):
+        write_run(plain / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
+    md = report.build_report(
+        report.load_sweep([plain]), out_dir=tmp_path / "b"
+    ).markdown.read_text()
+    (cmd,) = re.findall(r"`(python -m urbansound\.report [^`]*--random-split)`", md)
+    assert shlex.split(cmd)[3:] == [str(plain), "--random-split"]
+
+
+def test_ctrl_c_is_one_line_and_exit_130(sweep, tmp_path):
+    """Interrupted once the study is loaded (the figures and pages take seconds after that)."""
+    import signal
+
+    out = tmp_path / "r"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "urbansound.report", str(sweep["sweep_dir"]), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=sweep["root"],
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the log line that load_sweep writes once the study is open
+        if f"study {STUDY} opened from" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip() == (
+        f"error: interrupted; the report in {out} is not complete (no file of it is "
+        "half-written): run the same command again"
+    )
+    assert not [p for p in out.glob(".*.tmp")]  # no temporary file left behind
+
+
+def test_storage_errors_are_one_line(tmp_path, capsys):
+    """SQLAlchemy's multi-line errors ([SQL: ...], Background link) were printed as they came;
+    a file that is no Optuna storage said "--study is needed: ... holds 0 studies"."""
+    not_a_db = tmp_path / "notes.db"
+    not_a_db.write_text("not a database\n")
+    assert report.main(["--storage", f"sqlite:///{not_a_db}"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: --storage sqlite:///{not_a_db}: cannot open the study storage "
+        "((sqlite3.DatabaseError) file is not a database)\n"
+    )
+    assert report.main(["--storage", str(not_a_db)]) == 2  # a path: Optuna's journal storage
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --storage {not_a_db}: holds no study; ") and err.count("\n") == 1
+
+
+def test_an_evaluation_of_a_named_sweeps_winner_is_one_run(tmp_path):
+    """`sweep=<name>` among the winner's overrides would start the sweep again (hydra.mode is
+    MULTIRUN in every named sweep): the evaluation's command leaves it out."""
+    results = write_run(
+        tmp_path / "0",
+        FOLD_ACC[40],
+        overrides=["n_mfcc=40", "cv.outer_fold=5"],
+        trial={"study_name": "mfcc_grid", "number": 0},
+    )
+    results["overrides"] = ["n_mfcc=40", "sweep=mfcc_grid", "cv.outer_fold=5", "trial.number=0"]
+    (tmp_path / "0" / "results.json").write_text(json.dumps(results))
+    rec = report.load_sweep([tmp_path / "0"]).records[0]
+    argv = evaluations.evaluation_command(rec, kind="outer", run_dir=tmp_path / "e")
+    assert argv[3:-1] == ["n_mfcc=40", "cv.outer_fold=5", "cv.evaluate_outer=true"]
+
+
+def test_folds_without_sizes_give_a_note_not_a_traceback(tmp_path):
+    """An old or hand-edited results.json without n_train/n_test (or n_train 0) was a KeyError
+    or ValueError traceback from the corrected t-test."""
+    for number, n in enumerate((20, 40, 60)):
+        results = write_run(tmp_path / "mr" / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
+        for fold in results["folds"]:
+            if n == 40:
+                del fold["n_train"]
+            else:
+                fold["n_train"] = 0
+        (tmp_path / "mr" / str(number) / "results.json").write_text(json.dumps(results))
+    sw = report.load_sweep([tmp_path / "mr"])
+    notes = [c["note"] for c in analysis.paired_comparisons(sw)]
+    note = "fold sizes (n_train, n_test) missing from trial #1's results.json"
+    assert notes == [f"{note}; no corrected t-test possible"] * 2
+    summary = json.loads(report.build_report(sw, out_dir=tmp_path / "out").summary.read_text())
+    assert summary["best"]["number"] == 1
+
+
+def test_a_best_trial_without_its_results_says_so(tmp_path):
+    """The study's best trial whose results.json was deleted read '± – std over 0 folds;
+    pooled over all 0 test clips: –' under "Best configuration"."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    for number, n in enumerate((20, 40)):
+        res = write_run(tmp_path / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
+        add_trial(study, tmp_path / str(number), res["mean_accuracy"], {"n_mfcc": n})
+    (tmp_path / "1" / "results.json").unlink()
+    sw = report.load_sweep([], storage=url, study_name="s")
+    md = report.build_report(sw, out_dir=tmp_path / "out").markdown.read_text()
+    assert (
+        f"**Trial #1: mean CV accuracy {np.mean(FOLD_ACC[40]):.4f}** (from the study; no readable "
+        f"results.json in {tmp_path / '1'}; no per-fold accuracies to test)"
+    ) in md
+    assert "over 0 folds" not in md

@@ -228,3 +228,68 @@ def test_pruned_trials_above_the_best_completed_value_when_pruned(tmp_path):
         {"number": 1, "step": 1, "value": 0.55, "best_then": 0.5},
         {"number": 4, "step": 1, "value": 0.65, "best_then": 0.6},
     ]
+
+
+def _report(url: str, out: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "urbansound.report", "--storage", url, "--study", "fam",
+         "--out", str(out), "--no-progress", *args],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[:100]), "the file is damaged"),  # truncated
+        (lambda p: p.write_bytes(b""), "the file is damaged"),  # 0 bytes
+        (lambda p: np.savez(p, fold=np.array([1])), "not a run's predictions (no clip"),
+        (lambda p: p.unlink(), "no such file"),
+    ],
+    ids=["truncated", "empty", "other-arrays", "deleted"],
+)
+def test_a_damaged_predictions_file_is_one_line_naming_it(families_study, damage, says):
+    url, root = families_study
+    path = root / "runs" / "1" / "predictions.npz"
+    damage(path)
+    with pytest.raises(ConfigError, match=r"predictions\.npz: "):
+        winners.ensemble(load_sweep([], storage=url, study_name="fam"), 2)
+    out = root / "report"
+    proc = _report(url, out, "--ensemble", "2")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = [x for x in proc.stderr.splitlines() if not x.startswith("[")]
+    assert line.startswith(f"error: {path}: ") and says in line, line
+    assert not out.exists()  # refused before any file of the report is written
+
+
+def test_an_ensemble_of_more_than_the_study_has(families_study, tmp_path):
+    url, _ = families_study
+    proc = _report(url, tmp_path / "r", "--ensemble", "5")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ensemble of the top 3 (#0, #1, #2)" in proc.stdout
+    assert "only 3 distinct configurations for --ensemble 5" in proc.stdout
+    ens = json.loads((tmp_path / "r" / "summary.json").read_text())["ensemble"]
+    assert (ens["k"], ens["requested"], ens["members"]) == (3, 5, [0, 1, 2])
+
+
+def test_an_ensemble_of_a_single_configuration_says_why_there_is_none(tmp_path):
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="fam", storage=url, direction="maximize")
+    value = write_member(tmp_path / "runs" / "0", "A", "mlp")
+    _add(
+        study,
+        state="COMPLETE",
+        value=value,
+        params={"model": "mlp"},
+        run_dir=tmp_path / "runs" / "0",
+    )
+    proc = _report(url, tmp_path / "r", "--ensemble", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    note = (
+        "--ensemble 2: the study has 1 distinct COMPLETE fold-CV configuration(s) with a run "
+        "directory; an ensemble needs at least 2"
+    )
+    assert f"no ensemble: {note}" in proc.stdout
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["ensemble"]["note"] == note and summary["ensemble"]["value"] is None
+    assert f"No ensemble: {note}." in (tmp_path / "r" / "report.md").read_text()

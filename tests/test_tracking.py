@@ -114,12 +114,37 @@ def refusing_server() -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    yield from _serve(Handler)
+
+
+def _serve(handler: type) -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/clientlib/"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def key_refusing_server() -> Iterator[str]:
+    """A server that answers Comet's version check and nothing else that Comet understands:
+    the probe passes, Comet's own start does not get an experiment."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            ok = self.path.rstrip("/").endswith("isAlive/ver")
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"version": "3.0.0"}' if ok else b"<html>not Comet</html>")
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    yield from _serve(Handler)
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,7 +400,9 @@ def test_disabled_tracking_writes_nothing(tmp_path: Path) -> None:
     assert tracking.log_dataset_samples(settings, figures={}, samples=[], tags=["demo"]) is None
 
 
-@pytest.mark.parametrize("server", ["no key", "closed port", "refusing server"])
+@pytest.mark.parametrize(
+    "server", ["no key", "closed port", "refusing server", "key refusing server"]
+)
 def test_online_mode_falls_back_to_an_offline_archive_with_one_warning(
     server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog, request
 ) -> None:
@@ -384,7 +411,7 @@ def test_online_mode_falls_back_to_an_offline_archive_with_one_warning(
         url = (
             f"http://127.0.0.1:{_closed_port()}/clientlib/"
             if server == "closed port"
-            else request.getfixturevalue("refusing_server")
+            else request.getfixturevalue(server.replace(" ", "_"))
         )
         monkeypatch.setenv("COMET_URL_OVERRIDE", url)
     settings = _settings(tmp_path, mode="online")
@@ -599,6 +626,9 @@ def test_a_full_offline_dir_is_one_warning_and_no_zip(
         tracker.finish(_result(), run_dir=run_dir, figures={})
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "could not be written" in warning and "No space left on device" in warning
+    assert warning.endswith(
+        "; tracking.offline_dir (or COMET_OFFLINE_DIRECTORY) chooses another directory"
+    )
     info = tracker.info()
     assert info["archive"] is None and info["errors"] == [warning]
     err = capfd.readouterr().err
@@ -612,6 +642,7 @@ def test_a_full_offline_dir_is_one_warning_and_no_zip(
         tracker = tracking.start(settings, run_dir=run_dir, config={}, overrides=[])
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "tracking is off for this run" in warning and "disk is full" in warning
+    assert "tracking.offline_dir (or COMET_OFFLINE_DIRECTORY) chooses another directory" in warning
     assert [p.name for p in full_dir.iterdir()] == ["filler"]
 
 
@@ -739,3 +770,61 @@ def test_finish_never_raises_even_when_everything_fails(
     monkeypatch.undo()
     with tracking.comet.comet_quiet():  # not left to Comet's exit hook
         exp.end()
+
+
+def test_empty_comet_variables_count_as_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`COMET_OFFLINE_DIRECTORY= urbansound ...` used to put the archives into the working
+    directory (and an empty project name went to Comet as ""): empty means "not set"."""
+    for key in ("COMET_PROJECT_NAME", "COMET_WORKSPACE", "COMET_OFFLINE_DIRECTORY"):
+        monkeypatch.setenv(key, "")
+    unset = _settings(tmp_path, project_name=None, workspace=None, offline_dir=None)
+    c = tracking.comet_settings(unset)
+    assert (c.project_name, c.workspace) == (tracking.DEFAULT_PROJECT_NAME, None)
+    assert c.offline_dir == tmp_path / tracking.DEFAULT_OFFLINE_DIR
+    (tmp_path / ".comet.config").write_text("[comet]\noffline_directory = ~/file-dir\n")
+    assert tracking.comet_settings(unset).offline_dir == tmp_path / "file-dir"  # next in line
+    blank = _settings(tmp_path, project_name=" ", workspace="", offline_dir="")
+    c = tracking.comet_settings(blank)
+    assert (c.project_name, c.workspace) == (tracking.DEFAULT_PROJECT_NAME, None)
+    assert c.offline_dir == tmp_path / "file-dir"
+    tracker = tracking.start(unset, run_dir=tmp_path / "run", config={}, overrides=[])
+    info = tracker.end()
+    assert Path(info["archive"]).parent == tmp_path / "file-dir" and info["errors"] == []
+    assert not list(tmp_path.glob("*.zip"))
+
+
+def test_an_offline_dir_that_is_a_file_is_one_warning_saying_what_to_do(
+    tmp_path: Path, caplog
+) -> None:
+    in_the_way = tmp_path / "comet"
+    in_the_way.write_text("x")
+    with caplog.at_level(logging.WARNING):
+        tracker = tracking.start(
+            _settings(tmp_path), run_dir=tmp_path / "run", config={}, overrides=[]
+        )
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning == (
+        f"Comet: tracking is off for this run (cannot write {in_the_way}: a file is in the way "
+        "where a directory should be; remove it or choose another path); tracking.offline_dir "
+        "(or COMET_OFFLINE_DIRECTORY) chooses another directory"
+    )
+    assert tracker.mode == "failed" and in_the_way.read_text() == "x"
+
+
+def test_the_recorded_command_of_a_named_sweeps_trial_runs_once(tmp_path: Path) -> None:
+    """A trial of `urbansound sweep=mfcc_grid` has `sweep=mfcc_grid` among its overrides; the
+    named sweep sets hydra.mode=MULTIRUN, so the recorded command started the whole sweep
+    again. Its swept values are in the overrides already: the command leaves it out."""
+    overrides = [
+        "n_mfcc=20",
+        "sweep=mfcc_grid",
+        "hydra/launcher=joblib",
+        "tracking.mode=offline",
+        "trial.study_name=mfcc_grid",
+        "trial.number=0",
+    ]
+    assert tracking.rerun_command(overrides) == (
+        "python -m urbansound.run n_mfcc=20 tracking.mode=offline"
+    )

@@ -107,33 +107,54 @@ def _fold_table(rec: TrialRecord) -> dict[Any, dict[str, Any]]:
     return {f["fold"]: f for f in rec.folds if f.get("accuracy") is not None}
 
 
+def no_folds_note(rec: TrialRecord) -> str:
+    """Why ``rec`` has no per-fold accuracies (no run directory, no readable results.json)."""
+    if rec.run_dir is None:
+        return "no run directory recorded; no per-fold accuracies to test"
+    if rec.results is None:
+        return f"no readable results.json in {rec.run_dir}; no per-fold accuracies to test"
+    return f"no per-fold accuracies in {rec.run_dir / 'results.json'}; no test possible"
+
+
 def paired_comparisons(sweep: Sweep, *, top: int = 5) -> list[dict[str, Any]]:
     """The best configuration against each of the next ``top - 1`` across their common folds.
 
-    Only COMPLETE trials on the predefined folds with per-fold results take part. Each entry has
-    ``best`` and ``other`` (trial numbers and labels) and ``comparison``
-    (:class:`urbansound.stats.PairedComparison` as a dict) or ``note`` when fewer than two folds
-    are shared.
+    The ``top`` best COMPLETE trials on the predefined folds take part; the best of them with
+    per-fold results is ``best``. Each entry has ``best`` and ``other`` (trial numbers and
+    labels) and ``comparison`` (:class:`urbansound.stats.PairedComparison` as a dict) or
+    ``note`` when no test is possible (fewer than two common folds; no readable
+    ``results.json``).
     """
-    cands = [
-        r
-        for r in ranked(sweep.trials, direction=sweep.direction)
-        if not r.leaky and len(r.folds) >= 2
-    ][:top]
+    cands = [r for r in ranked(sweep.trials, direction=sweep.direction) if not r.leaky][:top]
     if len(cands) < 2:
         return []
-    best = cands[0]
+    # the best with per-fold results (a single-fold sweep: notes saying why there is no test)
+    best = next((r for r in cands if len(_fold_table(r)) >= 2), None)
+    best = best or next((r for r in cands if _fold_table(r)), cands[0])
     bt = _fold_table(best)
     out = []
-    for other in cands[1:]:
+    for other in cands:
+        if other is best:
+            continue
         ot = _fold_table(other)
         common = [f for f in bt if f in ot]
         entry: dict[str, Any] = {
             "best": {"number": best.number, "label": best.label(), "value": best.value},
             "other": {"number": other.number, "label": other.label(), "value": other.value},
         }
-        if len(common) < 2:
-            entry["note"] = f"only {len(common)} common fold(s); no test possible"
+        if not ot:  # a top configuration is never dropped silently: say why it is not tested
+            entry["note"] = no_folds_note(other)
+        elif not bt:
+            entry["note"] = f"trial #{best.number}: " + no_folds_note(best)
+        elif len(common) < 2:
+            entry["note"] = (
+                f"only {len(common)} common fold(s); a paired test needs at least 2 folds"
+            )
+        elif not fold_sizes_known([bt[f] for f in common]):
+            entry["note"] = (
+                f"fold sizes (n_train, n_test) missing from trial #{best.number}'s results.json; "
+                "no corrected t-test possible"
+            )
         else:
             cmp = stats.paired_comparison(
                 [bt[f]["accuracy"] for f in common],
@@ -145,6 +166,15 @@ def paired_comparisons(sweep: Sweep, *, top: int = 5) -> list[dict[str, Any]]:
             entry["comparison"] = cmp.to_dict()
         out.append(entry)
     return out
+
+
+def fold_sizes_known(folds: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether every fold names a positive ``n_train`` and a non-negative ``n_test`` (the
+    corrected t-test needs them; a hand-edited or old ``results.json`` may lack them)."""
+    try:
+        return all(float(f["n_train"]) > 0 and float(f["n_test"]) >= 0 for f in folds)
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def config_signature(rec: TrialRecord) -> str | None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from urbansound.files import atomic_write, write_json
+from urbansound.files import atomic_write, output_error, write_json
 from urbansound.report import analysis, figures, render, winners
 from urbansound.report.load import Sweep, TrialRecord, load_evaluations
 from urbansound.sweep import records as study_records
@@ -15,6 +17,19 @@ from urbansound.sweep import records as study_records
 log = logging.getLogger(__name__)
 
 __all__ = ["ReportFiles", "build_report"]
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float (a t statistic of ±inf when all per-fold
+    differences are equal; a NaN) as None, so that ``summary.json`` is standard JSON that any
+    parser reads (Python's ``json`` would write ``Infinity``/``NaN``, which JSON does not have)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 @dataclass
@@ -63,7 +78,12 @@ def build_report(
     import plotly.offline
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # the ensemble reads other runs' files and can refuse them: before anything is written
+    ens = winners.ensemble(sweep, ensemble) if ensemble else None
+    try:  # before any work: an unwritable folder is one line, not a traceback after the figures
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(out_dir, exc) from None
     evals = list(load_evaluations(out_dir) if evaluations is None else evaluations)
     best = analysis.best_record(sweep)
     comparisons = analysis.paired_comparisons(sweep, top=top)
@@ -85,16 +105,17 @@ def build_report(
         pruned=winners.pruned_above_best(sweep),
         families=families,
         family_comparisons=winners.family_comparisons(families),
-        ensemble=winners.ensemble(sweep, ensemble) if ensemble else None,
+        ensemble=ens,
     )
     model = render.page_model(sweep, summary, best, figs, out_dir=out_dir)
+    # every page is rendered before the first is written, so that a rendering error leaves the
+    # previous report's three files as they were (each write itself is atomic)
+    html = render.render_html(model, plotly_js=plotly.offline.get_plotlyjs())
+    markdown = render.render_markdown(model)
     files = ReportFiles(
-        html=atomic_write(
-            out_dir / "report.html",
-            render.render_html(model, plotly_js=plotly.offline.get_plotlyjs()),
-        ),
-        markdown=atomic_write(out_dir / "report.md", render.render_markdown(model)),
-        summary=write_json(out_dir / "summary.json", summary),
+        html=atomic_write(out_dir / "report.html", html),
+        markdown=atomic_write(out_dir / "report.md", markdown),
+        summary=write_json(out_dir / "summary.json", strict_json(summary)),
         pngs=list(figs.pngs.values()),
         best=best,
     )

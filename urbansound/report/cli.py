@@ -2,7 +2,8 @@
 
 Exit status: 0 when the report was written (also when every trial of the study failed: the
 report lists the failures and one printed line says so); 2 with one ``error:`` line for a user
-error (no such directory, no study, a storage that cannot be opened, an evaluation that failed).
+error (no such directory, no study, a storage that cannot be opened, an evaluation that failed,
+a report folder that cannot be written); 130 with one line on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 from urbansound.errors import ConfigError, UrbansoundError
 from urbansound.report import analysis, evaluations, render
 from urbansound.report.build import build_report
-from urbansound.report.load import LEAKY, Sweep, load_sweep
+from urbansound.report.load import LEAKY, Sweep, load_sweep, one_line
 
 __all__ = ["console_table", "default_out", "main", "parse_args"]
 
@@ -145,7 +146,9 @@ def _print_winners(summary_path: Path) -> None:
                 f"({fam['n_trials']} complete)"
             )
     ens = summary["ensemble"]
-    if ens:
+    if ens and ens.get("best") is None:
+        print(f"no ensemble: {ens['note']}")
+    elif ens:
         line = (
             f"ensemble of the top {ens['k']} ({', '.join(f'#{n}' for n in ens['members'])}): "
             f"{ens['value']:.4f} vs best #{ens['best']['number']} "
@@ -154,6 +157,8 @@ def _print_winners(summary_path: Path) -> None:
         cmp = ens.get("comparison")
         if cmp:
             line += f" (corrected t-test p={cmp['ttest']['pvalue']:.3g})"
+        if ens.get("requested", ens["k"]) > ens["k"]:
+            line += f"; only {ens['k']} distinct configurations for --ensemble {ens['requested']}"
         print(line)
 
 
@@ -161,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
     args = parse_args(argv)
+    out_dir: Path | None = None
     try:
         sweep = load_sweep(args.paths, storage=args.storage, study_name=args.study)
         out_dir = default_out(args, sweep)
@@ -168,8 +174,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             _evaluate(args, sweep, out_dir)
         files = build_report(sweep, out_dir=out_dir, top=args.top, ensemble=args.ensemble)
     except UrbansoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)  # one line, whatever it quotes
         return 2
+    except KeyboardInterrupt:  # every file is written atomically: none is left half-written
+        if out_dir is None and (args.out or len(args.paths) == 1):
+            out_dir = default_out(args, None)  # the same folder, named before the study loaded
+        where = f" in {out_dir}" if out_dir is not None else ""
+        print(
+            f"error: interrupted; the report{where} is not complete (no file of it is "
+            "half-written): run the same command again",
+            file=sys.stderr,
+        )
+        return 130
     print(f"study {sweep.name} ({sweep.source})")
     print(console_table(sweep))
     if files.best is not None:

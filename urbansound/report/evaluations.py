@@ -43,7 +43,9 @@ __all__ = [
 ]
 
 KINDS = {"outer": ["cv.evaluate_outer=true"], "random_split": ["cv=random_split"]}
-_DROP = ("trial", "hydra", "cv", "cv.evaluate_outer")  # replaced by the evaluation's own
+# replaced by the evaluation's own; `sweep=<name>` (a named sweep sets hydra.mode=MULTIRUN) would
+# start the whole sweep again instead of one run: its swept values are in the overrides already
+_DROP = ("trial", "hydra", "cv", "cv.evaluate_outer", "sweep")
 
 
 def evaluation_dir(report_dir: str | Path, rec: TrialRecord, kind: str) -> Path:

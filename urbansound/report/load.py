@@ -151,6 +151,7 @@ class Sweep:
     study: StudyRecords
     storage: str | None = None
     fixed: dict[str, Any] = field(default_factory=dict)  # overrides shared by every job
+    paths: list[Path] = field(default_factory=list)  # the directories given on the command line
 
     @property
     def trials(self) -> list[TrialRecord]:
@@ -247,6 +248,19 @@ def _record_from_trial(t: StudyTrial) -> TrialRecord:
     )
 
 
+def one_line(text: str) -> str:
+    """An error text on one line: SQLAlchemy's ``[SQL: ...]`` and ``(Background on this error
+    at: ...)`` lines dropped, the other lines joined with spaces, a parenthesis left open by the
+    cut closed."""
+    lines = [
+        ln.strip()
+        for ln in text.splitlines()
+        if ln.strip() and not ln.strip().startswith(("[SQL:", "[parameters:", "(Background on"))
+    ]
+    out = " ".join(lines)
+    return out + ")" * max(0, out.count("(") - out.count(")"))
+
+
 def open_study(storage: str, study_name: str | None, *, where: str = "--storage") -> StudyRecords:
     """A study's records, or :class:`ConfigError` naming the studies the storage holds.
 
@@ -256,7 +270,12 @@ def open_study(storage: str, study_name: str | None, *, where: str = "--storage"
     try:
         names = study_records.study_names(storage)
     except ConfigError as exc:
-        raise ConfigError(f"{where} {shown}: {exc}") from None
+        raise ConfigError(f"{where} {shown}: {one_line(str(exc))}") from None
+    if not names:  # "--study is needed" would send the user looking for a name
+        raise ConfigError(
+            f"{where} {shown}: holds no study; give the storage a sweep wrote "
+            "(its hydra.sweeper.storage; the sweep directory's study.json names it)"
+        )
     if study_name is None:
         if len(names) == 1:
             study_name = names[0]
@@ -315,6 +334,11 @@ def load_sweep(
     for p in paths:
         if not p.exists():
             raise ConfigError(f"{p}: no such sweep or run directory")
+        if not p.is_dir():
+            raise ConfigError(
+                f"{p}: a file, not a directory; pass the sweep directory "
+                f"(outputs/multirun/<date>/<time>) or a run directory, e.g. {p.parent}"
+            )
         dir_records += [r for d in find_run_dirs(p) if (r := record_from_run_dir(d))]
     if storage is not None:
         return _merge(open_study(storage, study_name), dir_records, paths)
@@ -371,6 +395,7 @@ def _from_run_dirs(dir_records: list[TrialRecord], paths: Sequence[Path]) -> Swe
             name=name, direction="maximize", trials=[r.study_trial() for r in dir_records]
         ),
         fixed=fixed,
+        paths=list(paths),
     )
 
 
@@ -412,6 +437,7 @@ def _merge(study: StudyRecords, dir_records: Sequence[TrialRecord], paths: Seque
         records=records + others,
         study=study,
         storage=study.storage,
+        paths=list(paths),
     )
 
 

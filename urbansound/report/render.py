@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import math
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from urbansound.files import redact_url
-from urbansound.report.analysis import trial_order
+from urbansound.report.analysis import no_folds_note, trial_order
 from urbansound.report.figures import Figures
 from urbansound.report.load import LEAKY, Sweep, TrialRecord, fmt_param
 
@@ -99,7 +100,13 @@ def _folds_frame(folds: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return _frame(
         ["fold", "accuracy", "loss", "n_train", "n_test"],
         [
-            [f["fold"], fmt(f["accuracy"]), fmt(f.get("loss")), f["n_train"], f["n_test"]]
+            [
+                f.get("fold"),
+                fmt(f.get("accuracy")),
+                fmt(f.get("loss")),
+                fmt(f.get("n_train")),
+                fmt(f.get("n_test")),
+            ]
             for f in folds
         ],
     )
@@ -146,9 +153,12 @@ def all_failed_text(sweep: Sweep) -> str:
 
 
 def _src_arg(sweep: Sweep) -> str:
+    """The report command's arguments for this sweep, shell-quoted so that it can be pasted
+    (study names and paths may hold spaces, quotes, ``$``)."""
     if sweep.storage:
-        return f"--storage {redact_url(sweep.storage)} --study {sweep.name}"
-    return sweep.source
+        storage = shlex.quote(str(redact_url(sweep.storage)))
+        return f"--storage {storage} --study {shlex.quote(sweep.name)}"
+    return " ".join(shlex.quote(str(p)) for p in sweep.paths) or shlex.quote(sweep.source)
 
 
 def _comparisons(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -269,12 +279,19 @@ def winners_model(summary: Mapping[str, Any]) -> dict[str, Any]:
             ],
         )
     ens = summary["ensemble"]
-    if ens:
+    if ens and ens.get("best") is None:  # fewer than two configurations: say why, no tables
+        out["ensemble"] = {"text": f"No ensemble: {ens['note']}.", "folds": None}
+    elif ens:
         members = ", ".join(f"#{n}" for n in ens["members"])
         best = {str(f["fold"]): f["accuracy"] for f in ens["best"]["folds"]}
         out["ensemble"] = {
             "text": (
-                f"Mean class probabilities of the top {ens['k']} configurations ({members}): "
+                (
+                    f"Only {ens['k']} distinct configurations for --ensemble {ens['requested']}. "
+                    if ens.get("requested", ens["k"]) > ens["k"]
+                    else ""
+                )
+                + f"Mean class probabilities of the top {ens['k']} configurations ({members}): "
                 f"mean CV {fmt(ens['value'])} against {fmt(ens['best']['value_from_predictions'])}"
                 f" for the best alone (trial #{ens['best']['number']})."
             ),
@@ -419,6 +436,7 @@ def page_model(
             "label": best.label(),
             "run_dir": str(best.run_dir),
             "folds": _folds_frame(best.folds),
+            "missing": None if best.folds else no_folds_note(best),
         }
     return model
 

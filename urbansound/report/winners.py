@@ -24,7 +24,7 @@ import numpy as np
 
 from urbansound import stats
 from urbansound.errors import ConfigError
-from urbansound.report.analysis import ranked
+from urbansound.report.analysis import fold_sizes_known, ranked
 from urbansound.report.load import Sweep, TrialRecord
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 PREDICTIONS = "predictions.npz"
+_PREDICTION_KEYS = ("fold", "clip", "index", "y_true", "probabilities")
 DEFAULT_FAMILY = "mlp"
 
 
@@ -134,7 +135,9 @@ def _compare(a: Sequence[dict], b: Sequence[dict]) -> dict[str, Any]:
     tb = {f["fold"]: f for f in b}
     common = [f for f in ta if f in tb]
     if len(common) < 2:
-        return {"note": f"only {len(common)} common fold(s); no test possible"}
+        return {"note": f"only {len(common)} common fold(s); a paired test needs at least 2 folds"}
+    if not fold_sizes_known([ta[f] for f in common]):
+        return {"note": "fold sizes (n_train, n_test) missing; no corrected t-test possible"}
     cmp = stats.paired_comparison(
         [ta[f]["accuracy"] for f in common],
         [tb[f]["accuracy"] for f in common],
@@ -169,14 +172,32 @@ def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
         When the file is missing or unreadable, naming it.
     """
     path = Path(run_dir) / PREDICTIONS
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: no such file; an ensemble needs each member's predictions.npz (every run "
+            "of this version writes one): run that trial again, or lower --ensemble"
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, KeyError) as exc:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # truncated or not an npz: BadZipFile, EOFError, ValueError, ...
         raise ConfigError(
-            f"{path}: cannot read the run's predictions ({exc}); an ensemble needs runs that "
-            "wrote predictions.npz (every run of this version does)"
+            f"{path}: cannot read the run's predictions ({type(exc).__name__}: {exc}); the file "
+            "is damaged: run that trial again, or lower --ensemble"
         ) from None
+    missing = [k for k in _PREDICTION_KEYS if k not in arrays]
+    if missing:
+        raise ConfigError(
+            f"{path}: not a run's predictions (no {', '.join(missing)}); run that trial again, "
+            "or lower --ensemble"
+        )
+    rows = {len(arrays[k]) if arrays[k].ndim else -1 for k in _PREDICTION_KEYS}
+    if len(rows) != 1 or arrays["probabilities"].ndim != 2:
+        raise ConfigError(
+            f"{path}: its arrays disagree in length (or probabilities is not clips x classes); "
+            "the file is damaged: run that trial again, or lower --ensemble"
+        )
+    return arrays
 
 
 def _per_fold(
@@ -195,16 +216,18 @@ def ensemble(sweep: Sweep, k: int) -> dict[str, Any] | None:
     Rows are matched across runs by (fold, index); every member must have the same test rows
     with the same labels, or ConfigError names the one that differs. The accuracy of a fold is
     the share of its test clips whose mean-probability argmax is the label; the ensemble's value
-    is the unweighted mean over folds (as the sweep's objective). Returns None when fewer than
-    two COMPLETE fold-CV trials have run directories.
+    is the unweighted mean over folds (as the sweep's objective). When fewer than ``k`` distinct
+    configurations exist, all of them are used (``k`` says how many, ``requested`` what was
+    asked); when fewer than two, the dict has ``value`` and ``best`` None, no folds, and a
+    ``note`` saying why.
 
     Returns
     -------
     dict
-        ``k``, ``members`` (trial numbers, best first), ``folds`` (per-fold accuracy, n_train,
-        n_test), ``value``, ``best`` (the single best: number, value, per-fold accuracies from
-        its own predictions), and ``comparison`` (ensemble minus best, :mod:`urbansound.stats`)
-        or ``note``.
+        ``k``, ``requested``, ``members`` (trial numbers, best first), ``folds`` (per-fold
+        accuracy, n_train, n_test), ``value``, ``best`` (the single best: number, value,
+        per-fold accuracies from its own predictions), and ``comparison`` (ensemble minus best,
+        :mod:`urbansound.stats`) or ``note``.
 
     Raises
     ------
@@ -224,11 +247,22 @@ def ensemble(sweep: Sweep, k: int) -> dict[str, Any] | None:
         if len(members) == k:
             break
     if len(members) < 2:
-        return None
+        return {
+            "k": len(members),
+            "requested": k,
+            "members": [r.number for r in members],
+            "folds": [],
+            "value": None,
+            "best": None,
+            "note": (
+                f"--ensemble {k}: the study has {len(members)} distinct COMPLETE fold-CV "
+                "configuration(s) with a run directory; an ensemble needs at least 2"
+            ),
+        }
     preds = [load_predictions(r.run_dir) for r in members]  # type: ignore[arg-type]
     for p in preds:
         order = np.lexsort((p["index"], p["fold"]))
-        for name in ("fold", "clip", "index", "y_true", "probabilities"):
+        for name in _PREDICTION_KEYS:
             p[name] = p[name][order]
     ref = preds[0]
     for r, p in zip(members[1:], preds[1:], strict=True):
@@ -261,6 +295,7 @@ def ensemble(sweep: Sweep, k: int) -> dict[str, Any] | None:
     best_folds = [{**f, "accuracy": a} for f, a in zip(folds, best_acc, strict=True)]
     out: dict[str, Any] = {
         "k": len(members),
+        "requested": k,
         "members": [r.number for r in members],
         "folds": folds,
         "value": float(np.mean(acc)),
@@ -271,8 +306,13 @@ def ensemble(sweep: Sweep, k: int) -> dict[str, Any] | None:
             "value_from_predictions": float(np.mean(best_acc)),
         },
     }
-    if any(t is None for t in n_train) or len(folds) < 2:
-        out["note"] = "fold sizes unknown or fewer than 2 folds; no test possible"
+    if len(folds) < 2:
+        out["note"] = f"only {len(folds)} fold(s); a paired test needs at least 2 folds"
+    elif not fold_sizes_known(folds):
+        out["note"] = (
+            f"training-set sizes missing from trial {members[0].number}'s results.json; "
+            "no corrected t-test possible"
+        )
     else:
         out.update(_compare(folds, best_folds))
     if math.isnan(out["value"]):

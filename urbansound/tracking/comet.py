@@ -6,7 +6,6 @@ The only module that imports ``comet_ml`` (lazily, see :func:`import_comet`).
 from __future__ import annotations
 
 import contextlib
-import errno
 import gc
 import logging
 import os
@@ -22,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from urbansound.errors import OutputError
 from urbansound.files import output_error
 from urbansound.tracking.archives import remove_incomplete
 from urbansound.tracking.naming import reason
@@ -47,6 +45,10 @@ COMET_ENV_DEFAULTS: dict[str, str] = {
     "COMET_LOGGING_CONSOLE": "WARNING",
     "COMET_DISABLE_ANNOUNCEMENT": "true",
 }
+
+
+#: Comet's variables that say where experiments go; empty ones count as not set.
+_LOCATION_VARIABLES = ("COMET_PROJECT_NAME", "COMET_WORKSPACE", "COMET_OFFLINE_DIRECTORY")
 
 
 #: Seconds to wait for Comet's server to answer its version check in online mode.
@@ -104,19 +106,33 @@ def comet_settings(settings: Settings) -> CometSettings:
     ``None``); otherwise Comet's configured value (``COMET_PROJECT_NAME``, ``COMET_WORKSPACE``,
     ``COMET_OFFLINE_DIRECTORY`` or the same keys in Comet's config files); otherwise
     :data:`DEFAULT_PROJECT_NAME`, the API key's default workspace (``None``) and
-    :data:`DEFAULT_OFFLINE_DIR`. ``~`` is expanded; a relative directory is taken from the
-    working directory.
+    :data:`DEFAULT_OFFLINE_DIR`. An empty (or blank) value at any level counts as not set. ``~``
+    is expanded; a relative directory is taken from the working directory.
     """
     import_comet()
     from comet_ml.config import get_config
 
-    config = get_config()
-    ts = settings.tracking
-    project = config.get_string(ts.project_name, "comet.project_name", default=DEFAULT_PROJECT_NAME)
-    workspace = config.get_string(ts.workspace, "comet.workspace")
-    offline = config.get_string(
-        ts.offline_dir, "comet.offline_directory", default=DEFAULT_OFFLINE_DIR
-    )
+    # an empty variable (`COMET_OFFLINE_DIRECTORY= urbansound ...`) is "not set": Comet's config
+    # files and then our defaults apply (it would otherwise put archives into the working directory)
+    empty = {k: "" for k in _LOCATION_VARIABLES if os.environ.get(k, "x").strip() == ""}
+    for k in empty:
+        del os.environ[k]
+    try:
+        config = get_config()
+        ts = settings.tracking
+
+        def pick(ours: str | None, key: str, default: str | None) -> str | None:
+            # an empty value (`offline_directory =` in a config file, tracking.offline_dir='')
+            # is "not set" too
+            value = ours if ours is not None and str(ours).strip() else None
+            value = config.get_string(value, key, default=default)
+            return str(value) if value is not None and str(value).strip() else default
+
+        project = pick(ts.project_name, "comet.project_name", DEFAULT_PROJECT_NAME)
+        workspace = pick(ts.workspace, "comet.workspace", None)
+        offline = pick(ts.offline_dir, "comet.offline_directory", DEFAULT_OFFLINE_DIR)
+    finally:
+        os.environ.update(empty)
     return CometSettings(
         project_name=str(project),
         workspace=str(workspace) if workspace else None,
@@ -213,10 +229,8 @@ def _check_writable(directory: Path) -> None:
             fh.write(b"\0" * 4096)
             fh.flush()
             os.fsync(fh.fileno())
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
-            raise output_error(directory, exc) from exc
-        raise OutputError(f"cannot write to {directory}: {exc.strerror or exc}") from exc
+    except OSError as exc:  # read-only, full, a file in the way (EEXIST), ...: what to do
+        raise output_error(directory, exc) from exc
 
 
 def _experiment_config(
@@ -305,9 +319,9 @@ def _try_online(comet_ml: Any, comet: CometSettings, config: Any) -> tuple[Any, 
     """An online experiment, or ``(None, reason)`` without waiting on Comet's retries."""
     if api_key() is None:
         return None, "no Comet API key: set COMET_API_KEY or run `comet login`"
-    reason = _probe_server()
-    if reason is not None:
-        return None, reason
+    unreachable = _probe_server()  # not named `reason`: that is the function used below
+    if unreachable is not None:
+        return None, unreachable
     experiment = None
     try:
         with comet_quiet():

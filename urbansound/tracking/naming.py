@@ -72,14 +72,27 @@ def experiment_name(settings: Settings, *, run_dir: str | Path, overrides: Seque
 
 
 def _rerun_overrides(overrides: Sequence[str]) -> list[str]:
-    return [o for o in overrides if not o.lstrip("+~").startswith(("trial.", "hydra."))]
+    """The overrides that make this configuration: not the sweeper's ``trial.*``, not Hydra's
+    ``hydra.*`` / ``hydra/...``, and not ``sweep=<name>``: a named sweep sets
+    ``hydra.mode=MULTIRUN``, so with it the command would run the whole sweep again (its swept
+    values are in the job's overrides already)."""
+
+    def key(override: str) -> str:
+        return override.lstrip("+~").split("=", 1)[0].strip()
+
+    return [
+        o
+        for o in overrides
+        if key(o) != "sweep" and not key(o).startswith(("trial.", "hydra.", "hydra/"))
+    ]
 
 
 def rerun_command(overrides: Sequence[str]) -> str:
     """The shell command that runs this configuration again, as one run.
 
     ``python -m urbansound.run`` with the job's overrides shell-quoted, without the sweeper's
-    ``trial.*`` keys (which would report to the study) and Hydra's own ``hydra.*`` ones.
+    ``trial.*`` keys (which would report to the study), Hydra's own ``hydra.*`` ones and the
+    named sweep (``sweep=...``, which would start the sweep again).
     """
     return " ".join(["python -m urbansound.run", *map(shlex.quote, _rerun_overrides(overrides))])
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from urbansound.errors import OutputError
 from urbansound.files import redact_url
 from urbansound.tracking.archives import is_complete_archive, remove_incomplete
 from urbansound.tracking.comet import CometSettings, comet_quiet, comet_settings, create_experiment
@@ -29,6 +30,9 @@ from urbansound.tracking.naming import (
 if TYPE_CHECKING:
     from urbansound.config import Settings
     from urbansound.results import EpochMetrics, RunResult
+
+#: What the warnings about an unwritable offline directory say to do.
+WHERE_ARCHIVES_GO = "tracking.offline_dir (or COMET_OFFLINE_DIRECTORY) chooses another directory"
 
 log = logging.getLogger("urbansound.tracking")
 
@@ -370,18 +374,21 @@ class Tracker:
             return self.info()
         written = Path(getattr(self._exp, "offline_directory", self.archive.parent))
         written /= self.archive.name
-        reason = next((ln for ln in lines if ln), "Comet did not write it")
+        why = next((ln for ln in lines if ln), "Comet did not write it")
         if written != self.archive and is_complete_archive(written):  # Comet's own fallback
             remove_incomplete(self.archive)
             self._warn(
-                f"Comet: cannot write the offline archive to {self.archive.parent} ({reason}); "
+                f"Comet: cannot write the offline archive to {self.archive.parent} ({why}); "
                 f"it was written to {written} instead"
             )
             self.archive = written
         elif not is_complete_archive(self.archive):
             remove_incomplete(self.archive)
             remove_incomplete(written)
-            self._warn(f"Comet: the offline archive {self.archive} could not be written ({reason})")
+            self._warn(
+                f"Comet: the offline archive {self.archive} could not be written ({why}); "
+                f"{WHERE_ARCHIVES_GO}"
+            )
             self.archive = None
         return self.info()
 
@@ -449,6 +456,8 @@ def start(
         )
     except Exception as exc:
         message = f"Comet: tracking is off for this run ({reason(exc)})"
+        if isinstance(exc, OutputError):  # the offline directory: say which key moves it
+            message += f"; {WHERE_ARCHIVES_GO}"
         log.warning("%s", message)
         return Tracker(mode="failed", settings=settings, error=message)
     tracker = Tracker(
