@@ -126,6 +126,8 @@ def run_experiment(
     index = data.load_index(root, missing=settings.data.missing, name=dataset_name)
     durations["index"] = time.perf_counter() - t_start
     clips = cv.select_clips(settings.cv, index.clips)
+    if settings.cv.name == "folds":  # cv.folds naming a fold without clips: said before features
+        cv.build_splits(settings.cv, clips["fold"].to_numpy(dtype=np.int64), np.zeros(len(clips)))
 
     t0 = time.perf_counter()
     feats = features.extract_features(list(clips["path"]), settings.features, progress=progress)
