@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -201,6 +203,29 @@ def test_storage_paths_become_absolute(tmp_path, monkeypatch) -> None:
     )
     with pytest.raises(ConfigError, match="in-memory SQLite"):
         sweep.normalize_storage("sqlite://")
+
+
+def test_a_storage_that_cannot_be_a_file_is_one_line_naming_it(tmp_path) -> None:
+    from urbansound.sweep.storage import open_storage
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder,\nnor a journal\n")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    cases = {
+        f"sqlite:///{a_file}/optuna.db": f"{a_file} is a file, not a folder",
+        f"{a_file}/journal.log": f"{a_file} is a file, not a folder",
+        "sqlite:////proc/no/such/optuna.db": "cannot create the folder /proc/no/such",
+        str(folder): f"{folder} is a folder; name a file in it",
+        f"sqlite:///{folder}": f"{folder} is a folder; name a file in it",
+    }
+    for storage, message in cases.items():
+        with pytest.raises(ConfigError, match=re.escape(message)) as info:
+            sweep.normalize_storage(storage)
+        assert str(info.value).startswith(f"hydra.sweeper.storage={storage}")
+    with pytest.raises(ConfigError, match="is not an Optuna journal file") as info:
+        open_storage(sweep.normalize_storage(str(a_file)))  # a text file as a journal
+    assert str(a_file) in str(info.value) and "\n" not in str(info.value)
 
 
 def test_hydra_start_up_does_not_import_optuna() -> None:
