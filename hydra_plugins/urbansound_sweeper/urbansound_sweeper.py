@@ -73,6 +73,7 @@ class UrbansoundSweeper(Sweeper):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Any = None
+        self.check: Any = None
 
     def setup(
         self,
@@ -83,6 +84,9 @@ class UrbansoundSweeper(Sweeper):
     ) -> None:
         self.config = config
         self.hydra_context = hydra_context
+        # urbansound's own tasks (urbansound.run) validate their config: so does the sweep
+        # before any trial; another application's task is only composed.
+        self.check = _check_job if _is_urbansound_task(task_function) else None
         if not _basic_launcher(config):
             # A batch's jobs record their outcomes on their trials: when one job's process dies
             # the launcher returns nothing for the whole batch, and the others are read back.
@@ -114,7 +118,10 @@ class UrbansoundSweeper(Sweeper):
             # Resolving the sweep dir here fixes its ${now:...} for every job and every worker.
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
             # Composes every branch of the space (and validates it) before any trial exists.
-            settings = sweep.resolve_settings(settings, partial(self._compose, settings))
+            # ... and checks each value as the job will (one line naming the key, exit 2).
+            settings = sweep.resolve_settings(
+                settings, partial(self._compose, settings), self.check
+            )
             sweep_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # as Hydra's sweepers do
             summary = sweep.run_sweep(
@@ -270,6 +277,31 @@ class UrbansoundSweeper(Sweeper):
         if summary.best_path is not None:
             print(f"best parameters: {summary.best_path}")
         print(f"dashboard: {summary.dashboard}")
+
+
+def _is_urbansound_task(task_function: Any) -> bool:
+    """True for a task function of the urbansound package (``python -m urbansound.run`` runs
+    it as ``__main__``, so its file, not its module name, says so)."""
+    import inspect
+
+    import urbansound
+
+    try:
+        path = Path(inspect.getfile(inspect.unwrap(task_function))).resolve()
+    except (TypeError, OSError):
+        return False
+    return path.is_relative_to(Path(urbansound.__file__).resolve().parent)
+
+
+def _check_job(config: DictConfig) -> None:
+    """Validate a composed job config as ``urbansound.run`` does (``urbansound.fit``'s extra
+    ``fit`` node aside); raises ConfigError naming the key."""
+    from urbansound.config import settings_from_config
+
+    plain = OmegaConf.to_container(config, resolve=False)
+    assert isinstance(plain, dict)
+    plain.pop("fit", None)
+    settings_from_config(plain)
 
 
 def _basic_launcher(config: DictConfig) -> bool:
