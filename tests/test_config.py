@@ -310,6 +310,10 @@ def test_every_family_has_its_group_file_and_schema(compose_cfg) -> None:
             ["model=sklearn", "model._target_=sklearn.svm.LinearSVC", "+model.tol=0.01"],
             {"target": "sklearn.svm.LinearSVC", "params": {"tol": 0.01}},
         ),
+        # a number written without a point is a number too (was "must be a number or a string")
+        (["model=svm", "model.gamma=1"], {"gamma": 1.0}),
+        (["model=random_forest", "model.max_features=1"], {"max_features": 1.0}),
+        (["model=random_forest", "model.max_features=log2"], {"max_features": "log2"}),
     ],
 )
 def test_family_keys_compose_typed(compose_cfg, overrides, expected) -> None:
@@ -338,6 +342,10 @@ def test_family_keys_compose_typed(compose_cfg, overrides, expected) -> None:
         (["model=mlp", "model.C=1"], "unknown key model.C; model has hidden, dropout"),
         (["model=sklearn", "model._target_=null"], "model=sklearn needs model._target_"),
         (["model.family=forest"], "model.family must be one of mlp, svm, logreg"),
+        (["model=svm", "model.gamma=-1"], "model.gamma must be > 0.0, got -1.0"),
+        (["model=svm", "model.gamma=[1]"], "model.gamma must be one of scale, auto or a number"),
+        (["model=svm", "model.gamma=true"], "model.gamma must be one of scale, auto or a number"),
+        (["model=extra_trees", "model.max_features=0"], "model.max_features must be > 0.0"),
     ],
 )
 def test_family_errors_are_one_line_naming_the_key(compose_cfg, overrides, message) -> None:

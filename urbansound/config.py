@@ -262,7 +262,9 @@ def _schema_type(tp: Any) -> Any:
     if typing.get_origin(tp) is tuple:
         return list[args[0]]
     if len(args) > 1 and typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return typing.Union[args]  # noqa: UP007 (OmegaConf reads typing.Union)
+        # A name or a number (model.gamma, model.max_features): OmegaConf's Union[float, str]
+        # refuses an integer (model.gamma=1); _name_or_number checks and converts the value.
+        return Any
     return tp
 
 
@@ -647,8 +649,10 @@ def _name_or_number(value: Any, key: str, names: tuple[str, ...], *, high: float
     if isinstance(value, str) and value in names:
         return value
     try:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise TypeError(value)
         number = float(value)
-    except ValueError:
+    except (TypeError, ValueError):
         raise ConfigError(
             f"{key} must be one of {', '.join(names)} or a number > 0, got {value!r}"
         ) from None
