@@ -241,3 +241,31 @@ def test_hydra_start_up_does_not_import_optuna() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['BasicSweeper', 'UrbansoundSweeper'] False False"
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        (
+            {"sampler": {"_target_": "optuna.samplers.GridSampler", "seed": -1}},
+            "hydra.sweeper.sampler (optuna.samplers.GridSampler) cannot be created: "
+            "ValueError: Seed must be between 0 and 2**32 - 1",
+        ),
+        (
+            {"pruner": {"_target_": "optuna.pruners.MedianPruner", "n_warmup_steps": -1}},
+            "hydra.sweeper.pruner (optuna.pruners.MedianPruner) cannot be created: ValueError: "
+            "Number of warmup steps cannot be negative, but got n_warmup_steps=-1.",
+        ),
+    ],
+)
+def test_a_sampler_or_pruner_optuna_refuses_is_one_line_before_the_study(
+    tmp_path, node, message
+) -> None:
+    from tests.apps.sweeper_conf import sweeper_conf
+
+    storage = tmp_path / "optuna.db"
+    conf = sweeper_conf(storage=f"sqlite:///{storage}", **node)
+    with pytest.raises(ConfigError) as info:
+        sweep.sweep_settings(conf, arguments=["x=1,2"])
+    assert str(info.value) == message  # one line (Hydra's wrapper message spans two)
+    assert not storage.exists()  # said before the study was created
