@@ -163,6 +163,24 @@ def test_a_listed_fold_without_clips_stops_before_the_features(run_cli, tmp_path
     assert not cache.exists()  # no clip was decoded: the error came first
 
 
+def test_a_random_split_too_small_for_the_classes_stops_before_the_features(
+    run_cli, tmp_path, demo_dir
+):
+    cache = tmp_path / "cache"
+    proc = run_cli(
+        *QUICK,
+        *_demo(demo_dir),
+        "cv=random_split",
+        "cv.test_size=0.1",  # 6 of 60 clips: fewer than the 10 classes a stratified split needs
+        f"features.cache_dir={cache}",
+        check=False,
+    )
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot split 60 clips with cv.test_size=0.1")
+    assert not cache.exists()
+
+
 def test_unwritable_run_dir_is_one_line_and_leaves_nothing(run_cli, tmp_path, demo_dir) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
