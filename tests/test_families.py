@@ -429,3 +429,14 @@ def test_a_keyword_the_target_refuses_is_named_before_the_features(params, messa
     with pytest.raises(ConfigError) as info:
         make_estimator(settings)
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_more_neighbours_than_a_training_part_has_is_one_line_naming_the_key(blobs) -> None:
+    from urbansound.config import KNNSettings
+    from urbansound.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:  # 150 clips train each of the 4 folds
+        _cv(blobs, KNNSettings(n_neighbors=151))
+    assert str(info.value).startswith("model.n_neighbors (151) must be <= the clips of every")
+    assert "trains on 150; lower model.n_neighbors" in str(info.value)
+    assert _cv(blobs, KNNSettings(n_neighbors=150)).mean_accuracy > 0

@@ -237,6 +237,14 @@ class _Fold:
             classifier.set_params(**{grow: size, "warm_start": True})
         from sklearn.utils._param_validation import InvalidParameterError
 
+        n_neighbors = getattr(classifier, "n_neighbors", None)
+        if isinstance(n_neighbors, int) and n_neighbors > len(self.X_train):
+            # KNeighborsClassifier says so only when it predicts, as a ValueError traceback
+            raise ConfigError(
+                f"model.n_neighbors ({n_neighbors}) must be <= the clips of every training "
+                f"part: fold {self.split.fold} trains on {len(self.X_train)}; lower "
+                "model.n_neighbors"
+            )
         try:
             classifier.fit(self.X_train, self.y_train)
         except InvalidParameterError as exc:  # a value scikit-learn checks only at fit
