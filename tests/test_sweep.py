@@ -467,6 +467,18 @@ def test_a_finished_grid_with_an_ownerless_trial_ends(run_sweep, tmp_path, capsy
     assert "study done: 2 complete, 0 pruned, 0 failed" in capsys.readouterr().out
 
 
+def test_a_sweep_that_ends_with_a_trial_still_running_says_so(run_sweep, tmp_path, capsys):
+    """Without heartbeats a killed sweep's RUNNING trial is never failed: the rerun ended with
+    that grid point silently not run; now one warning names the trial and what to do."""
+    run_sweep("x=0,1", "hydra.sweeper.study_name=nohb", "hydra.sweeper.heartbeat_interval=null")
+    _bare_ask(f"sqlite:///{tmp_path / 'optuna.db'}", "nohb")  # as a killed sweep leaves one
+    capsys.readouterr()
+    run_sweep("x=0,1", "hydra.sweeper.study_name=nohb", "hydra.sweeper.heartbeat_interval=null")
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert line.startswith("warning: study nohb: trial(s) #2 still RUNNING: with ")
+    assert "hydra.sweeper.heartbeat_interval=20" in line
+
+
 @pytest.mark.parametrize("order", ["a,typo", "typo,a"])
 def test_a_trial_whose_overrides_do_not_compose_fails_and_the_sweep_goes_on(
     run_sweep, tmp_path, order

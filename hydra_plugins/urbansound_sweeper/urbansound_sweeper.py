@@ -142,6 +142,21 @@ class UrbansoundSweeper(Sweeper):
             print(f"error: {message}", file=sys.stderr)
             sys.exit(130)
         self._print(summary)
+        running = summary.progress.running
+        if running:  # never silent: their grid points or budget are not this sweep's to run
+            numbers = ", ".join(f"#{n}" for n in running)
+            why = (
+                "with hydra.sweeper.heartbeat_interval=null nothing tells a trial of a killed "
+                "sweep from one another process is running: if none is, run the same command "
+                "with a heartbeat_interval (e.g. hydra.sweeper.heartbeat_interval=20) to fail "
+                "them after the grace period and run them again"
+                if settings.heartbeat_interval is None
+                else "another process is running them (or, if it was killed, the same command "
+                "fails them after hydra.sweeper.grace_period and runs them again)"
+            )
+            message = f"study {summary.study_name}: trial(s) {numbers} still RUNNING: {why}"
+            log.warning("%s", message)
+            print(f"warning: {message}", file=sys.stderr)
         if summary.failed_too_often:
             message = (
                 f"study {summary.study_name}: {summary.progress.failed} trials failed, more than "
