@@ -146,6 +146,8 @@ def test_tutorial_train_preset_turns_standardisation_off(compose_cfg) -> None:
             "use features.n_mels <= 620, or raise features.n_fft",
         ),
         (["features.n_mels=100000000"], "features.n_mels (100000000) leaves mel bands without"),
+        (["features.cache_dir=''"], "features.cache_dir must name a folder"),
+        (["features.cache_dir=' '"], "features.cache_dir must name a folder"),
         (
             ["features.n_fft=256", "features.hop_length=128"],
             "features.n_mels (128) leaves mel bands without any FFT bin",

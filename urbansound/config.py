@@ -544,6 +544,11 @@ def _check_features(f: dict[str, Any]) -> None:
         )
     _check_mel_bands(f["sr"], n_fft, f["n_mels"], f["fmin"], fmax if fmax is not None else nyquist)
     _check(f["deltas"] <= 2, f"features.deltas must be 0, 1 or 2, got {f['deltas']}")
+    _check(  # '' would put the cache's entries into the working directory itself
+        f["cache_dir"].strip() != "",
+        f"features.cache_dir must name a folder (default outputs/cache/features), got "
+        f"{f['cache_dir']!r}",
+    )
     _check(
         -1 <= f["n_jobs"] <= INT_MAX and f["n_jobs"] != 0,
         f"features.n_jobs must be a positive count or -1 (all cores), got {f['n_jobs']}",
