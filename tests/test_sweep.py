@@ -185,6 +185,18 @@ def test_unknown_key_fails_before_any_trial(run_sweep, tmp_path, capsys):
     assert optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna.db'}") == []
 
 
+def test_a_misspelt_swept_key_names_the_close_match(run_sweep, tmp_path, capsys):
+    """As a single run's `+train.epoch=3` does: the close key, not only "check its spelling"."""
+    with pytest.raises(SystemExit) as exit_:
+        run_sweep("xx=1,2")
+    assert exit_.value.code == 2
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert line == (
+        "error: the sweep's overrides do not compose: key xx exists in no configuration the "
+        "sweep composes (did you mean x?)"
+    )
+
+
 def test_failed_trial_is_recorded_and_the_sweep_goes_on(run_sweep, tmp_path):
     jobs = run_sweep("x=0,1,2,3", "fail_x=[1]", "hydra.sweeper.max_failure_rate=0.25")
     study = load(tmp_path)

@@ -23,6 +23,7 @@ A space with no group parameter whose keys all exist (every sweep before familie
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 import random
@@ -141,6 +142,18 @@ def has_key(tree: Mapping[str, Any], key: str) -> bool:
     return True
 
 
+def _dotted_keys(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Every dotted key of a composed config's plain tree, ``hydra`` left out."""
+    keys = []
+    for key, value in tree.items():
+        if not prefix and key == "hydra":
+            continue
+        keys.append(f"{prefix}{key}")
+        if isinstance(value, Mapping):
+            keys.extend(_dotted_keys(value, f"{prefix}{key}."))
+    return keys
+
+
 def _choices(tree: Mapping[str, Any]) -> Mapping[str, Any]:
     return ((tree.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
 
@@ -208,10 +221,15 @@ def resolve_branches(space: SearchSpace, compose: Compose) -> SearchSpace:
     found = {n for b in leaves for n in b.names()}
     missing = [n for n in space.params if n not in found]
     if missing:
+        close = difflib.get_close_matches(missing[0], _dotted_keys(root or {}), n=1)
+        hint = (
+            f"did you mean {close[0]}?"
+            if close
+            else f"check its spelling, or add it with +{missing[0]}=..."
+        )
         raise ConfigError(
             f"the sweep's overrides do not compose: key {missing[0]} exists in no configuration "
-            "the sweep composes (check its spelling, or add it with +"
-            f"{missing[0]}=...)"
+            f"the sweep composes ({hint})"
         )
     if len(leaves) == 1 and set(leaves[0].names()) == set(space.params):
         return space
