@@ -147,6 +147,11 @@ def test_tutorial_train_preset_turns_standardisation_off(compose_cfg) -> None:
         ),
         (["features.n_mels=100000000"], "features.n_mels (100000000) leaves mel bands without"),
         (["features.cache_dir=''"], "features.cache_dir must name a folder"),
+        (
+            ["trial.number=3"],
+            "trial.study_name, trial.storage and trial.number are set together by the urbansound "
+            "sweeper; leave them unset (got study_name=None, storage=None, number=3)",
+        ),
         (["features.cache_dir=' '"], "features.cache_dir must name a folder"),
         (
             ["features.n_fft=256", "features.hop_length=128"],

@@ -716,6 +716,16 @@ def _check_cv(c: dict[str, Any]) -> None:
     )
 
 
+def _check_trial(t: dict[str, Any]) -> None:
+    """``trial.*`` is all set (a sweep's job) or all null (a single run)."""
+    got = ", ".join(f"{k}={v}" for k, v in t.items())
+    _check(
+        len({v is None for v in t.values()}) == 1,
+        "trial.study_name, trial.storage and trial.number are set together by the urbansound "
+        f"sweeper; leave them unset (got {got})",
+    )
+
+
 def _check_strings(values: dict[str, Any], group: str) -> None:
     for key, value in values.items():
         _check(value != "", f"{group}.{key} must be a non-empty string or null, got ''")
@@ -735,7 +745,7 @@ _CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
         _choices(t, "tracking", {"mode": TRACKING_MODES}),
         _check_strings(t, "tracking"),
     ),
-    "trial": lambda t: _at_least(t, "trial", {"number": 0}),
+    "trial": lambda t: (_at_least(t, "trial", {"number": 0}), _check_trial(t)),
 }
 
 
