@@ -292,12 +292,28 @@ def validate_space(space: SearchSpace, compose: Compose, check: Check | None = N
         if not values:
             raise _space_error(first) from None
         for name, options in values.items():
-            errors = []
+            errors = []  # the first error of each value that works in no try
             for value in options:
-                try:
-                    attempt({**base, name: value})
-                except Exception as exc:
-                    errors.append(exc)
+                # the value with the others at their first value, then with each other key's
+                # other values (n_mfcc=60 needs features.n_mels=128, not 40)
+                tries = [{**base, name: value}]
+                tries += [
+                    {**base, name: value, other: v}
+                    for other, vs in values.items()
+                    if other != name
+                    for v in vs[1:]
+                ]
+                failed: BaseException | None = None
+                for params in tries:
+                    try:
+                        attempt(params)
+                    except Exception as exc:
+                        failed = failed or exc
+                        continue
+                    failed = None
+                    break
+                if failed is not None:
+                    errors.append(failed)
             if len(errors) == len(options):
                 if len({str(e) for e in errors}) > 1:  # each value fails on its own
                     example = _space_error(errors[0])
