@@ -113,6 +113,54 @@ def test_tutorial_train_preset_turns_standardisation_off(compose_cfg) -> None:
         (["features.n_jobs=0"], "features.n_jobs must be a positive count or -1"),
         (["tracking.mode=cloud"], "tracking.mode must be one of auto, online, offline, disabled"),
         (["cv.folds=[1,11]"], "cv.folds must list folds between 1 and 10, got [1, 11]"),
+        (["cv.folds=[]"], "cv.folds must list at least one fold between 1 and 10, or be null"),
+        (["cv.folds=[1,1,2]"], "cv.folds lists fold(s) [1] more than once, got [1, 1, 2]"),
+        (
+            ["cv.folds=[1,2]", "cv.outer_fold=2"],
+            "cv.outer_fold (2) is held out of the search, so cv.folds ([1, 2]) cannot test on it",
+        ),
+        # values so large that they overflowed, exhausted memory or crashed the resampler
+        (
+            ["train.epochs=99999999999999999999"],
+            "train.epochs must be an integer between 1 and 2147483647, got 99999999999999999999",
+        ),
+        (["train.seed=4294967296"], "train.seed must be an integer between 0 and 4294967295"),
+        (["cv=random_split", "cv.seed=2**40"], "cv.seed must be an integer, got '2**40'"),
+        (["cv.seed=1099511627776"], "cv.seed must be an integer between 0 and 4294967295"),
+        (["features.sr=1000000000"], "features.sr must be an integer between 1000 and 768000"),
+        (["features.n_fft=1073741824"], "features.n_fft must be an integer between 16 and 65536"),
+        (
+            ["data.demo_clips_per_class=100000000"],
+            "data.demo_clips_per_class must be an integer between 1 and 1000",
+        ),
+        (
+            ["model=random_forest", "model.n_estimators=99999999999999999999"],
+            "model.n_estimators must be an integer between 1 and 2147483647",
+        ),
+        (["features.n_jobs=99999999999999999999"], "features.n_jobs must be a positive count"),
+        # more mel bands than the FFT has bins (or bins between their edges): constant features
+        (
+            ["features.n_mels=2000"],
+            "features.n_mels (2000) leaves mel bands without any FFT bin at features.sr=22050, "
+            "features.n_fft=2048, fmin 0 Hz, fmax 11025 Hz (those features would be constant): "
+            "use features.n_mels <= 620, or raise features.n_fft",
+        ),
+        (["features.n_mels=100000000"], "features.n_mels (100000000) leaves mel bands without"),
+        (["features.cache_dir=''"], "features.cache_dir must name a folder"),
+        (
+            ["trial.number=3"],
+            "trial.study_name, trial.storage and trial.number are set together by the urbansound "
+            "sweeper; leave them unset (got study_name=None, storage=None, number=3)",
+        ),
+        (["features.cache_dir=' '"], "features.cache_dir must name a folder"),
+        (
+            ["features.n_fft=256", "features.hop_length=128"],
+            "features.n_mels (128) leaves mel bands without any FFT bin",
+        ),
+        (
+            ["features.fmin=10500", "features.n_mels=128"],
+            "features.n_mels (128) leaves mel bands without any FFT bin",
+        ),
     ],
 )
 def test_each_invalid_value_names_its_key(compose_cfg, overrides, message) -> None:
@@ -269,6 +317,10 @@ def test_every_family_has_its_group_file_and_schema(compose_cfg) -> None:
             ["model=sklearn", "model._target_=sklearn.svm.LinearSVC", "+model.tol=0.01"],
             {"target": "sklearn.svm.LinearSVC", "params": {"tol": 0.01}},
         ),
+        # a number written without a point is a number too (was "must be a number or a string")
+        (["model=svm", "model.gamma=1"], {"gamma": 1.0}),
+        (["model=random_forest", "model.max_features=1"], {"max_features": 1.0}),
+        (["model=random_forest", "model.max_features=log2"], {"max_features": "log2"}),
     ],
 )
 def test_family_keys_compose_typed(compose_cfg, overrides, expected) -> None:
@@ -297,6 +349,10 @@ def test_family_keys_compose_typed(compose_cfg, overrides, expected) -> None:
         (["model=mlp", "model.C=1"], "unknown key model.C; model has hidden, dropout"),
         (["model=sklearn", "model._target_=null"], "model=sklearn needs model._target_"),
         (["model.family=forest"], "model.family must be one of mlp, svm, logreg"),
+        (["model=svm", "model.gamma=-1"], "model.gamma must be > 0.0, got -1.0"),
+        (["model=svm", "model.gamma=[1]"], "model.gamma must be one of scale, auto or a number"),
+        (["model=svm", "model.gamma=true"], "model.gamma must be one of scale, auto or a number"),
+        (["model=extra_trees", "model.max_features=0"], "model.max_features must be > 0.0"),
     ],
 )
 def test_family_errors_are_one_line_naming_the_key(compose_cfg, overrides, message) -> None:
@@ -312,3 +368,41 @@ def test_a_config_yaml_without_family_is_the_mlp() -> None:
     assert s.model.family == "mlp" and s.model.hidden == (8,)
     s = settings_from_config({"model": {"family": "knn", "n_neighbors": 3}})
     assert s.model.n_neighbors == 3 and s.model.p == 2
+
+
+@pytest.mark.parametrize(
+    ("sr", "n_fft", "fmin", "fmax"),
+    [(22050, 2048, 0.0, 11025.0), (16000, 512, 20.0, 8000.0), (44100, 256, 300.0, 11025.0)],
+)
+def test_empty_mel_bands_are_found_exactly_where_librosa_warns(sr, n_fft, fmin, fmax) -> None:
+    """The config check refuses exactly the filterbanks librosa warns about ("Empty filters")."""
+    import warnings
+
+    import librosa
+
+    from urbansound.config import _empty_mel_bands
+
+    for n_mels in (16, 40, 64, 128, 200, 400, 620, 621, 1000):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+        librosa_warns = any("Empty filters" in str(w.message) for w in caught)
+        assert (_empty_mel_bands(sr, n_fft, n_mels, fmin, fmax) > 0) == librosa_warns, n_mels
+
+
+def test_the_largest_valid_values_pass(compose_cfg) -> None:
+    s = settings(
+        compose_cfg,
+        [
+            "features.n_mels=620",
+            "train.seed=4294967295",
+            "cv.seed=4294967295",
+            "data.demo_clips_per_class=1000",
+            "features.sr=768000",
+            "features.n_fft=65536",
+            "train.batch_size=100000",
+            "cv.folds=[3,1]",
+            "cv.outer_fold=2",
+        ],
+    )
+    assert s.features.n_mels == 620 and s.train.seed == 2**32 - 1 and s.cv.folds == (3, 1)

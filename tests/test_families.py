@@ -242,7 +242,10 @@ def test_a_users_own_classifier_by_target(compose_cfg, blobs) -> None:
         (["model._target_=no_such_module.Classifier"], "model._target_=no_such_module.Classifier"),
         (["model._target_=collections.OrderedDict"], "is no scikit-learn classifier"),
         (["model.n_trees=3"], "model._target_=sklearn.ensemble.RandomForestClassifier"),
-        (["model.n_estimators=-3"], "model: The 'n_estimators' parameter"),
+        (
+            ["model.n_estimators=-3"],
+            "model._target_=sklearn.ensemble.RandomForestClassifier: The 'n_estimators' parameter",
+        ),
     ],
 )
 def test_a_bad_target_or_keyword_is_one_config_error_line(
@@ -396,3 +399,44 @@ def test_a_bad_target_stops_the_run_before_the_features(run_cli, tmp_path, demo_
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: model._target_=sklearn.ensemble.NoSuchForest: cannot")
     assert not (run_dir / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"n_estimatorz": 3},
+            "unknown key model.n_estimatorz for model._target_=sklearn.ensemble."
+            "RandomForestClassifier; did you mean model.n_estimators?",
+        ),
+        ({"zzz": 3}, "unknown key model.zzz for model._target_=sklearn.ensemble."),
+        (
+            {"n_estimators": "abc"},
+            "model._target_=sklearn.ensemble.RandomForestClassifier: The 'n_estimators' "
+            "parameter of RandomForestClassifier must be an int in the range [1, inf). "
+            "Got 'abc' instead.",
+        ),
+    ],
+)
+def test_a_keyword_the_target_refuses_is_named_before_the_features(params, message) -> None:
+    """model=sklearn: an unknown keyword names the close match, a bad value scikit-learn's own
+    rule, when the estimator is made (before the features), as for the other families."""
+    from urbansound.config import SklearnSettings
+    from urbansound.errors import ConfigError
+    from urbansound.families import make_estimator
+
+    settings = SklearnSettings(target="sklearn.ensemble.RandomForestClassifier", params=params)
+    with pytest.raises(ConfigError) as info:
+        make_estimator(settings)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_more_neighbours_than_a_training_part_has_is_one_line_naming_the_key(blobs) -> None:
+    from urbansound.config import KNNSettings
+    from urbansound.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:  # 150 clips train each of the 4 folds
+        _cv(blobs, KNNSettings(n_neighbors=151))
+    assert str(info.value).startswith("model.n_neighbors (151) must be <= the clips of every")
+    assert "trains on 150; lower model.n_neighbors" in str(info.value)
+    assert _cv(blobs, KNNSettings(n_neighbors=150)).mean_accuracy > 0

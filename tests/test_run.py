@@ -147,6 +147,40 @@ def test_empty_outer_fold_is_blamed_on_cv_outer_fold(run_cli, tmp_path, real_roo
     assert "Traceback" not in proc.stderr
 
 
+def test_a_listed_fold_without_clips_stops_before_the_features(run_cli, tmp_path, real_root):
+    cache = tmp_path / "cache"
+    proc = run_cli(
+        *QUICK,
+        f"data.root={real_root}",
+        "data.missing=skip",
+        "cv.folds=[1,2]",  # fold 2 holds no clip of the sample
+        f"features.cache_dir={cache}",
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: cv.folds lists fold(s) [2]")
+    assert "Traceback" not in proc.stderr
+    assert not cache.exists()  # no clip was decoded: the error came first
+
+
+def test_a_random_split_too_small_for_the_classes_stops_before_the_features(
+    run_cli, tmp_path, demo_dir
+):
+    cache = tmp_path / "cache"
+    proc = run_cli(
+        *QUICK,
+        *_demo(demo_dir),
+        "cv=random_split",
+        "cv.test_size=0.1",  # 6 of 60 clips: fewer than the 10 classes a stratified split needs
+        f"features.cache_dir={cache}",
+        check=False,
+    )
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot split 60 clips with cv.test_size=0.1")
+    assert not cache.exists()
+
+
 def test_unwritable_run_dir_is_one_line_and_leaves_nothing(run_cli, tmp_path, demo_dir) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()

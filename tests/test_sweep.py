@@ -185,6 +185,18 @@ def test_unknown_key_fails_before_any_trial(run_sweep, tmp_path, capsys):
     assert optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'optuna.db'}") == []
 
 
+def test_a_misspelt_swept_key_names_the_close_match(run_sweep, tmp_path, capsys):
+    """As a single run's `+train.epoch=3` does: the close key, not only "check its spelling"."""
+    with pytest.raises(SystemExit) as exit_:
+        run_sweep("xx=1,2")
+    assert exit_.value.code == 2
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert line == (
+        "error: the sweep's overrides do not compose: key xx exists in no configuration the "
+        "sweep composes (did you mean x?)"
+    )
+
+
 def test_failed_trial_is_recorded_and_the_sweep_goes_on(run_sweep, tmp_path):
     jobs = run_sweep("x=0,1,2,3", "fail_x=[1]", "hydra.sweeper.max_failure_rate=0.25")
     study = load(tmp_path)
@@ -465,6 +477,18 @@ def test_a_finished_grid_with_an_ownerless_trial_ends(run_sweep, tmp_path, capsy
     study = load(tmp_path, "done")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL]
     assert "study done: 2 complete, 0 pruned, 0 failed" in capsys.readouterr().out
+
+
+def test_a_sweep_that_ends_with_a_trial_still_running_says_so(run_sweep, tmp_path, capsys):
+    """Without heartbeats a killed sweep's RUNNING trial is never failed: the rerun ended with
+    that grid point silently not run; now one warning names the trial and what to do."""
+    run_sweep("x=0,1", "hydra.sweeper.study_name=nohb", "hydra.sweeper.heartbeat_interval=null")
+    _bare_ask(f"sqlite:///{tmp_path / 'optuna.db'}", "nohb")  # as a killed sweep leaves one
+    capsys.readouterr()
+    run_sweep("x=0,1", "hydra.sweeper.study_name=nohb", "hydra.sweeper.heartbeat_interval=null")
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert line.startswith("warning: study nohb: trial(s) #2 still RUNNING: with ")
+    assert "hydra.sweeper.heartbeat_interval=20" in line
 
 
 @pytest.mark.parametrize("order", ["a,typo", "typo,a"])

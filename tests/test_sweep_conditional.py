@@ -238,3 +238,30 @@ def test_grid_over_branches_through_a_launcher_batch_runs_each_point_once(tmp_pa
         ]
     )
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_values_valid_only_together_do_not_stop_the_sweep() -> None:
+    """The up-front check tries each value with the other keys' values too: n_mfcc=60,70 with
+    features.n_mels=40,128 is a sweep with valid trials (n_mels=128), not an invalid key."""
+    from urbansound.errors import ConfigError
+    from urbansound.sweep.conditional import validate_space
+    from urbansound.sweep.space import build_search_space
+
+    def compose(overrides: list[str]) -> dict:
+        return {o.split("=")[0]: int(o.split("=")[1]) for o in overrides}
+
+    def check(cfg: dict) -> None:
+        if cfg["n_mfcc"] > cfg["features.n_mels"]:
+            raise ConfigError(f"n_mfcc ({cfg['n_mfcc']}) must be <= features.n_mels")
+
+    validate_space(
+        build_search_space({}, ["n_mfcc=60,70", "features.n_mels=40,128"]), compose, check
+    )
+    with pytest.raises(ConfigError, match=r"every value of sweep key n_mfcc is invalid, e\.g\. "):
+        validate_space(
+            build_search_space({}, ["n_mfcc=60,70", "features.n_mels=40,50"]), compose, check
+        )
+    with pytest.raises(ConfigError, match=r"^n_mfcc \(60\) must be <= features.n_mels$"):
+        validate_space(
+            build_search_space({}, ["n_mfcc=60", "features.n_mels=40,50"]), compose, check
+        )

@@ -87,3 +87,35 @@ def test_named_sweep_file_with_a_pruner_marks_the_job_pruned(
     assert results["pruned_at_epoch"] == 1
     assert trial.value == pytest.approx(results["mean_accuracy"])
     assert f"study {study.study_name}: 0 complete, 1 pruned, 0 failed" in proc.stdout
+
+
+def test_a_value_no_trial_can_run_stops_the_sweep_before_any_trial(
+    run_cli, tmp_path, demo_dir, feature_cache
+):
+    storage = tmp_path / "outputs" / "optuna.db"
+    cases = {
+        # every value of the swept key is out of range
+        ("train.epochs=0,-1",): "error: every value of sweep key train.epochs is invalid, "
+        "e.g. train.epochs must be an integer >= 1, got 0",
+        # a fixed value out of range: the single run's own line
+        ("n_mfcc=13,20", "features.n_mels=4000"): "error: features.n_mels (4000) leaves mel",
+        ("n_mfcc=13,20", "cv.folds=[]"): "error: cv.folds must list at least one fold",
+    }
+    for args, message in cases.items():
+        proc = run_cli("-m", *quick(demo_dir, feature_cache), *args, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith(message)
+        assert "Traceback" not in proc.stderr
+        assert not storage.exists() or not optuna.get_all_study_summaries(f"sqlite:///{storage}")
+
+
+def test_one_invalid_value_fails_its_trial_and_the_sweep_goes_on(
+    run_cli, tmp_path, demo_dir, feature_cache
+):
+    proc = run_cli("-m", *quick(demo_dir, feature_cache), "train.epochs=0,2", check=False)
+    assert proc.returncode == 0, proc.stderr
+    study = only_study(tmp_path)
+    states = {t.params["train.epochs"]: t.state for t in study.trials}
+    assert states == {0: TrialState.FAIL, 2: TrialState.COMPLETE}
+    (failed,) = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert "train.epochs must be an integer >= 1, got 0" in failed.user_attrs["error"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -203,6 +205,29 @@ def test_storage_paths_become_absolute(tmp_path, monkeypatch) -> None:
         sweep.normalize_storage("sqlite://")
 
 
+def test_a_storage_that_cannot_be_a_file_is_one_line_naming_it(tmp_path) -> None:
+    from urbansound.sweep.storage import open_storage
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder,\nnor a journal\n")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    cases = {
+        f"sqlite:///{a_file}/optuna.db": f"{a_file} is a file, not a folder",
+        f"{a_file}/journal.log": f"{a_file} is a file, not a folder",
+        "sqlite:////proc/no/such/optuna.db": "cannot create the folder /proc/no/such",
+        str(folder): f"{folder} is a folder; name a file in it",
+        f"sqlite:///{folder}": f"{folder} is a folder; name a file in it",
+    }
+    for storage, message in cases.items():
+        with pytest.raises(ConfigError, match=re.escape(message)) as info:
+            sweep.normalize_storage(storage)
+        assert str(info.value).startswith(f"hydra.sweeper.storage={storage}")
+    with pytest.raises(ConfigError, match="is not an Optuna journal file") as info:
+        open_storage(sweep.normalize_storage(str(a_file)))  # a text file as a journal
+    assert str(a_file) in str(info.value) and "\n" not in str(info.value)
+
+
 def test_hydra_start_up_does_not_import_optuna() -> None:
     import subprocess
     import sys
@@ -216,3 +241,31 @@ def test_hydra_start_up_does_not_import_optuna() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['BasicSweeper', 'UrbansoundSweeper'] False False"
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        (
+            {"sampler": {"_target_": "optuna.samplers.GridSampler", "seed": -1}},
+            "hydra.sweeper.sampler (optuna.samplers.GridSampler) cannot be created: "
+            "ValueError: Seed must be between 0 and 2**32 - 1",
+        ),
+        (
+            {"pruner": {"_target_": "optuna.pruners.MedianPruner", "n_warmup_steps": -1}},
+            "hydra.sweeper.pruner (optuna.pruners.MedianPruner) cannot be created: ValueError: "
+            "Number of warmup steps cannot be negative, but got n_warmup_steps=-1.",
+        ),
+    ],
+)
+def test_a_sampler_or_pruner_optuna_refuses_is_one_line_before_the_study(
+    tmp_path, node, message
+) -> None:
+    from tests.apps.sweeper_conf import sweeper_conf
+
+    storage = tmp_path / "optuna.db"
+    conf = sweeper_conf(storage=f"sqlite:///{storage}", **node)
+    with pytest.raises(ConfigError) as info:
+        sweep.sweep_settings(conf, arguments=["x=1,2"])
+    assert str(info.value) == message  # one line (Hydra's wrapper message spans two)
+    assert not storage.exists()  # said before the study was created

@@ -262,7 +262,9 @@ def _schema_type(tp: Any) -> Any:
     if typing.get_origin(tp) is tuple:
         return list[args[0]]
     if len(args) > 1 and typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return typing.Union[args]  # noqa: UP007 (OmegaConf reads typing.Union)
+        # A name or a number (model.gamma, model.max_features): OmegaConf's Union[float, str]
+        # refuses an integer (model.gamma=1); _name_or_number checks and converts the value.
+        return Any
     return tp
 
 
@@ -447,11 +449,36 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _at_least(values: Mapping[str, Any], group: str, bounds: Mapping[str, int]) -> None:
+#: The largest integer any count, size or index of the config may be (a C ``int``): beyond it
+#: torch, NumPy and scikit-learn overflow with a traceback instead of a message.
+INT_MAX = 2**31 - 1
+#: Seeds go to NumPy and scikit-learn (``random_state``), which take ``0 <= seed < 2**32``.
+SEED_MAX = 2**32 - 1
+#: Upper limits of keys whose natural range is smaller than :data:`INT_MAX`: a larger value is a
+#: typo that would otherwise exhaust memory or crash the resampler before any message.
+SR_MAX = 768_000  # the highest sample rate of audio hardware
+N_FFT_MAX = 65_536  # 3 s at 22 050 Hz: longer than most UrbanSound8K clips
+DEMO_CLIPS_MAX = 1000  # UrbanSound8K's largest class holds 1000 clips
+
+
+def _at_least(
+    values: Mapping[str, Any],
+    group: str,
+    bounds: Mapping[str, int],
+    maxima: Mapping[str, int] | None = None,
+) -> None:
+    """Each integer ``values[key]`` (None skipped) is ``>= bounds[key]`` and ``<= maxima[key]``
+    (:data:`INT_MAX` unless given)."""
     for key, minimum in bounds.items():
         value = values[key]
-        if value is not None:
-            _check(value >= minimum, f"{group}.{key} must be an integer >= {minimum}, got {value}")
+        if value is None:
+            continue
+        _check(value >= minimum, f"{group}.{key} must be an integer >= {minimum}, got {value}")
+        maximum = (maxima or {}).get(key, INT_MAX)
+        _check(
+            value <= maximum,
+            f"{group}.{key} must be an integer between {minimum} and {maximum}, got {value}",
+        )
 
 
 def _choices(values: Mapping[str, Any], group: str, allowed: Mapping[str, tuple[str, ...]]) -> None:
@@ -483,8 +510,10 @@ def _check_features(f: dict[str, Any]) -> None:
         f,
         "features",
         {"sr": 1000, "n_fft": 16, "hop_length": 1, "win_length": 1, "n_mels": 1, "deltas": 0},
+        {"sr": SR_MAX, "n_fft": N_FFT_MAX},
     )
     _check(f["n_mfcc"] >= 1, f"n_mfcc must be an integer >= 1, got {f['n_mfcc']}")
+    _check(f["n_mfcc"] <= INT_MAX, f"n_mfcc must be an integer <= {INT_MAX}, got {f['n_mfcc']}")
     n_fft, hop, win = f["n_fft"], f["hop_length"], f["win_length"]
     _check(
         hop <= n_fft,
@@ -516,10 +545,54 @@ def _check_features(f: dict[str, Any]) -> None:
             "the first n_mfcc DCT coefficients of the mel bands; raise features.n_mels or "
             "lower n_mfcc",
         )
+    _check_mel_bands(f["sr"], n_fft, f["n_mels"], f["fmin"], fmax if fmax is not None else nyquist)
     _check(f["deltas"] <= 2, f"features.deltas must be 0, 1 or 2, got {f['deltas']}")
+    _check(  # '' would put the cache's entries into the working directory itself
+        f["cache_dir"].strip() != "",
+        f"features.cache_dir must name a folder (default outputs/cache/features), got "
+        f"{f['cache_dir']!r}",
+    )
     _check(
-        f["n_jobs"] != 0 and f["n_jobs"] >= -1,
+        -1 <= f["n_jobs"] <= INT_MAX and f["n_jobs"] != 0,
         f"features.n_jobs must be a positive count or -1 (all cores), got {f['n_jobs']}",
+    )
+
+
+def _empty_mel_bands(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> int:
+    """How many of the ``n_mels`` triangular mel filters (librosa's Slaney filterbank, as
+    :mod:`urbansound.dsp` builds it) hold no FFT bin: those bands are 0 for every clip.
+
+    A band is empty when no FFT frequency lies strictly between its lower and upper edge; a band
+    whose lower edge is 0 Hz is not counted (librosa's rule). Computed from the band edges alone
+    (``searchsorted``), so it costs nothing even for absurd sizes.
+    """
+    import numpy as np
+
+    from urbansound.dsp import _hz_to_mel, _mel_to_hz
+
+    freqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    first = np.searchsorted(freqs, edges[:-2], side="right")  # first bin above the lower edge
+    end = np.searchsorted(freqs, edges[2:], side="left")  # first bin at or above the upper edge
+    return int(((end <= first) & (edges[:-2] != 0)).sum())
+
+
+def _check_mel_bands(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> None:
+    """Every mel band holds at least one FFT bin (else its feature is a constant)."""
+    bins = n_fft // 2 + 1
+    if n_mels <= bins and _empty_mel_bands(sr, n_fft, n_mels, fmin, fmax) == 0:
+        return
+    low, high = 1, min(n_mels, bins)  # the most bands that fit (empty bands grow with n_mels)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if _empty_mel_bands(sr, n_fft, mid, fmin, fmax) == 0:
+            low = mid
+        else:
+            high = mid - 1
+    raise ConfigError(
+        f"features.n_mels ({n_mels}) leaves mel bands without any FFT bin at features.sr={sr}, "
+        f"features.n_fft={n_fft}, fmin {fmin:g} Hz, fmax {fmax:g} Hz (those features would be "
+        f"constant): use features.n_mels <= {low}, or raise features.n_fft"
     )
 
 
@@ -564,7 +637,7 @@ def _check_model(m: dict[str, Any]) -> None:
         _number(m["l2_regularization"], "model.l2_regularization", low=0.0)
     if "n_jobs" in m and m["n_jobs"] is not None:
         _check(
-            m["n_jobs"] >= 1 or m["n_jobs"] == -1,
+            1 <= m["n_jobs"] <= INT_MAX or m["n_jobs"] == -1,
             f"model.n_jobs must be a positive count, -1 (all cores) or null (the cores left per "
             f"fold), got {m['n_jobs']}",
         )
@@ -584,8 +657,10 @@ def _name_or_number(value: Any, key: str, names: tuple[str, ...], *, high: float
     if isinstance(value, str) and value in names:
         return value
     try:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise TypeError(value)
         number = float(value)
-    except ValueError:
+    except (TypeError, ValueError):
         raise ConfigError(
             f"{key} must be one of {', '.join(names)} or a number > 0, got {value!r}"
         ) from None
@@ -594,7 +669,12 @@ def _name_or_number(value: Any, key: str, names: tuple[str, ...], *, high: float
 
 
 def _check_train(t: dict[str, Any]) -> None:
-    _at_least(t, "train", {"epochs": 1, "batch_size": 1, "seed": 0, "threads": 1})
+    _at_least(
+        t,
+        "train",
+        {"epochs": 1, "batch_size": 1, "seed": 0, "threads": 1},
+        {"seed": SEED_MAX},
+    )
     _number(t["lr"], "train.lr", low=0.0, strict=True)
     _number(t["beta1"], "train.beta1", low=0.0, high=0.999999)
     _number(t["beta2"], "train.beta2", low=0.0, high=0.999999)
@@ -611,15 +691,41 @@ def _check_cv(c: dict[str, Any]) -> None:
         f"cv.folds must list folds between 1 and 10, got {folds}",
     )
     _check(
+        folds is None or len(folds) > 0,
+        "cv.folds must list at least one fold between 1 and 10, or be null (every fold with "
+        "clips), got []",
+    )
+    twice = sorted({k for k in folds or () if folds.count(k) > 1})
+    _check(
+        not twice,
+        f"cv.folds lists fold(s) {twice} more than once, got {folds}: list each fold once "
+        "(a fold listed twice would count twice in the mean)",
+    )
+    _check(
         outer is None or 1 <= outer <= 10,
         f"cv.outer_fold must be a fold between 1 and 10 or null, got {outer}",
     )
+    _check(
+        outer is None or folds is None or outer not in folds or c["evaluate_outer"],
+        f"cv.outer_fold ({outer}) is held out of the search, so cv.folds ({folds}) cannot test "
+        "on it: drop it from cv.folds, or choose another cv.outer_fold",
+    )
     _number(c["test_size"], "cv.test_size", low=0.0, high=0.9, strict=True)
-    _at_least(c, "cv", {"seed": 0})
+    _at_least(c, "cv", {"seed": 0}, {"seed": SEED_MAX})
     _check(
         not c["evaluate_outer"] or (outer is not None and c["name"] == "folds"),
         "cv.evaluate_outer=true needs cv=folds and cv.outer_fold=k (the fold held out of the "
         f"search), got cv.name={c['name']}, cv.outer_fold={outer}",
+    )
+
+
+def _check_trial(t: dict[str, Any]) -> None:
+    """``trial.*`` is all set (a sweep's job) or all null (a single run)."""
+    got = ", ".join(f"{k}={v}" for k, v in t.items())
+    _check(
+        len({v is None for v in t.values()}) == 1,
+        "trial.study_name, trial.storage and trial.number are set together by the urbansound "
+        f"sweeper; leave them unset (got {got})",
     )
 
 
@@ -631,7 +737,7 @@ def _check_strings(values: dict[str, Any], group: str) -> None:
 _CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "data": lambda d: (
         _choices(d, "data", {"missing": MISSING_MODES}),
-        _at_least(d, "data", {"demo_clips_per_class": 1}),
+        _at_least(d, "data", {"demo_clips_per_class": 1}, {"demo_clips_per_class": DEMO_CLIPS_MAX}),
         _check_strings(d, "data"),
     ),
     "features": _check_features,
@@ -642,7 +748,7 @@ _CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
         _choices(t, "tracking", {"mode": TRACKING_MODES}),
         _check_strings(t, "tracking"),
     ),
-    "trial": lambda t: _at_least(t, "trial", {"number": 0}),
+    "trial": lambda t: (_at_least(t, "trial", {"number": 0}), _check_trial(t)),
 }
 
 

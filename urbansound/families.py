@@ -112,6 +112,29 @@ def make_estimator(model: AnyModelSettings, *, seed: int = 0, n_jobs: int | None
     )
 
 
+def _unknown_keyword(target: str, params: dict[str, Any], exc: BaseException) -> str | None:
+    """``unknown key model.X for <target>; did you mean model.Y?`` when the class's constructor
+    does not take a keyword of ``params`` (as an unknown key of the other families says)."""
+    import difflib
+    import inspect
+
+    if not isinstance(exc.__cause__, TypeError) or "keyword" not in str(exc.__cause__):
+        return None
+    try:
+        signature = inspect.signature(_import(target)).parameters
+    except Exception:
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in signature.values()):
+        return None
+    known = list(signature)
+    wrong = [k for k in params if k not in known]
+    if not wrong:
+        return None
+    match = difflib.get_close_matches(wrong[0], known, n=1)
+    hint = f"did you mean model.{match[0]}?" if match else f"it takes {', '.join(known)}"
+    return f"unknown key model.{wrong[0]} for model._target_={target}; {hint}"
+
+
 def _instantiate(target: str, params: dict[str, Any], seed: int) -> Any:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
@@ -119,6 +142,9 @@ def _instantiate(target: str, params: dict[str, Any], seed: int) -> Any:
     try:
         estimator = instantiate({"_target_": target, **params}, _convert_="all")
     except InstantiationException as exc:
+        unknown = _unknown_keyword(target, params, exc)
+        if unknown:
+            raise ConfigError(unknown) from None
         reason = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else ""
         raise ConfigError(
             f"model._target_={target}: cannot instantiate it ({reason}); give the dotted path of "
@@ -132,6 +158,16 @@ def _instantiate(target: str, params: dict[str, Any], seed: int) -> Any:
         )
     if "random_state" not in params and "random_state" in estimator.get_params(deep=False):
         estimator.set_params(random_state=seed)
+    # scikit-learn's own parameter checks, which it would otherwise run only at fit (after the
+    # features); a user's class without constraints is left to its fit.
+    validate = getattr(estimator, "_validate_params", None)
+    if callable(validate) and hasattr(estimator, "_parameter_constraints"):
+        from sklearn.utils._param_validation import InvalidParameterError
+
+        try:
+            validate()
+        except InvalidParameterError as exc:
+            raise ConfigError(f"model._target_={target}: {str(exc).splitlines()[0]}") from None
     return estimator
 
 
@@ -201,6 +237,14 @@ class _Fold:
             classifier.set_params(**{grow: size, "warm_start": True})
         from sklearn.utils._param_validation import InvalidParameterError
 
+        n_neighbors = getattr(classifier, "n_neighbors", None)
+        if isinstance(n_neighbors, int) and n_neighbors > len(self.X_train):
+            # KNeighborsClassifier says so only when it predicts, as a ValueError traceback
+            raise ConfigError(
+                f"model.n_neighbors ({n_neighbors}) must be <= the clips of every training "
+                f"part: fold {self.split.fold} trains on {len(self.X_train)}; lower "
+                "model.n_neighbors"
+            )
         try:
             classifier.fit(self.X_train, self.y_train)
         except InvalidParameterError as exc:  # a value scikit-learn checks only at fit

@@ -126,6 +126,12 @@ def run_experiment(
     index = data.load_index(root, missing=settings.data.missing, name=dataset_name)
     durations["index"] = time.perf_counter() - t_start
     clips = cv.select_clips(settings.cv, index.clips)
+    # A split that cannot be made (cv.folds naming a fold without clips, a random split too small
+    # for its classes) is said before the features. Skipped clips can only shrink a random
+    # split's input, so it is tried here when no clip can be skipped.
+    if settings.cv.name == "folds" or settings.features.on_error == "error":
+        folds_of = clips["fold"].to_numpy(dtype=np.int64)
+        cv.build_splits(settings.cv, folds_of, clips["classID"].to_numpy(dtype=np.int64))
 
     t0 = time.perf_counter()
     feats = features.extract_features(list(clips["path"]), settings.features, progress=progress)

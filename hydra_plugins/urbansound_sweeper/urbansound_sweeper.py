@@ -73,6 +73,7 @@ class UrbansoundSweeper(Sweeper):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.launcher: Any = None
+        self.check: Any = None
 
     def setup(
         self,
@@ -83,6 +84,9 @@ class UrbansoundSweeper(Sweeper):
     ) -> None:
         self.config = config
         self.hydra_context = hydra_context
+        # urbansound's own tasks (urbansound.run) validate their config: so does the sweep
+        # before any trial; another application's task is only composed.
+        self.check = _check_job if _is_urbansound_task(task_function) else None
         if not _basic_launcher(config):
             # A batch's jobs record their outcomes on their trials: when one job's process dies
             # the launcher returns nothing for the whole batch, and the others are read back.
@@ -114,7 +118,10 @@ class UrbansoundSweeper(Sweeper):
             # Resolving the sweep dir here fixes its ${now:...} for every job and every worker.
             sweep_dir = Path(str(self.config.hydra.sweep.dir))
             # Composes every branch of the space (and validates it) before any trial exists.
-            settings = sweep.resolve_settings(settings, partial(self._compose, settings))
+            # ... and checks each value as the job will (one line naming the key, exit 2).
+            settings = sweep.resolve_settings(
+                settings, partial(self._compose, settings), self.check
+            )
             sweep_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # as Hydra's sweepers do
             summary = sweep.run_sweep(
@@ -135,6 +142,21 @@ class UrbansoundSweeper(Sweeper):
             print(f"error: {message}", file=sys.stderr)
             sys.exit(130)
         self._print(summary)
+        running = summary.progress.running
+        if running:  # never silent: their grid points or budget are not this sweep's to run
+            numbers = ", ".join(f"#{n}" for n in running)
+            why = (
+                "with hydra.sweeper.heartbeat_interval=null nothing tells a trial of a killed "
+                "sweep from one another process is running: if none is, run the same command "
+                "with a heartbeat_interval (e.g. hydra.sweeper.heartbeat_interval=20) to fail "
+                "them after the grace period and run them again"
+                if settings.heartbeat_interval is None
+                else "another process is running them (or, if it was killed, the same command "
+                "fails them after hydra.sweeper.grace_period and runs them again)"
+            )
+            message = f"study {summary.study_name}: trial(s) {numbers} still RUNNING: {why}"
+            log.warning("%s", message)
+            print(f"warning: {message}", file=sys.stderr)
         if summary.failed_too_often:
             message = (
                 f"study {summary.study_name}: {summary.progress.failed} trials failed, more than "
@@ -270,6 +292,31 @@ class UrbansoundSweeper(Sweeper):
         if summary.best_path is not None:
             print(f"best parameters: {summary.best_path}")
         print(f"dashboard: {summary.dashboard}")
+
+
+def _is_urbansound_task(task_function: Any) -> bool:
+    """True for a task function of the urbansound package (``python -m urbansound.run`` runs
+    it as ``__main__``, so its file, not its module name, says so)."""
+    import inspect
+
+    import urbansound
+
+    try:
+        path = Path(inspect.getfile(inspect.unwrap(task_function))).resolve()
+    except (TypeError, OSError):
+        return False
+    return path.is_relative_to(Path(urbansound.__file__).resolve().parent)
+
+
+def _check_job(config: DictConfig) -> None:
+    """Validate a composed job config as ``urbansound.run`` does (``urbansound.fit``'s extra
+    ``fit`` node aside); raises ConfigError naming the key."""
+    from urbansound.config import settings_from_config
+
+    plain = OmegaConf.to_container(config, resolve=False)
+    assert isinstance(plain, dict)
+    plain.pop("fit", None)
+    settings_from_config(plain)
 
 
 def _basic_launcher(config: DictConfig) -> bool:

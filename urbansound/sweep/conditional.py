@@ -23,6 +23,7 @@ A space with no group parameter whose keys all exist (every sweep before familie
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 import random
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 # compose(job overrides) -> the job's composed config (with its ``hydra`` node); raises when the
 # overrides do not compose (a missing group option, a key that is not there).
 Compose = Callable[[list[str]], Any]
+#: Validates a composed job config; raises ConfigError naming the key (the job's own checks).
+Check = Callable[[Any], None]
 
 # Combinations of group choices composed at most (a sweep over 3 groups of 10 options is 1000).
 MAX_BRANCHES = 1000
@@ -139,6 +142,18 @@ def has_key(tree: Mapping[str, Any], key: str) -> bool:
     return True
 
 
+def _dotted_keys(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Every dotted key of a composed config's plain tree, ``hydra`` left out."""
+    keys = []
+    for key, value in tree.items():
+        if not prefix and key == "hydra":
+            continue
+        keys.append(f"{prefix}{key}")
+        if isinstance(value, Mapping):
+            keys.extend(_dotted_keys(value, f"{prefix}{key}."))
+    return keys
+
+
 def _choices(tree: Mapping[str, Any]) -> Mapping[str, Any]:
     return ((tree.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
 
@@ -206,10 +221,15 @@ def resolve_branches(space: SearchSpace, compose: Compose) -> SearchSpace:
     found = {n for b in leaves for n in b.names()}
     missing = [n for n in space.params if n not in found]
     if missing:
+        close = difflib.get_close_matches(missing[0], _dotted_keys(root or {}), n=1)
+        hint = (
+            f"did you mean {close[0]}?"
+            if close
+            else f"check its spelling, or add it with +{missing[0]}=..."
+        )
         raise ConfigError(
             f"the sweep's overrides do not compose: key {missing[0]} exists in no configuration "
-            "the sweep composes (check its spelling, or add it with +"
-            f"{missing[0]}=...)"
+            f"the sweep composes ({hint})"
         )
     if len(leaves) == 1 and set(leaves[0].names()) == set(space.params):
         return space
@@ -233,19 +253,30 @@ def branch_grid(space: SearchSpace) -> list[dict[str, Any]]:
     return points
 
 
-def validate_space(space: SearchSpace, compose: Compose) -> None:
-    """Compose jobs before any trial exists, so that a bad key fails fast.
+def validate_space(space: SearchSpace, compose: Compose, check: Check | None = None) -> None:
+    """Compose jobs before any trial exists, so that a bad key or value fails fast.
 
     Within each branch (the whole space when it has none), every value of every swept key is
-    tried once (the others at their first value). A value that does not compose is left to its
-    trials (they FAIL with Hydra's message); a key none of whose values compose in a branch
-    that composes, or fixed overrides that do not compose, stop the sweep here.
+    tried once (the others at their first value; an interval at both bounds) and, with
+    ``check``, the composed config is validated as the job validates it (ranges, settings that
+    depend on each other). A value that does not compose or is invalid is left to its trials
+    (they FAIL with its message); a key none of whose values compose or pass the check in a
+    branch that composes, or fixed overrides that fail, stop the sweep here: no trial is asked,
+    no feature extracted.
 
     Raises
     ------
     ConfigError
-        Naming the first composition error.
+        Naming the first error: the job's own line for an invalid value
+        (``train.epochs must be an integer >= 1, got 0``), Hydra's message for one that does
+        not compose.
     """
+
+    def attempt(params: Mapping[str, Any]) -> None:
+        cfg = compose(space.overrides(params))
+        if check is not None:
+            check(cfg)
+
     branches = space.branches or (Branch((), tuple(space.params)),)
     for branch in branches:
         if not branch.composes:
@@ -254,21 +285,49 @@ def validate_space(space: SearchSpace, compose: Compose) -> None:
         values = {n: _values(space.params[n]) for n in names}
         base = {**dict(branch.choices), **{n: v[0] for n, v in values.items()}}
         try:
-            compose(space.overrides(base))
+            attempt(base)
             continue
         except Exception as exc:
             first = exc
         if not values:
-            raise ConfigError(f"the sweep's overrides do not compose: {first}") from None
+            raise _space_error(first) from None
         for name, options in values.items():
-            errors = []
+            errors = []  # the first error of each value that works in no try
             for value in options:
-                try:
-                    compose(space.overrides({**base, name: value}))
-                except Exception as exc:
-                    errors.append(exc)
+                # the value with the others at their first value, then with each other key's
+                # other values (n_mfcc=60 needs features.n_mels=128, not 40)
+                tries = [{**base, name: value}]
+                tries += [
+                    {**base, name: value, other: v}
+                    for other, vs in values.items()
+                    if other != name
+                    for v in vs[1:]
+                ]
+                failed: BaseException | None = None
+                for params in tries:
+                    try:
+                        attempt(params)
+                    except Exception as exc:
+                        failed = failed or exc
+                        continue
+                    failed = None
+                    break
+                if failed is not None:
+                    errors.append(failed)
             if len(errors) == len(options):
-                raise ConfigError(f"the sweep's overrides do not compose: {errors[0]}") from None
+                if len({str(e) for e in errors}) > 1:  # each value fails on its own
+                    example = _space_error(errors[0])
+                    raise ConfigError(
+                        f"every value of sweep key {name} is invalid, e.g. {example}"
+                    ) from None
+                raise _space_error(errors[0]) from None
+
+
+def _space_error(exc: BaseException) -> ConfigError:
+    """The job's own line for an invalid value; Hydra's message for one that does not compose."""
+    if isinstance(exc, ConfigError):
+        return exc
+    return ConfigError(f"the sweep's overrides do not compose: {exc}")
 
 
 def _values(param: Any) -> list[Any]:
@@ -276,17 +335,20 @@ def _values(param: Any) -> list[Any]:
     dist = param.distribution
     if hasattr(dist, "choices"):
         return list(dist.choices)
-    return [dist.low]
+    return [dist.low, dist.high]
 
 
-def resolve_settings(settings: SweepSettings, compose: Compose) -> SweepSettings:
+def resolve_settings(
+    settings: SweepSettings, compose: Compose, check: Check | None = None
+) -> SweepSettings:
     """``settings`` with its space's branches resolved and validated (see the module doc).
 
     A grid over a conditional space runs the union of its branches' grids once: ``n_trials``
-    is capped at that union's size.
+    is capped at that union's size. ``check`` validates a composed job config (see
+    :func:`validate_space`).
     """
     space = resolve_branches(settings.space, compose)
-    validate_space(space, compose)
+    validate_space(space, compose, check)
     if space is settings.space:
         return settings
     n_trials = settings.n_trials

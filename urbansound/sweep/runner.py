@@ -50,7 +50,7 @@ from urbansound.errors import ConfigError, TrialPruned, UrbansoundError
 from urbansound.files import atomic_write, write_json
 from urbansound.sweep import EXCESS_ATTR, HEARTBEAT_ATTR, PRUNER_ATTR, SweepError
 from urbansound.sweep._compat import quiet_optuna
-from urbansound.sweep.conditional import Compose, resolve_settings
+from urbansound.sweep.conditional import Check, Compose, resolve_settings
 from urbansound.sweep.settings import (
     SweepSettings,
     build_pruner,
@@ -626,6 +626,7 @@ def run_sweep(
     *,
     sweep_dir: Path | None,
     compose: Compose | None = None,
+    check: Check | None = None,
     launch_batch: LaunchBatch | None = None,
 ) -> SweepSummary:
     """Run a whole sweep and summarize it (``failed_too_often`` says whether it gave up).
@@ -637,7 +638,7 @@ def run_sweep(
     :func:`run_batch`); None runs trials one at a time in ``n_jobs`` workers.
     """
     if compose is not None:
-        settings = resolve_settings(settings, compose)
+        settings = resolve_settings(settings, compose, check)
     storage, study = retrying("opening the study", lambda: prepare_study(settings))
     if sweep_dir is not None:
         write_study_json(settings, sweep_dir)

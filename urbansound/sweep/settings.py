@@ -86,7 +86,9 @@ def build_sampler(
         with quiet_optuna():
             return instantiate(conf, _convert_="all", **extra)
     except Exception as exc:
-        raise ConfigError(f"hydra.sweeper.sampler ({target}) cannot be created: {exc}") from None
+        raise ConfigError(
+            f"hydra.sweeper.sampler ({target}) cannot be created: {_root_cause(exc)}"
+        ) from None
 
 
 def build_pruner(conf: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
@@ -100,8 +102,17 @@ def build_pruner(conf: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
             return instantiate(dict(conf), _convert_="all")
     except Exception as exc:
         raise ConfigError(
-            f"hydra.sweeper.pruner ({conf.get('_target_')}) cannot be created: {exc}"
+            f"hydra.sweeper.pruner ({conf.get('_target_')}) cannot be created: {_root_cause(exc)}"
         ) from None
+
+
+def _root_cause(exc: BaseException) -> str:
+    """``Type: message`` of the innermost cause (Hydra wraps the constructor's error in a
+    multi-line InstantiationException), on one line."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -273,6 +284,11 @@ def sweep_settings(
             f"hydra.sweeper.n_trials is required with {target.rsplit('.', 1)[-1]} "
             "(a grid runs every point; a search needs a budget): add hydra.sweeper.n_trials=20"
         )
+
+    # A sampler or pruner setting Optuna refuses (a negative seed or warm-up) is said here,
+    # before the study is created under a name derived from those settings.
+    build_sampler(sampler, space)
+    build_pruner(pruner)
 
     n_jobs = _opt_int(conf["n_jobs"], "n_jobs", minimum=1)
     launcher_name, batch_size = launcher_parallelism(launcher)

@@ -29,6 +29,27 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def _make_folder(path: Path, storage: str) -> None:
+    """The folder of a SQLite or journal file, created; one line when it cannot be."""
+    if path.is_dir():
+        raise ConfigError(
+            f"hydra.sweeper.storage={storage}: {path} is a folder; name a file in it "
+            f"(sqlite:///{path / 'optuna.db'}, or {path / 'optuna.log'} for a journal file)"
+        )
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError(
+            f"hydra.sweeper.storage={storage}: {path.parent} is a file, not a folder: choose "
+            "another location"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"hydra.sweeper.storage={storage}: cannot create the folder {path.parent} "
+            f"({exc.strerror or exc}): choose a writable location"
+        ) from None
+
+
 def normalize_storage(storage: str) -> str:
     """``storage`` made usable from any working directory (absolute paths, a driver that exists).
 
@@ -41,7 +62,7 @@ def normalize_storage(storage: str) -> str:
     storage = storage.strip()
     if "://" not in storage:
         path = Path(storage).expanduser().resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(path, storage)
         return str(path)
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -58,7 +79,7 @@ def normalize_storage(storage: str) -> str:
                 "jobs; use a file such as sqlite:///outputs/optuna.db"
             )
         path = Path(database).expanduser().resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(path, storage)
         url = url.set(database=str(path))
     elif url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+" + _postgres_driver())
@@ -113,8 +134,15 @@ def open_storage(storage: str) -> BaseStorage:
     if "://" not in storage:
         from optuna.storages.journal import JournalFileBackend
 
-        with quiet_optuna():
-            return optuna.storages.JournalStorage(JournalFileBackend(storage))
+        try:
+            with quiet_optuna():
+                return optuna.storages.JournalStorage(JournalFileBackend(storage))
+        except (ValueError, OSError) as exc:  # not a journal (JSON lines), unreadable
+            cause = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+            raise ConfigError(
+                f"hydra.sweeper.storage={storage} is not an Optuna journal file that can be "
+                f"read and written ({cause}): name a new file, or an sqlite:/// URL"
+            ) from None
     engine_kwargs: dict[str, Any] = {}
     if storage.startswith("sqlite"):
         # Several processes write one file: wait for its lock rather than fail at once.
