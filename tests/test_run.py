@@ -246,6 +246,21 @@ def test_a_config_error_leaves_no_run_directory_behind(run_cli, tmp_path) -> Non
     assert not [p for p in left if p.is_file() or p.name == ".hydra"], left  # Hydra's run dirs
 
 
+def test_a_wrong_data_root_is_said_before_torch_is_imported(tmp_path) -> None:
+    # torch takes 1.5 s of a 4 s wait for a typo in data.root: data errors come first now
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "urbansound.run",
+         f"data.root={tmp_path / 'nowhere'}", "tracking.mode=disabled"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [errors[0]] and f"data.root={tmp_path / 'nowhere'} does not exist" in errors[0]
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}  # fmt: skip
+    assert "urbansound.data" in imported and "torch" not in imported
+
+
 def _children_of(pid: int) -> list[int]:
     """Live child processes of ``pid`` (Linux /proc), zombies left out."""
     found = []

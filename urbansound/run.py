@@ -109,7 +109,7 @@ def run_experiment(
         Bad configuration or data (one line naming the key or file), or an unwritable run
         directory (:class:`~urbansound.errors.OutputError`).
     """
-    from urbansound import cv, data, features, train
+    from urbansound import cv, data, features
 
     if settings.model.family != "mlp":  # a bad model=sklearn target fails before the features
         from urbansound.families import make_estimator
@@ -171,6 +171,9 @@ def run_experiment(
         overrides=list(overrides),
         trial={"study_name": settings.trial.study_name, "number": settings.trial.number},
     )
+
+    # torch (about 1.5 s to import) only now: a wrong data.root, cv setting or clip is said first
+    from urbansound import train
 
     t0 = time.perf_counter()
     pruned: TrialPruned | None = None
