@@ -34,18 +34,18 @@ from pathlib import Path
 
 import numpy as np
 
-from urbansound.config import FAMILY_SETTINGS, TrainSettings
 from urbansound.cv import fold_splits
 from urbansound.families import make_estimator, make_pipeline
+from urbansound.settings import FAMILY_SETTINGS, TrainSettings
 from urbansound.train import cross_validate
 
 DEFAULT_FAMILIES = "random_forest,extra_trees,hist_gb,svm,logreg,knn"
 
 
 def features(data: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from urbansound.config import DataSettings, FeatureSettings
     from urbansound.data import load_index, resolve_dataset
     from urbansound.features import extract_features
+    from urbansound.settings import DataSettings, FeatureSettings
 
     if data == "demo":
         root, name = resolve_dataset(DataSettings())

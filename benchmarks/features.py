@@ -45,8 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from urbansound.config import DataSettings, FeatureSettings
 from urbansound.features import extract_features
+from urbansound.settings import DataSettings, FeatureSettings
 
 
 def _tutorial(paths: list[str], res_type: str) -> float:

@@ -134,9 +134,9 @@ def draw_configs(n: int, seed: int) -> list[dict[str, Any]]:
 
 def load_data(name: str, workdir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MFCC-40 mean features, class ids and folds of the ``demo`` corpus or the ``sample``."""
-    from urbansound.config import DataSettings, FeatureSettings
     from urbansound.data import load_index, resolve_dataset
     from urbansound.features import extract_features
+    from urbansound.settings import DataSettings, FeatureSettings
 
     if name == "demo":
         data = DataSettings(demo_dir=str(workdir / "demo20"), demo_clips_per_class=20)
@@ -152,8 +152,8 @@ def load_data(name: str, workdir: Path) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def record(name: str, configs: list[dict[str, Any]], epochs: int, workdir: Path) -> list[dict]:
     """Train every configuration to the end; one curve (mean CV accuracy per epoch) each."""
-    from urbansound.config import ModelSettings, TrainSettings
     from urbansound.cv import fold_splits
+    from urbansound.settings import ModelSettings, TrainSettings
     from urbansound.train import cross_validate
 
     X, y, folds = load_data(name, workdir)

@@ -50,10 +50,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from urbansound.config import ModelSettings, TrainSettings
 from urbansound.cv import Split, fold_splits
 from urbansound.lockstep import fold_init_params
 from urbansound.model import layer_sizes
+from urbansound.settings import ModelSettings, TrainSettings
 from urbansound.train import cross_validate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' autograd oracle
@@ -76,9 +76,9 @@ def synthetic(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def real(data: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean-MFCC features (the seed configuration) of the demo corpus or an UrbanSound8K copy."""
-    from urbansound.config import DataSettings, FeatureSettings
     from urbansound.data import load_index, resolve_dataset
     from urbansound.features import extract_features
+    from urbansound.settings import DataSettings, FeatureSettings
 
     if data == "demo":
         root, name = resolve_dataset(DataSettings())

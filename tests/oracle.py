@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from urbansound.config import ACTIVATIONS
 from urbansound.model import init_params, layer_sizes
+from urbansound.settings import ACTIVATIONS
 
 
 def _activation_module(name: str) -> nn.Module:

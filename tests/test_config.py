@@ -10,16 +10,9 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from urbansound.config import (
-    FAMILIES,
-    GROUP_SCHEMAS,
-    MODEL_SCHEMAS,
-    Settings,
-    TrackingSettings,
-    config_error,
-    settings_from_config,
-)
+from urbansound.config import GROUP_SCHEMAS, MODEL_SCHEMAS, config_error, settings_from_config
 from urbansound.errors import ConfigError
+from urbansound.settings import FAMILIES, Settings, TrackingSettings
 
 from .conftest import CONF_DIR, REPO
 

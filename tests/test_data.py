@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from urbansound.config import DataSettings
 from urbansound.data import CLASS_NAMES, CSV_COLUMNS, load_index, resolve_dataset
 from urbansound.errors import DataError
+from urbansound.settings import DataSettings
 
 # The partial copy in ../shared/data/UrbanSound8K: the full CSV, 164 clips present, fold 2 empty.
 REAL_PRESENT_PER_FOLD = {1: 142, 2: 0, 3: 2, 4: 3, 5: 4, 6: 1, 7: 3, 8: 2, 9: 4, 10: 3}

@@ -12,7 +12,11 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from urbansound.config import (
+from urbansound.config import config_error, settings_from_config
+from urbansound.cv import Split
+from urbansound.errors import ConfigError, DataError, TrialPruned
+from urbansound.families import stage_sizes
+from urbansound.settings import (
     FAMILIES,
     ForestSettings,
     HistGBSettings,
@@ -21,12 +25,7 @@ from urbansound.config import (
     SklearnSettings,
     SVMSettings,
     TrainSettings,
-    config_error,
-    settings_from_config,
 )
-from urbansound.cv import Split
-from urbansound.errors import ConfigError, DataError, TrialPruned
-from urbansound.families import stage_sizes
 from urbansound.train import cross_validate
 
 from .conftest import DEMO_CLIPS_PER_CLASS
@@ -421,9 +420,9 @@ def test_a_bad_target_stops_the_run_before_the_features(run_cli, tmp_path, demo_
 def test_a_keyword_the_target_refuses_is_named_before_the_features(params, message) -> None:
     """model=sklearn: an unknown keyword names the close match, a bad value scikit-learn's own
     rule, when the estimator is made (before the features), as for the other families."""
-    from urbansound.config import SklearnSettings
     from urbansound.errors import ConfigError
     from urbansound.families import make_estimator
+    from urbansound.settings import SklearnSettings
 
     settings = SklearnSettings(target="sklearn.ensemble.RandomForestClassifier", params=params)
     with pytest.raises(ConfigError) as info:
@@ -432,8 +431,8 @@ def test_a_keyword_the_target_refuses_is_named_before_the_features(params, messa
 
 
 def test_more_neighbours_than_a_training_part_has_is_one_line_naming_the_key(blobs) -> None:
-    from urbansound.config import KNNSettings
     from urbansound.errors import ConfigError
+    from urbansound.settings import KNNSettings
 
     with pytest.raises(ConfigError) as info:  # 150 clips train each of the 4 folds
         _cv(blobs, KNNSettings(n_neighbors=151))

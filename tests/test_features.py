@@ -22,10 +22,11 @@ import soundfile as sf
 
 from urbansound import dsp, feature_cache, features
 from urbansound.audio import load_audio
-from urbansound.config import FeatureSettings, settings_from_config
+from urbansound.config import settings_from_config
 from urbansound.dsp import POOLING_STATS, log_mel
 from urbansound.errors import AudioError
 from urbansound.features import extract_features, feature_names
+from urbansound.settings import FeatureSettings
 
 
 def _settings(tmp_path: Path, **kw) -> FeatureSettings:

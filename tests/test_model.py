@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from urbansound.config import ModelSettings, TrainSettings
 from urbansound.model import StackedMLP, glorot_uniform, init_params, layer_sizes
+from urbansound.settings import ModelSettings, TrainSettings
 
 from .oracle import MLP
 

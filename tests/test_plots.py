@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from urbansound import plots
-from urbansound.config import FeatureSettings
+from urbansound.settings import FeatureSettings
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -15,14 +15,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from urbansound.config import (
-    DataSettings,
-    FeatureSettings,
-    ModelSettings,
-    Settings,
-    TrackingSettings,
-    TrainSettings,
-)
 from urbansound.modelfile import load_model
 from urbansound.predict import (
     FilePrediction,
@@ -31,6 +23,14 @@ from urbansound.predict import (
     predict_files,
     timeline,
     window_bounds,
+)
+from urbansound.settings import (
+    DataSettings,
+    FeatureSettings,
+    ModelSettings,
+    Settings,
+    TrackingSettings,
+    TrainSettings,
 )
 
 from .conftest import DEMO_CLIPS_PER_CLASS, cli_env

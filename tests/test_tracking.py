@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 
 from urbansound import tracking
-from urbansound.config import Settings, TrackingSettings, TrialSettings, settings_from_config
+from urbansound.config import settings_from_config
 from urbansound.results import CVResult, EpochMetrics, FoldResult, RunResult
+from urbansound.settings import Settings, TrackingSettings, TrialSettings
 
 # --------------------------------------------------------------------------------------------
 # Reading an offline archive back

@@ -17,7 +17,6 @@ import pytest
 import torch
 from sklearn.model_selection import train_test_split
 
-from urbansound.config import ModelSettings, TrainSettings
 from urbansound.cv import Split, fold_splits, random_split
 from urbansound.errors import ConfigError, DataError, TrialPruned, UrbansoundError
 from urbansound.lockstep import (
@@ -30,6 +29,7 @@ from urbansound.lockstep import (
 )
 from urbansound.model import StackedAdam, StackedMLP, init_params, layer_sizes
 from urbansound.results import CVResult, EpochMetrics
+from urbansound.settings import ModelSettings, TrainSettings
 from urbansound.train import cross_validate
 
 from .conftest import process_alive
@@ -785,8 +785,8 @@ def test_batch_larger_than_every_training_part_is_clipped(caplog) -> None:
 def test_outer_fold_without_clips_blames_cv_outer_fold() -> None:
     import pandas as pd
 
-    from urbansound.config import CVSettings
     from urbansound.cv import select_clips
+    from urbansound.settings import CVSettings
 
     clips = pd.DataFrame({"fold": [1, 1, 2, 4, 4]})
     for evaluate in (False, True):

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from urbansound.config import CVSettings
 from urbansound.errors import ConfigError, DataError
+from urbansound.settings import CVSettings
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from urbansound.config import MISSING_MODES, DataSettings
 from urbansound.errors import DataError
+from urbansound.settings import MISSING_MODES, DataSettings
 
 log = logging.getLogger(__name__)
 

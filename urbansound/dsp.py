@@ -30,11 +30,11 @@ import math
 
 import numpy as np
 
-from urbansound.config import POOLINGS, FeatureSettings
+from urbansound.settings import POOLINGS, FeatureSettings
 
 logger = logging.getLogger(__name__)
 
-#: Statistics for each ``features.pooling`` value (:data:`urbansound.config.POOLINGS`), in
+#: Statistics for each ``features.pooling`` value (:data:`urbansound.settings.POOLINGS`), in
 #: column-block order.
 POOLING_STATS: dict[str, tuple[str, ...]] = {
     "mean": ("mean",),

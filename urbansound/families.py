@@ -42,7 +42,6 @@ from typing import Any
 
 import numpy as np
 
-from urbansound.config import AnyModelSettings, TrainSettings
 from urbansound.cv import Split
 from urbansound.errors import ConfigError, DataError
 from urbansound.progress import progress_bar
@@ -53,6 +52,7 @@ from urbansound.results import (
     FoldPredictions,
     FoldResult,
 )
+from urbansound.settings import AnyModelSettings, TrainSettings
 
 logger = logging.getLogger(__name__)
 

@@ -85,7 +85,6 @@ from pathlib import Path
 import numpy as np
 
 from urbansound.audio import HINT, audio_error, load_audio
-from urbansound.config import FeatureSettings
 from urbansound.dsp import (
     AMIN,
     POOLING_STATS,
@@ -109,6 +108,7 @@ from urbansound.feature_cache import (
     store,
 )
 from urbansound.progress import progress_bar
+from urbansound.settings import FeatureSettings
 
 logger = logging.getLogger(__name__)
 

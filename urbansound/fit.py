@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from urbansound.config import Settings, settings_from_config
+from urbansound.config import settings_from_config
 from urbansound.errors import ConfigError, DataError, UrbansoundError
 from urbansound.files import atomic_write, output_error, write_json
 from urbansound.fit_source import (
@@ -60,6 +60,7 @@ from urbansound.fit_source import (
 )
 from urbansound.modelfile import MODEL_FILE, Member, ModelFile, feature_settings_dict, save_model
 from urbansound.results import CVResult, EpochMetrics, FoldResult, RunResult
+from urbansound.settings import Settings
 
 log = logging.getLogger("urbansound.fit")
 

@@ -37,7 +37,6 @@ import numpy as np
 import torch
 
 from urbansound.child_groups import FORK_LOCK, ChildGroup, close_children, fork_context
-from urbansound.config import ModelSettings, TrainSettings
 from urbansound.cv import Split
 from urbansound.errors import ConfigError
 from urbansound.model import StackedAdam, StackedMLP, init_params, layer_sizes
@@ -50,6 +49,7 @@ from urbansound.results import (
     FoldPredictions,
     FoldResult,
 )
+from urbansound.settings import ModelSettings, TrainSettings
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from urbansound.config import ACTIVATIONS
+from urbansound.settings import ACTIVATIONS
 
 
 def layer_sizes(n_features: int, hidden: Sequence[int], n_classes: int) -> list[int]:

@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from urbansound.config import FeatureSettings
 from urbansound.errors import UrbansoundError
 from urbansound.files import atomic_write
+from urbansound.settings import FeatureSettings
 
 __all__ = [
     "FORMAT",
@@ -433,7 +433,7 @@ def _check_metadata(meta: dict[str, Any]) -> None:
 
 def _check_members(model: ModelFile) -> None:
     """Each member takes ``n_features`` inputs and gives ``len(class_names)`` outputs."""
-    from urbansound.config import ACTIVATIONS
+    from urbansound.settings import ACTIVATIONS
 
     n_in, n_classes = model.n_features, len(model.class_names)
     for i, m in enumerate(model.members):

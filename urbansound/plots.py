@@ -31,8 +31,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from urbansound.config import FeatureSettings
 from urbansound.files import atomic_open, output_error, public_mode, write_json
+from urbansound.settings import FeatureSettings
 
 log = logging.getLogger(__name__)
 

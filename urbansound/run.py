@@ -36,11 +36,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from urbansound import progress, tracking
-from urbansound.config import Settings, settings_from_config
+from urbansound.config import settings_from_config
 from urbansound.errors import TrialPruned, UrbansoundError
 from urbansound.files import atomic_write, output_error, write_json
 from urbansound.hydra_app import hydra_main
 from urbansound.results import EpochMetrics, RunResult
+from urbansound.settings import Settings
 
 log = logging.getLogger("urbansound.run")
 

@@ -23,11 +23,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from urbansound.config import AnyModelSettings, TrainSettings
 from urbansound.cv import Split
 from urbansound.errors import DataError
 from urbansound.lockstep import train_folds
 from urbansound.results import CVResult, EpochCallback
+from urbansound.settings import AnyModelSettings, TrainSettings
 
 logger = logging.getLogger(__name__)
 

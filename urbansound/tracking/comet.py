@@ -26,7 +26,7 @@ from urbansound.tracking.archives import remove_incomplete
 from urbansound.tracking.naming import reason
 
 if TYPE_CHECKING:
-    from urbansound.config import Settings
+    from urbansound.settings import Settings
 
 log = logging.getLogger("urbansound.tracking")
 

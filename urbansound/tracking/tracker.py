@@ -28,8 +28,8 @@ from urbansound.tracking.naming import (
 )
 
 if TYPE_CHECKING:
-    from urbansound.config import Settings
     from urbansound.results import EpochMetrics, RunResult
+    from urbansound.settings import Settings
 
 #: What the warnings about an unwritable offline directory say to do.
 WHERE_ARCHIVES_GO = "tracking.offline_dir (or COMET_OFFLINE_DIRECTORY) chooses another directory"

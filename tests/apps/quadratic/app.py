@@ -39,8 +39,8 @@ def task(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     from urbansound import sweep
-    from urbansound.config import TrialSettings
     from urbansound.errors import TrialPruned
+    from urbansound.settings import TrialSettings
 
     out = Path(HydraConfig.get().runtime.output_dir)
     trial = TrialSettings(**cfg.trial)
