@@ -71,6 +71,20 @@ def cli_env() -> dict[str, str]:
     return env
 
 
+def start_cli(module: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
+    """Start ``python -m MODULE ARGS`` in a process group of its own (so a test can send SIGINT
+    to the whole group, as a terminal's Ctrl-C does), with pipes for stdout and stderr."""
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
 @pytest.fixture
 def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run ``python -m urbansound.run ARGS`` with ``tmp_path`` as working directory.

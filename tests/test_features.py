@@ -263,14 +263,21 @@ def test_cache_key_includes_library_versions(
     assert extract_features(clips, s, progress=False).n_computed == 3
 
 
-def test_corrupt_entries_are_detected_and_recomputed(
-    demo_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:8]
+def _filled_cache(demo_root: Path, tmp_path: Path, n: int):
+    """``n`` demo clips extracted once into a fresh cache: (clips, settings, features, the
+    stage entries sorted, the whole-matrix entry)."""
+    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:n]
     s = _settings(tmp_path)
     good = extract_features(clips, s, progress=False)
     stage_files = sorted((tmp_path / "cache" / "logmel").glob("*/*.bin"))
     (memo,) = (tmp_path / "cache" / "features").glob("*.bin")
+    return clips, s, good, stage_files, memo
+
+
+def test_corrupt_entries_are_detected_and_recomputed(
+    demo_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clips, s, good, stage_files, memo = _filled_cache(demo_root, tmp_path, 8)
 
     data = stage_files[0].read_bytes()
     stage_files[0].write_bytes(data[: len(data) // 2])  # truncated
@@ -297,11 +304,7 @@ def test_well_formed_entries_of_the_wrong_shape_are_recomputed(
     # Entries with the right magic, key and checksum whose array has the wrong shape (a foreign
     # or hand-made file under the entry's name): before, a ValueError traceback from matmul or
     # from the top_db floor of an empty array, in the middle of the extraction.
-    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:5]
-    s = _settings(tmp_path)
-    good = extract_features(clips, s, progress=False)
-    stage_files = sorted((tmp_path / "cache" / "logmel").glob("*/*.bin"))
-    (memo,) = (tmp_path / "cache" / "features").glob("*.bin")
+    clips, s, good, stage_files, memo = _filled_cache(demo_root, tmp_path, 5)
     tmp_dir = tmp_path / "cache" / "tmp"
 
     def rewrite(entry: Path, change) -> None:

@@ -18,7 +18,7 @@ from urbansound.errors import ConfigError
 from urbansound.fit import FitOptions, fit_model, fit_options, resolve_source
 from urbansound.modelfile import Member, ModelFileError, load_model, save_model
 
-from .conftest import DEMO_CLIPS_PER_CLASS, cli_env
+from .conftest import DEMO_CLIPS_PER_CLASS, cli_env, start_cli
 from .test_predict import fit_settings
 
 QUICK = [
@@ -420,13 +420,9 @@ def test_ctrl_c_during_a_fit_is_one_line_exit_130_and_writes_no_model(
     import time
 
     fit_dir = tmp_path / "fit"
-    cmd = [
-        sys.executable, "-m", "urbansound.fit", *QUICK, *_demo(demo_dir), "train.epochs=100000",
-        "progress=none", f"hydra.run.dir={fit_dir}",
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
+    proc = start_cli(
+        "urbansound.fit", *QUICK, *_demo(demo_dir), "train.epochs=100000", "progress=none",
+        f"hydra.run.dir={fit_dir}", cwd=tmp_path,
     )  # fmt: skip
     try:
         log = fit_dir / "fit.log"

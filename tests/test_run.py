@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from .conftest import DEMO_CLIPS_PER_CLASS, cli_env, process_alive
+from .conftest import DEMO_CLIPS_PER_CLASS, cli_env, process_alive, start_cli
 
 pytestmark = pytest.mark.slow
 
@@ -279,13 +279,9 @@ def test_ctrl_c_during_training_is_one_line_exit_130_and_leaves_nothing_running(
     tmp_path, demo_dir
 ) -> None:
     run_dir = tmp_path / "run"
-    cmd = [
-        sys.executable, "-m", "urbansound.run", *QUICK, *_demo(demo_dir), "train.epochs=100000",
-        "train.threads=2", "progress=none", f"hydra.run.dir={run_dir}",
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
+    proc = start_cli(
+        "urbansound.run", *QUICK, *_demo(demo_dir), "train.epochs=100000", "train.threads=2",
+        "progress=none", f"hydra.run.dir={run_dir}", cwd=tmp_path,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
