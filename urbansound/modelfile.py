@@ -251,7 +251,7 @@ def save_model(path: str | Path, members: Sequence[Member], metadata: dict[str, 
             blob = skops.io.dumps(m.estimator)
             try:  # refuse now what load_model would refuse, before any file is written
                 _load_estimator(blob)
-            except ModelFileError as exc:
+            except (_Untrusted, _Invalid) as exc:
                 raise ModelFileError(f"cannot store member {i} ({m.family}): it {exc}") from None
             tensors[f"m{i}.skops"] = np.frombuffer(blob, dtype=np.uint8).copy()
         described.append(entry)
@@ -504,25 +504,37 @@ def _scikit_learn_class(name: str) -> bool:
     return isinstance(obj, type)
 
 
+class _Untrusted(Exception):
+    """A skops member holding types outside the trusted set (not damage: no "damaged" hint)."""
+
+
 def _load_estimator(blob: bytes) -> Any:
     """A scikit-learn member from its skops bytes, trusting skops' default set plus
-    scikit-learn's own classes (:func:`_scikit_learn_class`); :class:`ModelFileError` (without the
-    file's name) for anything else or bytes skops cannot read."""
+    scikit-learn's own classes (:func:`_scikit_learn_class`).
+
+    Raises
+    ------
+    _Untrusted
+        For any other type (the message lists up to five).
+    _Invalid
+        For bytes skops cannot read (zip, JSON or schema errors).
+    """
     import skops.io
 
     try:
         untrusted = skops.io.get_untrusted_types(data=blob)
-        refused = [t for t in untrusted if not _scikit_learn_class(t)]
-        if refused:
-            raise ModelFileError(
-                "holds types outside skops' trusted set and scikit-learn "
-                f"({', '.join(refused[:5])}); it is not loaded: fit a scikit-learn estimator"
-            )
+    except Exception as exc:  # skops' own errors for damaged bytes
+        raise _Invalid(f"cannot be read ({type(exc).__name__}: {exc})") from None
+    refused = [t for t in untrusted if not _scikit_learn_class(t)]
+    if refused:
+        raise _Untrusted(
+            "holds types outside skops' trusted set and scikit-learn "
+            f"({', '.join(refused[:5])}); it is not loaded: fit a scikit-learn estimator"
+        )
+    try:
         return skops.io.loads(blob, trusted=untrusted)
-    except ModelFileError:
-        raise
-    except Exception as exc:  # skops' own errors for damaged bytes (zip, JSON, schema)
-        raise ModelFileError(f"cannot be read ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:
+        raise _Invalid(f"cannot be read ({type(exc).__name__}: {exc})") from None
 
 
 def _member(i: int, entry: dict[str, Any], tensors: dict[str, np.ndarray], path: Path) -> Member:
@@ -538,9 +550,9 @@ def _member(i: int, entry: dict[str, Any], tensors: dict[str, np.ndarray], path:
         blob = tensor("skops").tobytes()
         try:
             estimator = _load_estimator(blob)
-        except ModelFileError as exc:
-            if "not loaded" in str(exc):  # a foreign type, not damage: no "damaged" hint
-                raise ModelFileError(f"{path}: member {i} ({family}) {exc}") from None
+        except _Untrusted as exc:
+            raise ModelFileError(f"{path}: member {i} ({family}) {exc}") from None
+        except _Invalid as exc:
             raise _Invalid(f"member {i} ({family}) {exc}") from None
         return Member(seed=seed, fold=fold, family=family, estimator=estimator)
     n_layers = int(entry["n_layers"])
