@@ -657,3 +657,56 @@ def test_trial_table_shows_four_significant_digits_and_the_csv_keeps_all(tmp_pat
 
     text = write_trials_csv(tmp_path / "t.csv", rows).read_text()
     assert "0.123456789" in text
+
+
+def test_a_grid_trial_yields_to_an_earlier_one_still_being_asked_for_the_same_point(tmp_path):
+    """Two workers that ask at once may both draw the last free grid point (the CI failure
+    [0, 2, 2, 3]): the later trial must see the earlier one's point even before that trial
+    has parameters, and wait for one still inside ``ask`` rather than guess."""
+    import threading
+
+    from urbansound.sweep.runner import _grid_point_taken
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'g.db'}")
+    study = optuna.create_study(storage=storage, study_name="g")
+    sid = study._study_id
+    dist = optuna.distributions.CategoricalDistribution([0, 1, 2, 3])
+
+    def trial_with(grid_id=None, x=None, fixed=None):
+        tid = storage.create_new_trial(sid)
+        if fixed is not None:
+            storage.set_trial_system_attr(tid, "fixed_params", fixed)
+        if grid_id is not None:
+            storage.set_trial_system_attr(tid, "grid_id", grid_id)
+        if x is not None:
+            storage.set_trial_param(tid, "x", dist.to_internal_repr(x), dist)
+        return tid
+
+    inside_ask = trial_with()  # trial 0: created, its sampler has not chosen yet
+    drawn = trial_with(grid_id=2)  # trial 1: the same point drawn, parameters not set yet
+    later = storage.get_trial(trial_with(grid_id=2, x=2))  # trial 2: asked, checking
+    # trial 1 holds the point by its grid id alone; trial 0 is not waited for then
+    assert _grid_point_taken(storage, sid, later, wait=0.0)
+    # trial 1 is the earliest holder: it does not yield to trial 2
+    storage.set_trial_param(drawn, "x", dist.to_internal_repr(2), dist)
+    assert not _grid_point_taken(storage, sid, storage.get_trial(drawn), wait=0.0)
+
+    # trial 1 must wait for trial 0: its point is decided while the check waits
+    threading.Timer(0.5, storage.set_trial_system_attr, (inside_ask, "grid_id", 2)).start()
+    assert _grid_point_taken(storage, sid, storage.get_trial(drawn), wait=30.0)
+
+    # an earlier trial that never gets a point (its process died in ask) holds none
+    fresh = optuna.create_study(storage=storage, study_name="h")
+    storage.create_new_trial(fresh._study_id)
+    tid = storage.create_new_trial(fresh._study_id)
+    storage.set_trial_system_attr(tid, "grid_id", 1)
+    storage.set_trial_param(tid, "x", dist.to_internal_repr(1), dist)
+    assert not _grid_point_taken(storage, fresh._study_id, storage.get_trial(tid), wait=0.3)
+
+    # a queued retry holds its point from creation (fixed_params), before any grid id
+    retry = optuna.create_study(storage=storage, study_name="r")
+    trial_ids = [storage.create_new_trial(retry._study_id) for _ in range(2)]
+    storage.set_trial_system_attr(trial_ids[0], "fixed_params", {"x": 3})
+    storage.set_trial_system_attr(trial_ids[1], "grid_id", 3)
+    storage.set_trial_param(trial_ids[1], "x", dist.to_internal_repr(3), dist)
+    assert _grid_point_taken(storage, retry._study_id, storage.get_trial(trial_ids[1]), wait=0)

@@ -51,6 +51,15 @@ def only_study(storage: str) -> optuna.Study:
     return optuna.load_study(study_name=summary.study_name, storage=storage)
 
 
+def trial_table(study: optuna.Study) -> str:
+    """The study's trials, one line each: what a failed assertion prints to diagnose a race."""
+    return "\n".join(
+        f"{t.number} {t.state.name} {t.params} error={t.user_attrs.get('error')!r} "
+        f"worker={t.user_attrs.get('worker')} start={t.datetime_start} end={t.datetime_complete}"
+        for t in study.trials
+    )
+
+
 def wait_for(path: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -91,7 +100,7 @@ def test_kill_9_in_the_middle_of_a_trial_then_the_same_command_resumes(tmp_path)
     assert retry.params == before[2].params and retry.state == TrialState.COMPLETE
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     xs = sorted(t.params["x"] for t in complete)
-    assert xs == [0, 1, 2, 3]  # four COMPLETE trials, no grid point twice
+    assert xs == [0, 1, 2, 3], trial_table(study)  # four COMPLETE trials, no grid point twice
     for n in (0, 1):  # finished trials kept, and their job directories untouched
         assert trials[n].state == TrialState.COMPLETE
         assert trials[n].value == before[n].value
@@ -125,6 +134,7 @@ def test_ctrl_c_queues_the_interrupted_trial_for_the_next_run_at_once(tmp_path):
         "sleep=0.3",
         f"marker_dir={markers}",
         "hydra.sweeper.heartbeat_interval=60",
+        "hydra.sweeper.grace_period=120",
     )
     first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wait_for(markers / "1.start")
@@ -141,7 +151,7 @@ def test_ctrl_c_queues_the_interrupted_trial_for_the_next_run_at_once(tmp_path):
     run(cmd, tmp_path, timeout=60)
     study = only_study(storage)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert sorted(t.params["x"] for t in complete) == [0, 1, 2]
+    assert sorted(t.params["x"] for t in complete) == [0, 1, 2], trial_table(study)
     assert study.trials[2].state == TrialState.COMPLETE  # the queued copy ran first
 
 
@@ -161,7 +171,7 @@ def test_parallel_workers_do_not_wait_for_a_slow_trial(tmp_path):
         tmp_path,
     )
     study = only_study(storage)
-    assert sorted(t.params["x"] for t in study.trials) == [0, 1, 2, 3]
+    assert sorted(t.params["x"] for t in study.trials) == [0, 1, 2, 3], trial_table(study)
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     workers = {t.user_attrs["worker"] for t in study.trials}
     assert len(workers) == 2 and str(os.getpid()) not in " ".join(workers)
@@ -262,5 +272,5 @@ def test_workers_do_not_outlive_a_killed_sweep_and_the_rerun_finishes(tmp_path):
     run(cmd, tmp_path)  # the same command resumes
     study = only_study(storage)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert sorted(t.params["x"] for t in complete) == [0, 1, 2, 3]
+    assert sorted(t.params["x"] for t in complete) == [0, 1, 2, 3], trial_table(study)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]

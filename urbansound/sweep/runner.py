@@ -432,20 +432,58 @@ def prepare_trial(
     return overrides
 
 
-def _grid_point_taken(storage: BaseStorage, study_id: int, trial: FrozenTrial) -> bool:
-    """True when an earlier live trial, or a finished one, has ``trial``'s parameters."""
-    trials = storage.get_all_trials(study_id, deepcopy=False)
-    gone = superseded(trials)
-    for t in trials:
-        if t.number == trial.number or t.number in gone or t.system_attrs.get(EXCESS_ATTR):
-            continue
-        if t.params != trial.params:
-            continue
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-            t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < trial.number
-        ):
-            return True
-    return False
+# How long a grid trial waits for an earlier trial still inside ``study.ask`` (not yet given
+# its grid point) before it counts that trial as holding no point (its process died there).
+GRID_POINT_WAIT_SECONDS = 30.0
+
+
+def _grid_point_taken(
+    storage: BaseStorage,
+    study_id: int,
+    trial: FrozenTrial,
+    *,
+    wait: float = GRID_POINT_WAIT_SECONDS,
+) -> bool:
+    """True when a finished trial, or an earlier live one, has ``trial``'s grid point.
+
+    An earlier live trial's point is known from its queued parameters (``fixed_params``), its
+    parameters, or its ``grid_id`` (the sampler sets it before any parameter, so it is known
+    while the trial is still being asked). An earlier trial that has none yet is inside
+    ``study.ask``: the check waits for it (up to ``wait`` seconds) rather than guess, since two
+    workers that ask at the same moment may both draw the last free point.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        trials = storage.get_all_trials(study_id, deepcopy=False)
+        gone = superseded(trials)
+        unknown = False
+        for t in trials:
+            if t.number == trial.number or t.number in gone or t.system_attrs.get(EXCESS_ATTR):
+                continue
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                if t.params == trial.params:
+                    return True
+            elif t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < trial.number:
+                same = _same_point(t, trial)
+                if same:
+                    return True
+                unknown = unknown or same is None
+        if not unknown or time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _same_point(earlier: FrozenTrial, trial: FrozenTrial) -> bool | None:
+    """Whether a live ``earlier`` trial has ``trial``'s grid point; None while it has none yet."""
+    fixed = earlier.system_attrs.get("fixed_params")
+    if fixed is not None:
+        return dict(fixed) == trial.params
+    if earlier.params and set(earlier.params) == set(trial.params):
+        return earlier.params == trial.params
+    gid = earlier.system_attrs.get("grid_id")
+    if gid is None:
+        return None
+    return gid == trial.system_attrs.get("grid_id")
 
 
 def _is_excess(storage: BaseStorage, study_id: int, number: int, n_trials: int) -> bool:
