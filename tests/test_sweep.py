@@ -659,7 +659,7 @@ def test_trial_table_shows_four_significant_digits_and_the_csv_keeps_all(tmp_pat
     assert "0.123456789" in text
 
 
-def test_a_grid_trial_yields_to_an_earlier_one_still_being_asked_for_the_same_point(tmp_path):
+def test_a_fresh_grid_trial_yields_to_any_trial_holding_its_point_even_one_being_asked(tmp_path):
     """Two workers that ask at once may both draw the last free grid point (the CI failure
     [0, 2, 2, 3]): the later trial must see the earlier one's point even before that trial
     has parameters, and wait for one still inside ``ask`` rather than guess."""
@@ -703,10 +703,34 @@ def test_a_grid_trial_yields_to_an_earlier_one_still_being_asked_for_the_same_po
     storage.set_trial_param(tid, "x", dist.to_internal_repr(1), dist)
     assert not _grid_point_taken(storage, fresh._study_id, storage.get_trial(tid), wait=0.3)
 
-    # a queued retry holds its point from creation (fixed_params), before any grid id
-    retry = optuna.create_study(storage=storage, study_name="r")
-    trial_ids = [storage.create_new_trial(retry._study_id) for _ in range(2)]
+    # a queued trial holds its point from creation (fixed_params), before any grid id
+    queued = optuna.create_study(storage=storage, study_name="q")
+    trial_ids = [storage.create_new_trial(queued._study_id) for _ in range(2)]
     storage.set_trial_system_attr(trial_ids[0], "fixed_params", {"x": 3})
     storage.set_trial_system_attr(trial_ids[1], "grid_id", 3)
     storage.set_trial_param(trial_ids[1], "x", dist.to_internal_repr(3), dist)
-    assert _grid_point_taken(storage, retry._study_id, storage.get_trial(trial_ids[1]), wait=0)
+    assert _grid_point_taken(storage, queued._study_id, storage.get_trial(trial_ids[1]), wait=0)
+
+    # a dead trial's point is held while it is FAIL and then by its retry, whose number is
+    # higher than a fresh trial's that drew the point meanwhile (the retry runs regardless)
+    retried = optuna.create_study(storage=storage, study_name="r")
+    rid = retried._study_id
+    dead, fresh_id = storage.create_new_trial(rid), storage.create_new_trial(rid)
+    for tid in (dead, fresh_id):
+        storage.set_trial_system_attr(tid, "grid_id", 1)
+        storage.set_trial_param(tid, "x", dist.to_internal_repr(1), dist)
+    storage.set_trial_state_values(dead, TrialState.FAIL)
+    assert _grid_point_taken(storage, rid, storage.get_trial(fresh_id), wait=0)
+    requeue(retried, storage.get_trial(dead), None)  # trial 2: WAITING, x=1, supersedes 0
+    assert _grid_point_taken(storage, rid, storage.get_trial(fresh_id), wait=0)
+
+    # a trial that yielded without running (urbansound:excess) holds no point
+    excess = optuna.create_study(storage=storage, study_name="e")
+    eid = excess._study_id
+    not_run, drawn = storage.create_new_trial(eid), storage.create_new_trial(eid)
+    for tid in (not_run, drawn):
+        storage.set_trial_system_attr(tid, "grid_id", 2)
+        storage.set_trial_param(tid, "x", dist.to_internal_repr(2), dist)
+    storage.set_trial_system_attr(not_run, "urbansound:excess", True)
+    storage.set_trial_state_values(not_run, TrialState.FAIL)
+    assert not _grid_point_taken(storage, eid, storage.get_trial(drawn), wait=0)

@@ -403,7 +403,7 @@ def prepare_trial(
     else:
         params = trial.params
     frozen = storage.get_trial(trial_id)
-    queued = "retry_history" in frozen.system_attrs or "fixed_params" in frozen.system_attrs
+    queued = _is_queued(frozen)
     if not queued and _is_excess(storage, study_id, trial.number, settings.n_trials):
         storage.set_trial_system_attr(trial_id, EXCESS_ATTR, True)
         trial.set_user_attr("error", "not run: other workers reached n_trials first")
@@ -444,9 +444,14 @@ def _grid_point_taken(
     *,
     wait: float = GRID_POINT_WAIT_SECONDS,
 ) -> bool:
-    """True when a finished trial, or an earlier live one, has ``trial``'s grid point.
+    """True when another trial holds ``trial``'s grid point (``trial`` is a fresh one).
 
-    An earlier live trial's point is known from its queued parameters (``fixed_params``), its
+    A point is held by a finished trial (COMPLETE, PRUNED, or FAIL: a failed point counts
+    toward ``n_trials`` and is queued again, not drawn again), by a queued trial (a retry of
+    any number: its copy runs whatever its number), and by an earlier fresh trial that is
+    running. Retried and not-run (``urbansound:excess``) trials hold nothing.
+
+    A live trial's point is known from its queued parameters (``fixed_params``), its
     parameters, or its ``grid_id`` (the sampler sets it before any parameter, so it is known
     while the trial is still being asked). An earlier trial that has none yet is inside
     ``study.ask``: the check waits for it (up to ``wait`` seconds) rather than guess, since two
@@ -460,10 +465,11 @@ def _grid_point_taken(
         for t in trials:
             if t.number == trial.number or t.number in gone or t.system_attrs.get(EXCESS_ATTR):
                 continue
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            if t.state.is_finished():
                 if t.params == trial.params:
                     return True
-            elif t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < trial.number:
+                continue
+            if _is_queued(t) or t.number < trial.number:
                 same = _same_point(t, trial)
                 if same:
                     return True
@@ -473,14 +479,19 @@ def _grid_point_taken(
         time.sleep(0.05)
 
 
-def _same_point(earlier: FrozenTrial, trial: FrozenTrial) -> bool | None:
-    """Whether a live ``earlier`` trial has ``trial``'s grid point; None while it has none yet."""
-    fixed = earlier.system_attrs.get("fixed_params")
+def _is_queued(trial: FrozenTrial) -> bool:
+    """True for a trial queued with its parameters: a retry, or ``study.enqueue_trial``."""
+    return "retry_history" in trial.system_attrs or "fixed_params" in trial.system_attrs
+
+
+def _same_point(other: FrozenTrial, trial: FrozenTrial) -> bool | None:
+    """Whether a live ``other`` trial has ``trial``'s grid point; None while it has none yet."""
+    fixed = other.system_attrs.get("fixed_params")
     if fixed is not None:
         return dict(fixed) == trial.params
-    if earlier.params and set(earlier.params) == set(trial.params):
-        return earlier.params == trial.params
-    gid = earlier.system_attrs.get("grid_id")
+    if other.params and set(other.params) == set(trial.params):
+        return other.params == trial.params
+    gid = other.system_attrs.get("grid_id")
     if gid is None:
         return None
     return gid == trial.system_attrs.get("grid_id")
