@@ -21,6 +21,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from urbansound.sweep import EXCESS_ATTR
+
 from .apps.quadratic import app
 from .conftest import process_alive
 
@@ -171,12 +173,16 @@ def test_parallel_workers_do_not_wait_for_a_slow_trial(tmp_path):
         tmp_path,
     )
     study = only_study(storage)
-    assert sorted(t.params["x"] for t in study.trials) == [0, 1, 2, 3], trial_table(study)
-    assert all(t.state == TrialState.COMPLETE for t in study.trials)
-    workers = {t.user_attrs["worker"] for t in study.trials}
+    # Both workers may ask at the moment the study reaches n_trials: the later trial is then
+    # marked not run (urbansound:excess, FAIL) and does not count.
+    ran = [t for t in study.trials if not t.system_attrs.get(EXCESS_ATTR)]
+    assert sorted(t.params["x"] for t in ran) == [0, 1, 2, 3], trial_table(study)
+    assert all(t.state == TrialState.COMPLETE for t in ran), trial_table(study)
+    assert len(study.trials) - len(ran) <= 1, trial_table(study)
+    workers = {t.user_attrs["worker"] for t in ran}
     assert len(workers) == 2 and str(os.getpid()) not in " ".join(workers)
-    slow = next(t for t in study.trials if t.params["x"] == 0)
-    fast = [t for t in study.trials if t.params["x"] != 0]
+    slow = next(t for t in ran if t.params["x"] == 0)
+    fast = [t for t in ran if t.params["x"] != 0]
     # the other worker ran every fast trial while the slow one trained: no batch barrier
     assert all(t.datetime_complete < slow.datetime_complete for t in fast)
     assert {t.user_attrs["worker"] for t in fast} != {slow.user_attrs["worker"]}
