@@ -360,10 +360,10 @@ def resolve_settings(
 class BranchGridSampler(optuna.samplers.BaseSampler):
     """Optuna's grid sampler for a conditional space: one trial per point of the branches' union.
 
-    Each trial gets the first point (in a seeded order) that no finished or running trial has;
-    points are identified by their index in :func:`branch_grid`, stored as the trial's
-    ``grid_id`` system attribute like Optuna's ``GridSampler`` does. A trial queued with fixed
-    parameters (a retry) keeps them.
+    Each trial gets a point (in a seeded order) that no finished or running trial has, picked
+    by its number so that workers asking at once get different points. Points are identified by
+    their index in :func:`branch_grid`, stored as the trial's ``grid_id`` system attribute like
+    Optuna's ``GridSampler`` does. A trial queued with fixed parameters (a retry) keeps them.
     """
 
     def __init__(self, points: Sequence[Mapping[str, Any]], seed: int | None = 0) -> None:
@@ -397,7 +397,13 @@ class BranchGridSampler(optuna.samplers.BaseSampler):
             (running if t.state == optuna.trial.TrialState.RUNNING else taken).add(gid)
         free = [i for i in self._order if i not in taken and i not in running]
         free = free or [i for i in self._order if i not in taken] or self._order
-        set_trial_system_attr(study, trial, "grid_id", free[0])
+        # Workers that ask at the same moment see the same free points: trial k takes the k-th
+        # point of the seeded order when it is free (as Optuna's GridSampler does), else the
+        # free point its number picks, so simultaneous asks rarely draw the same point (the
+        # later of two that do yields without running).
+        preferred = self._order[trial.number % len(self._order)]
+        grid_id = preferred if preferred in free else free[trial.number % len(free)]
+        set_trial_system_attr(study, trial, "grid_id", grid_id)
 
     def sample_independent(
         self, study: Any, trial: Any, param_name: str, param_distribution: Any
