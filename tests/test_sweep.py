@@ -668,12 +668,13 @@ def test_a_fresh_grid_trial_yields_to_any_trial_holding_its_point_even_one_being
     from urbansound.sweep.runner import _grid_point_taken
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'g.db'}")
-    study = optuna.create_study(storage=storage, study_name="g")
-    sid = study._study_id
     dist = optuna.distributions.CategoricalDistribution([0, 1, 2, 3])
 
-    def trial_with(grid_id=None, x=None, fixed=None):
-        tid = storage.create_new_trial(sid)
+    def new_study(name: str) -> int:
+        return optuna.create_study(storage=storage, study_name=name)._study_id
+
+    def trial_in(study_id: int, grid_id=None, x=None, fixed=None) -> int:
+        tid = storage.create_new_trial(study_id)
         if fixed is not None:
             storage.set_trial_system_attr(tid, "fixed_params", fixed)
         if grid_id is not None:
@@ -682,55 +683,44 @@ def test_a_fresh_grid_trial_yields_to_any_trial_holding_its_point_even_one_being
             storage.set_trial_param(tid, "x", dist.to_internal_repr(x), dist)
         return tid
 
-    inside_ask = trial_with()  # trial 0: created, its sampler has not chosen yet
-    drawn = trial_with(grid_id=2)  # trial 1: the same point drawn, parameters not set yet
-    later = storage.get_trial(trial_with(grid_id=2, x=2))  # trial 2: asked, checking
+    def taken(study_id: int, tid: int, wait: float = 0.0) -> bool:
+        return _grid_point_taken(storage, study_id, storage.get_trial(tid), wait=wait)
+
+    sid = new_study("g")
+    inside_ask = trial_in(sid)  # trial 0: created, its sampler has not chosen yet
+    drawn = trial_in(sid, grid_id=2)  # trial 1: the same point drawn, parameters not set yet
+    later = trial_in(sid, grid_id=2, x=2)  # trial 2: asked, checking
     # trial 1 holds the point by its grid id alone; trial 0 is not waited for then
-    assert _grid_point_taken(storage, sid, later, wait=0.0)
+    assert taken(sid, later)
     # trial 1 is the earliest holder: it does not yield to trial 2
     storage.set_trial_param(drawn, "x", dist.to_internal_repr(2), dist)
-    assert not _grid_point_taken(storage, sid, storage.get_trial(drawn), wait=0.0)
-
+    assert not taken(sid, drawn)
     # trial 1 must wait for trial 0: its point is decided while the check waits
     threading.Timer(0.5, storage.set_trial_system_attr, (inside_ask, "grid_id", 2)).start()
-    assert _grid_point_taken(storage, sid, storage.get_trial(drawn), wait=30.0)
+    assert taken(sid, drawn, wait=30.0)
 
     # an earlier trial that never gets a point (its process died in ask) holds none
-    fresh = optuna.create_study(storage=storage, study_name="h")
-    storage.create_new_trial(fresh._study_id)
-    tid = storage.create_new_trial(fresh._study_id)
-    storage.set_trial_system_attr(tid, "grid_id", 1)
-    storage.set_trial_param(tid, "x", dist.to_internal_repr(1), dist)
-    assert not _grid_point_taken(storage, fresh._study_id, storage.get_trial(tid), wait=0.3)
+    sid = new_study("h")
+    trial_in(sid)
+    assert not taken(sid, trial_in(sid, grid_id=1, x=1), wait=0.3)
 
     # a queued trial holds its point from creation (fixed_params), before any grid id
-    queued = optuna.create_study(storage=storage, study_name="q")
-    trial_ids = [storage.create_new_trial(queued._study_id) for _ in range(2)]
-    storage.set_trial_system_attr(trial_ids[0], "fixed_params", {"x": 3})
-    storage.set_trial_system_attr(trial_ids[1], "grid_id", 3)
-    storage.set_trial_param(trial_ids[1], "x", dist.to_internal_repr(3), dist)
-    assert _grid_point_taken(storage, queued._study_id, storage.get_trial(trial_ids[1]), wait=0)
+    sid = new_study("q")
+    trial_in(sid, fixed={"x": 3})
+    assert taken(sid, trial_in(sid, grid_id=3, x=3))
 
     # a dead trial's point is held while it is FAIL and then by its retry, whose number is
     # higher than a fresh trial's that drew the point meanwhile (the retry runs regardless)
-    retried = optuna.create_study(storage=storage, study_name="r")
-    rid = retried._study_id
-    dead, fresh_id = storage.create_new_trial(rid), storage.create_new_trial(rid)
-    for tid in (dead, fresh_id):
-        storage.set_trial_system_attr(tid, "grid_id", 1)
-        storage.set_trial_param(tid, "x", dist.to_internal_repr(1), dist)
+    sid = new_study("r")
+    dead, fresh = trial_in(sid, grid_id=1, x=1), trial_in(sid, grid_id=1, x=1)
     storage.set_trial_state_values(dead, TrialState.FAIL)
-    assert _grid_point_taken(storage, rid, storage.get_trial(fresh_id), wait=0)
-    requeue(retried, storage.get_trial(dead), None)  # trial 2: WAITING, x=1, supersedes 0
-    assert _grid_point_taken(storage, rid, storage.get_trial(fresh_id), wait=0)
+    assert taken(sid, fresh)
+    requeue(optuna.load_study(study_name="r", storage=storage), storage.get_trial(dead), None)
+    assert taken(sid, fresh)  # trial 2: WAITING, x=1, supersedes trial 0
 
     # a trial that yielded without running (urbansound:excess) holds no point
-    excess = optuna.create_study(storage=storage, study_name="e")
-    eid = excess._study_id
-    not_run, drawn = storage.create_new_trial(eid), storage.create_new_trial(eid)
-    for tid in (not_run, drawn):
-        storage.set_trial_system_attr(tid, "grid_id", 2)
-        storage.set_trial_param(tid, "x", dist.to_internal_repr(2), dist)
+    sid = new_study("e")
+    not_run, drawn = trial_in(sid, grid_id=2, x=2), trial_in(sid, grid_id=2, x=2)
     storage.set_trial_system_attr(not_run, "urbansound:excess", True)
     storage.set_trial_state_values(not_run, TrialState.FAIL)
-    assert not _grid_point_taken(storage, eid, storage.get_trial(drawn), wait=0)
+    assert not taken(sid, drawn)
