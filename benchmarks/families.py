@@ -11,9 +11,9 @@ splits: the dataset's folds (leave one fold out).
 
 For each family (its shipped defaults from ``conf/model/``), in the same process:
 
-- ours: :func:`urbansound.train.cross_validate` with ``train.threads=N`` (all cores by default):
-  the splits in parallel, staged families evaluated after each stage, every metric of the
-  ``CVResult``;
+- ours: :func:`urbansound.training.cross_validation.cross_validate` with ``train.threads=N`` (all
+  cores by default): the splits in parallel, staged families evaluated after each stage, every
+  metric of the ``CVResult``;
 - by hand: the usual loop, ``for split: make_pipeline(StandardScaler(), estimator).fit(X[train],
   y[train]).predict_proba(X[test])`` one split after another, the estimator built from the same
   settings and given every core itself (forests ``n_jobs=N``, OpenMP/BLAS unlimited);
@@ -34,18 +34,19 @@ from pathlib import Path
 
 import numpy as np
 
-from urbansound.cv import fold_splits
-from urbansound.families import make_estimator, make_pipeline
-from urbansound.settings import FAMILY_SETTINGS, TrainSettings
-from urbansound.train import cross_validate
+from urbansound.config.settings import FAMILY_SETTINGS, TrainSettings
+from urbansound.data.cv import fold_splits
+from urbansound.training.cross_validation import cross_validate
+from urbansound.training.families import make_estimator, make_pipeline
 
 DEFAULT_FAMILIES = "random_forest,extra_trees,hist_gb,svm,logreg,knn"
 
 
 def features(data: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from urbansound.data import load_index, resolve_dataset
-    from urbansound.features import extract_features
-    from urbansound.settings import DataSettings, FeatureSettings
+    from urbansound.config.settings import DataSettings, FeatureSettings
+    from urbansound.data.index import load_index
+    from urbansound.data.source import resolve_dataset
+    from urbansound.features.extraction import extract_features
 
     if data == "demo":
         root, name = resolve_dataset(DataSettings())

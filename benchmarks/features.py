@@ -9,9 +9,10 @@ it, the built-in demo corpus (generated into ``outputs/demo`` on first use). Pri
 
 - per-clip cold time of the tutorial's loop (``librosa.load(path, res_type="kaiser_fast")``, then
   ``np.mean(librosa.feature.mfcc(y=y, sr=sr, n_mfcc=40).T, axis=0)``, one clip after another) on
-  an even sample of ``--baseline-clips`` clips, and of :func:`urbansound.features.extract_features`
-  on every clip with an empty cache (worker start-up included), and their ratio; the tutorial
-  again with BLAS held to one thread, for reference (its default threads spin on a busy machine);
+  an even sample of ``--baseline-clips`` clips, and of
+  :func:`urbansound.features.extraction.extract_features` on every clip with an empty cache (worker
+  start-up included), and their ratio; the tutorial again with BLAS held to one thread, for
+  reference (its default threads spin on a busy machine);
 - n_mfcc = 20, 40, 60 extracted one after another into one cache (a grid sweep), relative to the
   first of them (the cold one);
 - a fully cached load (same settings again) and a load from the stage cache (new pooling),
@@ -19,11 +20,11 @@ it, the built-in demo corpus (generated into ``outputs/demo`` on first use). Pri
 - peak resident memory of the extraction (parent + workers) next to the size of the dataset's
   decoded audio;
 - writing one cache entry (one clip's default log-mel, 88 KB) with the feature cache's own writer
-  against :func:`urbansound.files.atomic_write`, the package's writer for every other file. The
-  cache keeps its own writer because of this line: ``atomic_write`` fsyncs each file (right for
-  ``results.json``), which costs milliseconds per entry, thousands of times per cold extraction,
-  for entries that need no fsync (each is checksummed; a torn one is recomputed). Both write to
-  a temporary file and rename it into place; both report failures as ``OutputError``.
+  against :func:`urbansound.utils.files.atomic_write`, the package's writer for every other file.
+  The cache keeps its own writer because of this line: ``atomic_write`` fsyncs each file (right for
+  ``results.json``), which costs milliseconds per entry, thousands of times per cold extraction, for
+  entries that need no fsync (each is checksummed; a torn one is recomputed). Both write to a
+  temporary file and rename it into place; both report failures as ``OutputError``.
 
 Both sides read files from the page cache: every file is read once before timing. The tutorial's
 ``kaiser_fast`` needs resampy; where it is absent the baseline uses librosa's default resampler
@@ -45,8 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from urbansound.features import extract_features
-from urbansound.settings import DataSettings, FeatureSettings
+from urbansound.config.settings import DataSettings, FeatureSettings
+from urbansound.features.extraction import extract_features
 
 
 def _tutorial(paths: list[str], res_type: str) -> float:
@@ -107,7 +108,8 @@ def _entry_writes(tmp: Path, n: int = 200) -> tuple[float, float]:
     """Seconds per entry: the feature cache's writer, then ``files.atomic_write`` (same bytes)."""
     import zlib
 
-    from urbansound import feature_cache, files
+    from urbansound.features import cache as feature_cache
+    from urbansound.utils import files
 
     array = np.random.default_rng(0).standard_normal((128, 173)).astype(np.float32)
     key = bytes(range(32))
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=-1, help="features.n_jobs (-1: all cores)")
     args = parser.parse_args(argv)
 
-    from urbansound.data import load_index, make_demo_corpus
+    from urbansound.data.index import load_index, make_demo_corpus
 
     if args.root:
         root, name = Path(args.root), "urbansound8k"

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-device", default="auto", help="train.device for every command")
     args = parser.parse_args(argv)
 
-    from urbansound.demo import make_demo_corpus
+    from urbansound.data.demo import make_demo_corpus
 
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -8,12 +8,13 @@ Usage::
 
 1. **Record.** ``--trials`` MLP configurations drawn at random (seeded) from ``full_tpe``'s
    model and training ranges (hidden layers, dropout, activation, lr, batch size, weight decay)
-   are trained to the end, without pruning, with 10-fold CV (:func:`urbansound.train.
-   cross_validate`, MFCC-40 mean features), on each data set: ``demo`` (the demo corpus at 20
-   clips per class) and ``sample`` (the real UrbanSound8K sample in /work/shared/data,
-   ``data.missing=skip``). Each trial's curve is its mean test accuracy after every epoch, the
-   value the sweep reports to the pruner; its final value is the last epoch's, the sweep's
-   objective. Curves are cached in ``--cache`` (JSON); a second run only replays.
+   are trained to the end, without pruning, with 10-fold CV
+   (:func:`urbansound.training.cross_validation. cross_validate`, MFCC-40 mean features), on each
+   data set: ``demo`` (the demo corpus at 20 clips per class) and ``sample`` (the real UrbanSound8K
+   sample in /work/shared/data, ``data.missing=skip``). Each trial's curve is its mean test accuracy
+   after every epoch, the value the sweep reports to the pruner; its final value is the last
+   epoch's, the sweep's objective. Curves are cached in ``--cache`` (JSON); a second run only
+   replays.
 2. **Replay.** Every pruner below gets the trials in their order in an in-memory Optuna study
    (``study.ask``, ``trial.report`` per epoch, ``should_prune``, ``study.tell``), as the sweep
    does. For each it counts:
@@ -134,9 +135,10 @@ def draw_configs(n: int, seed: int) -> list[dict[str, Any]]:
 
 def load_data(name: str, workdir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MFCC-40 mean features, class ids and folds of the ``demo`` corpus or the ``sample``."""
-    from urbansound.data import load_index, resolve_dataset
-    from urbansound.features import extract_features
-    from urbansound.settings import DataSettings, FeatureSettings
+    from urbansound.config.settings import DataSettings, FeatureSettings
+    from urbansound.data.index import load_index
+    from urbansound.data.source import resolve_dataset
+    from urbansound.features.extraction import extract_features
 
     if name == "demo":
         data = DataSettings(demo_dir=str(workdir / "demo20"), demo_clips_per_class=20)
@@ -152,9 +154,9 @@ def load_data(name: str, workdir: Path) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def record(name: str, configs: list[dict[str, Any]], epochs: int, workdir: Path) -> list[dict]:
     """Train every configuration to the end; one curve (mean CV accuracy per epoch) each."""
-    from urbansound.cv import fold_splits
-    from urbansound.settings import ModelSettings, TrainSettings
-    from urbansound.train import cross_validate
+    from urbansound.config.settings import ModelSettings, TrainSettings
+    from urbansound.data.cv import fold_splits
+    from urbansound.training.cross_validation import cross_validate
 
     X, y, folds = load_data(name, workdir)
     splits = fold_splits(folds)
@@ -288,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         entry = f"{name}:{key}"
         if args.refresh or entry not in stored:
             stored[entry] = record(name, configs, args.epochs, cache.parent)
-            from urbansound.files import write_json
+            from urbansound.utils.files import write_json
 
             write_json(cache, stored)
     combined: dict[str, dict[str, Any]] = {}

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from urbansound.files import atomic_write, write_json
+from urbansound.utils.files import atomic_write, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

@@ -10,12 +10,12 @@ One trial is the seed configuration: 10 folds x ``--epochs`` epochs at batch 32,
 By default it runs on synthetic UrbanSound8K-sized data: 8 732 clips x 40 features in the
 dataset's own fold sizes (873 ... 990 clips), ten classes with fold-specific shifts, so the
 accuracy is far from 0 and 1. ``--data demo`` or an UrbanSound8K folder uses real mean-MFCC
-features (extracted and cached with :mod:`urbansound.features`).
+features (extracted and cached with :mod:`urbansound.features.extraction`).
 
 It prints:
 
-- our trainer (:func:`urbansound.train.cross_validate`) on the full trial: seconds, mean CV
-  accuracy;
+- our trainer (:func:`urbansound.training.cross_validation.cross_validate`) on the full trial:
+  seconds, mean CV accuracy;
 - the usual way, one fold after another (a ``DataLoader`` with ``shuffle=True``, ``nn.Sequential``
   with Keras initialisation, ``torch.optim.Adam(eps=1e-7)``, autograd, evaluation after every
   epoch), for ``--plain-epochs`` epochs of every fold, scaled to the full trial; at 1 thread and
@@ -50,14 +50,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from urbansound.cv import Split, fold_splits
-from urbansound.lockstep import fold_init_params
-from urbansound.model import layer_sizes
-from urbansound.settings import ModelSettings, TrainSettings
-from urbansound.train import cross_validate
+from urbansound.config.settings import ModelSettings, TrainSettings
+from urbansound.data.cv import Split, fold_splits
+from urbansound.training.cross_validation import cross_validate
+from urbansound.training.lockstep import fold_init_params
+from urbansound.training.mlp import layer_sizes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' autograd oracle
-from tests.oracle import MLP
+from tests.helpers.oracle import MLP
 
 US8K_FOLD_SIZES = (873, 888, 925, 990, 936, 823, 838, 806, 816, 837)
 
@@ -76,9 +76,10 @@ def synthetic(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def real(data: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean-MFCC features (the seed configuration) of the demo corpus or an UrbanSound8K copy."""
-    from urbansound.data import load_index, resolve_dataset
-    from urbansound.features import extract_features
-    from urbansound.settings import DataSettings, FeatureSettings
+    from urbansound.config.settings import DataSettings, FeatureSettings
+    from urbansound.data.index import load_index
+    from urbansound.data.source import resolve_dataset
+    from urbansound.features.extraction import extract_features
 
     if data == "demo":
         root, name = resolve_dataset(DataSettings())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -10,21 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import urbansound.hydra_app  # noqa: F401  (registers the config schemas and the sweep group)
-
-REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
-
-
-def _real_root() -> Path:
-    env = os.environ.get("URBANSOUND_TEST_DATA")
-    if env:
-        return Path(env)
-    return REPO.parent / "shared" / "data" / "UrbanSound8K"
-
-
-REAL_ROOT = _real_root()
-HAVE_REAL = (REAL_ROOT / "metadata" / "UrbanSound8K.csv").is_file()
+import urbansound.config.app  # noqa: F401  (registers the config schemas)
+from tests.helpers import CONF_DIR, DEMO_CLIPS_PER_CLASS, HAVE_REAL, REAL_ROOT, cli_env
 
 
 @pytest.fixture(scope="session")
@@ -38,16 +24,13 @@ def real_root() -> Path:
     return REAL_ROOT
 
 
-DEMO_CLIPS_PER_CLASS = 6
-
-
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ``data.demo_dir`` holding a small demo corpus (6 clips per class = 60 clips).
 
     Pass ``data.demo_dir=<this> data.demo_clips_per_class=6`` to a run to reuse it.
     """
-    from urbansound.demo import make_demo_corpus
+    from urbansound.data.demo import make_demo_corpus
 
     dest = tmp_path_factory.mktemp("demo")
     make_demo_corpus(dest, clips_per_class=DEMO_CLIPS_PER_CLASS)
@@ -57,32 +40,9 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def demo_root(demo_dir: Path) -> Path:
     """The UrbanSound8K-layout root of the small demo corpus, generated once per session."""
-    from urbansound.demo import make_demo_corpus
+    from urbansound.data.demo import make_demo_corpus
 
     return make_demo_corpus(demo_dir, clips_per_class=DEMO_CLIPS_PER_CLASS)
-
-
-def cli_env() -> dict[str, str]:
-    """The environment for CLI runs in tests: no dataset variable, no Comet key, no network."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMET_", "URBANSOUND8K"))}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["MPLBACKEND"] = "Agg"
-    env["HYDRA_FULL_ERROR"] = "1"
-    return env
-
-
-def start_cli(module: str, *args: str, cwd: Path) -> subprocess.Popen[str]:
-    """Start ``python -m MODULE ARGS`` in a process group of its own (so a test can send SIGINT
-    to the whole group, as a terminal's Ctrl-C does), with pipes for stdout and stderr."""
-    return subprocess.Popen(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
 
 
 @pytest.fixture
@@ -151,16 +111,3 @@ def tiny_mount(tmp_path: Path):
     yield mount
     for where in mounted:
         subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` is running: a zombie (exited, not yet reaped) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False  # gone between the two looks

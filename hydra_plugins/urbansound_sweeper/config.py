@@ -3,7 +3,8 @@
 ``hydra/sweeper=urbansound`` selects the sweeper (``conf/config.yaml`` makes it the default);
 ``hydra/sweeper/sampler=<name>`` and ``hydra/sweeper/pruner=<name>`` select Optuna's sampler and
 pruner, whose keyword arguments are then plain keys (``hydra.sweeper.sampler.seed=3``). Sweep
-files in ``sweeps/`` pick them with ``override /hydra/sweeper/sampler: tpe`` in their defaults.
+files in ``urbansound/conf/sweep/`` pick them with ``override /hydra/sweeper/sampler: tpe`` in their
+defaults.
 
 Only dataclasses live here: Hydra imports this module at start-up (its plugin scan), so nothing
 here imports Optuna. Samplers and pruners are built from these nodes by ``urbansound.sweep``

@@ -170,15 +170,15 @@ class UrbansoundSweeper(Sweeper):
 
     def _compose(self, settings: SweepSettings, overrides: list[str]) -> DictConfig:
         """The config a job with ``overrides`` gets (Hydra's composition, as the launcher's)."""
-        from urbansound import sweep
+        from urbansound.config.overrides import format_value
 
         assert self.config is not None and self.hydra_context is not None
         return self.hydra_context.config_loader.load_sweep_config(
             self.config,
             [
                 *overrides,
-                f"trial.study_name={sweep.format_value(settings.study_name)}",
-                f"trial.storage={sweep.format_value(settings.storage)}",
+                f"trial.study_name={format_value(settings.study_name)}",
+                f"trial.storage={format_value(settings.storage)}",
                 "trial.number=0",
             ],
         )
@@ -311,7 +311,7 @@ def _is_urbansound_task(task_function: Any) -> bool:
 def _check_job(config: DictConfig) -> None:
     """Validate a composed job config as ``urbansound.run`` does (``urbansound.fit``'s extra
     ``fit`` node aside); raises ConfigError naming the key."""
-    from urbansound.config import settings_from_config
+    from urbansound.config.schema import settings_from_config
 
     plain = OmegaConf.to_container(config, resolve=False)
     assert isinstance(plain, dict)

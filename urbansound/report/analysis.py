@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from urbansound import stats
+from urbansound.report import stats
 from urbansound.report.load import Sweep, TrialRecord
 
 __all__ = [
@@ -121,7 +121,7 @@ def paired_comparisons(sweep: Sweep, *, top: int = 5) -> list[dict[str, Any]]:
 
     The ``top`` best COMPLETE trials on the predefined folds take part; the best of them with
     per-fold results is ``best``. Each entry has ``best`` and ``other`` (trial numbers and
-    labels) and ``comparison`` (:class:`urbansound.stats.PairedComparison` as a dict) or
+    labels) and ``comparison`` (:class:`urbansound.report.stats.PairedComparison` as a dict) or
     ``note`` when no test is possible (fewer than two common folds; no readable
     ``results.json``).
     """

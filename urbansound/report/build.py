@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from urbansound.files import atomic_write, output_error, write_json
 from urbansound.report import analysis, figures, render, winners
 from urbansound.report.load import Sweep, TrialRecord, load_evaluations
 from urbansound.sweep import records as study_records
+from urbansound.utils.files import atomic_write, output_error, write_json
 
 log = logging.getLogger(__name__)
 

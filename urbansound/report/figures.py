@@ -20,9 +20,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from urbansound import plots
+from urbansound.experiment import plots
 from urbansound.report.load import LEAKY, Sweep, TrialRecord
 from urbansound.sweep import records as study_records
+from urbansound.training.metrics import summed_confusion
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +329,7 @@ def _best_figures(
     if names and any(f.get("confusion") for f in best.folds):
 
         def confusion() -> None:
-            cm = plots.summed_confusion(best.folds)
+            cm = summed_confusion(best.folds)
             figs.divs["confusion"] = _confusion_heatmap(
                 cm, names, f"Confusion matrix of trial {best.name} (summed over test folds)"
             )

@@ -22,9 +22,9 @@ from typing import Any
 import yaml
 
 from urbansound.errors import ConfigError
-from urbansound.files import redact_url
 from urbansound.sweep import records as study_records
 from urbansound.sweep.records import StudyRecords, StudyTrial
+from urbansound.utils.files import redact_url
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import pandas as pd
 
-from urbansound.files import redact_url
 from urbansound.report.analysis import no_folds_note, trial_order
 from urbansound.report.figures import Figures
 from urbansound.report.load import LEAKY, Sweep, TrialRecord, fmt_param
+from urbansound.utils.files import redact_url
 
 __all__ = [
     "TRIAL_COLUMNS",

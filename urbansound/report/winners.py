@@ -5,7 +5,7 @@
   a noisy per-fold curve).
 - :func:`family_bests` / :func:`family_comparisons`: the best configuration of each model family
   (``model.family``: mlp, svm, random_forest, ...) with its per-fold accuracies, and the paired
-  comparison (corrected resampled t-test, Wilcoxon; :mod:`urbansound.stats`) of the best
+  comparison (corrected resampled t-test, Wilcoxon; :mod:`urbansound.report.stats`) of the best
   family's best against every other family's best, over their common folds.
 - :func:`ensemble`: the average of the top-K configurations' class probabilities
   (``predictions.npz`` of each run directory) under the same folds, scored per fold beside the
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from urbansound import stats
 from urbansound.errors import ConfigError
+from urbansound.report import stats
 from urbansound.report.analysis import fold_sizes_known, ranked
 from urbansound.report.load import Sweep, TrialRecord
 
@@ -227,7 +227,7 @@ def ensemble(sweep: Sweep, k: int) -> dict[str, Any] | None:
         ``k``, ``requested``, ``members`` (trial numbers, best first), ``folds`` (per-fold
         accuracy, n_train, n_test), ``value``, ``best`` (the single best: number, value,
         per-fold accuracies from its own predictions), and ``comparison`` (ensemble minus best,
-        :mod:`urbansound.stats`) or ``note``.
+        :mod:`urbansound.report.stats`) or ``note``.
 
     Raises
     ------

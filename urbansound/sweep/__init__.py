@@ -43,8 +43,6 @@ _EXPORTS = {
         "SearchSpace",
         "build_search_space",
         "derive_study_name",
-        "format_value",
-        "parse_override",
         "parse_param",
     ),
     "settings": (

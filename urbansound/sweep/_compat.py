@@ -1,7 +1,7 @@
 """Every use of a private Optuna or Hydra API, each behind one function.
 
-``tests/test_sweep_compat.py`` calls each of them against the installed libraries, so an upgrade
-that changes one fails there, loudly and by name, instead of somewhere inside a sweep.
+``tests/sweep/test_sweep_compat.py`` calls each of them against the installed libraries, so an
+upgrade that changes one fails there, loudly and by name, instead of somewhere inside a sweep.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage
 
+from urbansound.config.settings import TrialSettings
 from urbansound.errors import ConfigError, TrialPruned
-from urbansound.settings import TrialSettings
 from urbansound.sweep import PRUNER_ATTR
 from urbansound.sweep._compat import live_trial, quiet_optuna
 from urbansound.sweep.settings import build_pruner

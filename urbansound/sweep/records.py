@@ -93,10 +93,10 @@ class StudyRecords:
 
 def parse_override(text: str) -> tuple[str, Any] | None:
     """``key=value`` of a stored Hydra override as ``(key, value)``; None for sweeps, deletions
-    and text that is not an override (the package's one parser, :func:`urbansound.sweep.space.
-    parse_override`, which raises for the last)."""
+    and text that is not an override (the package's one parser,
+    :func:`urbansound.config.overrides.parse_override`, which raises for the last)."""
+    from urbansound.config.overrides import parse_override as parse
     from urbansound.errors import ConfigError
-    from urbansound.sweep.space import parse_override as parse
 
     try:
         return parse(text)

@@ -46,8 +46,8 @@ import optuna
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from urbansound.config.overrides import format_value
 from urbansound.errors import ConfigError, TrialPruned, UrbansoundError
-from urbansound.files import atomic_write, write_json
 from urbansound.sweep import EXCESS_ATTR, HEARTBEAT_ATTR, PRUNER_ATTR, SweepError
 from urbansound.sweep._compat import quiet_optuna
 from urbansound.sweep.conditional import Check, Compose, resolve_settings
@@ -57,7 +57,6 @@ from urbansound.sweep.settings import (
     build_sampler,
     resolve_sampler_target,
 )
-from urbansound.sweep.space import format_value
 from urbansound.sweep.storage import (
     Heartbeat,
     display_storage,
@@ -66,6 +65,7 @@ from urbansound.sweep.storage import (
     retrying,
 )
 from urbansound.sweep.summary import Progress, SweepSummary, study_progress, summarize, superseded
+from urbansound.utils.files import atomic_write, write_json
 
 log = logging.getLogger(__name__)
 

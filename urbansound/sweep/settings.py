@@ -17,9 +17,10 @@ from typing import Any
 
 import optuna
 
+from urbansound.config.overrides import override_key
 from urbansound.errors import ConfigError
 from urbansound.sweep._compat import quiet_optuna
-from urbansound.sweep.space import SearchSpace, build_search_space, derive_study_name, override_key
+from urbansound.sweep.space import SearchSpace, build_search_space, derive_study_name
 from urbansound.sweep.storage import normalize_storage
 
 log = logging.getLogger(__name__)

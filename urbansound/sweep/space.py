@@ -1,12 +1,12 @@
-"""Search spaces: Hydra's override grammar -> Optuna distributions; the package's override parser.
+"""Search spaces: Hydra's override grammar -> Optuna distributions.
 
 :func:`parse_param` turns one override (``n_mfcc=20,40,60``, ``model.dropout=interval(0.1,0.6)``,
 ``train.lr=tag(log,interval(1e-4,1e-2))``, ``train.batch_size=choice(16,32,64)``,
 ``features.n_mels=range(32,129,32)``, ``model.hidden=choice([256,256],[512,256])``,
 ``int(interval(...))``) into an Optuna distribution. ``range(start, stop, step)`` excludes
 ``stop`` for every sampler (as in Python and Hydra's basic sweeper): ``range(10,50,10)`` is 10,
-20, 30, 40 for the grid and for TPE alike. :func:`parse_override` reads a plain ``key=value``
-override; every module that needs to read an override uses it.
+20, 30, 40 for the grid and for TPE alike. Overrides are read by the package's one parser,
+:mod:`urbansound.config.overrides`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from urbansound.config.overrides import format_value, override_key, parse
 from urbansound.errors import ConfigError
 
 # Task overrides that do not change a trial's result: left out of the derived study name.
@@ -155,82 +156,6 @@ class SearchSpace:
 
 def _describe(d: BaseDistribution) -> str:
     return optuna.distributions.distribution_to_json(d)
-
-
-_PARSER: Any = None
-
-
-def _parser() -> Any:
-    global _PARSER
-    if _PARSER is None:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        _PARSER = OverridesParser.create()
-    return _PARSER
-
-
-def parse(text: str) -> Any:
-    """Hydra's ``Override`` object for ``text``; ConfigError naming the override if it is bad."""
-    from hydra.errors import HydraException
-
-    try:
-        return _parser().parse_override(text)
-    except HydraException as exc:
-        raise ConfigError(f"cannot parse override {text!r}: {exc}") from None
-
-
-def override_key(text: str) -> str:
-    """The key an override sets, without ``+``/``++``/``~`` (``+train.x=1`` -> ``train.x``)."""
-    return parse(text).get_key_element().lstrip("+~")
-
-
-def parse_override(text: str) -> tuple[str, Any] | None:
-    """The key and typed value of a plain ``key=value`` override, parsed by Hydra's grammar.
-
-    ``n_mfcc=20`` -> ``("n_mfcc", 20)``, ``+train.lr=1e-3`` -> ``("train.lr", 0.001)``,
-    ``model.hidden=[256,256]`` -> ``("model.hidden", [256, 256])``, ``x=null`` -> ``("x", None)``.
-    Returns None for a sweep (``n_mfcc=20,40``) and for a deletion (``~key``).
-
-    Raises
-    ------
-    ConfigError
-        When ``text`` is not an override at all, naming it.
-    """
-    override = parse(text)
-    if override.is_sweep_override() or override.is_delete():
-        return None
-    return override.get_key_element().lstrip("+"), override.value()
-
-
-def format_value(value: Any) -> str:
-    """``value`` written in Hydra's override grammar so that it parses back to itself."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if not isinstance(value, str):
-        raise ConfigError(f"cannot write {value!r} ({type(value).__name__}) as an override")
-    if value and _roundtrips(value, value):
-        return value
-    quoted = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    if not _roundtrips(quoted, value):
-        raise ConfigError(f"cannot write the string {value!r} as an override value")
-    return quoted
-
-
-def _roundtrips(text: str, value: str) -> bool:
-    try:
-        parsed = _parser().parse_override(f"k={text}")
-    except Exception:
-        return False
-    if parsed.is_sweep_override():
-        return False
-    out = parsed.value()
-    return isinstance(out, str) and out == value
 
 
 def parse_param(text: str) -> Param | None:

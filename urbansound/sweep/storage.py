@@ -21,9 +21,9 @@ import optuna
 from optuna.storages import BaseStorage
 
 from urbansound.errors import ConfigError
-from urbansound.files import redact_url
 from urbansound.sweep import HEARTBEAT_ATTR, SweepError
 from urbansound.sweep._compat import quiet_optuna
+from urbansound.utils.files import redact_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

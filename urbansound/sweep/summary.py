@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from urbansound.files import atomic_write
 from urbansound.sweep import EXCESS_ATTR
+from urbansound.utils.files import atomic_write
 
 if TYPE_CHECKING:
     from urbansound.sweep.settings import SweepSettings

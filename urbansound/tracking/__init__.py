@@ -3,7 +3,8 @@
 :func:`start` opens the experiment of one run and returns a :class:`Tracker`; ``run.py`` passes
 :meth:`Tracker.log_epoch` to the trainer as an epoch callback, writes :meth:`Tracker.info` into
 ``results.json`` under ``tracking``, and calls :meth:`Tracker.finish` with the
-:class:`~urbansound.results.RunResult` (or ``None`` and the exception) whatever the outcome.
+:class:`~urbansound.training.results.RunResult` (or ``None`` and the exception) whatever the
+outcome.
 :func:`log_dataset_samples` logs a dataset's class examples once per sweep (or run) as their own
 experiment. This module imports ``comet_ml`` (lazily, on the first tracked run) and, from the
 package, only plain types; it reads no dataset, draws no figure and writes no run-directory file.

@@ -12,7 +12,7 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from urbansound.files import atomic_write
+from urbansound.utils.files import atomic_write
 
 #: The files every complete offline archive holds (comet_ml's ``OFFLINE_EXPERIMENT_*`` names).
 ARCHIVE_MEMBERS = ("experiment.json", "messages.json")

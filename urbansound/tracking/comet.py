@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from urbansound.files import output_error
 from urbansound.tracking.archives import remove_incomplete
 from urbansound.tracking.naming import reason
+from urbansound.utils.files import output_error
 
 if TYPE_CHECKING:
-    from urbansound.settings import Settings
+    from urbansound.config.settings import Settings
 
 log = logging.getLogger("urbansound.tracking")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from urbansound.settings import Settings
+    from urbansound.config.settings import Settings
 
 #: The objective's one name: Comet's metric and optimizer metric, Optuna's metric name.
 OBJECTIVE = "mean_cv_accuracy"

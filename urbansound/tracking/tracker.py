@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from urbansound.errors import OutputError
-from urbansound.files import redact_url
 from urbansound.tracking.archives import is_complete_archive, remove_incomplete
 from urbansound.tracking.comet import CometSettings, comet_quiet, comet_settings, create_experiment
 from urbansound.tracking.naming import (
@@ -26,10 +25,12 @@ from urbansound.tracking.naming import (
     rerun_command,
     samples_tags,
 )
+from urbansound.utils.files import redact_url
 
 if TYPE_CHECKING:
-    from urbansound.results import EpochMetrics, RunResult
-    from urbansound.settings import Settings
+    from urbansound.config.settings import Settings
+    from urbansound.training.metrics import summed_confusion
+from urbansound.training.results import EpochMetrics, RunResult
 
 #: What the warnings about an unwritable offline directory say to do.
 WHERE_ARCHIVES_GO = "tracking.offline_dir (or COMET_OFFLINE_DIRECTORY) chooses another directory"
@@ -155,7 +156,8 @@ class Tracker:
     # -- during the run ---------------------------------------------------------------------
 
     def log_epoch(self, metrics: EpochMetrics) -> None:
-        """The trainer's epoch callback (``urbansound.results.EpochCallback``): step = epoch."""
+        """The trainer's epoch callback (:data:`urbansound.training.results.EpochCallback`); step =
+        epoch."""
         self._attempt("the epoch metrics", self._log_epoch, metrics)
 
     def _log_epoch(self, m: EpochMetrics) -> None:
@@ -249,7 +251,7 @@ class Tracker:
         if result.status == "complete":
             values[OBJECTIVE] = finite(result.mean_accuracy)
             values["std_cv_accuracy"] = finite(result.std_accuracy)
-        total = _summed_confusion(folds)
+        total = summed_confusion(folds).tolist() if any(f.confusion for f in folds) else None
         if total is not None and len(result.class_names) == len(total):
             for i, (name, row) in enumerate(zip(result.class_names, total, strict=True)):
                 if sum(row):
@@ -260,9 +262,9 @@ class Tracker:
 
     def _log_confusion(self, result: RunResult) -> None:
         folds = [f for f in self._folds(result) if f.confusion]
-        total = _summed_confusion(folds)
-        if total is None:
+        if not folds:
             return
+        total = summed_confusion(folds).tolist()
         names = [str(n) for n in result.class_names]
         labels = names if len(names) == len(total) else [str(i) for i in range(len(total))]
         step = self._step(result)
@@ -398,21 +400,6 @@ def _existing(path: str | Path) -> Path:
     if not Path(path).is_file():
         raise FileNotFoundError(f"no such file: {path}")
     return Path(path)
-
-
-def _summed_confusion(folds: Sequence[Any]) -> list[list[int]] | None:
-    """The confusion matrix summed over test folds (each clip is tested once in fold CV)."""
-    total: list[list[int]] | None = None
-    for fold in folds:
-        cm = fold.confusion
-        if not cm:
-            continue
-        if total is None:
-            total = [[0] * len(cm) for _ in cm]
-        for i, row in enumerate(cm):
-            for j, v in enumerate(row):
-                total[i][j] += int(v)
-    return total
 
 
 def start(
