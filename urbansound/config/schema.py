@@ -85,7 +85,7 @@ def _schema_type(tp: Any) -> Any:
         return list[args[0]]
     if len(args) > 1 and typing.get_origin(tp) in (typing.Union, types.UnionType):
         # A name or a number (model.gamma, model.max_features): OmegaConf's Union[float, str]
-        # refuses an integer (model.gamma=1); _name_or_number checks and converts the value.
+        # refuses an integer (model.gamma=1); urbansound.config.checks converts the value.
         return Any
     return tp
 
@@ -97,6 +97,8 @@ def _schema_class(
     name: str | None = None,
     defaults: Mapping[str, Any] | None = None,
 ) -> type:
+    """The schema of settings class ``cls``: a mutable dataclass of the same fields and defaults
+    (``defaults`` replace some, ``extra`` adds fields), named ``<X>Schema`` unless ``name``."""
     hints = typing.get_type_hints(cls)
     fields = []
     for f in dataclasses.fields(cls):
