@@ -25,7 +25,11 @@ from omegaconf import MISSING
 
 @dataclass
 class AutoSamplerConf:
-    """Grid search when every swept key is discrete (``n_mfcc=20,40,60``), otherwise TPE."""
+    """Grid search when every swept key is discrete (``n_mfcc=20,40,60``), otherwise TPE.
+
+    Its ``_target_`` names no class: ``urbansound.sweep.settings`` resolves it (``AUTO_SAMPLER``)
+    against the search space. Derived study names hash it, so it stays as written.
+    """
 
     _target_: str = "urbansound.sweep.auto_sampler"
     seed: int | None = 0
@@ -139,7 +143,11 @@ class WilcoxonPrunerConf:
 
 @dataclass
 class UrbansoundSweeperConf:
-    """``hydra.sweeper.*``; see ``urbansound.sweep`` for what each key does."""
+    """``hydra.sweeper.*``: the one place its keys, types and defaults are written.
+
+    The Sweeper receives them all (``UrbansoundSweeper(**keys)``) and hands them over whole to
+    ``urbansound.sweep.settings.sweep_settings``, which checks what a type cannot say.
+    """
 
     _target_: str = "hydra_plugins.urbansound_sweeper.urbansound_sweeper.UrbansoundSweeper"
     # Hydra would otherwise instantiate the sampler and pruner nodes into objects itself.
