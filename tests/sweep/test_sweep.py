@@ -426,6 +426,26 @@ def test_command_line_grid_uses_the_default_sweeper(compose_cfg, tmp_path, monke
     assert basic.hydra.sweeper._target_.endswith("BasicSweeper")
 
 
+def test_the_sweeper_gets_its_keys_from_its_dataclass_alone(compose_cfg, tmp_path, monkeypatch):
+    """The keys of hydra.sweeper are written once, in UrbansoundSweeperConf: the Sweeper Hydra
+    instantiates receives every one of them (a key added there reaches sweep_settings)."""
+    import dataclasses
+
+    from hydra.utils import instantiate
+
+    from hydra_plugins.urbansound_sweeper.config import UrbansoundSweeperConf
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_cfg(["hydra.sweeper.n_trials=7"], return_hydra_config=True)
+    sweeper = instantiate(cfg.hydra.sweeper)
+    internal = {"_target_", "_recursive_", "defaults"}
+    keys = {f.name for f in dataclasses.fields(UrbansoundSweeperConf)} - internal
+    assert set(sweeper.sweeper.conf) == keys
+    assert isinstance(sweeper.sweeper.conf["sampler"], dict)  # plain, as sweep_settings reads it
+    settings = sweep_settings(sweeper.sweeper.conf, arguments=["x=interval(0,1)"])
+    assert settings.n_trials == 7
+
+
 def test_a_trial_failed_by_another_worker_meanwhile_does_not_stop_the_sweep(tmp_path, caplog):
     """A worker whose heartbeat stalled finds its trial failed (and queued) by another one."""
     storage = f"sqlite:///{tmp_path / 'o.db'}"
@@ -671,70 +691,3 @@ def test_trial_table_shows_four_significant_digits_and_the_csv_keeps_all(tmp_pat
     assert lines[2].split() == ["1", "FAIL", "0.1", "-", "-"]
     text = write_trials_csv(tmp_path / "t.csv", rows).read_text()
     assert "0.123456789" in text
-
-
-def test_a_fresh_grid_trial_yields_to_any_trial_holding_its_point_even_one_being_asked(tmp_path):
-    """Two workers that ask at once may both draw the last free grid point (the CI failure
-    [0, 2, 2, 3]): the later trial must see the earlier one's point even before that trial
-    has parameters, and wait for one still inside ``ask`` rather than guess."""
-    import threading
-
-    from urbansound.sweep.grid import point_taken
-
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'g.db'}")
-    dist = optuna.distributions.CategoricalDistribution([0, 1, 2, 3])
-
-    def new_study(name: str) -> int:
-        return optuna.create_study(storage=storage, study_name=name)._study_id
-
-    def trial_in(study_id: int, grid_id=None, x=None, fixed=None) -> int:
-        tid = storage.create_new_trial(study_id)
-        if fixed is not None:
-            storage.set_trial_system_attr(tid, "fixed_params", fixed)
-        if grid_id is not None:
-            storage.set_trial_system_attr(tid, "grid_id", grid_id)
-        if x is not None:
-            storage.set_trial_param(tid, "x", dist.to_internal_repr(x), dist)
-        return tid
-
-    def taken(study_id: int, tid: int, wait: float = 0.0) -> bool:
-        return point_taken(storage, study_id, storage.get_trial(tid), wait=wait)
-
-    sid = new_study("g")
-    inside_ask = trial_in(sid)  # trial 0: created, its sampler has not chosen yet
-    drawn = trial_in(sid, grid_id=2)  # trial 1: the same point drawn, parameters not set yet
-    later = trial_in(sid, grid_id=2, x=2)  # trial 2: asked, checking
-    # trial 1 holds the point by its grid id alone; trial 0 is not waited for then
-    assert taken(sid, later)
-    # trial 1 is the earliest holder: it does not yield to trial 2
-    storage.set_trial_param(drawn, "x", dist.to_internal_repr(2), dist)
-    assert not taken(sid, drawn)
-    # trial 1 must wait for trial 0: its point is decided while the check waits
-    threading.Timer(0.5, storage.set_trial_system_attr, (inside_ask, "grid_id", 2)).start()
-    assert taken(sid, drawn, wait=30.0)
-
-    # an earlier trial that never gets a point (its process died in ask) holds none
-    sid = new_study("h")
-    trial_in(sid)
-    assert not taken(sid, trial_in(sid, grid_id=1, x=1), wait=0.3)
-
-    # a queued trial holds its point from creation (fixed_params), before any grid id
-    sid = new_study("q")
-    trial_in(sid, fixed={"x": 3})
-    assert taken(sid, trial_in(sid, grid_id=3, x=3))
-
-    # a dead trial's point is held while it is FAIL and then by its retry, whose number is
-    # higher than a fresh trial's that drew the point meanwhile (the retry runs regardless)
-    sid = new_study("r")
-    dead, fresh = trial_in(sid, grid_id=1, x=1), trial_in(sid, grid_id=1, x=1)
-    storage.set_trial_state_values(dead, TrialState.FAIL)
-    assert taken(sid, fresh)
-    requeue(optuna.load_study(study_name="r", storage=storage), storage.get_trial(dead), None)
-    assert taken(sid, fresh)  # trial 2: WAITING, x=1, supersedes trial 0
-
-    # a trial that yielded without running (urbansound:excess) holds no point
-    sid = new_study("e")
-    not_run, drawn = trial_in(sid, grid_id=2, x=2), trial_in(sid, grid_id=2, x=2)
-    storage.set_trial_system_attr(not_run, "urbansound:excess", True)
-    storage.set_trial_state_values(not_run, TrialState.FAIL)
-    assert not taken(sid, drawn)

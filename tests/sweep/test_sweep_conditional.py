@@ -200,16 +200,7 @@ def test_branch_grid_and_its_sampler_give_each_point_once(tmp_path) -> None:
         seen.append(space.suggest(trial))
         study.tell(trial, 0.0)
     assert sorted(map(json.dumps, seen)) == sorted(map(json.dumps, grid))
-
-    # Workers asking at the same moment (each trial created before either is given a point)
-    # get different points, so n_jobs=2 does not start with a trial that yields.
-    sampler = build_sampler({"_target_": GRID_SAMPLER, "seed": 0}, space)
-    at_once = optuna.create_study(storage=study._storage, sampler=sampler, study_name="at_once")
-    ids = [at_once._storage.create_new_trial(at_once._study_id) for _ in range(5)]
-    for tid in ids:  # every trial is RUNNING and pointless when the sampler sees it
-        sampler.before_trial(at_once, at_once._storage.get_trial(tid))
-    points = [at_once._storage.get_trial(tid).system_attrs["grid_id"] for tid in ids]
-    assert sorted(points) == list(range(5))
+    # (workers asking at once: tests/sweep/test_sweep_grid.py)
 
 
 @pytest.mark.slow
