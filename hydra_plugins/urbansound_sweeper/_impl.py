@@ -53,6 +53,12 @@ class UrbansoundSweeperImpl(Sweeper):
         task_function: TaskFunction,
         config: DictConfig,
     ) -> None:
+        """Keep Hydra's config and context, choose the job check, and create the launcher.
+
+        urbansound's own tasks get their config validated before any trial (another
+        application's task is only composed); a launcher other than Hydra's basic one runs the
+        task wrapped in :class:`~urbansound.sweep.job.RecordingTask`.
+        """
         self.config = config
         self.hydra_context = hydra_context
         # urbansound's own tasks (urbansound.run) validate their config: so does the sweep

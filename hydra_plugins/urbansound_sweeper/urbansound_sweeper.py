@@ -37,6 +37,7 @@ class UrbansoundSweeper(Sweeper):
         task_function: TaskFunction,
         config: DictConfig,
     ) -> None:
+        """Hydra's set-up before :meth:`sweep`, handed to the implementation."""
         self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> SweepSummary:

@@ -75,6 +75,7 @@ class BranchGridSampler(optuna.samplers.BaseSampler):
         return {}
 
     def before_trial(self, study: Any, trial: Any) -> None:
+        """Give a fresh trial its point (its ``grid_id``); a queued or pointed one keeps its own."""
         attrs = trial.system_attrs
         if "grid_id" in attrs or "fixed_params" in attrs:
             return

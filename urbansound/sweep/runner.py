@@ -171,6 +171,8 @@ def run_worker(
     """
     storage, study = open_study(settings, worker=worker)
     study_id = storage.get_study_id_from_name(settings.study_name)
+    batch = launch_batch if launch_batch is not None else one_at_a_time(launch)
+    batch_size = settings.batch_size if launch_batch is not None else 1
     waiting_logged: list[int] = []
     while True:
         retrying("checking running trials", lambda: fail_ownerless(settings, storage, study))
@@ -206,11 +208,8 @@ def run_worker(
             time.sleep(min(settings.heartbeat_interval, 5))
             continue
         log.info("sweep %s: %s", settings.study_name, progress.describe(settings.n_trials))
-        if launch_batch is not None:
-            size = min(settings.batch_size, settings.n_trials - progress.counted)
-            run_trials(settings, storage, study, study_id, launch_batch, size=size)
-        else:
-            run_trials(settings, storage, study, study_id, one_at_a_time(launch), size=1)
+        size = min(batch_size, settings.n_trials - progress.counted)
+        run_trials(settings, storage, study, study_id, batch, size=size)
 
 
 def _worker_process(
