@@ -205,7 +205,7 @@ def test_branch_grid_and_its_sampler_give_each_point_once(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_grid_over_branches_through_a_launcher_batch_runs_each_point_once(tmp_path):
-    """hydra/launcher=joblib asks a batch of trials before telling any (run_batch)."""
+    """hydra/launcher=joblib asks a batch of trials before telling any (lifecycle.run_trials)."""
     import subprocess
     import sys
 
