@@ -435,9 +435,9 @@ def main(cfg: DictConfig) -> float:
         assert isinstance(resolved, dict)
         swept = None
         if settings.trial.number is not None:  # a job of the urbansound Optuna sweeper
-            from urbansound import sweep
+            from urbansound.sweep.job import trial_params
 
-            swept = sweep.trial_params(settings.trial)  # what the sampler chose, typed
+            swept = trial_params(settings.trial)  # what the sampler chose, typed
         tracker = tracking.start(
             settings,
             run_dir=run_dir,
@@ -448,14 +448,14 @@ def main(cfg: DictConfig) -> float:
         # Comet sees every epoch, including the one after which the pruner stops the trial.
         callbacks: list[Callable[[EpochMetrics], None]] = [tracker.log_epoch]
         if settings.trial.number is not None:  # a job of the urbansound Optuna sweeper
-            from urbansound import sweep
+            from urbansound.sweep.job import epoch_reporter, set_trial_attrs
 
-            reporter = sweep.epoch_reporter(settings.trial)
+            reporter = epoch_reporter(settings.trial)
             if reporter is not None:
                 callbacks.append(reporter)
             # Links from the Optuna trial (dashboard) to this run and its Comet experiment.
             info = tracker.info()
-            sweep.set_trial_attrs(
+            set_trial_attrs(
                 settings.trial,
                 run_dir=str(run_dir),
                 comet_experiment_key=info.get("experiment_key"),

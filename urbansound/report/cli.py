@@ -36,7 +36,9 @@ def console_table(sweep: Sweep, *, limit: int = 15) -> str:
                 r.state,
                 render.fmt(r.value),
                 render.fmt(r.std),
-                f"random_split ({LEAKY})" if r.leaky else ("folds" if r.results else "–"),
+                f"random_split ({LEAKY})"
+                if r.leaky
+                else ("folds" if r.results is not None else "–"),
                 r.label(),
             ]
             for r in rows[:limit]
@@ -116,14 +118,14 @@ def _evaluate(args: argparse.Namespace, sweep: Sweep, out_dir: Path) -> None:
         dest = evaluations.evaluation_dir(out_dir, best, "outer")
         res = evaluations.evaluate_outer(best, out_dir=dest, progress=progress)
         print(
-            f"held-out fold {best.outer_fold}: accuracy {res['mean_accuracy']:.4f} "
+            f"held-out fold {best.outer_fold}: accuracy {res.mean_accuracy:.4f} "
             f"(search objective {best.value:.4f}) -> {dest}"
         )
     if args.random_split:
         dest = evaluations.evaluation_dir(out_dir, best, "random_split")
         res = evaluations.evaluate_random_split(best, out_dir=dest, progress=progress)
         print(
-            f"random split ({LEAKY}): accuracy {res['mean_accuracy']:.4f} vs predefined "
+            f"random split ({LEAKY}): accuracy {res.mean_accuracy:.4f} vs predefined "
             f"folds {best.value:.4f} -> {dest}"
         )
 
