@@ -185,7 +185,10 @@ def open_storage(storage: str, *, create: bool = True) -> BaseStorage:
                 from sqlalchemy import event
 
                 event.listen(rdb.engine, "connect", _sqlite_pragmas)
-                rdb.engine.dispose()  # reconnect with the pragmas
+                if create:  # a sweep writes: its transactions must be transactions
+                    event.listen(rdb.engine, "connect", _sqlite_transactions)
+                    event.listen(rdb.engine, "begin", _sqlite_begin)
+                rdb.engine.dispose()  # reconnect with the pragmas and the transaction control
             return rdb
         except ImportError as exc:
             raise ConfigError(f"{where}cannot open the study storage ({exc})") from None
@@ -249,6 +252,29 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         log.debug("SQLite pragmas not applied: %s", exc)
     finally:
         cursor.close()
+
+
+def _sqlite_transactions(dbapi_connection: Any, _record: Any) -> None:
+    """A sweep's SQLite connection: SQLAlchemy, not the sqlite3 module, begins transactions.
+
+    sqlite3's legacy transaction control begins a transaction only at the first INSERT or
+    UPDATE, so the SELECT ... FOR UPDATE with which Optuna claims a WAITING trial (FOR UPDATE is
+    a no-op in SQLite) ran outside it, and two workers could claim the same trial. With BEGIN
+    emitted by SQLAlchemy (:func:`_sqlite_begin`; SQLAlchemy's documented recipe for SQLite
+    transactions), Optuna's read-then-write is one transaction, as on PostgreSQL.
+    """
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(connection: Any) -> None:
+    """Begin every transaction with SQLite's write lock (``BEGIN IMMEDIATE``).
+
+    A transaction that reads and then writes (Optuna popping a WAITING trial, failing a RUNNING
+    one) then sees no other writer in between: the second of two workers waits for the lock
+    (up to the connection's 60 s timeout), reads the trial as RUNNING, and leaves it. Readers
+    outside this package (optuna-dashboard) are not blocked: the log is write-ahead.
+    """
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def release(storage: BaseStorage) -> None:
