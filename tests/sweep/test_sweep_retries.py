@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -16,7 +22,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests.helpers import process_alive
 from urbansound.sweep.storage import open_storage, release
+from urbansound.sweep.trials import EXCESS_ATTR
 
 from .apps.quadratic import app
 from .postgres import postgres_url
@@ -83,3 +91,131 @@ def test_each_queued_trial_is_claimed_by_exactly_one_process_on_postgres():
             with contextlib.suppress(KeyError):
                 optuna.delete_study(study_name=name, storage=url)
     assert popped == list(range(N_QUEUED))
+
+
+# --------------------------------------------------------------------------------------------
+# Whole sweeps: a queued retry starts once; a dead worker's trial is queued again
+
+
+def command(jobs: Path, storage: str, *overrides: str) -> list[str]:
+    return [
+        sys.executable,
+        str(APP),
+        "-m",
+        f"hydra.sweep.dir={jobs}",
+        f"hydra.sweeper.storage={storage}",
+        *overrides,
+    ]
+
+
+def only_study(storage: str) -> optuna.Study:
+    (name,) = optuna.get_all_study_names(storage)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def trial_table(study: optuna.Study) -> str:
+    return "\n".join(
+        f"{t.number} {t.state.name} {t.params} error={t.user_attrs.get('error')!r} "
+        f"worker={t.user_attrs.get('worker')} failed_trial={t.system_attrs.get('failed_trial')}"
+        for t in study.trials
+    )
+
+
+def wait_for(path: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def starts(markers: Path) -> dict[int, list[str]]:
+    """Trial number -> one line (pid, job dir) per start of its job."""
+    return {
+        int(p.stem): p.read_text().splitlines() for p in markers.glob("*.start") if p.stem.isdigit()
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_jobs", [2, 4])
+def test_queued_retries_of_a_killed_parallel_sweep_each_start_once(tmp_path, n_jobs):
+    """kill -9 of an n_jobs sweep while every worker trains; the same command again: each
+    interrupted trial's retry starts once, in its own job directory, and nothing is dropped."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    markers = tmp_path / "markers"
+    cmd = command(
+        tmp_path / "jobs",
+        storage,
+        f"x=range(0,{2 * n_jobs})",
+        "epochs=20",
+        "sleep=0.1",
+        f"marker_dir={markers}",
+        f"hydra.sweeper.n_jobs={n_jobs}",
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=3",
+    )
+    first = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    for n in range(n_jobs):
+        wait_for(markers / f"{n}.start")
+    first.send_signal(signal.SIGKILL)  # the main process; its workers follow it
+    first.wait(timeout=30)
+    workers = {t.user_attrs.get("worker") for t in only_study(storage).trials}
+    deadline = time.monotonic() + 60
+    while any(w and process_alive(int(w.rsplit(":", 1)[1])) for w in workers):
+        assert time.monotonic() < deadline, "a sweep worker outlived its sweep"
+        time.sleep(0.2)
+    time.sleep(3.5)  # past the grace period: the re-run queues every trial before it forks
+
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = only_study(storage)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["x"] for t in complete) == list(range(2 * n_jobs)), trial_table(study)
+    retries = [t for t in study.trials if "failed_trial" in t.system_attrs]
+    assert sorted(t.system_attrs["failed_trial"] for t in retries) == list(range(n_jobs))
+    for number, lines in starts(markers).items():  # no trial's job started twice
+        assert len(lines) == 1, f"trial {number} started {len(lines)} times: {lines}"
+    assert "result is dropped" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_costs_a_retry_and_the_sweep_ends_with_its_summary(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    jobs = tmp_path / "jobs"
+    markers = tmp_path / "markers"
+    cmd = command(
+        jobs,
+        storage,
+        "x=0,1,2,3",
+        "epochs=10",
+        "sleep=0.2",
+        f"marker_dir={markers}",
+        "hydra.sweeper.n_jobs=2",
+    )
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_for(markers / "0.start")
+    victim = int((markers / "0.start").read_text().split()[0])  # the worker running trial 0
+    assert victim != proc.pid
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "error:" not in err
+    # the death is said once, naming the worker and the trial queued again
+    (died,) = [line for line in (out + err).splitlines() if "died" in line]
+    assert re.search(rf"sweep worker \d+ \(pid {victim}\) died \(SIGKILL\)", died), died
+    assert "trial 0 queued again" in died
+    # the summary: the table, trials.csv and best_params.yaml
+    assert re.search(r"study \S+: 4 complete, 0 pruned, 0 failed", out), out
+    assert (jobs / "trials.csv").is_file() and (jobs / "best_params.yaml").is_file()
+    study = only_study(storage)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["x"] for t in complete) == [0, 1, 2, 3], trial_table(study)
+    dead = study.trials[0]
+    assert dead.state == TrialState.FAIL and f"pid {victim}" in dead.user_attrs["error"]
+    (retry,) = [t for t in study.trials if t.system_attrs.get("failed_trial") == 0]
+    assert retry.state == TrialState.COMPLETE and retry.params == dead.params
+    ran = [t for t in study.trials if not t.system_attrs.get(EXCESS_ATTR)]
+    assert not [t for t in ran if t.state == TrialState.RUNNING]

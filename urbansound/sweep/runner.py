@@ -37,7 +37,13 @@ from urbansound.errors import ConfigError, UrbansoundError
 from urbansound.sweep._compat import quiet_optuna
 from urbansound.sweep.conditional import Check, Compose, resolve_settings
 from urbansound.sweep.launch import Launch, LaunchBatch, one_at_a_time
-from urbansound.sweep.lifecycle import fail_ownerless, requeue, run_trials
+from urbansound.sweep.lifecycle import (
+    abandon,
+    fail_ownerless,
+    requeue,
+    run_trials,
+    worker_name,
+)
 from urbansound.sweep.settings import (
     SweepSettings,
     build_pruner,
@@ -246,44 +252,124 @@ def run_workers(
     runs the batch's trials at once (``sweep_settings`` refuses both).
 
     Forking keeps Hydra's state (config, launcher, task function) without pickling it; each
-    worker opens its own storage connection. Workers never outlive this call.
+    worker opens its own storage connection. Workers never outlive this call. A worker that
+    dies (killed by a signal: ``kill -9``, the out-of-memory killer) has its trials failed and
+    queued again at once (:func:`fail_dead_worker`), one warning line says so, and a new worker
+    takes its place, so the sweep ends with its summary as if nothing happened.
 
     Raises
     ------
     SweepError
-        When a worker process failed.
+        When a worker process stopped with an error (a storage that stayed down, a bug).
     """
     if settings.n_jobs == 1:
         run_worker(settings, launch, worker=0, launch_batch=launch_batch)
         return
     if launch_batch is not None:
         raise ConfigError("hydra.sweeper.n_jobs > 1 forks workers for Hydra's basic launcher only")
+    from multiprocessing.connection import wait
+
     ctx = multiprocessing.get_context("fork")
-    procs = [
-        ctx.Process(
+    parent = os.getpid()
+
+    def start(worker: int) -> Any:
+        proc = ctx.Process(
             target=_worker_process,
-            args=(settings, launch, i, os.getpid()),
-            name=f"urbansound-sweep-worker-{i}",
+            args=(settings, launch, worker, parent),
+            name=f"urbansound-sweep-worker-{worker}",
         )
-        for i in range(settings.n_jobs)
-    ]
+        proc.start()
+        return proc
+
+    live: dict[int, Any] = {}
+    failed: list[tuple[str, int]] = []
+    # A replacement per trial at most: a worker that dies whenever it starts cannot loop.
+    spare = settings.n_trials
     try:
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
+        for i in range(settings.n_jobs):
+            live[i] = start(i)
+        next_worker = settings.n_jobs
+        while live:
+            wait([p.sentinel for p in live.values()])
+            for i, proc in list(live.items()):
+                if proc.exitcode is None:
+                    continue
+                proc.join()
+                del live[i]
+                if proc.exitcode == 0:
+                    continue
+                if proc.exitcode == 130:  # Ctrl-C: it queued its own trial again
+                    continue
+                if proc.exitcode > 0:
+                    failed.append((proc.name, proc.exitcode))
+                    continue
+                # Killed by a signal: its trials are not lost.
+                numbers = fail_dead_worker(settings, proc.pid, _death(proc.exitcode))
+                log.warning(
+                    "sweep worker %d (pid %d) died (%s): %s",
+                    i,
+                    proc.pid,
+                    _death(proc.exitcode),
+                    ", ".join(f"trial {n} queued again" for n in numbers)
+                    or "it was running no trial",
+                )
+                if spare > 0:
+                    spare -= 1
+                    live[next_worker] = start(next_worker)
+                    next_worker += 1
     except KeyboardInterrupt:
-        for p in procs:  # the terminal sent SIGINT to every worker too; let them re-queue
+        for p in live.values():  # the terminal sent SIGINT to every worker too; let them re-queue
             p.join(timeout=30)
         raise
     finally:
-        for p in procs:
+        for p in live.values():
             if p.is_alive():
                 p.terminate()
                 p.join(timeout=10)
-    bad = [(p.name, p.exitcode) for p in procs if p.exitcode != 0]
-    if bad:
-        raise SweepError(f"sweep worker processes failed: {bad} (see the log above)")
+    if failed:
+        raise SweepError(f"sweep worker processes failed: {failed} (see the log above)")
+
+
+def _death(exitcode: int) -> str:
+    """The signal that ended a worker process (its negative exit code), by name: ``SIGKILL``."""
+    import signal
+
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
+def fail_dead_worker(settings: SweepSettings, pid: int, how: str) -> list[int]:
+    """FAIL and queue again the RUNNING trials of a dead worker process; return their numbers.
+
+    A trial is the worker's when its ``worker`` attribute is this host and ``pid`` (recorded
+    as it was asked). A trial told meanwhile is left alone; a storage that cannot be reached
+    leaves them to the ownerless rule (:func:`~urbansound.sweep.lifecycle.fail_ownerless`).
+    """
+    name = worker_name(pid)
+    try:
+        storage = open_storage(settings.storage)
+        with quiet_optuna():
+            study = retrying(
+                "opening the study",
+                lambda: optuna.load_study(study_name=settings.study_name, storage=storage),
+            )
+        running = retrying(
+            "reading the running trials",
+            lambda: study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
+        )
+        study_id = storage.get_study_id_from_name(settings.study_name)
+    except UrbansoundError as exc:  # the storage is down: the ownerless rule fails them later
+        log.error("the trials of dead worker %s could not be queued again: %s", name, exc)
+        return []
+    mine = [t.number for t in running if t.user_attrs.get("worker") == name]
+    for number in mine:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        message = f"its worker process (pid {pid}) died ({how}); queued again"
+        abandon(study, storage, trial_id, message, settings)
+    release(storage)
+    return mine
 
 
 def write_study_json(settings: SweepSettings, sweep_dir: Path) -> Path:
