@@ -9,7 +9,6 @@ as an :class:`~urbansound.errors.UrbansoundError` for the entry point to print a
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Mapping
 from functools import partial
@@ -28,8 +27,6 @@ if TYPE_CHECKING:
     from urbansound.sweep.launch import Job, JobOutcome
     from urbansound.sweep.settings import SweepSettings
     from urbansound.sweep.summary import SweepSummary
-
-log = logging.getLogger(__name__)
 
 
 class UrbansoundSweeperImpl(Sweeper):
@@ -113,12 +110,12 @@ class UrbansoundSweeperImpl(Sweeper):
                 sweep_dir=sweep_dir,
                 launch_batch=None if _basic_launcher(self.config) else self._launch_batch,
             )
-        except KeyboardInterrupt:
-            message = (
-                "interrupted: the running trials are queued again; run the same command to resume"
+        except KeyboardInterrupt:  # one line, on stderr only (a log record would be a second)
+            print(
+                "error: interrupted: the running trials are queued again; run the same command "
+                "to resume",
+                file=sys.stderr,
             )
-            log.error("%s", message)
-            print(f"error: {message}", file=sys.stderr)
             sys.exit(130)
         self._print(summary)
         running = summary.progress.running
@@ -134,8 +131,7 @@ class UrbansoundSweeperImpl(Sweeper):
                 "fails them after hydra.sweeper.grace_period and runs them again)"
             )
             message = f"study {summary.study_name}: trial(s) {numbers} still RUNNING: {why}"
-            log.warning("%s", message)
-            print(f"warning: {message}", file=sys.stderr)
+            print(f"warning: {message}", file=sys.stderr)  # once: no log record besides
         if summary.failed_too_often:
             raise SweepError(
                 f"study {summary.study_name}: {summary.progress.failed} trials failed, more than "
