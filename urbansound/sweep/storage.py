@@ -160,14 +160,21 @@ def open_storage(storage: str, *, create: bool = True) -> BaseStorage:
     if "://" not in storage:
         from optuna.storages.journal import JournalFileBackend
 
+        check_journal(Path(storage), where=where)
         try:
             with quiet_optuna():
                 return optuna.storages.JournalStorage(JournalFileBackend(storage))
-        except (ValueError, OSError) as exc:  # not a journal (JSON lines), unreadable
+        except OSError as exc:  # unreadable, a folder that cannot be written
             raise ConfigError(
                 f"{where}cannot open the study storage ({_cause(exc)}): {storage} is not an "
                 "Optuna journal file that can be read and written"
                 + ("; name a new file, or an sqlite:/// URL" if create else "")
+            ) from None
+        except (ValueError, KeyError, TypeError, IndexError, AssertionError) as exc:
+            # Lines of JSON that Optuna's replay does not understand ("Should not reach.")
+            raise ConfigError(
+                f"{where}the journal file's records are no Optuna journal "
+                f"({_cause(exc)}): {_RESTORE}"
             ) from None
     storage = _with_driver(storage)
     engine_kwargs: dict[str, Any] = {}
@@ -198,6 +205,56 @@ def open_storage(storage: str, *, create: bool = True) -> BaseStorage:
                 time.sleep(0.5 * (attempt + 1))
     message = f"{where}cannot open the study storage ({_cause(last)})"
     raise SweepError(message) if create else ConfigError(message)
+
+
+_RESTORE = "restore the file from a copy, or name another file for a new study"
+
+
+def check_journal(path: Path, *, where: str = "") -> None:
+    """ConfigError, one line saying what to do, when the journal file ``path`` is damaged.
+
+    ``where`` starts the message (the key or option that named the file).
+
+    Every complete line must be a JSON object with an ``op_code`` (Optuna's journal records). A
+    last line without its newline is a record a process was stopped while writing: Optuna
+    skips it, and the next record written would be glued to it and lost with it. A writer that
+    is appending at this moment finishes its line within a moment, so such a line is read
+    again before it counts as cut off. A missing or empty file is a new journal.
+    """
+    import json
+
+    for _ in range(5):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ConfigError(f"{where}cannot read the journal file {path} ({exc})") from None
+        lines = data.split(b"\n")
+        last = lines.pop()  # b"" when the file ends with its newline
+        if not last:
+            break
+        time.sleep(0.2)
+        if path.stat().st_size == len(data):  # nobody is writing it
+            cut = len(data) - len(last)
+            raise ConfigError(
+                f"{where}the journal file is cut off: its last line (from byte {cut}) "
+                "is incomplete, a process was stopped while writing it; keep a copy of the "
+                f"file, then remove that line (truncate -s {cut} {path}) and run again"
+            )
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            cause = _cause(exc)
+        else:
+            if isinstance(record, dict) and isinstance(record.get("op_code"), int):
+                continue
+            cause = "no op_code"
+        raise ConfigError(
+            f"{where}line {number} of the journal file is no Optuna journal record ({cause}): "
+            f"the file is corrupt or no journal; {_RESTORE}"
+        )
 
 
 def _check_exists(storage: str) -> None:
