@@ -19,7 +19,8 @@ import pandas as pd
 from urbansound.errors import ConfigError, UrbansoundError
 from urbansound.report import analysis, evaluations, render
 from urbansound.report.build import build_report
-from urbansound.report.load import LEAKY, Sweep, load_sweep, one_line
+from urbansound.report.load import load_sweep, one_line
+from urbansound.report.trials import LEAKY, Sweep
 
 __all__ = ["console_table", "default_out", "main", "parse_args"]
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from urbansound.report.analysis import fold_rows, no_folds_note, trial_order
 from urbansound.report.figures import Figures
-from urbansound.report.load import LEAKY, Sweep, TrialRecord, fmt_param
+from urbansound.report.trials import LEAKY, Sweep, TrialRecord, fmt_param
 from urbansound.utils.redaction import redact_url
 
 __all__ = [
