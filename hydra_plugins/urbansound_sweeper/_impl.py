@@ -66,7 +66,7 @@ class UrbansoundSweeperImpl(Sweeper):
             # the launcher returns nothing for the whole batch, and the others are read back.
             from urbansound.sweep.job import RecordingTask
 
-            task_function = RecordingTask(task_function)
+            task_function = RecordingTask(task_function, self.conf.get("storage_password_env"))
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
@@ -80,7 +80,9 @@ class UrbansoundSweeperImpl(Sweeper):
         Raises
         ------
         UrbansoundError
-            A user error (a bad search space, storage or override), before any trial runs.
+            A user error (a bad search space, storage or override, a storage URL holding a
+            password), before any trial runs; the storage URL's check comes before anything is
+            written.
         SweepError
             When more than ``max_failure_rate x n_trials`` trials failed (after the summary).
         """

@@ -7,9 +7,16 @@ run directory that belongs to another study or trial is never reported as this o
 from __future__ import annotations
 
 import json
+import uuid
 
+import optuna
+import pytest
+
+from tests.sweep.postgres import postgres_server
 from tests.sweep.test_sweep_journal import cut_off, journal
 from urbansound.report import cli
+
+from .test_report import FOLD_ACC, add_trial, write_run
 
 
 def test_a_cut_off_journal_is_one_line_from_the_report(tmp_path, capsys):
@@ -35,3 +42,31 @@ def test_a_sweep_directory_whose_journal_is_damaged_is_one_line(tmp_path, capsys
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"{sweep_dir / 'study.json'} {path}: the journal file's records are no Optuna" in err
+
+
+# --------------------------------------------------------------------------------------------
+# Run directories that another study's sweep overwrote
+
+
+@pytest.mark.postgres
+def test_an_old_study_json_with_a_hidden_password_opens_through_pgpassword(
+    tmp_path, monkeypatch, capsys
+):
+    """study.json of an earlier version shows ``user:***@``: the report drops the *** and
+    the client reads PGPASSWORD."""
+    pg = postgres_server()
+    name = f"legacy-{uuid.uuid4().hex[:8]}"
+    study = optuna.create_study(study_name=name, storage=pg.direct, direction="maximize")
+    sweep_dir = tmp_path / "sweep"
+    res = write_run(sweep_dir / "0", FOLD_ACC[40], overrides=["n_mfcc=40"])
+    add_trial(study, sweep_dir / "0", res["mean_accuracy"], {"n_mfcc": 40})
+    from sqlalchemy.engine import make_url
+
+    shown = make_url(pg.url).set(password="***").render_as_string(hide_password=True)
+    (sweep_dir / "study.json").write_text(json.dumps({"study_name": name, "storage": shown}))
+    monkeypatch.setenv("PGPASSWORD", pg.password)
+    try:
+        assert cli.main([str(sweep_dir), "--no-progress"]) == 0, capsys.readouterr().err
+        assert f"study {name} (" in capsys.readouterr().out
+    finally:
+        optuna.delete_study(study_name=name, storage=pg.direct)

@@ -654,6 +654,7 @@ def test_every_sweep_dir_knows_its_study_even_when_nothing_was_left_to_run(
             "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
             "direction": "maximize",
             "metric": "score",
+            "password_env": None,
         }
         assert (jobs / "trials.csv").is_file() and (jobs / "best_params.yaml").is_file()
     # (a record can reach caplog twice when another test added a handler to Optuna's logger)

@@ -75,6 +75,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///outputs/optuna.db")
     p.add_argument("--study", help="study name (needed when the storage holds several)")
     p.add_argument(
+        "--password-env",
+        metavar="NAME",
+        help="environment variable holding the storage's password (a URL with a password is "
+        "refused; PostgreSQL also reads PGPASSWORD and ~/.pgpass)",
+    )
+    p.add_argument(
         "--out", help="report folder (default <sweep dir>/report or outputs/reports/<study>)"
     )
     p.add_argument("--top", type=int, default=5, help="configurations in the paired comparison")
@@ -171,7 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out_dir: Path | None = None
     try:
-        sweep = load_sweep(args.paths, storage=args.storage, study_name=args.study)
+        sweep = load_sweep(
+            args.paths,
+            storage=args.storage,
+            study_name=args.study,
+            password_env=args.password_env,
+        )
         out_dir = default_out(args, sweep)
         if args.evaluate_outer or args.random_split:
             _evaluate(args, sweep, out_dir)

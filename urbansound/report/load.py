@@ -2,9 +2,10 @@
 
 A sweep directory is found by what it holds, in this order:
 
-1. ``study.json`` (``{"study_name", "storage", "direction", "metric"}``, written by the sweeper
-   at the start of every sweep): the study is read from that storage, so a directory holding
-   only ``trials.csv`` and ``best_params.yaml`` (a re-run of a finished sweep) is reported too;
+1. ``study.json`` (``{"study_name", "storage", "direction", "metric", "password_env"}``,
+   written by the sweeper at the start of every sweep): the study is read from that storage
+   (with the password of the environment variable it names), so a directory holding only
+   ``trials.csv`` and ``best_params.yaml`` (a re-run of a finished sweep) is reported too;
 2. the jobs' ``results.json``: the storage named in their ``config.yaml`` (``trial.storage``)
    is opened where that works, so failed trials, which have no results, are listed too;
 3. the run directories alone (Hydra's basic sweeper, or a storage that cannot be opened).
@@ -35,8 +36,8 @@ from urbansound.sweep.records import (
     override_params,
     study_names,
 )
+from urbansound.sweep.urls import display_storage, refuse_password
 from urbansound.training.results import RunResult
-from urbansound.utils.redaction import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -162,14 +163,21 @@ def one_line(text: str) -> str:
     return out + ")" * max(0, out.count("(") - out.count(")"))
 
 
-def open_study(storage: str, study_name: str | None, *, where: str = "--storage") -> StudyRecords:
+def open_study(
+    storage: str,
+    study_name: str | None,
+    *,
+    where: str = "--storage",
+    password_env: str | None = None,
+) -> StudyRecords:
     """A study's records, or :class:`ConfigError` naming the studies the storage holds.
 
-    ``where`` names the storage's origin in messages (the option, or a ``study.json`` file).
+    ``where`` names the storage's origin in messages (the option, or a ``study.json`` file);
+    ``password_env`` the environment variable holding the storage's password.
     """
-    shown = redact_url(storage)
+    shown = display_storage(storage)
     try:
-        names = study_names(storage)
+        names = study_names(storage, password_env=password_env)
     except ConfigError as exc:
         raise ConfigError(f"{where} {shown}: {one_line(str(exc))}") from None
     if not names:  # "--study is needed" would send the user looking for a name
@@ -190,7 +198,10 @@ def open_study(storage: str, study_name: str | None, *, where: str = "--storage"
             f"--study {study_name}: no such study in {shown}; it holds: "
             f"{', '.join(names) or 'no study'}"
         )
-    return load_study(storage, study_name)
+    try:
+        return load_study(storage, study_name, password_env=password_env)
+    except ConfigError as exc:
+        raise ConfigError(f"{where} {shown}: {one_line(str(exc))}") from None
 
 
 def _storage_of(records: Sequence[TrialRecord]) -> tuple[str | None, str | None]:
@@ -220,17 +231,27 @@ def load_sweep(
     *,
     storage: str | None = None,
     study_name: str | None = None,
+    password_env: str | None = None,
 ) -> Sweep:
     """Collect a study's trials from its storage, from sweep/run directories, or from both.
 
-    See the module docstring for how a sweep directory is read.
+    See the module docstring for how a sweep directory is read. ``password_env`` names the
+    environment variable holding ``storage``'s password (a sweep directory's ``study.json``
+    names its own).
 
     Raises
     ------
     ConfigError
-        When nothing to report is found, naming where it looked.
+        When nothing to report is found, naming where it looked; when ``storage`` holds a
+        password (it would be written into the report: give it through the environment).
     """
     paths = [Path(p) for p in paths]
+    if storage is not None:
+        refuse_password(
+            storage,
+            key="--storage",
+            how="name an environment variable that holds it with --password-env NAME",
+        )
     dir_records: list[TrialRecord] = []
     for p in paths:
         if not p.exists():
@@ -242,25 +263,29 @@ def load_sweep(
             )
         dir_records += [r for d in find_run_dirs(p) if (r := record_from_run_dir(d))]
     if storage is not None:
-        return _merge(open_study(storage, study_name), dir_records, paths)
-    candidates: list[tuple[str, str, str]] = []
+        study = open_study(storage, study_name, password_env=password_env)
+        return _merge(study, dir_records, paths)
+    candidates: list[tuple[str, str, str, str | None]] = []
     if found := _study_file(paths):
         f, info = found
-        candidates.append((str(info["storage"]), str(info["study_name"]), str(f)))
+        env = info.get("password_env")
+        candidates.append(
+            (str(info["storage"]), str(info["study_name"]), str(f), env if env else None)
+        )
     if dir_records:
         found_storage, found_name = _storage_of(dir_records)
         if found_storage is not None and found_name is not None:
-            candidates.append((found_storage, found_name, "the jobs' config.yaml storage"))
+            candidates.append((found_storage, found_name, "the jobs' config.yaml storage", None))
     failed: list[str] = []
-    for url, name, where in candidates:
+    for url, name, where, env in candidates:
         try:
-            study = open_study(url, name, where=where)
+            study = open_study(url, name, where=where, password_env=env)
         except ConfigError as exc:
             if dir_records:
                 log.warning("%s; reporting the run directories only", exc)
             failed.append(str(exc))
             continue
-        log.info("study %s opened from %s", name, redact_url(url))
+        log.info("study %s opened from %s", name, display_storage(url))
         return _merge(study, dir_records, paths)
     if not dir_records:
         where = ", ".join(map(str, paths))
@@ -328,7 +353,7 @@ def _merge(study: StudyRecords, dir_records: Sequence[TrialRecord], paths: Seque
     others = [r for r in dir_records if not of_study(r)]
     for r in others:
         r.number = None
-    source = f"{redact_url(study.storage)} (study {study.name})"
+    source = f"{display_storage(study.storage)} (study {study.name})"
     if paths:
         source += f"; {', '.join(map(str, paths))}"
     return Sweep(

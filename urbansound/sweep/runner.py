@@ -52,13 +52,14 @@ from urbansound.sweep.settings import (
 )
 from urbansound.sweep.storage import (
     SweepError,
-    display_storage,
     open_storage,
     release,
     retrying,
+    use_password_env,
 )
 from urbansound.sweep.summary import SweepSummary, summarize
 from urbansound.sweep.trials import EXCESS_ATTR, Progress, study_progress, superseded
+from urbansound.sweep.urls import display_storage
 from urbansound.utils.files import write_json
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def _check_identity(settings: SweepSettings, study: Any) -> None:
 def open_study(settings: SweepSettings, *, worker: int) -> tuple[BaseStorage, Any]:
     """The (prepared) study reopened with this worker's sampler and the sweep's pruner;
     returns its storage and the ``optuna.Study``."""
-    storage = open_storage(settings.storage)
+    storage = open_storage(settings.storage, password_env=settings.password_env)
     study_id = storage.get_study_id_from_name(settings.study_name)
     n_existing = len(storage.get_all_trials(study_id, deepcopy=False))
     with quiet_optuna():
@@ -115,7 +116,7 @@ def prepare_study(settings: SweepSettings) -> tuple[BaseStorage, Any]:
     ConfigError
         When the study exists with another sampler, pruner or direction, naming what differs.
     """
-    storage = open_storage(settings.storage)
+    storage = open_storage(settings.storage, password_env=settings.password_env)
     try:
         storage.get_study_id_from_name(settings.study_name)
         exists = True
@@ -349,7 +350,7 @@ def fail_dead_worker(settings: SweepSettings, pid: int, how: str) -> list[int]:
     """
     name = worker_name(pid)
     try:
-        storage = open_storage(settings.storage)
+        storage = open_storage(settings.storage, password_env=settings.password_env)
         with quiet_optuna():
             study = retrying(
                 "opening the study",
@@ -373,7 +374,8 @@ def fail_dead_worker(settings: SweepSettings, pid: int, how: str) -> list[int]:
 
 
 def write_study_json(settings: SweepSettings, sweep_dir: Path) -> Path:
-    """``<sweep_dir>/study.json``: which study and storage this sweep directory belongs to."""
+    """``<sweep_dir>/study.json``: which study and storage this sweep directory belongs to, and
+    the environment variable (its name) that holds the storage's password, for readers."""
     return write_json(
         sweep_dir / "study.json",
         {
@@ -381,6 +383,7 @@ def write_study_json(settings: SweepSettings, sweep_dir: Path) -> Path:
             "storage": display_storage(settings.storage),
             "direction": settings.direction,
             "metric": settings.metric_name,
+            "password_env": settings.password_env,
         },
     )
 
@@ -406,6 +409,9 @@ def run_sweep(
     """
     if compose is not None:
         settings = resolve_settings(settings, compose, check)
+    # The jobs get trial.storage alone: in this process and the workers it forks, they open
+    # it with the password of the variable the sweep names.
+    use_password_env(settings.storage, settings.password_env)
     storage, study = retrying("opening the study", lambda: prepare_study(settings))
     if sweep_dir is not None:
         write_study_json(settings, sweep_dir)

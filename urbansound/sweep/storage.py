@@ -21,7 +21,12 @@ from optuna.storages import BaseStorage
 
 from urbansound.errors import ConfigError, UrbansoundError
 from urbansound.sweep._compat import quiet_optuna
-from urbansound.utils.redaction import redact_url
+from urbansound.sweep.urls import (
+    display_storage,
+    refuse_password,
+    with_password,
+    without_password,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,16 +57,32 @@ def _make_folder(path: Path, storage: str) -> None:
         ) from None
 
 
+#: How a sweep is told which environment variable holds its storage's password.
+PASSWORD_ENV_KEY = "hydra.sweeper.storage_password_env"
+
+
 def normalize_storage(storage: str) -> str:
     """``storage`` made usable from any working directory (absolute paths, a driver that exists).
 
     A value without ``://`` is a file path for Optuna's journal storage. A relative SQLite path
     becomes absolute and its folder is created; ``postgresql://`` uses psycopg (3) when psycopg2
     is not installed.
+
+    Raises
+    ------
+    ConfigError
+        Before anything is created: a URL that holds a password (it would be written into every
+        job's files), one that is no URL, an in-memory SQLite database, a folder that cannot be
+        created.
     """
     if not isinstance(storage, str) or not storage.strip():
         raise ConfigError("hydra.sweeper.storage must be a storage URL or a journal file path")
     storage = storage.strip()
+    refuse_password(
+        storage,
+        key="hydra.sweeper.storage",
+        how=f"name an environment variable that holds it with {PASSWORD_ENV_KEY}=<NAME>",
+    )
     if "://" not in storage:
         path = Path(storage).expanduser().resolve()
         _make_folder(path, storage)
@@ -71,7 +92,7 @@ def normalize_storage(storage: str) -> str:
 
     try:
         url = make_url(storage)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:
         raise ConfigError(f"hydra.sweeper.storage {storage!r} is not a valid URL: {exc}") from None
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
@@ -95,36 +116,37 @@ def _postgres_driver() -> str:
     return "psycopg2"
 
 
-def display_storage(storage: str) -> str:
-    """``storage`` with any password replaced by ``***`` (for consoles, logs and files)."""
-    return redact_url(storage) or ""
+def dashboard_command(storage: str, password_env: str | None = None) -> str:
+    """The optuna-dashboard command line that opens ``storage`` (a URL without a password).
 
-
-def dashboard_command(storage: str) -> str:
-    """The optuna-dashboard command line that opens ``storage``.
-
-    A password is left out of the URL (libpq then reads ``PGPASSWORD``); a shell comment says so.
+    With ``password_env`` (the variable holding a PostgreSQL password), the command hands it
+    to the dashboard's client as ``PGPASSWORD``, by the variable's name, never its value.
     """
     if "://" not in storage:
         return f"optuna-dashboard {shlex.quote(storage)}"
-    from sqlalchemy.engine import URL, make_url
-
-    url = make_url(storage)
-    bare = URL.create(
-        url.drivername,
-        username=url.username,
-        host=url.host,
-        port=url.port,
-        database=url.database,
-        query=url.query,
-    )
-    command = f"optuna-dashboard {shlex.quote(bare.render_as_string(hide_password=False))}"
-    if url.password:
-        command += "  # password left out: export PGPASSWORD=... first"
+    command = f"optuna-dashboard {shlex.quote(display_storage(without_password(storage)))}"
+    if password_env is not None and storage.startswith(("postgresql", "postgres:")):
+        command = f'PGPASSWORD="${password_env}" {command}'
     return command
 
 
-def open_storage(storage: str, *, create: bool = True) -> BaseStorage:
+#: Storage URL -> the environment variable holding its password, in this process (and those it
+#: forks): how a job, which gets only ``trial.storage``, opens its sweep's storage.
+_PASSWORD_ENVS: dict[str, str] = {}
+
+
+def use_password_env(storage: str, password_env: str | None) -> None:
+    """Open ``storage`` with the password in environment variable ``password_env`` from now on,
+    in this process and the processes it starts (None: with none)."""
+    if password_env is None:
+        _PASSWORD_ENVS.pop(storage, None)
+    else:
+        _PASSWORD_ENVS[storage] = password_env
+
+
+def open_storage(
+    storage: str, *, create: bool = True, password_env: str | None = None
+) -> BaseStorage:
     """The Optuna storage ``storage`` names: the one way this package opens a storage.
 
     Parameters
@@ -137,6 +159,10 @@ def open_storage(storage: str, *, create: bool = True) -> BaseStorage:
         is created, and opening is tried a few times (several workers create the tables at
         once; a server may be busy). False for a reader of a finished sweep (the report,
         ``fit``): a missing file is an error, never created, and opening is tried once.
+    password_env:
+        The environment variable holding the storage's password, put into the URL in memory
+        only; None: the one :func:`use_password_env` gave for ``storage``, if any (else the
+        database client's own sources, such as ``PGPASSWORD`` and ``~/.pgpass``).
 
     Returns
     -------
@@ -176,7 +202,9 @@ def open_storage(storage: str, *, create: bool = True) -> BaseStorage:
                 f"{where}the journal file's records are no Optuna journal "
                 f"({_cause(exc)}): {_RESTORE}"
             ) from None
-    storage = _with_driver(storage)
+    password_env = password_env or _PASSWORD_ENVS.get(storage)
+    key = f"{where}{PASSWORD_ENV_KEY}" if create else "the password's environment variable"
+    storage = _with_driver(with_password(storage, password_env, key=key))
     engine_kwargs: dict[str, Any] = {}
     if storage.startswith("sqlite"):
         # Several processes write one file: wait for its lock rather than fail at once.
