@@ -81,12 +81,13 @@ class UrbansoundSweeperImpl(Sweeper):
         ------
         UrbansoundError
             A user error (a bad search space, storage or override, a storage URL holding a
-            password), before any trial runs; the storage URL's check comes before anything is
-            written.
+            password, a sweep directory of another study), before any trial runs; the storage
+            URL's check comes before anything is written.
         SweepError
             When more than ``max_failure_rate x n_trials`` trials failed (after the summary).
         """
         from urbansound.sweep.conditional import resolve_settings
+        from urbansound.sweep.ownership import Owner, check_sweep_dir
         from urbansound.sweep.runner import run_sweep
         from urbansound.sweep.settings import sweep_settings
         from urbansound.sweep.storage import SweepError
@@ -103,6 +104,8 @@ class UrbansoundSweeperImpl(Sweeper):
         # Composes every branch of the space before any trial exists, and checks each value as
         # the job will (one line naming the key).
         settings = resolve_settings(settings, partial(self._compose, settings), self.check)
+        # A directory of another study stops the sweep before anything of it is overwritten.
+        check_sweep_dir(sweep_dir, Owner(settings.storage, settings.study_name))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # as Hydra's sweepers do
         try:

@@ -12,8 +12,10 @@ A sweep directory is found by what it holds, in this order:
 
 A run directory's ``results.json`` is read as the typed
 :class:`~urbansound.training.results.RunResult` (every value checked); one that cannot be read
-is one warning naming the file and the key, and the trial is reported without its results. The
-rules every reader shares (the LEAKY split, the best trial) are
+is one warning naming the file and the key, and the trial is reported without its results. So
+is a run directory that records another study or trial than the one the storage links it to
+(:func:`urbansound.sweep.ownership.trial_mismatch`): its results are never mixed into this
+study's. The rules every reader shares (the LEAKY split, the best trial) are
 :mod:`urbansound.sweep.records`'.
 """
 
@@ -29,6 +31,7 @@ import yaml
 
 from urbansound.errors import ConfigError, DataError
 from urbansound.report.trials import Sweep, TrialRecord, finite
+from urbansound.sweep.ownership import STUDY_FILE, Owner, trial_mismatch
 from urbansound.sweep.records import (
     StudyRecords,
     StudyTrial,
@@ -43,7 +46,6 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "EVALUATIONS",
-    "STUDY_FILE",
     "find_run_dirs",
     "load_evaluations",
     "load_sweep",
@@ -52,7 +54,6 @@ __all__ = [
 ]
 
 EVALUATIONS = "evaluations"
-STUDY_FILE = "study.json"
 _SKIP_KEYS = ("trial", "hydra")  # the sweeper's own overrides: not parameters of a trial
 
 
@@ -129,7 +130,7 @@ def record_from_run_dir(run_dir: str | Path) -> TrialRecord | None:
     )
 
 
-def _record_from_trial(t: StudyTrial) -> TrialRecord:
+def _record_from_trial(t: StudyTrial, owner: Owner) -> TrialRecord:
     run_dir = t.run_dir
     if run_dir is None:  # any attribute naming a directory with results
         for value in t.user_attrs.values():
@@ -137,6 +138,10 @@ def _record_from_trial(t: StudyTrial) -> TrialRecord:
                 run_dir = Path(value)
                 break
     rec = record_from_run_dir(run_dir) if run_dir and run_dir.is_dir() else None
+    why = _not_this_trial(rec, owner, t.number)
+    if why is not None:  # another study's (or trial's) files in its place: never mixed in
+        log.warning("trial #%d: %s/results.json is not used: %s", t.number, run_dir, why)
+        rec, run_dir = None, None
     return TrialRecord(
         number=t.number,
         state=t.state,
@@ -337,22 +342,43 @@ def _common_params(records: Sequence[TrialRecord]) -> dict[str, Any]:
     }
 
 
+def _not_this_trial(rec: TrialRecord | None, owner: Owner, number: int | None) -> str | None:
+    """Why a run directory's record is not trial ``number`` of ``owner`` (None: it is)."""
+    if rec is None or rec.results is None or number is None:
+        return None
+    return trial_mismatch(rec.results.trial, rec.config, owner=owner, number=number)
+
+
 def _merge(study: StudyRecords, dir_records: Sequence[TrialRecord], paths: Sequence[Path]) -> Sweep:
-    records = [_record_from_trial(t) for t in study.trials]
-
-    def of_study(r: TrialRecord) -> bool:
-        return r.results is not None and r.results.trial.get("study_name") == study.name
-
-    pool = {r.number: r for r in dir_records if r.number is not None and of_study(r)}
+    owner = Owner(study.storage or "", study.name)
+    records = [_record_from_trial(t, owner) for t in study.trials]
+    pool = {
+        r.number: r
+        for r in dir_records
+        if r.number is not None and r.results is not None
+        if r.results.trial.get("study_name") is not None
+        and _not_this_trial(r, owner, r.number) is None
+    }
     for rec in records:
         extra = pool.get(rec.number)
         if rec.results is None and extra is not None:
             rec.run_dir, rec.results, rec.config = extra.run_dir, extra.results, extra.config
     # run directories given besides the study's own (a separate cv=random_split run, say) take
-    # part in the protocol comparison but are not trials
-    others = [r for r in dir_records if not of_study(r)]
-    for r in others:
+    # part in the protocol comparison but are not trials; another study's jobs take no part
+    others = []
+    for r in dir_records:
+        recorded = r.results.trial.get("study_name") if r.results is not None else None
+        if r.number is not None and pool.get(r.number) is r:
+            continue
+        if recorded is not None:
+            log.warning(
+                "%s is not used: %s",
+                r.run_dir,
+                _not_this_trial(r, owner, r.number) or f"it records study {recorded}",
+            )
+            continue
         r.number = None
+        others.append(r)
     source = f"{display_storage(study.storage)} (study {study.name})"
     if paths:
         source += f"; {', '.join(map(str, paths))}"

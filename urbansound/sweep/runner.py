@@ -44,6 +44,7 @@ from urbansound.sweep.lifecycle import (
     run_trials,
     worker_name,
 )
+from urbansound.sweep.ownership import Owner, check_sweep_dir, claim_sweep_dir
 from urbansound.sweep.settings import (
     SweepSettings,
     build_pruner,
@@ -60,7 +61,6 @@ from urbansound.sweep.storage import (
 from urbansound.sweep.summary import SweepSummary, summarize
 from urbansound.sweep.trials import EXCESS_ATTR, Progress, study_progress, superseded
 from urbansound.sweep.urls import display_storage
-from urbansound.utils.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -373,19 +373,17 @@ def fail_dead_worker(settings: SweepSettings, pid: int, how: str) -> list[int]:
     return mine
 
 
-def write_study_json(settings: SweepSettings, sweep_dir: Path) -> Path:
-    """``<sweep_dir>/study.json``: which study and storage this sweep directory belongs to, and
-    the environment variable (its name) that holds the storage's password, for readers."""
-    return write_json(
-        sweep_dir / "study.json",
-        {
-            "study_name": settings.study_name,
-            "storage": display_storage(settings.storage),
-            "direction": settings.direction,
-            "metric": settings.metric_name,
-            "password_env": settings.password_env,
-        },
-    )
+def study_record(settings: SweepSettings) -> dict[str, Any]:
+    """What ``<sweep dir>/study.json`` holds: the study and storage the directory belongs to,
+    its direction and metric, and the name of the environment variable holding the storage's
+    password (for readers: the report, ``fit``)."""
+    return {
+        "study_name": settings.study_name,
+        "storage": display_storage(settings.storage),
+        "direction": settings.direction,
+        "metric": settings.metric_name,
+        "password_env": settings.password_env,
+    }
 
 
 def run_sweep(
@@ -406,15 +404,24 @@ def run_sweep(
     :func:`~urbansound.sweep.lifecycle.run_trials`); None runs trials one at a time in
     ``n_jobs`` workers. Returns the summary (``trials.csv`` and ``best_params.yaml`` written
     into ``sweep_dir``).
+
+    Raises
+    ------
+    ConfigError
+        Before any trial: ``sweep_dir`` belongs to another study (its ``study.json`` or job
+        directories: :func:`~urbansound.sweep.ownership.check_sweep_dir`).
     """
     if compose is not None:
         settings = resolve_settings(settings, compose, check)
+    owner = Owner(settings.storage, settings.study_name)
+    if sweep_dir is not None:  # another study's directory: stop before the study is touched
+        check_sweep_dir(sweep_dir, owner)
     # The jobs get trial.storage alone: in this process and the workers it forks, they open
     # it with the password of the variable the sweep names.
     use_password_env(settings.storage, settings.password_env)
     storage, study = retrying("opening the study", lambda: prepare_study(settings))
-    if sweep_dir is not None:
-        write_study_json(settings, sweep_dir)
+    if sweep_dir is not None:  # before any trial; a sweep that started at the same moment on
+        claim_sweep_dir(sweep_dir, owner, study_record(settings))  # this directory may win
     progress = study_progress(study.get_trials(deepcopy=False))
     log.info(
         "study %s in %s: %d trials counted (%d complete, %d pruned, %d failed, %d running); "
