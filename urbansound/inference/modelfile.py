@@ -155,8 +155,8 @@ class Member:
         """Class probabilities ``(n, n_classes)`` float32 of features ``X`` ``(n, n_features)``.
 
         The MLP is evaluated by the trainer's own code (:class:`urbansound.training.mlp.StackedMLP`,
-        one model, on the CPU), after the trainer's standardisation, so a model gives exactly
-        the probabilities it gave in memory.
+        one model, on the CPU, single-threaded as the trainer), after the trainer's
+        standardisation, so a model gives exactly the probabilities it gave in memory.
         """
         X = np.asarray(X, dtype=np.float32)
         if self.family != "mlp":
@@ -174,9 +174,16 @@ class Member:
             (torch.from_numpy(np.array(w)), torch.from_numpy(np.array(b))) for w, b in self.params
         ]
         net = StackedMLP([params], dropout=0.0, activation=self.activation, device="cpu")
-        with torch.inference_mode():
-            logits = net.forward(torch.from_numpy(np.ascontiguousarray(X))[None])
-            probs = torch.log_softmax(logits, dim=-1).exp()
+        # Single-threaded ops, as the trainer evaluates on the CPU (training.lockstep): a product
+        # split over several threads changed the last bit of a few probabilities.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                logits = net.forward(torch.from_numpy(np.ascontiguousarray(X))[None])
+                probs = torch.log_softmax(logits, dim=-1).exp()
+        finally:
+            torch.set_num_threads(threads)
         return probs[0].numpy().copy()
 
 
