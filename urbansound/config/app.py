@@ -37,15 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from urbansound.config.schema import (
-    CONFIG_NAME,
-    CONFIG_PATH,
-    GROUP_SCHEMAS,
-    MODEL_SCHEMAS,
-    ConfigSchema,
-    config_error,
-    sklearn_node,
-)
 from urbansound.errors import UrbansoundError
 
 __all__ = [
@@ -80,6 +71,8 @@ def fit_config_schema() -> type:
 
     from omegaconf import MISSING
 
+    from urbansound.config.schema import ConfigSchema
+
     hints = typing.get_type_hints(ConfigSchema)
     inherited = [
         (f.name, hints[f.name], dataclasses.field(default=MISSING))
@@ -104,6 +97,8 @@ def register_configs() -> None:
     anything else that composes the tree calls it first.
     """
     from hydra.core.config_store import ConfigStore
+
+    from urbansound.config.schema import GROUP_SCHEMAS, MODEL_SCHEMAS, ConfigSchema, sklearn_node
 
     store = ConfigStore.instance()
     store.store(name="config_schema", node=ConfigSchema)
@@ -218,7 +213,7 @@ def hydra_main(
     task: Callable[[Any, TaskContext], Any],
     *,
     interrupted: str,
-    config_name: str = CONFIG_NAME,
+    config_name: str | None = None,
     composition_choices: Callable[[Sequence[str]], list[str]] | None = None,
 ) -> Callable[..., Any]:
     """The entry point of a Hydra task: ``@hydra.main`` over the packaged config, failures
@@ -233,8 +228,8 @@ def hydra_main(
         The task's words after ``error: interrupted; `` on Ctrl-C; ``{run_dir}`` is replaced by
         the run directory.
     config_name:
-        The primary config: :data:`~urbansound.config.schema.CONFIG_NAME` (``urbansound.run``)
-        or :data:`FIT_CONFIG_NAME`, composed from
+        The primary config: :data:`~urbansound.config.schema.CONFIG_NAME` (``urbansound.run``,
+        the default) or :data:`FIT_CONFIG_NAME`, composed from
         :data:`~urbansound.config.schema.CONFIG_PATH` (so the console script,
         ``python -m urbansound.run`` and an installed wheel all find it, from any directory).
     composition_choices:
@@ -253,13 +248,16 @@ def hydra_main(
     def main(cfg_passthrough: Any = None) -> Any:
         import hydra
 
+        from urbansound.config.schema import CONFIG_NAME, CONFIG_PATH
+
         register_configs()
-        decorated = hydra.main(
-            version_base="1.3", config_path=CONFIG_PATH, config_name=config_name
-        )(hydra_task)
+        name = config_name or CONFIG_NAME
+        decorated = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=name)(
+            hydra_task
+        )
         if cfg_passthrough is not None:
             return decorated(cfg_passthrough)
-        if config_name == CONFIG_NAME:  # the `urbansound` console script's help and completion
+        if name == CONFIG_NAME:  # the `urbansound` console script's help and completion
             _name_the_command()
         argv = sys.argv[1:]
         if composition_choices is not None and not any(a.startswith("-") for a in argv):
@@ -278,6 +276,8 @@ def _run_hydra(decorated: Callable[[], Any], task: Callable[..., Any]) -> Any:
         OverrideParseException,
     )
     from omegaconf.errors import OmegaConfBaseException
+
+    from urbansound.config.schema import config_error
 
     # Hydra prints an exception itself unless HYDRA_FULL_ERROR=1: set it for this call only,
     # so that the error reaches us, then print our line (or re-raise what is no user error).
