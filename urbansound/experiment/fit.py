@@ -525,7 +525,8 @@ def main(cfg: Any) -> None:
 def _main(cfg: Any) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from urbansound import tracking
+    from urbansound.tracking import experiments as tracking
+    from urbansound.tracking.archives import upload_command
     from urbansound.utils import progress
 
     hc = HydraConfig.get()
@@ -590,7 +591,7 @@ def _main(cfg: Any) -> None:
                 f"{cv['mean_accuracy']:.4f} ± {cv.get('std_accuracy') or 0.0:.4f}"
             )
         lines.append(f"predict with: python -m urbansound.predict {outcome.model_path} AUDIO...")
-        upload = tracking.upload_command([info["archive"]] if info.get("archive") else [])
+        upload = upload_command([info["archive"]] if info.get("archive") else [])
         if upload:  # the Hydra callback lists only the archives that results.json files name
             lines.append(f"Comet: to upload the offline archive (COMET_API_KEY set):\n  {upload}")
         print("\n".join(lines))

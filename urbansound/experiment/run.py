@@ -36,11 +36,12 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from urbansound import tracking
 from urbansound.config.app import hydra_main
 from urbansound.config.schema import settings_from_config
 from urbansound.config.settings import Settings
 from urbansound.errors import TrialPruned, UrbansoundError
+from urbansound.tracking import experiments as tracking
+from urbansound.tracking.archives import archives_under, upload_command
 from urbansound.training.results import EpochMetrics, RunResult
 from urbansound.utils import progress
 from urbansound.utils.files import atomic_write, output_error, write_json
@@ -311,7 +312,7 @@ class CometUploadCommand(Callback):
 
     Lists the complete offline archives recorded under the run or sweep directory (each run's
     ``results.json``, the class-samples experiment's ``samples.json``; see
-    :func:`urbansound.tracking.archives_under`). Registered in ``conf/config.yaml`` under
+    :func:`urbansound.tracking.archives.archives_under`). Registered in ``conf/config.yaml`` under
     ``hydra.callbacks``, before ``dataset_figures`` (end callbacks run in reverse order).
     """
 
@@ -324,8 +325,8 @@ class CometUploadCommand(Callback):
 
 
 def _print_upload_command(directory: Path, *, list_file: Path | None) -> None:
-    archives = tracking.archives_under(directory) if directory.is_dir() else []
-    command = tracking.upload_command(archives, list_file=list_file)
+    archives = archives_under(directory) if directory.is_dir() else []
+    command = upload_command(archives, list_file=list_file)
     if command:
         print(
             f"Comet: {len(archives)} offline archive(s); to upload them (COMET_API_KEY set):\n"
@@ -341,8 +342,8 @@ class DatasetFiguresCallback(Callback):
     the run or sweep directory, draws (or finds in the cache beside the feature cache) the figures
     of :func:`urbansound.experiment.plots.dataset_figures` for the dataset and the stage settings,
     links them into ``<run or sweep dir>/figures/dataset/`` and hands them to
-    :func:`urbansound.tracking.log_dataset_samples`. Never raises: a failure is one warning.
-    Registered in ``conf/config.yaml`` under ``hydra.callbacks``.
+    :func:`urbansound.tracking.experiments.log_dataset_samples`. Never raises: a failure is one
+    warning. Registered in ``conf/config.yaml`` under ``hydra.callbacks``.
     """
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
