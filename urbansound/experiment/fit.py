@@ -169,6 +169,7 @@ def fit_model(
     from urbansound.data.source import resolve_dataset
     from urbansound.features import extraction as features
     from urbansound.training import cross_validation as train
+    from urbansound.training.problem import CVProblem
 
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
@@ -235,12 +236,14 @@ def fit_model(
     members: list[Member] = []
     for i, seed in enumerate(seeds):
         res = train.cross_validate(
-            feats.X,
-            y,
-            [split],
-            n_classes=n_classes,
-            model=settings.model,
-            train=replace(settings.train, seed=seed),
+            CVProblem(
+                feats.X,
+                y,
+                [split],
+                n_classes=n_classes,
+                model=settings.model,
+                train=replace(settings.train, seed=seed),
+            ),
             callbacks=list(callbacks) if i == 0 else [],
             progress=progress,
             keep_models=True,

@@ -181,17 +181,20 @@ def run_experiment(
 
     # torch (about 1.5 s to import) only now: a wrong data.root, cv setting or clip is said first
     from urbansound.training import cross_validation as train
+    from urbansound.training.problem import CVProblem
 
     t0 = time.perf_counter()
     pruned: TrialPruned | None = None
     try:
         cv_result = train.cross_validate(
-            feats.X,
-            y,
-            splits,
-            n_classes=len(index.class_names),
-            model=settings.model,
-            train=settings.train,
+            CVProblem(
+                feats.X,
+                y,
+                splits,
+                n_classes=len(index.class_names),
+                model=settings.model,
+                train=settings.train,
+            ),
             callbacks=[result.history.append, *callbacks],
             progress=progress,
         )
