@@ -194,6 +194,27 @@ def test_the_fork_server_has_one_thread_when_it_forks() -> None:
     assert counts == [1, 1, 1, 1]  # 2 children x 2 epochs, each server seen with one thread
 
 
+def test_a_terminals_ctrl_c_reaches_neither_the_fork_server_nor_the_children() -> None:
+    # Ctrl-C goes to the terminal's foreground process group: the parent handles it (and closes
+    # its children); the server, in a session of its own, and the children ignore SIGINT.
+    seen: list[tuple[bool, bool]] = []
+
+    def look(m: EpochMetrics) -> None:
+        for child in grandchildren():
+            server = parent_of(child)
+            own_session = os.getsid(server) == server != os.getsid(0)
+            seen.append((own_session, all(_ignores_sigint(p) for p in (server, child))))
+
+    _train_calling(look, seed=18, epochs=1, threads=2)
+    assert seen == [(True, True)]
+
+
+def _ignores_sigint(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as f:
+        (mask,) = [line.split()[1] for line in f if line.startswith("SigIgn:")]
+    return bool(int(mask, 16) & (1 << (signal.SIGINT - 1)))
+
+
 def test_closing_a_stuck_child_kills_it() -> None:
     # A child that never answers again (waiting on a lock forever) is killed when closed.
     group = ChildGroup(StuckGroup)

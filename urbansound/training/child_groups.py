@@ -93,7 +93,8 @@ def _close_inherited_ends() -> None:
     _OUR_ENDS.clear()
 
 
-os.register_at_fork(after_in_child=_close_inherited_ends)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_close_inherited_ends)
 
 
 class ChildGroup:

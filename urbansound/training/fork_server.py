@@ -58,6 +58,7 @@ _REPLY = struct.Struct("<qcq")
 _PR_SET_PDEATHSIG = 1
 #: The server's code: the parent's sys.path, then :func:`serve`.
 _BOOT = (
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
     "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
     "from urbansound.training.fork_server import serve; "
     "serve(int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4]))"
@@ -94,14 +95,14 @@ def serve(control_fd: int, target: str, preload: list[str]) -> None:
 
     ``target`` is ``"module:function"``: imported here, once, and called in every child with the
     child's :class:`~multiprocessing.connection.Connection`; the ``preload`` modules are imported
-    here too, so that no child imports them again. SIGINT is ignored (Ctrl-C is the parent's to
-    handle), by the children too.
+    here too, so that no child imports them again. The server runs in a session of its own and
+    ignores SIGINT, as its children do: Ctrl-C is the parent's to handle.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in preload:
         importlib.import_module(name)
     module, _, name = target.partition(":")
     run = getattr(importlib.import_module(module), name)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     control = socket.socket(fileno=control_fd)
     live: set[int] = set()
     exited: dict[int, int] = {}
@@ -222,6 +223,7 @@ class ForkServer:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 env={**os.environ, **ONE_THREAD},
+                start_new_session=True,  # a terminal's Ctrl-C is the parent's, not the server's
             )
         self._sock = ours
         self._lock = threading.Lock()
@@ -325,4 +327,5 @@ def _forget_servers() -> None:
     _SERVERS.clear()
 
 
-os.register_at_fork(after_in_child=_forget_servers)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_servers)

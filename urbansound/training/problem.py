@@ -24,7 +24,7 @@ from urbansound.training.results import CVResult, EpochCallback, EpochMetrics, F
 __all__ = ["CVProblem", "Trainer"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compared by identity, not element-wise
 class CVProblem:
     """Features, labels and splits, and the model and training settings to cross-validate.
 
