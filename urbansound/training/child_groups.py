@@ -101,14 +101,14 @@ class ChildGroup:
     """A training group (e.g. :class:`urbansound.training.lockstep_group.LockstepGroup`) in a
     child process of the fork server, driven over a pipe.
 
+    The first :meth:`recv` answers whether the group was built (or raises its error).
+
     Parameters
     ----------
     build:
         A picklable callable that returns the group (pickled to the child with its arguments).
     preload:
         Modules the fork server imports once, so that no child imports them (the group's).
-
-    The first :meth:`recv` answers whether the group was built (or raises its error).
     """
 
     def __init__(self, build: Callable[[], Any], *, preload: tuple[str, ...] = ()) -> None:
