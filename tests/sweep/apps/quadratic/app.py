@@ -2,7 +2,7 @@
 
 ``score = 1 - ((x - 2)^2 + (y - 1)^2) / 100`` (plus a term of the ``branch`` group's keys),
 reached linearly over ``epochs`` "epochs", each
-reported through :func:`urbansound.sweep.epoch_reporter` exactly as the real trainer does. A
+reported through :func:`urbansound.sweep.job.epoch_reporter` exactly as the real trainer does. A
 pruned job writes ``results.json`` with ``status: pruned`` and re-raises, as ``urbansound.run``
 does.
 """
