@@ -219,11 +219,13 @@ def trial_mismatch(
     """Why a run directory is not trial ``number`` of ``owner``; None when it is.
 
     ``recorded`` is its ``results.json``'s ``trial`` (study name and number, and the storage
-    where written); ``config`` its ``config.yaml`` (``trial.storage``). A storage recorded
-    nowhere is not held against it; a study name or number that differs is.
+    where written; None without a ``results.json``); ``config`` its ``config.yaml``, whose
+    ``trial`` node (``study_name``, ``storage``, ``number``) fills in what ``recorded`` lacks. A
+    storage recorded nowhere is not held against it; a study name or number that differs is.
     """
-    recorded = dict(recorded or {})
-    storage = recorded.get("storage") or ((config or {}).get("trial") or {}).get("storage")
+    in_config = dict((config or {}).get("trial") or {})
+    recorded = dict(recorded or in_config)
+    storage = recorded.get("storage") or in_config.get("storage")
     name, found = recorded.get("study_name"), recorded.get("number")
     if name != owner.study_name or found != number:
         of = f"trial {found} of study {name}" if name is not None else "a run of no study"

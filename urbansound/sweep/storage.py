@@ -186,7 +186,7 @@ def open_storage(
     if "://" not in storage:
         from optuna.storages.journal import JournalFileBackend
 
-        check_journal(Path(storage), where=where)
+        check_journal(Path(storage), where=where, create=create)
         try:
             with quiet_optuna():
                 return optuna.storages.JournalStorage(JournalFileBackend(storage))
@@ -200,7 +200,7 @@ def open_storage(
             # Lines of JSON that Optuna's replay does not understand ("Should not reach.")
             raise ConfigError(
                 f"{where}the journal file's records are no Optuna journal "
-                f"({_cause(exc)}): {_RESTORE}"
+                f"({_cause(exc)}): {_restore(create)}"
             ) from None
     password_env = password_env or _PASSWORD_ENVS.get(storage)
     key = f"{where}{PASSWORD_ENV_KEY}" if create else "the password's environment variable"
@@ -235,13 +235,18 @@ def open_storage(
     raise SweepError(message) if create else ConfigError(message)
 
 
-_RESTORE = "restore the file from a copy, or name another file for a new study"
+def _restore(create: bool) -> str:
+    """What to do about a damaged journal file: for a sweep, a new file is a way out too."""
+    return "restore the file from a copy" + (
+        ", or name another file for a new study" if create else ""
+    )
 
 
-def check_journal(path: Path, *, where: str = "") -> None:
+def check_journal(path: Path, *, where: str = "", create: bool = False) -> None:
     """ConfigError, one line saying what to do, when the journal file ``path`` is damaged.
 
-    ``where`` starts the message (the key or option that named the file).
+    ``where`` starts the message (the key or option that named the file); ``create`` says it
+    is a sweep's (which may start a new file instead).
 
     Every complete line must be a JSON object with an ``op_code`` (Optuna's journal records). A
     last line without its newline is a record a process was stopped while writing: Optuna
@@ -281,7 +286,7 @@ def check_journal(path: Path, *, where: str = "") -> None:
             cause = "no op_code"
         raise ConfigError(
             f"{where}line {number} of the journal file is no Optuna journal record ({cause}): "
-            f"the file is corrupt or no journal; {_RESTORE}"
+            f"the file is corrupt or no journal; {_restore(create)}"
         )
 
 
