@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -27,7 +28,7 @@ from urbansound.sweep.storage import open_storage, release
 from urbansound.sweep.trials import EXCESS_ATTR
 
 from .apps.quadratic import app
-from .postgres import postgres_url
+from .postgres import postgres_server, postgres_url
 
 APP = Path(app.__file__)
 N_QUEUED = 48
@@ -179,9 +180,26 @@ def test_queued_retries_of_a_killed_parallel_sweep_each_start_once(tmp_path, n_j
     assert "result is dropped" not in proc.stderr + proc.stdout
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sweep_storage(request, tmp_path) -> Iterator[tuple[str, str, dict[str, str] | None]]:
+    """(storage a sweep is given, the URL this test opens, the sweep's environment)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'optuna.db'}"
+        yield url, url, None
+        return
+    pg = postgres_server()
+    name = f"retries-{uuid.uuid4().hex[:8]}"
+    yield pg.url, pg.direct, {**pg.env, "URBANSOUND_TEST_STUDY": name}
+    with contextlib.suppress(KeyError):
+        optuna.delete_study(study_name=name, storage=pg.direct)
+
+
 @pytest.mark.slow
-def test_a_worker_killed_mid_trial_costs_a_retry_and_the_sweep_ends_with_its_summary(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+def test_a_worker_killed_mid_trial_costs_a_retry_and_the_sweep_ends_with_its_summary(
+    tmp_path, sweep_storage
+):
+    storage, url, env = sweep_storage
+    study_name = (env or {}).get("URBANSOUND_TEST_STUDY", "killed")
     jobs = tmp_path / "jobs"
     markers = tmp_path / "markers"
     cmd = command(
@@ -192,9 +210,10 @@ def test_a_worker_killed_mid_trial_costs_a_retry_and_the_sweep_ends_with_its_sum
         "sleep=0.2",
         f"marker_dir={markers}",
         "hydra.sweeper.n_jobs=2",
+        f"hydra.sweeper.study_name={study_name}",
     )
     proc = subprocess.Popen(
-        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
     wait_for(markers / "0.start")
     victim = int((markers / "0.start").read_text().split()[0])  # the worker running trial 0
@@ -208,9 +227,9 @@ def test_a_worker_killed_mid_trial_costs_a_retry_and_the_sweep_ends_with_its_sum
     assert re.search(rf"sweep worker \d+ \(pid {victim}\) died \(SIGKILL\)", died), died
     assert "trial 0 queued again" in died
     # the summary: the table, trials.csv and best_params.yaml
-    assert re.search(r"study \S+: 4 complete, 0 pruned, 0 failed", out), out
+    assert f"study {study_name}: 4 complete, 0 pruned, 0 failed" in out, out
     assert (jobs / "trials.csv").is_file() and (jobs / "best_params.yaml").is_file()
-    study = only_study(storage)
+    study = optuna.load_study(study_name=study_name, storage=url)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert sorted(t.params["x"] for t in complete) == [0, 1, 2, 3], trial_table(study)
     dead = study.trials[0]
@@ -219,3 +238,5 @@ def test_a_worker_killed_mid_trial_costs_a_retry_and_the_sweep_ends_with_its_sum
     assert retry.state == TrialState.COMPLETE and retry.params == dead.params
     ran = [t for t in study.trials if not t.system_attrs.get(EXCESS_ATTR)]
     assert not [t for t in ran if t.state == TrialState.RUNNING]
+    for number, lines in starts(markers).items():  # the killed trial, its retry, each once
+        assert len(lines) == 1, f"trial {number} started {len(lines)} times: {lines}"
