@@ -10,7 +10,6 @@ which checks the file first.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -22,8 +21,8 @@ from urbansound.sweep.runner import prepare_study
 from urbansound.sweep.settings import sweep_settings
 from urbansound.sweep.storage import check_journal, open_storage
 
-from .apps.quadratic import app
 from .apps.sweeper_conf import sweeper_conf
+from .test_sweep_processes import command
 
 
 def journal(path: Path, n_trials: int = 3) -> Path:
@@ -131,20 +130,8 @@ def test_missing_and_empty_journals_are_new_ones(tmp_path):
 def test_a_sweep_on_a_cut_off_journal_is_one_error_line_from_the_command_line(tmp_path):
     path = journal(tmp_path / "j.log")
     start = cut_off(path)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(Path(app.__file__)),
-            "-m",
-            "x=0,1",
-            f"hydra.sweep.dir={tmp_path / 'jobs'}",
-            f"hydra.sweeper.storage={path}",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    cmd = command(tmp_path / "jobs", str(path), "x=0,1")
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"truncate -s {start} {path}" in errors[0]

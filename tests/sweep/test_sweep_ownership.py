@@ -8,9 +8,8 @@ stops before any trial with one line naming both studies; resuming A there keeps
 from __future__ import annotations
 
 import json
-import logging
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -26,16 +25,6 @@ from urbansound.sweep.ownership import (
 )
 
 from .apps.quadratic import app
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """In-process Hydra runs point the root logger at this test's captured output; undo that."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

@@ -58,6 +58,7 @@ def trial_table(study: optuna.Study) -> str:
     return "\n".join(
         f"{t.number} {t.state.name} {t.params} error={t.user_attrs.get('error')!r} "
         f"worker={t.user_attrs.get('worker')} start={t.datetime_start} end={t.datetime_complete}"
+        f" failed_trial={t.system_attrs.get('failed_trial')}"
         for t in study.trials
     )
 

@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from urbansound.sweep.trials import EXCESS_ATTR
 
 from .apps.quadratic import app
 from .postgres import postgres_server, postgres_url
+from .test_sweep_processes import command, only_study, trial_table, wait_for
 
 APP = Path(app.__file__)
 N_QUEUED = 48
@@ -96,37 +96,6 @@ def test_each_queued_trial_is_claimed_by_exactly_one_process_on_postgres():
 
 # --------------------------------------------------------------------------------------------
 # Whole sweeps: a queued retry starts once; a dead worker's trial is queued again
-
-
-def command(jobs: Path, storage: str, *overrides: str) -> list[str]:
-    return [
-        sys.executable,
-        str(APP),
-        "-m",
-        f"hydra.sweep.dir={jobs}",
-        f"hydra.sweeper.storage={storage}",
-        *overrides,
-    ]
-
-
-def only_study(storage: str) -> optuna.Study:
-    (name,) = optuna.get_all_study_names(storage)
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def trial_table(study: optuna.Study) -> str:
-    return "\n".join(
-        f"{t.number} {t.state.name} {t.params} error={t.user_attrs.get('error')!r} "
-        f"worker={t.user_attrs.get('worker')} failed_trial={t.system_attrs.get('failed_trial')}"
-        for t in study.trials
-    )
-
-
-def wait_for(path: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} did not appear"
-        time.sleep(0.05)
 
 
 def starts(markers: Path) -> dict[int, list[str]]:

@@ -24,9 +24,9 @@ from urbansound.sweep.settings import sweep_settings
 from urbansound.sweep.storage import dashboard_command, open_storage
 from urbansound.sweep.urls import display_storage, has_password, storage_identity
 
-from .apps.quadratic import app
 from .apps.sweeper_conf import sweeper_conf
 from .postgres import Server, postgres_server
+from .test_sweep_processes import command
 
 SECRET = "Sekr1t-pw"
 # (storage URL, the secret as it is written there): every way a URL can carry a password
@@ -118,21 +118,8 @@ def test_storage_password_env_must_name_a_variable_that_is_set_for_a_server(tmp_
 @pytest.mark.slow
 def test_a_sweep_given_a_password_stops_before_anything_is_written(tmp_path):
     """The user's command: nothing of the sweep appears, and the password is not printed."""
-    jobs = tmp_path / "jobs"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(Path(app.__file__)),
-            "-m",
-            "x=0,1",
-            f"hydra.sweep.dir={jobs}",
-            f"hydra.sweeper.storage=postgresql://user:{SECRET}@localhost:1/optuna",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    cmd = command(tmp_path / "jobs", f"postgresql://user:{SECRET}@localhost:1/optuna", "x=0,1")
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     (error,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert "PGPASSWORD" in error and "hydra.sweeper.storage_password_env" in error
