@@ -20,15 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from urbansound.errors import ConfigError
+from urbansound.utils.redaction import HIDDEN, PASSWORD_KEYS, QUERY_PASSWORD, redact_url
 
-#: Query keys that carry a password in an SQLAlchemy URL (libpq's, PyMySQL's).
-PASSWORD_KEYS = frozenset({"password", "passwd", "pwd", "sslpassword"})
-#: What an old ``study.json`` holds in place of a password (``display_storage``).
-HIDDEN = "***"
 #: The usual port of each network backend, so that ``host`` and ``host:5432`` are one storage.
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_QUERY_PASSWORD = re.compile(r"([?&](?:" + "|".join(sorted(PASSWORD_KEYS)) + r")=)[^&]*", re.I)
 
 
 def _parse(storage: str) -> Any | None:
@@ -52,7 +48,7 @@ def has_password(storage: str) -> bool:
         if "://" not in storage:
             return False
         userinfo = re.search(r"://[^/@]*:[^/@]*@", storage)
-        query = _QUERY_PASSWORD.search(storage)
+        query = QUERY_PASSWORD.search(storage)
         return bool(userinfo or query)
     query_keys = {k.lower() for k in url.query}
     return bool(url.password) or bool(query_keys & PASSWORD_KEYS)
@@ -60,14 +56,7 @@ def has_password(storage: str) -> bool:
 
 def display_storage(storage: str | None) -> str:
     """``storage`` with any password (in its user part or its query) replaced by ``***``."""
-    if not storage:
-        return ""
-    url = _parse(storage)
-    if url is None:
-        text = re.sub(r"(://[^/:@]*:)[^@/]*@", rf"\1{HIDDEN}@", storage)
-        return _QUERY_PASSWORD.sub(rf"\g<1>{HIDDEN}", text)
-    # SQLAlchemy writes ``***`` for the user part's password; query values it percent-encodes
-    return _QUERY_PASSWORD.sub(rf"\g<1>{HIDDEN}", url.render_as_string(hide_password=True))
+    return redact_url(storage) or ""
 
 
 def refuse_password(storage: str, *, key: str, how: str) -> None:
