@@ -9,6 +9,7 @@ as an :class:`~urbansound.errors.UrbansoundError` for the entry point to print a
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Mapping
 from functools import partial
@@ -19,7 +20,9 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -42,6 +45,8 @@ class UrbansoundSweeperImpl(Sweeper):
         self.hydra_context: HydraContext | None = None
         self.launcher: Any = None
         self.check: Any = None
+        # The sweep directory the jobs get instead of hydra.sweep.dir's dated one (a resume).
+        self.sweep_dir: str | None = None
 
     def setup(
         self,
@@ -66,7 +71,11 @@ class UrbansoundSweeperImpl(Sweeper):
             # the launcher returns nothing for the whole batch, and the others are read back.
             from urbansound.sweep.job import RecordingTask
 
-            task_function = RecordingTask(task_function, self.conf.get("storage_password_env"))
+            task_function = RecordingTask(
+                task_function,
+                self.conf.get("storage_password_env"),
+                self.conf.get("trial_timeout"),
+            )
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
@@ -101,6 +110,20 @@ class UrbansoundSweeperImpl(Sweeper):
         )
         # Resolving the sweep dir here fixes its ${now:...} for every job and every worker.
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        if _dated(self.config):  # a resumed study keeps writing where it started on this host
+            from urbansound.sweep.study import first_sweep_dir
+
+            first = first_sweep_dir(settings)
+            if first is not None and first != sweep_dir.resolve():
+                log.info(
+                    "study %s: resumed in its first sweep directory %s (not %s)",
+                    settings.study_name,
+                    first,
+                    sweep_dir,
+                )
+                sweep_dir, self.sweep_dir = first, str(first)
+                with read_write(self.config.hydra.sweep):  # the launcher creates it (mkdir)
+                    self.config.hydra.sweep.dir = self.sweep_dir
         # Composes every branch of the space before any trial exists, and checks each value as
         # the job will (one line naming the key).
         settings = resolve_settings(settings, partial(self._compose, settings), self.check)
@@ -165,6 +188,7 @@ class UrbansoundSweeperImpl(Sweeper):
         from urbansound.sweep.launch import JobOutcome
 
         assert self.config is not None
+        overrides = self._in_sweep_dir(overrides)
         try:
             (ret,) = self.launcher.launch([overrides], initial_job_idx=job_num)
         except Exception as exc:  # the job's config does not compose (a bad option)
@@ -197,7 +221,7 @@ class UrbansoundSweeperImpl(Sweeper):
         if ready:
             first = jobs[ready[0]].number
             batch = [
-                self._numbered(jobs[i].overrides, jobs[i].number, first + k)
+                self._in_sweep_dir(self._numbered(jobs[i].overrides, jobs[i].number, first + k))
                 for k, i in enumerate(ready)
             ]
             try:
@@ -212,6 +236,15 @@ class UrbansoundSweeperImpl(Sweeper):
                 for i, ret in zip(ready, rets, strict=True):
                     outcomes[i] = _outcome(ret)
         return [outcomes[i] for i in range(len(jobs))]
+
+    def _in_sweep_dir(self, overrides: list[str]) -> list[str]:
+        """``overrides`` plus ``hydra.sweep.dir`` when the sweep writes into its study's first
+        directory (Hydra composes each job's directory from the overrides)."""
+        if self.sweep_dir is None:
+            return overrides
+        from urbansound.config.overrides import format_value
+
+        return [*overrides, f"hydra.sweep.dir={format_value(self.sweep_dir)}"]
 
     def _numbered(self, overrides: list[str], number: int, job_num: int) -> list[str]:
         """``overrides`` plus, when Hydra's job number is not the trial number, the subdir."""
@@ -229,7 +262,7 @@ class UrbansoundSweeperImpl(Sweeper):
         subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")
         if subdir != "${hydra.job.num}":
             return None
-        return str(Path(str(self.config.hydra.sweep.dir)) / str(job_num))
+        return str(Path(self.sweep_dir or str(self.config.hydra.sweep.dir)) / str(job_num))
 
     @staticmethod
     def _print(summary: SweepSummary) -> None:
@@ -241,7 +274,13 @@ class UrbansoundSweeperImpl(Sweeper):
         print(summary.table)
         if summary.no_best:
             print(f"best: none, {summary.no_best}")
-        if summary.best is not None:
+        if summary.best is not None and "pareto" in summary.best:
+            best = summary.best
+            print(f"Pareto front ({', '.join(best['metrics'])}): {len(best['pareto'])} trials")
+            for t in best["pareto"]:
+                values = ", ".join(f"{v:.4g}" for v in t["values"])
+                print(f"  trial {t['trial']} ({values}): " + " ".join(t["overrides"]))
+        elif summary.best is not None:
             best = summary.best
             print(
                 f"best: trial {best['best_trial']}, {best['metric']} {best['best_value']:.4f}: "
@@ -252,6 +291,13 @@ class UrbansoundSweeperImpl(Sweeper):
         if summary.best_path is not None:
             print(f"best parameters: {summary.best_path}")
         print(f"dashboard: {summary.dashboard}")
+
+
+def _dated(config: DictConfig) -> bool:
+    """True when ``hydra.sweep.dir`` is dated (``${now:...}``: a new directory per run, as
+    Hydra's default and urbansound's are) rather than a directory the user named."""
+    node = OmegaConf.to_container(config.hydra.sweep, resolve=False)
+    return "${now:" in str(node.get("dir") if isinstance(node, dict) else "")
 
 
 def _outcome(ret: JobReturn) -> JobOutcome:

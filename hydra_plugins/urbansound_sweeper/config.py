@@ -83,6 +83,33 @@ class CmaEsSamplerConf:
 
 
 @dataclass
+class NSGAIISamplerConf:
+    """Optuna's ``NSGAIISampler`` (a genetic algorithm for several objectives, constraints by
+    constrained domination); each key is one of its keyword arguments."""
+
+    _target_: str = "optuna.samplers.NSGAIISampler"
+    seed: int | None = 0
+    population_size: int = 50
+    mutation_prob: float | None = None
+    crossover_prob: float = 0.9
+    swapping_prob: float = 0.5
+
+
+@dataclass
+class NSGAIIISamplerConf:
+    """Optuna's ``NSGAIIISampler`` (reference points: many objectives); each key is one of its
+    keyword arguments."""
+
+    _target_: str = "optuna.samplers.NSGAIIISampler"
+    seed: int | None = 0
+    population_size: int = 50
+    mutation_prob: float | None = None
+    crossover_prob: float = 0.9
+    swapping_prob: float = 0.5
+    dividing_parameter: int = 3
+
+
+@dataclass
 class RandomSamplerConf:
     """Optuna's ``RandomSampler``."""
 
@@ -180,9 +207,28 @@ class UrbansoundSweeperConf:
     storage_password_env: str | None = None
     # null: derived from the search space and the task overrides (the same command reopens it).
     study_name: str | None = None
-    direction: str = "maximize"
-    # Shown as the objective's name in optuna-dashboard.
+    # maximize | minimize, or a list with one per objective ([maximize, minimize]).
+    direction: Any = "maximize"
+    # The objective's name (optuna-dashboard's metric name) when objectives is null.
     metric_name: str = "mean_cv_accuracy"
+    # Several objectives, by name: mean_cv_accuracy, inference_ms_per_clip, model_ms_per_clip,
+    # model_bytes, train_seconds, or a dotted path of a number in results.json; null: metric_name.
+    objectives: list[str] | None = None
+    # Bounds on objectives or recorded values (['inference_ms_per_clip<=5']): a trial that breaks
+    # one is recorded infeasible and never reported as best.
+    constraints: list[str] | None = None
+    # Known configurations run before the sampler draws, once per study: a list of override sets
+    # ([[model=svm, model.C=10]] or [{model: svm, model.C: 10}]) or a YAML file holding one.
+    enqueue: Any = None
+    # Seed a NEW study with the COMPLETE trials of a storage URL (or journal file), a sweep
+    # directory or a run directory that fit this search space; warm_start_study names the study
+    # when the storage holds several.
+    warm_start: str | None = None
+    warm_start_study: str | None = None
+    # Seconds after which the sweep starts no new trial (running ones finish); null: no limit.
+    timeout: float | None = None
+    # Seconds after which a trial is stopped (its processes ended) and told FAIL; null: no limit.
+    trial_timeout: float | None = None
     # Trials the study should hold when the sweep ends (finished ones from earlier runs count);
     # null = the grid's size with a grid sampler.
     n_trials: int | None = None
@@ -216,6 +262,8 @@ for _name, _node in {
     "tpe": TPESamplerConf,
     "gp": GPSamplerConf,
     "cmaes": CmaEsSamplerConf,
+    "nsga2": NSGAIISamplerConf,
+    "nsga3": NSGAIIISamplerConf,
     "random": RandomSamplerConf,
     "qmc": QMCSamplerConf,
 }.items():

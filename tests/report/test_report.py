@@ -30,7 +30,7 @@ from urbansound.errors import ConfigError
 from urbansound.report import analysis, cli, evaluations, figures, render, stats
 from urbansound.report.build import build_report
 from urbansound.report.load import find_run_dirs, load_evaluations, load_sweep
-from urbansound.sweep import records
+from urbansound.sweep import records, rules
 from urbansound.training.results import CVResult, EpochMetrics, FoldResult, RunResult
 
 CLASS_NAMES = list(layout.CLASS_NAMES)
@@ -817,7 +817,7 @@ def test_override_parser(text, expected):
 
 
 def test_override_params_skip_the_sweepers_keys():
-    got = records.override_params(
+    got = rules.override_params(
         ["n_mfcc=40", "trial.number=3", "hydra.job.chdir=false", "model.hidden=[64, 64]"],
         skip=("trial", "hydra"),
     )

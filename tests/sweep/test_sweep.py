@@ -22,8 +22,9 @@ from tests.config.test_config import cli as user_cli
 from tests.helpers import SWEEP_DIR
 from urbansound.errors import ConfigError
 from urbansound.sweep.conditional import resolve_branches
+from urbansound.sweep.heartbeat import record_heartbeat
 from urbansound.sweep.launch import JobOutcome
-from urbansound.sweep.lifecycle import record_heartbeat, requeue
+from urbansound.sweep.lifecycle import requeue
 from urbansound.sweep.runner import open_study, prepare_study, run_workers
 from urbansound.sweep.settings import (
     GRID_SAMPLER,

@@ -28,7 +28,15 @@ HEAD = [
     "overrides",
     "trial",
 ]
-COMPLETE_KEYS = [*HEAD, "folds", "mean_accuracy", "std_accuracy", "history", "durations"]
+COMPLETE_KEYS = [
+    *HEAD,
+    "folds",
+    "mean_accuracy",
+    "std_accuracy",
+    "history",
+    "durations",
+    "costs",
+]
 PRUNED_KEYS = [*HEAD, "pruned_at_epoch", "mean_accuracy", "history", "durations"]
 HISTORY_KEYS = ["epoch", "train_loss", "test_loss", "test_accuracy", "mean_test_accuracy"]
 FOLD_KEYS = ["fold", "accuracy", "loss", "n_train", "n_test", "per_class_accuracy", "confusion"]

@@ -27,7 +27,9 @@ from typing import Any
 
 from urbansound.errors import ConfigError, DataError
 from urbansound.experiment.rundir import CONFIG_FILE, RESULTS_FILE, read_config, read_results
+from urbansound.sweep.objectives import Constraint, parse_constraints
 from urbansound.sweep.ownership import STUDY_FILE, Owner, read_study_file, trial_mismatch
+from urbansound.sweep.rules import chosen_by_rule
 from urbansound.sweep.urls import display_storage, refuse_password
 from urbansound.training.results import RunResult
 
@@ -35,7 +37,7 @@ log = logging.getLogger("urbansound.fit")
 
 __all__ = ["FitOptions", "Source", "fit_options", "resolve_source"]
 
-_FIT_KEYS = ("from", "study", "trial", "seeds")
+_FIT_KEYS = ("from", "study", "trial", "seeds", "objective", "constraints")
 #: The largest seed NumPy and scikit-learn take (``random_state < 2**32``), as for train.seed.
 _SEED_MAX = 2**32 - 1
 
@@ -51,6 +53,10 @@ class FitOptions:
     study: str | None = None
     trial: int | None = None
     seeds: tuple[int, ...] | None = None
+    # The rule that picks a trial of a study: the best by this objective among the trials that
+    # meet ``constraints`` (and the study's own); null: the study's only objective.
+    objective: str | None = None
+    constraints: tuple[Constraint, ...] = ()
 
 
 def fit_options(node: Mapping[str, Any] | None) -> FitOptions:
@@ -63,7 +69,15 @@ def fit_options(node: Mapping[str, Any] | None) -> FitOptions:
             match = difflib.get_close_matches(key, _FIT_KEYS, n=1)
             hint = f"did you mean fit.{match[0]}?" if match else f"fit has {', '.join(_FIT_KEYS)}"
             raise ConfigError(f"unknown key fit.{key}; {hint}")
-    source, study, trial, seeds = (node.get(k) for k in _FIT_KEYS)
+    source, study, trial, seeds, objective, constraints = (node.get(k) for k in _FIT_KEYS)
+    if objective is not None and (not isinstance(objective, str) or not objective):
+        raise ConfigError(f"fit.objective must be an objective's name or null, got {objective!r}")
+    bounds = parse_constraints(constraints, key="fit.constraints")
+    if (objective is not None or bounds) and (source is None or trial is not None):
+        raise ConfigError(
+            "fit.objective and fit.constraints pick a trial of a study: give fit.from=<sweep "
+            "directory or storage> and no fit.trial"
+        )
     for key, value in (("from", source), ("study", study)):
         if value is not None and (not isinstance(value, str) or not value):
             raise ConfigError(f"fit.{key} must be a non-empty string or null, got {value!r}")
@@ -84,7 +98,14 @@ def fit_options(node: Mapping[str, Any] | None) -> FitOptions:
                 f"(e.g. [0,1,2]), got {seeds!r}"
             )
         seeds = tuple(int(s) for s in seeds)
-    return FitOptions(source=source, study=study, trial=trial, seeds=seeds)
+    return FitOptions(
+        source=source,
+        study=study,
+        trial=trial,
+        seeds=seeds,
+        objective=objective,
+        constraints=bounds,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,10 +402,11 @@ def _from_study(
             )
         candidates = [trial]
     else:
-        sign = -1.0 if study.direction == "maximize" else 1.0
-        candidates = sorted(
-            (t for t in study.trials if t.state == "COMPLETE" and t.value is not None),
-            key=lambda t: (sign * float(t.value), t.number),
+        candidates = chosen_by_rule(
+            study,
+            objective=opts.objective,
+            constraints=opts.constraints,
+            where=f"fit.from={shown}: study {name}",
         )
         if not candidates:
             from collections import Counter

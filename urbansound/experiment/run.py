@@ -169,6 +169,7 @@ def run_experiment(
             ),
             callbacks=[result.history.append, *callbacks],
             progress=progress,
+            keep_models=True,  # one is timed and sized for results.json's costs
         )
     except TrialPruned as exc:
         pruned = exc
@@ -178,6 +179,20 @@ def run_experiment(
         result.mean_accuracy = float(cv_result.mean_accuracy)
         result.std_accuracy = float(cv_result.std_accuracy)
     durations["train"] = time.perf_counter() - t0
+    if result.cv is not None and result.cv.models:
+        from urbansound.experiment.costs import measure_costs
+
+        result.costs = measure_costs(
+            result.cv.models[0],
+            data.X,
+            n_classes=len(data.class_names),
+            clip_paths=list(data.clips["path"].to_numpy(dtype=str)),
+            features=settings.features,
+            family=settings.model.family,
+            seed=settings.train.seed,
+            train_seconds=durations["train"],
+        )
+        result.cv.models = []  # measured: the folds' models are not kept
 
     t0 = time.perf_counter()
     figures = _run_figures(run_dir, result)
@@ -281,6 +296,10 @@ def task(cfg: Any, context: TaskContext) -> float:
     if outcome.pruned is not None:
         raise outcome.pruned
     result = outcome.result
+    if in_sweep:  # the values the sweep's objectives and constraints name
+        from urbansound.sweep.job import record_results
+
+        record_results(settings.trial, result.to_dict())
     assert result.cv is not None
     log.info(
         "%s on %s (%s), %d clips:\n%s\nrun directory: %s",

@@ -6,8 +6,8 @@ pages are rendered from).
 
 The "best" configuration is the best COMPLETE trial that used the predefined folds; a trial on
 the random split is never chosen (its score is inflated by leakage). Both rules are written once,
-in :mod:`urbansound.sweep.records` (:func:`~urbansound.sweep.records.best_trial`,
-:func:`~urbansound.sweep.records.is_leaky`).
+in :mod:`urbansound.sweep.rules` (:func:`~urbansound.sweep.rules.best_trial`,
+:func:`~urbansound.sweep.rules.is_leaky`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from urbansound.report import stats
 from urbansound.report.trials import Sweep, TrialRecord
-from urbansound.sweep import records as study_records
+from urbansound.sweep import rules as study_rules
 
 __all__ = [
     "SUMMARY_KEYS",
@@ -73,14 +73,12 @@ SUMMARY_KEYS = (
 
 def ranked(trials: Iterable[TrialRecord], *, direction: str = "maximize") -> list[TrialRecord]:
     """COMPLETE trials with a value, best first; LEAKY (random-split) trials last."""
-    return sorted(study_records.ranked(trials, direction=direction), key=lambda r: r.leaky)
+    return sorted(study_rules.ranked(trials, direction=direction), key=lambda r: r.leaky)
 
 
 def best_record(sweep: Sweep) -> TrialRecord | None:
     """The best COMPLETE trial on the predefined folds (None when there is none)."""
-    return study_records.best_trial(
-        sweep.trials, direction=sweep.direction, leaky=lambda r: r.leaky
-    )
+    return study_rules.best_trial(sweep.trials, direction=sweep.direction, leaky=lambda r: r.leaky)
 
 
 def all_failed(sweep: Sweep) -> bool:

@@ -275,6 +275,19 @@ def make_figures(
     else:
         figs.notes["parallel"] = "needs at least two COMPLETE trials with parameters"
 
+    if sweep.study is not None and len(sweep.study.directions) in (2, 3):
+        leaky = [r.number for r in sweep.trials if r.leaky and r.number is not None]
+
+        def pareto() -> None:
+            study = sweep.study
+            figs.divs["pareto_plot"] = study_records.pareto_front_figure(study, leave_out=leaky)
+            png(
+                "pareto_front",
+                study_records.pareto_front_figure(study, leave_out=leaky, backend="matplotlib"),
+            )
+
+        attempt("pareto_plot", pareto)
+
     curves = [r for r in sweep.trials if r.results is not None and r.results.epochs]
     if curves:
         attempt("epochs", lambda: figs.divs.__setitem__("epochs", epochs_figure(curves, best)))

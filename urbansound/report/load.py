@@ -36,9 +36,9 @@ from urbansound.sweep.records import (
     StudyRecords,
     StudyTrial,
     load_study,
-    override_params,
     study_names,
 )
+from urbansound.sweep.rules import override_params
 from urbansound.sweep.urls import display_storage, refuse_password
 from urbansound.training.results import RunResult
 
@@ -152,6 +152,8 @@ def _record_from_trial(t: StudyTrial, owner: Owner) -> TrialRecord:
         results=rec.results if rec else None,
         config=rec.config if rec else None,
         error=t.error,
+        values=list(t.values) if t.values is not None else None,
+        constraints=dict(t.constraints),
     )
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 
 from urbansound.report.analysis import fold_rows, no_folds_note, trial_order
 from urbansound.report.figures import Figures
+from urbansound.report.pareto import pareto_tables
 from urbansound.report.trials import LEAKY, Sweep, TrialRecord, fmt_param
 from urbansound.sweep.urls import display_storage
 
@@ -423,6 +424,7 @@ def page_model(
         "png_data": {name: _png_b64(path) for name, path in figs.pngs.items()},
         "divs": {key: _plotly_div(fig, f"plot-{key}") for key, fig in figs.divs.items()},
         "plot_notes": dict(figs.notes),
+        "pareto": pareto_tables(sweep),
     }
     if best is not None:
         model["best"] = {

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from urbansound.sweep.records import StudyRecords, StudyTrial, is_leaky
+from urbansound.sweep.records import StudyRecords, StudyTrial
+from urbansound.sweep.rules import is_leaky
 from urbansound.training.results import FoldResult, RunResult
 
 __all__ = ["LEAKY", "Sweep", "TrialRecord", "finite", "fmt_param"]
@@ -36,6 +37,15 @@ class TrialRecord:
     results: RunResult | None = None
     config: dict[str, Any] | None = None
     error: str | None = None
+    # Every objective's value (a study with several objectives; ``value`` is the first) and
+    # Optuna's constraint values by constraint (feasible: each <= 0).
+    values: list[float] | None = None
+    constraints: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def feasible(self) -> bool:
+        """True when the trial meets every constraint of its study (no constraints: True)."""
+        return all(v <= 0.0 for v in self.constraints.values())
 
     @property
     def leaky(self) -> bool:

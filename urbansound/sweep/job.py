@@ -25,9 +25,11 @@ from optuna.storages import BaseStorage
 from urbansound.config.settings import TrialSettings
 from urbansound.errors import ConfigError, TrialPruned
 from urbansound.sweep._compat import live_trial, quiet_optuna
+from urbansound.sweep.limits import trial_time_limit
+from urbansound.sweep.objectives import RECORDED_ATTR, record_values
 from urbansound.sweep.settings import build_pruner
 from urbansound.sweep.storage import open_storage, retrying, use_password_env
-from urbansound.sweep.trials import OUTCOME_ATTR, PRUNER_ATTR
+from urbansound.sweep.trials import OUTCOME_ATTR, PRUNER_ATTR, RECORD_ATTR
 from urbansound.sweep.urls import display_storage
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,8 @@ def trial_params(trial: TrialSettings) -> dict[str, Any]:
 def epoch_reporter(trial: TrialSettings) -> Callable[[Any], None] | None:
     """An epoch callback that reports to the job's Optuna trial and prunes it.
 
-    Returns None outside a sweep (``trial.number`` unset). The callback reports
+    Returns None outside a sweep (``trial.number`` unset) and in a study with several
+    objectives (Optuna's ``Trial.report`` takes one objective's value). The callback reports
     ``metrics.mean_test_accuracy`` with ``metrics.epoch`` as the step and raises
     :class:`~urbansound.errors.TrialPruned` when the sweep's pruner says so. A storage that stays
     unreachable raises :class:`~urbansound.sweep.storage.SweepError` (the trial then fails
@@ -96,6 +99,8 @@ def epoch_reporter(trial: TrialSettings) -> Callable[[Any], None] | None:
                 sampler=optuna.samplers.RandomSampler(seed=0),  # the job suggests nothing
             ),
         )
+        if len(study.directions) > 1:  # Optuna reports and prunes one objective only
+            return None
         live = live_trial(study, trial_id)
 
     def report(metrics: Any) -> None:
@@ -126,6 +131,33 @@ def set_trial_attrs(trial: TrialSettings, **attrs: Any) -> None:
         log.warning("could not store %s on trial %s: %s", sorted(attrs), trial.number, exc)
 
 
+def record_results(trial: TrialSettings, results: Mapping[str, Any]) -> dict[str, float]:
+    """Store on the job's trial what the sweeper asked it to record from ``results.json``.
+
+    The sweeper lists the names (its objectives, the constraints' names) in the trial's system
+    attribute :data:`~urbansound.sweep.trials.RECORD_ATTR`; their values
+    (:func:`~urbansound.sweep.objectives.record_values`) go to the user attribute
+    :data:`~urbansound.sweep.objectives.RECORDED_ATTR`, and the run's measured ``costs`` to
+    the user attribute ``costs`` (the dashboard shows both). Returns the recorded values ({}
+    outside a sweep); a storage error is logged, never raised.
+    """
+    if not _in_sweep(trial):
+        return {}
+    try:
+        storage, trial_id = _trial_id(trial)
+        frozen = retrying("reading the trial", lambda: storage.get_trial(trial_id))
+    except Exception as exc:
+        log.warning("could not read trial %s to record its values: %s", trial.number, exc)
+        return {}
+    names = frozen.system_attrs.get(RECORD_ATTR) or []
+    recorded = record_values(results, [str(n) for n in names])
+    attrs: dict[str, Any] = {RECORDED_ATTR: recorded}
+    if isinstance(results.get("costs"), Mapping):
+        attrs["costs"] = dict(results["costs"])
+    set_trial_attrs(trial, **attrs)
+    return recorded
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
@@ -146,12 +178,20 @@ class RecordingTask:
     is one warning, never the job's failure. Returns, or raises, what ``task`` does.
 
     ``password_env`` (``hydra.sweeper.storage_password_env``) travels with the task to the
-    job's process, where the job's storage is opened with that variable's password.
+    job's process, where the job's storage is opened with that variable's password;
+    ``trial_timeout`` (``hydra.sweeper.trial_timeout``) limits the job there
+    (:func:`~urbansound.sweep.limits.trial_time_limit`).
     """
 
-    def __init__(self, task: Callable[[Any], Any], password_env: str | None = None) -> None:
+    def __init__(
+        self,
+        task: Callable[[Any], Any],
+        password_env: str | None = None,
+        trial_timeout: float | None = None,
+    ) -> None:
         self.task = task
         self.password_env = password_env
+        self.trial_timeout = trial_timeout
 
     def __call__(self, cfg: Any) -> Any:
         from omegaconf import OmegaConf
@@ -160,7 +200,8 @@ class RecordingTask:
         if storage is not None and self.password_env is not None:
             use_password_env(str(storage), self.password_env)
         try:
-            value = self.task(cfg)
+            with trial_time_limit(self.trial_timeout):  # in the job's own process
+                value = self.task(cfg)
         except BaseException as exc:
             _record(cfg, _error_outcome(exc))
             raise

@@ -7,7 +7,9 @@
 - **Job.** The job gets the trial's overrides plus ``trial.study_name``, ``trial.storage`` and
   ``trial.number``; job numbers are trial numbers. :func:`run_trials` asks a batch (one trial
   with Hydra's basic launcher; a launcher's parallelism otherwise) and hands it over in one
-  call, recording each trial's heartbeat (:class:`Heartbeat`) meanwhile.
+  call, recording each trial's heartbeat (:class:`~urbansound.sweep.heartbeat.Heartbeat`)
+  meanwhile. With ``hydra.sweeper.trial_timeout`` a job that runs past it is stopped, its
+  processes ended (:mod:`urbansound.sweep.limits`), and its trial told FAIL, not queued again.
 - **Tell.** COMPLETE with the returned value, PRUNED, or FAIL with the error (its ``error``
   user attribute, and ``error.txt`` in the job directory). Whatever goes wrong after ``ask``
   (a job that does not compose, Ctrl-C, a crash in this code) the trial is told: nothing is
@@ -22,12 +24,9 @@
 from __future__ import annotations
 
 import logging
-import math
-import os
-import socket
-import threading
 import time
 import traceback
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -38,16 +37,21 @@ from optuna.trial import FrozenTrial, TrialState
 
 from urbansound.config.overrides import format_value
 from urbansound.errors import TrialPruned, UrbansoundError
-from urbansound.sweep._compat import quiet_optuna
+from urbansound.sweep._compat import live_trial, quiet_optuna
 from urbansound.sweep.grid import yield_reason
+from urbansound.sweep.heartbeat import Heartbeat, worker_name
 from urbansound.sweep.launch import Job, JobOutcome, LaunchBatch
+from urbansound.sweep.limits import TrialTimeout, is_timeout, trial_time_limit
 from urbansound.sweep.settings import SweepSettings
-from urbansound.sweep.storage import SweepError, retrying, root_cause
+from urbansound.sweep.storage import SweepError, retrying
+from urbansound.sweep.trial_values import complete_values, record_constraints
 from urbansound.sweep.trials import (
     EXCESS_ATTR,
     HEARTBEAT_ATTR,
     OUTCOME_ATTR,
     PRUNER_ATTR,
+    RECORD_ATTR,
+    TIMED_OUT_ATTR,
     is_queued,
 )
 from urbansound.utils.files import atomic_write
@@ -56,67 +60,6 @@ log = logging.getLogger(__name__)
 
 #: The longest error text stored on a trial (its ``error`` user attribute).
 ERROR_MAX_CHARS = 2000
-
-
-# ---------------------------------------------------------------------------------------------
-# Heartbeats
-
-
-def worker_name(pid: int | None = None) -> str:
-    """``host:pid`` of a sweep process (this one by default): a trial's ``worker`` attribute."""
-    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
-
-
-def record_heartbeat(storage: BaseStorage, trial_id: int) -> None:
-    """Mark a running trial alive now (wall-clock time: machines need roughly synced clocks)."""
-    storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
-
-
-class Heartbeat:
-    """Records heartbeats of one running trial from a background thread.
-
-    The first heartbeat is recorded by ``__enter__`` itself; ``interval`` None records none. A
-    failed heartbeat is logged (once while the storage stays unreachable) and retried at the
-    next interval.
-    """
-
-    def __init__(self, storage: BaseStorage, trial_id: int, interval: int | None) -> None:
-        self._storage, self._trial_id, self._interval = storage, trial_id, interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> Heartbeat:
-        if self._interval is None:
-            return self
-        record_heartbeat(self._storage, self._trial_id)
-        self._thread = threading.Thread(target=self._run, name="urbansound-heartbeat", daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        assert self._interval is not None
-        failing = False
-        while not self._stop.wait(self._interval):
-            try:
-                record_heartbeat(self._storage, self._trial_id)
-            except Exception as exc:  # a storage hiccup; the next beat may get through
-                if not failing:
-                    log.warning(
-                        "heartbeat of trial id %d not recorded (retrying every %d s): %s",
-                        self._trial_id,
-                        self._interval,
-                        root_cause(exc),
-                    )
-                failing = True
-            else:
-                if failing:
-                    log.info("heartbeat of trial id %d recorded again", self._trial_id)
-                failing = False
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,6 +107,7 @@ def prepare_trial(
     if is_queued(frozen) and frozen.user_attrs.get("error"):
         trial.set_user_attr("error", None)  # copied from the trial this one re-runs
     storage.set_trial_system_attr(trial_id, PRUNER_ATTR, settings.pruner)
+    storage.set_trial_system_attr(trial_id, RECORD_ATTR, settings.recorded_names)
     job_overrides = settings.space.overrides(params)
     trial.set_user_attr("overrides", job_overrides)
     log.info("trial %d: %s", trial.number, " ".join(job_overrides) or "(no overrides)")
@@ -214,7 +158,15 @@ def run_trials(
                 numbers = [job.number for _, _, job in jobs]
                 log.info("launching trials %s with hydra/launcher=%s", numbers, settings.launcher)
             t0 = time.monotonic()
-            outcomes = launch_batch([job for _, _, job in jobs])
+            # Hydra's basic launcher runs the job here; another launcher's job limits itself
+            limit = settings.trial_timeout if settings.launcher == "basic" else None
+            with trial_time_limit(limit):
+                outcomes = launch_batch([job for _, _, job in jobs])
+    except TrialTimeout as exc:  # it fired outside the job itself (in the launcher's code)
+        for _, trial_id in asked:
+            storage.set_trial_system_attr(trial_id, TIMED_OUT_ATTR, exc.seconds)
+            abandon(study, storage, trial_id, f"TrialTimeout: {exc}", None)
+        return
     except KeyboardInterrupt:
         for _, trial_id in asked:
             abandon(
@@ -244,7 +196,7 @@ def run_trials(
                 abandon(study, storage, trial_id, message, settings)
                 continue
             outcome = _from_record(recorded, outcome.output_dir)
-        tell(study, trial, outcome, storage=storage, trial_id=trial_id, t0=t0)
+        tell(study, trial, outcome, storage=storage, trial_id=trial_id, t0=t0, settings=settings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,10 +204,18 @@ def run_trials(
 
 
 def tell(
-    study: Any, trial: Any, outcome: JobOutcome, *, storage: BaseStorage, trial_id: int, t0: float
+    study: Any,
+    trial: Any,
+    outcome: JobOutcome,
+    *,
+    storage: BaseStorage,
+    trial_id: int,
+    t0: float,
+    settings: SweepSettings,
 ) -> None:
-    """Record the job's outcome (COMPLETE, PRUNED or FAIL), retrying a briefly unreachable
-    storage; ``t0`` is the job's start (``time.monotonic``) for the logged duration."""
+    """Record the job's outcome (COMPLETE with a value per objective and the constraint values,
+    PRUNED or FAIL), retrying a briefly unreachable storage; ``t0`` is the job's start
+    (``time.monotonic``) for the logged duration."""
     stored = retrying("reading the trial", lambda: storage.get_trial(trial_id))
     if stored.state != TrialState.RUNNING:
         # Another process finished it meanwhile: most likely it took this trial for dead (no
@@ -274,14 +234,17 @@ def tell(
     error = outcome.error
     if error is None:
         try:
-            value = float(outcome.value)
-            if math.isnan(value):
-                raise ValueError
-        except (TypeError, ValueError):
-            error = ValueError(f"the job returned {outcome.value!r}, not a number")
+            values = complete_values(settings, outcome.value, stored.user_attrs)
+        except ValueError as exc:
+            error = exc
         else:
-            retrying(f"telling trial {trial.number}", lambda: tell_state(study, trial, value=value))
-            log.info("trial %d COMPLETE: %.4g (%.1f s)", trial.number, value, seconds)
+            if settings.constraints:
+                record_constraints(settings, trial, values, stored.user_attrs)
+            retrying(
+                f"telling trial {trial.number}", lambda: tell_state(study, trial, value=values)
+            )
+            shown = ", ".join(f"{v:.4g}" for v in values)
+            log.info("trial %d COMPLETE: %s (%.1f s)", trial.number, shown, seconds)
             return
     if isinstance(error, TrialPruned | optuna.TrialPruned):
         retrying(
@@ -291,6 +254,14 @@ def tell(
         log.info("trial %d PRUNED: %s (%.1f s)", trial.number, error, seconds)
         return
     message = f"{type(error).__name__}: {error}"[:ERROR_MAX_CHARS]
+    if is_timeout(error):  # not queued again: it would run past the limit again
+        message = str(error) if str(error).startswith("TrialTimeout:") else message
+        limit = settings.trial_timeout
+        retrying("storing the time limit", lambda: trial.set_user_attr("timed_out_after_s", limit))
+        retrying(
+            "storing the time limit",
+            lambda: storage.set_trial_system_attr(trial_id, TIMED_OUT_ATTR, limit),
+        )
     if outcome.output_dir:
         text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         try:
@@ -313,7 +284,11 @@ def _exc_info(error: BaseException) -> Any:
 
 
 def tell_state(
-    study: Any, trial: Any, *, value: float | None = None, state: TrialState | None = None
+    study: Any,
+    trial: Any,
+    *,
+    value: float | Sequence[float] | None = None,
+    state: TrialState | None = None,
 ) -> None:
     """``study.tell(trial, value, state=state)``, where a trial told already is no error.
 
@@ -382,7 +357,7 @@ def fail_ownerless(settings: SweepSettings, storage: BaseStorage, study: Any) ->
         if now - last <= grace:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        if tell_recorded(study, storage, trial_id, t):
+        if tell_recorded(study, storage, trial_id, t, settings):
             continue  # its sweep died, its launcher's job finished and recorded the outcome
         assigned = bool(t.params) or "grid_id" in t.system_attrs
         try:
@@ -425,7 +400,9 @@ def recorded_outcome(storage: BaseStorage, trial_id: int) -> dict[str, Any] | No
     return outcome if isinstance(outcome, dict) else None
 
 
-def tell_recorded(study: Any, storage: BaseStorage, trial_id: int, trial: FrozenTrial) -> bool:
+def tell_recorded(
+    study: Any, storage: BaseStorage, trial_id: int, trial: FrozenTrial, settings: SweepSettings
+) -> bool:
     """Tell an ownerless trial the outcome its job recorded; False when it recorded none.
 
     A sweep killed while a launcher's jobs run (a login node's session lost) leaves their
@@ -437,7 +414,16 @@ def tell_recorded(study: Any, storage: BaseStorage, trial_id: int, trial: Frozen
         return False
     try:
         if "value" in recorded:
-            tell_state(study, trial.number, value=float(recorded["value"]))
+            try:
+                values = complete_values(settings, recorded["value"], trial.user_attrs)
+            except ValueError as exc:
+                storage.set_trial_user_attr(trial_id, "error", f"ValueError: {exc}")
+                tell_state(study, trial.number, state=TrialState.FAIL)
+            else:
+                if settings.constraints:
+                    live = live_trial(study, trial_id)
+                    record_constraints(settings, live, values, trial.user_attrs)
+                tell_state(study, trial.number, value=values)
         elif "pruned" in recorded:
             tell_state(study, trial.number, state=TrialState.PRUNED)
         else:

@@ -1,15 +1,18 @@
-"""A study's trials as plain records, the rules that pick among them, and the Optuna plots.
+"""A study's trials as plain records, and what needs a study object: the Optuna plots.
 
 The one place outside the sweeper that touches Optuna: readers such as :mod:`urbansound.report`
 get :class:`StudyRecords` (dataclasses of plain values) from a storage with :func:`load_study`,
 or build them from run directories themselves, and hand them back here for what needs a study
-object (fANOVA importances, Optuna's plotly and matplotlib visualisations). Those functions
-rebuild an in-memory study from the records, so a sweep that has only run directories (Hydra's
-basic sweeper) gets the same plots as one with a storage.
+object (fANOVA importances, Optuna's plotly and matplotlib visualisations, the Pareto front).
+Those functions rebuild an in-memory study from the records with every trial at its own number
+(a trial that did not finish is a FAIL placeholder there, which no plot draws), its study's
+directions, metric names and constraint values, so the plots number and name trials as
+optuna-dashboard does; a sweep that has only run directories (Hydra's basic sweeper) gets the
+same plots as one with a storage.
 
-The rules every reader shares are written here once: :func:`is_leaky` (a run evaluated on the
-LEAKY random split), :func:`ranked` and :func:`best_trial` (the best COMPLETE trial that is not
-leaky), and :func:`override_params` (a run's overrides as parameters).
+The rules every reader shares (the LEAKY split, the best trial) are
+:mod:`urbansound.sweep.rules`'; the Pareto front of a study with several objectives is Optuna's
+(``best_trials``, :func:`pareto_numbers`).
 
 Storage strings are those of ``hydra.sweeper.storage``: an SQLAlchemy URL (``sqlite:///...``,
 ``postgresql://...``) or a file path for Optuna's journal storage. They are opened by
@@ -19,34 +22,27 @@ Storage strings are those of ``hydra.sweeper.storage``: an SQLAlchemy URL (``sql
 from __future__ import annotations
 
 import json
-import math
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any
 
-from urbansound.config.overrides import parse_override
 from urbansound.errors import ConfigError
 from urbansound.sweep._compat import quiet_optuna
+from urbansound.sweep.rules import SEEDED_ATTR
 from urbansound.sweep.storage import open_storage
 
-if TYPE_CHECKING:
-    from urbansound.training.results import RunResult
-
 __all__ = [
-    "RANDOM_SPLIT",
     "StudyRecords",
     "StudyTrial",
-    "best_trial",
-    "is_leaky",
     "load_study",
     "optimization_history_figure",
-    "override_params",
     "parallel_coordinate_figure",
     "param_importances",
     "param_importances_figure",
-    "ranked",
+    "pareto_front_figure",
+    "pareto_numbers",
     "study_names",
 ]
 
@@ -74,6 +70,19 @@ class StudyTrial:
     user_attrs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     completed: float | None = None  # POSIX time the trial finished (None: unknown or running)
+    # Every objective's value, in the study's order (``value`` is the first); None: none.
+    values: list[float] | None = None
+    # Optuna's constraint values by name (``inference_ms_per_clip<=5``: value - 5); feasible when
+    # every one is <= 0.
+    constraints: dict[str, float] = field(default_factory=dict)
+    # Where a warm start copied the trial from ({"storage", "study_name", "number"} or
+    # {"run_dir"}); None for a trial of this study's own.
+    seeded_from: dict[str, Any] | None = None
+
+    @property
+    def feasible(self) -> bool:
+        """True when every constraint holds (a study without constraints: always)."""
+        return all(v <= 0.0 for v in self.constraints.values())
 
     @property
     def run_dir(self) -> Path | None:
@@ -88,8 +97,12 @@ class StudyTrial:
 class StudyRecords:
     """A study in plain values: its name, storage, direction and trials (by number).
 
-    ``best_number`` / ``best_value`` are Optuna's own best trial (over every COMPLETE trial,
-    whatever its protocol); None when no trial completed or the records hold no storage's study.
+    ``direction`` is the first objective's; ``directions`` and ``metric_names`` hold every
+    objective's (empty: the one ``direction``, unnamed). ``best_number`` / ``best_value`` are
+    Optuna's own best trial of a single-objective study (over every COMPLETE, feasible trial,
+    whatever its protocol); None when no trial completed, the study has several objectives, or
+    the records hold no storage's study. ``pareto`` is Optuna's Pareto front (``best_trials``)
+    of a study with several objectives, by trial number.
     """
 
     name: str
@@ -99,89 +112,23 @@ class StudyRecords:
     best_number: int | None = None
     best_value: float | None = None
     user_attrs: dict[str, Any] = field(default_factory=dict)
+    directions: list[str] = field(default_factory=list)
+    metric_names: list[str] = field(default_factory=list)
+    pareto: list[int] = field(default_factory=list)
 
-
-# ---------------------------------------------------------------------------------------------
-# Rules every reader shares
-
-#: ``cv.name`` of the tutorial's random 80/20 split: slices of one recording end up in train and
-#: test, so its accuracy is inflated (LEAKY) and never the best.
-RANDOM_SPLIT = "random_split"
-
-
-def is_leaky(
-    results: RunResult | None,
-    config: Mapping[str, Any] | None = None,
-    params: Mapping[str, Any] | None = None,
-) -> bool:
-    """True for a run evaluated on the LEAKY random split.
-
-    The run's ``results.json`` says so (``leaky``); without readable results, its
-    ``config.yaml`` (``cv.name``) or, without either, its swept ``cv`` choice.
-    """
-    if results is not None:
-        return bool(results.leaky)
-    cv = (config or {}).get("cv") or {}
-    return cv.get("name") == RANDOM_SPLIT or (params or {}).get("cv") == RANDOM_SPLIT
-
-
-class Ranked(Protocol):
-    """What :func:`ranked` needs of a trial: its number, state and value."""
+    def __post_init__(self) -> None:
+        if not self.directions:
+            self.directions = [self.direction]
 
     @property
-    def number(self) -> int | None: ...
+    def is_multi_objective(self) -> bool:
+        """True for a study with several objectives."""
+        return len(self.directions) > 1
 
     @property
-    def state(self) -> str: ...
-
-    @property
-    def value(self) -> float | None: ...
-
-
-T = TypeVar("T", bound=Ranked)
-
-
-def ranked(trials: Iterable[T], *, direction: str = "maximize") -> list[T]:
-    """The COMPLETE trials with a finite value, best first (ties: the lower number first)."""
-    done = [
-        t
-        for t in trials
-        if t.state == "COMPLETE" and t.value is not None and math.isfinite(t.value)
-    ]
-    sign = -1.0 if direction == "maximize" else 1.0
-    return sorted(done, key=lambda t: (sign * float(t.value or 0.0), t.number or 0))
-
-
-def best_trial(
-    trials: Iterable[T], *, direction: str = "maximize", leaky: Callable[[T], bool]
-) -> T | None:
-    """The best COMPLETE trial not evaluated on the LEAKY random split; None when there is none.
-
-    ``leaky`` tells a leaky trial (e.g. :func:`is_leaky` of its run directory's results); it is
-    asked best first, and no further than the first trial that is not.
-    """
-    return next((t for t in ranked(trials, direction=direction) if not leaky(t)), None)
-
-
-def override_params(overrides: Sequence[str], *, skip: Sequence[str] = ()) -> dict[str, Any]:
-    """A run's ``key=value`` overrides as ``{key: value}``, skipping keys under ``skip`` prefixes
-    (e.g. the sweeper's ``trial``); sweeps, deletions and text that is no override are left out.
-    Lists and dicts are kept as written (they are shown and compared as text)."""
-    out: dict[str, Any] = {}
-    for text in overrides:
-        try:
-            parsed = parse_override(text)
-        except ConfigError:
-            continue
-        if parsed is None:
-            continue
-        key, value = parsed
-        if any(key == s or key.startswith((s + ".", s + "/")) for s in skip):
-            continue
-        if isinstance(value, Mapping | list | tuple):
-            value = text.split("=", 1)[1]
-        out[key] = value
-    return out
+    def metric(self) -> str:
+        """The first objective's name (``Objective Value`` when the study named none)."""
+        return self.metric_names[0] if self.metric_names else "Objective Value"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,10 +164,9 @@ def load_study(storage: str, study_name: str, *, password_env: str | None = None
     Raises
     ------
     ConfigError
-        When the storage cannot be opened, the study is not there, or it has several objectives.
+        When the storage cannot be opened or the study is not there.
     """
     import optuna
-    from optuna.distributions import distribution_to_json
 
     opened = open_storage(storage, create=False, password_env=password_env)
     with quiet_optuna(info=False):
@@ -228,39 +174,49 @@ def load_study(storage: str, study_name: str, *, password_env: str | None = None
             study = optuna.load_study(study_name=study_name, storage=opened)
         except KeyError:
             raise ConfigError(f"no study {study_name} in the storage") from None
-        if len(study.directions) != 1:
-            raise ConfigError(f"study {study_name} has several objectives; reports need one")
-        trials = []
-        for t in study.get_trials(deepcopy=False):
-            error = t.user_attrs.get("error") or t.system_attrs.get("fail_reason")
-            trials.append(
-                StudyTrial(
-                    number=t.number,
-                    state=t.state.name,
-                    value=float(t.value) if t.value is not None else None,
-                    params=dict(t.params),
-                    distributions={k: distribution_to_json(d) for k, d in t.distributions.items()},
-                    intermediate_values={
-                        int(k): float(v) for k, v in t.intermediate_values.items()
-                    },
-                    duration_s=t.duration.total_seconds() if t.duration is not None else None,
-                    user_attrs=dict(t.user_attrs),
-                    error=str(error) if error else None,
-                    completed=t.datetime_complete.timestamp() if t.datetime_complete else None,
-                )
-            )
-        best = None
-        if any(t.state == "COMPLETE" for t in trials):
+        trials = [_plain_trial(t) for t in study.get_trials(deepcopy=False)]
+        directions = [d.name.lower() for d in study.directions]
+        best, pareto = None, []
+        if len(directions) == 1 and any(t.state == "COMPLETE" and t.feasible for t in trials):
             best = study.best_trial
+        elif len(directions) > 1:
+            pareto = sorted(t.number for t in study.best_trials)
         return StudyRecords(
             name=study.study_name,
-            direction=study.direction.name.lower(),
+            direction=directions[0],
             trials=trials,
             storage=storage,
             best_number=best.number if best else None,
             best_value=float(best.value) if best else None,
             user_attrs=dict(study.user_attrs),
+            directions=directions,
+            metric_names=list(study.metric_names or []),
+            pareto=pareto,
         )
+
+
+def _plain_trial(t: Any) -> StudyTrial:
+    """An Optuna ``FrozenTrial`` as a :class:`StudyTrial`."""
+    from optuna.distributions import distribution_to_json
+
+    error = t.user_attrs.get("error") or t.system_attrs.get("fail_reason")
+    values = [float(v) for v in t.values] if t.values is not None else None
+    seeded = t.system_attrs.get(SEEDED_ATTR)
+    return StudyTrial(
+        number=t.number,
+        state=t.state.name,
+        value=values[0] if values else None,
+        params=dict(t.params),
+        distributions={k: distribution_to_json(d) for k, d in t.distributions.items()},
+        intermediate_values={int(k): float(v) for k, v in t.intermediate_values.items()},
+        duration_s=t.duration.total_seconds() if t.duration is not None else None,
+        user_attrs=dict(t.user_attrs),
+        error=str(error) if error else None,
+        completed=t.datetime_complete.timestamp() if t.datetime_complete else None,
+        values=values,
+        constraints={str(k): float(v) for k, v in t.constraints.items()},
+        seeded_from=dict(seeded) if isinstance(seeded, Mapping) else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,20 +254,39 @@ def _choice(v: Any) -> Any:
     return v if v is None or isinstance(v, bool | int | float | str) else json.dumps(v)
 
 
-def _study(records: StudyRecords | Sequence[StudyTrial], *, direction: str = "maximize") -> Any:
-    """An in-memory Optuna study holding the COMPLETE and PRUNED trials."""
+def _study(
+    records: StudyRecords | Sequence[StudyTrial],
+    *,
+    direction: str = "maximize",
+    leave_out: Iterable[int] = (),
+) -> Any:
+    """An in-memory Optuna study of the records: every trial at its own number (one that did not
+    finish, or one left out, as a FAIL placeholder), with the study's directions, metric names
+    and constraint values."""
     if isinstance(records, StudyRecords):
-        trials, direction, name = records.trials, records.direction, records.name
+        trials, name = records.trials, records.name
+        directions, names = records.directions, records.metric_names
     else:
-        trials, name = list(records), "records"
+        trials, name, directions, names = list(records), "records", [direction], []
     import optuna
     from optuna.distributions import CategoricalDistribution
 
+    skip = set(leave_out)
     with quiet_optuna(info=False):
-        done = [t for t in trials if t.state in ("COMPLETE", "PRUNED")]
-        dists = _distributions(done)
-        study = optuna.create_study(study_name=name, direction=direction)
-        for t in sorted(done, key=lambda t: t.number):
+        done = {
+            t.number: t
+            for t in trials
+            if t.state in ("COMPLETE", "PRUNED") and t.number not in skip and t.number >= 0
+        }
+        dists = _distributions(list(done.values()))
+        study = optuna.create_study(study_name=name, directions=directions)
+        if names and len(names) == len(directions):
+            study.set_metric_names(list(names))
+        for number in range(max(done, default=-1) + 1):
+            t = done.get(number)
+            if t is None or (t.state == "COMPLETE" and _values(t, directions) is None):
+                study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+                continue
             params = {
                 k: (_choice(v) if isinstance(dists[k], CategoricalDistribution) else v)
                 for k, v in t.params.items()
@@ -320,13 +295,30 @@ def _study(records: StudyRecords | Sequence[StudyTrial], *, direction: str = "ma
             study.add_trial(
                 optuna.trial.create_trial(
                     state=state,
-                    value=t.value if state == optuna.trial.TrialState.COMPLETE else None,
+                    values=_values(t, directions) if state.name == "COMPLETE" else None,
                     params=params,
                     distributions={k: dists[k] for k in params},
-                    intermediate_values=dict(t.intermediate_values),
+                    intermediate_values=dict(t.intermediate_values) if len(directions) == 1 else {},
+                    constraints=dict(t.constraints) or None,
                 )
             )
     return study
+
+
+def _values(t: StudyTrial, directions: Sequence[str]) -> list[float] | None:
+    """A COMPLETE trial's objective values, one per direction; None when it lacks one."""
+    values = t.values if t.values is not None else ([t.value] if t.value is not None else None)
+    if values is None or len(values) != len(directions):
+        return None
+    return list(values)
+
+
+def _target(study: Any) -> dict[str, Any]:
+    """The keyword arguments that plot a study's first objective under its metric's name."""
+    names = study.metric_names or ["Objective Value"]
+    if len(study.directions) == 1:
+        return {"target_name": names[0]}
+    return {"target": lambda t: t.values[0], "target_name": names[0]}
 
 
 def _complete_with_params(study: Any) -> list[Any]:
@@ -336,17 +328,19 @@ def _complete_with_params(study: Any) -> list[Any]:
 def param_importances(
     records: StudyRecords | Sequence[StudyTrial], *, direction: str = "maximize"
 ) -> dict[str, float]:
-    """fANOVA importance of each parameter (seed 0), largest first; {} with < 2 COMPLETE trials."""
+    """fANOVA importance of each parameter (seed 0) for the first objective, largest first; {}
+    with < 2 COMPLETE trials."""
     study = _study(records, direction=direction)
     if len(_complete_with_params(study)) < 2:
         return {}
     import optuna
 
+    target = _target(study).get("target")
     with quiet_optuna(info=False):
         # fANOVA warns when a parameter never varied; the importance is still defined (0)
         warnings.simplefilter("ignore", UserWarning)
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-        found = optuna.importance.get_param_importances(study, evaluator=evaluator)
+        found = optuna.importance.get_param_importances(study, evaluator=evaluator, target=target)
         return {k: float(v) for k, v in found.items()}
 
 
@@ -355,18 +349,22 @@ def optimization_history_figure(
     *,
     direction: str = "maximize",
     backend: str = "plotly",
+    leave_out: Iterable[int] = (),
 ) -> Any:
-    """Optuna's optimisation history of the COMPLETE trials: a plotly figure, or a matplotlib
-    :class:`~matplotlib.figure.Figure` with ``backend="matplotlib"``."""
+    """Optuna's optimisation history of the COMPLETE trials (the first objective's, under its
+    metric's name, at Optuna's trial numbers): a plotly figure, or a matplotlib
+    :class:`~matplotlib.figure.Figure` with ``backend="matplotlib"``. Trials numbered in
+    ``leave_out`` are not drawn (their numbers stay theirs)."""
     import optuna
 
-    study = _study(records, direction=direction)
+    study = _study(records, direction=direction, leave_out=leave_out)
     with quiet_optuna(info=False):
         if backend == "plotly":
-            return optuna.visualization.plot_optimization_history(study)
+            return optuna.visualization.plot_optimization_history(study, **_target(study))
         if backend != "matplotlib":
             raise ValueError(f"backend must be 'plotly' or 'matplotlib', not {backend!r}")
-        return _detach(optuna.visualization.matplotlib.plot_optimization_history(study))
+        ax = optuna.visualization.matplotlib.plot_optimization_history(study, **_target(study))
+        return _detach(ax)
 
 
 def param_importances_figure(
@@ -388,12 +386,49 @@ def param_importances_figure(
 def parallel_coordinate_figure(
     records: StudyRecords | Sequence[StudyTrial], *, direction: str = "maximize"
 ) -> Any:
-    """Optuna's plotly parallel-coordinate plot of the COMPLETE trials."""
+    """Optuna's plotly parallel-coordinate plot of the COMPLETE trials (the first objective,
+    under its metric's name)."""
     import optuna
 
     study = _study(records, direction=direction)
     with quiet_optuna(info=False):
-        return optuna.visualization.plot_parallel_coordinate(study)
+        return optuna.visualization.plot_parallel_coordinate(study, **_target(study))
+
+
+def pareto_numbers(records: StudyRecords, *, leave_out: Iterable[int] = ()) -> list[int]:
+    """The Pareto front of a study with several objectives (Optuna's ``best_trials``: the
+    feasible COMPLETE trials no other feasible one dominates), by trial number, among the trials
+    not in ``leave_out`` (e.g. the LEAKY ones)."""
+    study = _study(records, leave_out=leave_out)
+    with quiet_optuna(info=False):
+        return sorted(t.number for t in study.best_trials)
+
+
+def pareto_front_figure(
+    records: StudyRecords, *, leave_out: Iterable[int] = (), backend: str = "plotly"
+) -> Any:
+    """Optuna's Pareto-front plot of a study with 2 or 3 objectives (axes named after its
+    metrics; infeasible trials apart when it has constraints): plotly, or a matplotlib Figure
+    with ``backend="matplotlib"``.
+
+    Raises
+    ------
+    ValueError
+        A study with one objective or more than three.
+    """
+    import optuna
+
+    if len(records.directions) not in (2, 3):
+        raise ValueError(
+            f"a Pareto front is drawn for 2 or 3 objectives, not {len(records.directions)}"
+        )
+    study = _study(records, leave_out=leave_out)
+    names = list(study.metric_names or [f"objective {i}" for i in range(len(records.directions))])
+    with quiet_optuna(info=False):
+        if backend == "plotly":
+            return optuna.visualization.plot_pareto_front(study, target_names=names)
+        ax = optuna.visualization.matplotlib.plot_pareto_front(study, target_names=names)
+        return _detach(ax)
 
 
 def _detach(ax: Any) -> Any:

@@ -14,6 +14,9 @@
   has ended. Several machines run the same command against a PostgreSQL storage; the storage
   is the only coordination. A trial's own life (ask, job, tell, heartbeats, retries) is
   :mod:`urbansound.sweep.lifecycle`.
+- **Time budget.** With ``hydra.sweeper.timeout`` no worker starts a trial once that many
+  seconds have passed since the sweep started; running trials finish, and the summary is
+  written as usual.
 - **Seeds.** The first worker on a new study uses the configured seed; other workers and resumed
   runs derive theirs (:func:`~urbansound.sweep.settings.derive_seed`).
 """
@@ -26,31 +29,21 @@ import os
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from urbansound.errors import ConfigError, UrbansoundError
 from urbansound.sweep._compat import quiet_optuna
 from urbansound.sweep.conditional import Check, Compose, resolve_settings
+from urbansound.sweep.heartbeat import worker_name
 from urbansound.sweep.launch import Launch, LaunchBatch, one_at_a_time
-from urbansound.sweep.lifecycle import (
-    abandon,
-    fail_ownerless,
-    requeue,
-    run_trials,
-    worker_name,
-)
+from urbansound.sweep.lifecycle import abandon, fail_ownerless, run_trials
 from urbansound.sweep.ownership import Owner, check_sweep_dir, claim_sweep_dir
-from urbansound.sweep.settings import (
-    SweepSettings,
-    build_pruner,
-    build_sampler,
-    resolve_sampler_target,
-)
+from urbansound.sweep.settings import SweepSettings, resolve_sampler_target
 from urbansound.sweep.storage import (
     SweepError,
     open_storage,
@@ -58,107 +51,17 @@ from urbansound.sweep.storage import (
     retrying,
     use_password_env,
 )
+from urbansound.sweep.study import open_study, prepare_study, record_sweep_dir, study_record
 from urbansound.sweep.summary import SweepSummary, summarize
-from urbansound.sweep.trials import EXCESS_ATTR, Progress, study_progress, superseded
+from urbansound.sweep.trials import Progress, study_progress
 from urbansound.sweep.urls import display_storage
 
 log = logging.getLogger(__name__)
 
-
-def _describe_node(node: dict[str, Any]) -> str:
-    args = ", ".join(f"{k}={v!r}" for k, v in sorted(node.items()) if k != "_target_")
-    return f"{str(node.get('_target_')).rsplit('.', 1)[-1]}({args})"
-
-
-def _check_identity(settings: SweepSettings, study: Any) -> None:
-    """ConfigError when the study was created with another sampler, pruner or direction."""
-    if study.direction.name.lower() != settings.direction:
-        raise ConfigError(
-            f"study {settings.study_name!r} exists with direction "
-            f"{study.direction.name.lower()}; hydra.sweeper.direction is {settings.direction}: "
-            "choose another hydra.sweeper.study_name, or the study's direction to continue it"
-        )
-    wanted = settings.identity()
-    stored = study.user_attrs
-    for key in ("sampler", "pruner"):
-        if key in stored and stored[key] != wanted[key]:
-            raise ConfigError(
-                f"study {settings.study_name!r} in {display_storage(settings.storage)} was run "
-                f"with {key} {_describe_node(stored[key])}; this sweep has "
-                f"{_describe_node(wanted[key])}: choose another hydra.sweeper.study_name for a "
-                f"new study, or the study's {key} settings to continue it"
-            )
-
-
-def open_study(settings: SweepSettings, *, worker: int) -> tuple[BaseStorage, Any]:
-    """The (prepared) study reopened with this worker's sampler and the sweep's pruner;
-    returns its storage and the ``optuna.Study``."""
-    storage = open_storage(settings.storage, password_env=settings.password_env)
-    study_id = storage.get_study_id_from_name(settings.study_name)
-    n_existing = len(storage.get_all_trials(study_id, deepcopy=False))
-    with quiet_optuna():
-        study = optuna.load_study(
-            storage=storage,
-            study_name=settings.study_name,
-            sampler=build_sampler(
-                settings.sampler, settings.space, worker=worker, n_existing=n_existing
-            ),
-            pruner=build_pruner(settings.pruner),
-        )
-    return storage, study
-
-
-def prepare_study(settings: SweepSettings) -> tuple[BaseStorage, Any]:
-    """Create or reopen the study, check its identity, fail ownerless trials, record settings.
-
-    Raises
-    ------
-    ConfigError
-        When the study exists with another sampler, pruner or direction, naming what differs.
-    """
-    storage = open_storage(settings.storage, password_env=settings.password_env)
-    try:
-        storage.get_study_id_from_name(settings.study_name)
-        exists = True
-    except KeyError:
-        exists = False
-    with quiet_optuna():
-        if exists:
-            study = optuna.load_study(study_name=settings.study_name, storage=storage)
-        else:
-            study = optuna.create_study(
-                storage=storage,
-                study_name=settings.study_name,
-                direction=settings.direction,
-                load_if_exists=True,  # another machine may create it at the same moment
-            )
-    _check_identity(settings, study)
-    identity = settings.identity()
-    for key in ("sampler", "pruner"):
-        if key not in study.user_attrs:
-            study.set_user_attr(key, identity[key])
-    fail_ownerless(settings, storage, study)
-    with quiet_optuna():
-        study.set_metric_names([settings.metric_name])
-    study.set_user_attr("search_space", settings.space.to_json())
-    study.set_user_attr("fixed_overrides", list(settings.space.fixed))
-    if settings.space.is_conditional:
-        study.set_user_attr(
-            "branches",
-            [{"choices": dict(b.choices), "keys": list(b.keys)} for b in settings.space.branches],
-        )
-    if settings.retry_failed:
-        trials = study.get_trials(deepcopy=False)
-        gone = superseded(trials)
-        for t in trials:
-            if (
-                t.state == TrialState.FAIL
-                and t.number not in gone
-                and not t.system_attrs.get(EXCESS_ATTR)
-            ):
-                log.info("trial %d failed in an earlier run: queued again", t.number)
-                requeue(study, t, None)
-    return storage, study
+#: The sweep's clock for ``hydra.sweeper.timeout`` (seconds; ``time.monotonic``, one clock for
+#: every process of the machine, so forked workers share the deadline). Tests replace it to
+#: drive time.
+clock = time.monotonic
 
 
 def run_worker(
@@ -167,8 +70,10 @@ def run_worker(
     *,
     worker: int = 0,
     launch_batch: LaunchBatch | None = None,
+    deadline: float | None = None,
 ) -> Progress:
-    """Ask, launch and tell trials until the study holds ``n_trials`` (or too many failed).
+    """Ask, launch and tell trials until the study holds ``n_trials`` (or too many failed, or
+    :data:`clock` has passed ``deadline``: ``hydra.sweeper.timeout``).
 
     With ``launch_batch`` (a launcher other than Hydra's basic one), trials go to the launcher
     in batches of up to ``settings.batch_size``; otherwise one at a time through ``launch``
@@ -214,13 +119,20 @@ def run_worker(
                 waiting_logged = progress.running
             time.sleep(min(settings.heartbeat_interval, 5))
             continue
+        if deadline is not None and clock() >= deadline:
+            log.warning(
+                "hydra.sweeper.timeout=%g s has passed: no new trial is started (%s)",
+                settings.timeout,
+                progress.describe(settings.n_trials),
+            )
+            return progress
         log.info("sweep %s: %s", settings.study_name, progress.describe(settings.n_trials))
         size = min(batch_size, settings.n_trials - progress.counted)
         run_trials(settings, storage, study, study_id, batch, size=size)
 
 
 def _worker_process(
-    settings: SweepSettings, launch: Launch, worker: int, parent: int
+    settings: SweepSettings, launch: Launch, worker: int, parent: int, deadline: float | None
 ) -> None:  # pragma: no cover - runs in a forked child; covered through subprocess tests
     def watchdog() -> None:
         while os.getppid() == parent:
@@ -230,7 +142,7 @@ def _worker_process(
     threading.Thread(target=watchdog, name="urbansound-watchdog", daemon=True).start()
     code = 0
     try:
-        run_worker(settings, launch, worker=worker)
+        run_worker(settings, launch, worker=worker, deadline=deadline)
     except KeyboardInterrupt:
         code = 130
     except UrbansoundError as exc:
@@ -245,7 +157,11 @@ def _worker_process(
 
 
 def run_workers(
-    settings: SweepSettings, launch: Launch, *, launch_batch: LaunchBatch | None = None
+    settings: SweepSettings,
+    launch: Launch,
+    *,
+    launch_batch: LaunchBatch | None = None,
+    deadline: float | None = None,
 ) -> None:
     """Run ``settings.n_jobs`` workers: in this process for one, else in forked processes.
 
@@ -264,7 +180,7 @@ def run_workers(
         When a worker process stopped with an error (a storage that stayed down, a bug).
     """
     if settings.n_jobs == 1:
-        run_worker(settings, launch, worker=0, launch_batch=launch_batch)
+        run_worker(settings, launch, worker=0, launch_batch=launch_batch, deadline=deadline)
         return
     if launch_batch is not None:
         raise ConfigError("hydra.sweeper.n_jobs > 1 forks workers for Hydra's basic launcher only")
@@ -276,7 +192,7 @@ def run_workers(
     def start(worker: int) -> Any:
         proc = ctx.Process(
             target=_worker_process,
-            args=(settings, launch, worker, parent),
+            args=(settings, launch, worker, parent, deadline),
             name=f"urbansound-sweep-worker-{worker}",
         )
         proc.start()
@@ -373,19 +289,6 @@ def fail_dead_worker(settings: SweepSettings, pid: int, how: str) -> list[int]:
     return mine
 
 
-def study_record(settings: SweepSettings) -> dict[str, Any]:
-    """What ``<sweep dir>/study.json`` holds: the study and storage the directory belongs to,
-    its direction and metric, and the name of the environment variable holding the storage's
-    password (for readers: the report, ``fit``)."""
-    return {
-        "study_name": settings.study_name,
-        "storage": display_storage(settings.storage),
-        "direction": settings.direction,
-        "metric": settings.metric_name,
-        "password_env": settings.password_env,
-    }
-
-
 def run_sweep(
     settings: SweepSettings,
     launch: Launch,
@@ -413,6 +316,7 @@ def run_sweep(
     """
     if compose is not None:
         settings = resolve_settings(settings, compose, check)
+    started = clock()
     owner = Owner(settings.storage, settings.study_name)
     if sweep_dir is not None:  # another study's directory: stop before the study is touched
         check_sweep_dir(sweep_dir, owner)
@@ -422,6 +326,7 @@ def run_sweep(
     storage, study = retrying("opening the study", lambda: prepare_study(settings))
     if sweep_dir is not None:  # before any trial; a sweep that started at the same moment on
         claim_sweep_dir(sweep_dir, owner, study_record(settings))  # this directory may win
+        retrying("recording the sweep directory", partial(record_sweep_dir, study, sweep_dir))
     progress = study_progress(study.get_trials(deepcopy=False))
     log.info(
         "study %s in %s: %d trials counted (%d complete, %d pruned, %d failed, %d running); "
@@ -444,5 +349,6 @@ def run_sweep(
     )
     release(storage)
     del study
-    run_workers(settings, launch, launch_batch=launch_batch)
+    deadline = None if settings.timeout is None else started + settings.timeout
+    run_workers(settings, launch, launch_batch=launch_batch, deadline=deadline)
     return retrying("reading the results", lambda: summarize(settings, sweep_dir))

@@ -22,6 +22,13 @@ from urbansound.config.overrides import override_key
 from urbansound.errors import ConfigError
 from urbansound.sweep._compat import quiet_optuna
 from urbansound.sweep.grid import BranchGridSampler, grid_n_trials
+from urbansound.sweep.objectives import (
+    Constraint,
+    Objective,
+    parse_constraints,
+    parse_objectives,
+)
+from urbansound.sweep.points import parse_enqueue
 from urbansound.sweep.space import SearchSpace, build_search_space, derive_study_name
 from urbansound.sweep.storage import PASSWORD_ENV_KEY, normalize_storage
 from urbansound.sweep.urls import check_password_env
@@ -35,6 +42,8 @@ TPE_SAMPLER = "optuna.samplers.TPESampler"
 #: (:func:`resolve_sampler_target`); derived study names hash it, so it stays as written.
 AUTO_SAMPLER = "urbansound.sweep.auto_sampler"
 NOP_PRUNER = "optuna.pruners.NopPruner"
+#: Samplers of one objective only (Optuna raises inside ``study.ask`` for several).
+_SINGLE_OBJECTIVE_SAMPLERS = frozenset({"optuna.samplers.CmaEsSampler"})
 # Samplers whose draws are indexed by trial number: every worker and every resumed run must use
 # the same seed, or two of them would map one grid id / sequence index to different points.
 _SEED_SHARED = frozenset({GRID_SAMPLER, "optuna.samplers.QMCSampler"})
@@ -61,7 +70,11 @@ def derive_seed(seed: int, *, worker: int, n_existing: int) -> int:
 
 
 def build_sampler(
-    conf: Mapping[str, Any], space: SearchSpace, *, worker: int = 0, n_existing: int = 0
+    conf: Mapping[str, Any],
+    space: SearchSpace,
+    *,
+    worker: int = 0,
+    n_existing: int = 0,
 ) -> optuna.samplers.BaseSampler:
     """Instantiate the sampler node (``hydra.sweeper.sampler``) for ``space``."""
     from hydra.utils import instantiate
@@ -121,8 +134,8 @@ class SweepSettings:
     sampler: dict[str, Any]
     pruner: dict[str, Any]
     n_trials: int
-    direction: str
-    metric_name: str
+    # One or several; the first is the one a task's plain number return value gives.
+    objectives: tuple[Objective, ...]
     n_jobs: int
     max_failure_rate: float
     retry_failed: bool
@@ -137,6 +150,16 @@ class SweepSettings:
     launcher: str = "basic"
     # The environment variable holding the storage's password (its name), or None.
     password_env: str | None = None
+    # Bounds on objectives or recorded values; an infeasible trial is never the best.
+    constraints: tuple[Constraint, ...] = ()
+    # Known configurations to run first (each a tuple of override texts), once per study.
+    enqueue: tuple[tuple[str, ...], ...] = ()
+    # A storage URL, sweep or run directory whose trials seed a new study (and its study name).
+    warm_start: str | None = None
+    warm_start_study: str | None = None
+    # Seconds after which no new trial is started / after which a trial is stopped as FAIL.
+    timeout: float | None = None
+    trial_timeout: float | None = None
 
     @property
     def max_failures(self) -> int:
@@ -155,11 +178,40 @@ class SweepSettings:
         """True when the sampler is Optuna's grid sampler (``auto`` on a discrete space too)."""
         return resolve_sampler_target(self.sampler, self.space) == GRID_SAMPLER
 
+    @property
+    def directions(self) -> list[str]:
+        """The objectives' directions, in order."""
+        return [o.direction for o in self.objectives]
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The objectives' names, in order (the dashboard's metric names)."""
+        return [o.name for o in self.objectives]
+
+    @property
+    def is_multi_objective(self) -> bool:
+        """True with several objectives (a Pareto front, no single best)."""
+        return len(self.objectives) > 1
+
+    @property
+    def recorded_names(self) -> list[str]:
+        """Every value a job records on its trial: the objectives, then the constraints'."""
+        names = self.metric_names
+        return names + [
+            n for n in dict.fromkeys(c.name for c in self.constraints) if n not in names
+        ]
+
     def identity(self) -> dict[str, Any]:
-        """What makes a study this sweep's: sampler and pruner (type and settings), direction."""
+        """What makes a study this sweep's: sampler and pruner (type and settings), objectives
+        (names and directions) and constraints."""
         sampler = dict(self.sampler)
         sampler["_target_"] = resolve_sampler_target(sampler, self.space)
-        return {"sampler": sampler, "pruner": dict(self.pruner), "direction": self.direction}
+        return {
+            "sampler": sampler,
+            "pruner": dict(self.pruner),
+            "objectives": [[o.name, o.direction] for o in self.objectives],
+            "constraints": [c.text for c in self.constraints],
+        }
 
 
 def _opt_int(value: Any, key: str, *, minimum: int) -> int | None:
@@ -262,14 +314,12 @@ def sweep_settings(
     """
     space = build_search_space(conf["params"], arguments)
     sampler, pruner = _node(conf, "sampler"), _node(conf, "pruner")
-
-    direction = conf["direction"]
-    if direction not in ("maximize", "minimize"):
-        raise ConfigError(
-            f"hydra.sweeper.direction must be maximize or minimize, got {direction!r}"
-        )
+    objectives = parse_objectives(conf["objectives"], conf["direction"], conf["metric_name"])
+    constraints = parse_constraints(conf["constraints"], key="hydra.sweeper.constraints")
 
     target = resolve_sampler_target(sampler, space)
+    if len(objectives) > 1:
+        _check_multi_objective(target, pruner)
     n_trials = _opt_int(conf["n_trials"], "n_trials", minimum=1)
     if target == GRID_SAMPLER:
         n_trials = grid_n_trials(n_trials, space.grid_size())  # ConfigError: a continuous key
@@ -313,6 +363,21 @@ def sweep_settings(
             f"({interval}), or a live trial would be taken for a dead one"
         )
 
+    enqueue = parse_enqueue(conf["enqueue"])
+    warm_start = _opt_text(conf["warm_start"], "warm_start")
+    warm_start_study = _opt_text(conf["warm_start_study"], "warm_start_study")
+    if warm_start_study is not None and warm_start is None:
+        raise ConfigError(
+            "hydra.sweeper.warm_start_study names the study of hydra.sweeper.warm_start: give "
+            "warm_start=<storage URL> too"
+        )
+    if target == GRID_SAMPLER and (enqueue or warm_start is not None):
+        raise ConfigError(
+            "hydra.sweeper.enqueue and warm_start seed a search; a grid runs each of its points "
+            "once (a resumed grid skips the points it ran): choose a sampler such as "
+            "hydra/sweeper/sampler=tpe, or leave them out"
+        )
+
     storage = normalize_storage(conf["storage"])
     password_env = conf["storage_password_env"]
     if password_env is not None:
@@ -328,7 +393,11 @@ def sweep_settings(
         space_overrides = [
             o for o in hydra_overrides if override_key(o).startswith("hydra.sweeper.params")
         ]
-        identity = {"sampler": sampler, "pruner": pruner}
+        identity: dict[str, Any] = {"sampler": sampler, "pruner": pruner}
+        if len(objectives) > 1 or constraints:
+            # (one objective without constraints keeps the names that earlier versions derived)
+            identity["objectives"] = [[o.name, o.direction] for o in objectives]
+            identity["constraints"] = [c.text for c in constraints]
         name = derive_study_name(space, [*arguments, *space_overrides], identity=identity)
     if not isinstance(name, str) or not name:
         raise ConfigError(f"hydra.sweeper.study_name must be a non-empty string, got {name!r}")
@@ -339,8 +408,7 @@ def sweep_settings(
         sampler=sampler,
         pruner=pruner,
         n_trials=n_trials,
-        direction=direction,
-        metric_name=conf["metric_name"],
+        objectives=objectives,
         n_jobs=n_jobs or 1,
         max_failure_rate=float(rate),
         retry_failed=conf["retry_failed"],
@@ -351,4 +419,42 @@ def sweep_settings(
         batch_size=batch_size,
         launcher=launcher_name,
         password_env=password_env,
+        constraints=constraints,
+        enqueue=enqueue,
+        warm_start=warm_start,
+        warm_start_study=warm_start_study,
+        timeout=_opt_seconds(conf["timeout"], "timeout"),
+        trial_timeout=_opt_seconds(conf["trial_timeout"], "trial_timeout"),
     )
+
+
+def _check_multi_objective(target: str, pruner: Mapping[str, Any]) -> None:
+    """ConfigError when the sampler or pruner cannot run a study with several objectives."""
+    if target in _SINGLE_OBJECTIVE_SAMPLERS:
+        raise ConfigError(
+            f"hydra.sweeper.sampler: {target.rsplit('.', 1)[-1]} optimises one objective; with "
+            "several hydra.sweeper.objectives choose hydra/sweeper/sampler=tpe, nsga2, nsga3, "
+            "gp, random, qmc or grid"
+        )
+    if pruner.get("_target_") != NOP_PRUNER:
+        raise ConfigError(
+            f"hydra.sweeper.pruner ({str(pruner.get('_target_')).rsplit('.', 1)[-1]}): Optuna "
+            "prunes single-objective studies only (a trial reports one value per epoch); with "
+            "several hydra.sweeper.objectives use hydra/sweeper/pruner=none"
+        )
+
+
+def _opt_text(value: Any, key: str) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ConfigError(f"hydra.sweeper.{key} must be a non-empty string or null, got {value!r}")
+    return value.strip() if value is not None else None
+
+
+def _opt_seconds(value: Any, key: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ConfigError(
+            f"hydra.sweeper.{key} must be a number of seconds above 0, or null; got {value!r}"
+        )
+    return float(value)

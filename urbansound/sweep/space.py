@@ -223,6 +223,20 @@ def _describe(d: BaseDistribution) -> str:
     return optuna.distributions.distribution_to_json(d)
 
 
+def describe_distribution(d: BaseDistribution) -> str:
+    """A distribution as a reader writes it: ``choice(20, 40)``, ``interval(0.1, 0.6)``,
+    ``range(32, 128, step 32)``, with ``log`` where it is log-scaled."""
+    if isinstance(d, CategoricalDistribution):
+        return f"choice({', '.join(map(str, d.choices))})"
+    if isinstance(d, IntDistribution | FloatDistribution):
+        kind = "range" if d.step is not None and not isinstance(d, IntDistribution) else "interval"
+        if isinstance(d, IntDistribution) and d.step != 1:
+            kind = "range"
+        step = f", step {d.step}" if kind == "range" else ""
+        return f"{'log ' if d.log else ''}{kind}({d.low}, {d.high}{step})"
+    return type(d).__name__
+
+
 def suggest(trial: Any, name: str, distribution: BaseDistribution) -> Any:
     """``trial.suggest_*`` for ``distribution`` (Optuna's public define-by-run API).
 

@@ -4,8 +4,9 @@ The sweeper marks trials with system attributes (names below); Optuna's own mark
 they are (``retry_history`` and ``failed_trial`` of a queued retry, ``fixed_params`` of
 ``enqueue_trial``, ``grid_id`` of a grid sampler). Counting rules, shown everywhere the same way
 (the worker loop, the summary, the trial table): a trial that was queued again is replaced by
-its copy, and a trial marked :data:`EXCESS_ATTR` (not run: other workers filled the study first,
-another trial held its grid point, or it never got parameters) does not count.
+its copy, and neither a trial marked :data:`EXCESS_ATTR` (not run: other workers filled the study
+first, another trial held its grid point, or it never got parameters) nor one copied by a warm
+start (:data:`~urbansound.sweep.rules.SEEDED_ATTR`) counts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial, TrialState
 
+from urbansound.sweep.rules import SEEDED_ATTR
+
 #: The pruner node (``hydra.sweeper.pruner``) the job rebuilds to decide on pruning.
 PRUNER_ATTR = "urbansound:pruner"
 #: Set on a trial that was not run and does not count toward ``n_trials``.
@@ -23,6 +26,10 @@ EXCESS_ATTR = "urbansound:excess"
 HEARTBEAT_ATTR = "urbansound:heartbeat"
 #: What a launcher's job recorded before it returned (``{"value"}``, ``{"pruned"}``, ``{"error"}``).
 OUTCOME_ATTR = "urbansound:job_outcome"
+#: The names whose values the job records on its trial (objectives, constraints' names).
+RECORD_ATTR = "urbansound:record"
+#: Set on a trial stopped by ``hydra.sweeper.trial_timeout``: the limit (seconds) it ran past.
+TIMED_OUT_ATTR = "urbansound:timed_out"
 
 
 def is_queued(trial: FrozenTrial) -> bool:
@@ -72,7 +79,13 @@ def study_progress(trials: Sequence[FrozenTrial], *, gone: set[int] | None = Non
     ``gone``: numbers of retried trials (default: found among ``trials``).
     """
     gone = superseded(trials) if gone is None else gone
-    live = [t for t in trials if t.number not in gone and not t.system_attrs.get(EXCESS_ATTR)]
+    live = [
+        t
+        for t in trials
+        if t.number not in gone
+        and not t.system_attrs.get(EXCESS_ATTR)
+        and SEEDED_ATTR not in t.system_attrs
+    ]
     return Progress(
         complete=sum(t.state == TrialState.COMPLETE for t in live),
         pruned=sum(t.state == TrialState.PRUNED for t in live),

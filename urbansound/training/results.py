@@ -270,9 +270,11 @@ class RunResult:
     ``status`` is ``"complete"`` or ``"pruned"`` (then ``pruned_at_epoch`` is set, ``cv`` is
     ``None``, ``history`` holds the epochs trained and ``mean_accuracy`` is the value reported at
     the last one). ``durations`` are seconds per stage (``index``, ``features``, ``train``,
-    ``figures``: the run's own, ``total``). ``leaky_recordings`` lists the recordings whose slices
-    the metadata puts in more than one fold (``{"fsID", "folds"}``); ``tracking`` is the
-    tracker's :meth:`info` (experiment key, mode, archive) or ``None`` without a tracker.
+    ``figures``: the run's own, ``total``); ``costs`` what the model costs on this machine
+    (:mod:`urbansound.experiment.costs`; a complete run's). ``leaky_recordings`` lists the
+    recordings whose slices the metadata puts in more than one fold (``{"fsID", "folds"}``);
+    ``tracking`` is the tracker's :meth:`info` (experiment key, mode, archive) or ``None``
+    without a tracker.
     """
 
     status: str
@@ -297,6 +299,9 @@ class RunResult:
     pruned_at_epoch: int | None = None
     durations: dict[str, float] = field(default_factory=dict)
     tracking: dict[str, Any] | None = None
+    # Measured on this machine by a complete run (urbansound.experiment.costs): model_bytes,
+    # model_ms_per_clip, feature_ms_per_clip, inference_ms_per_clip, train_seconds.
+    costs: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # further JSON-ready fields
 
     @property
@@ -336,6 +341,8 @@ class RunResult:
             out["std_accuracy"] = float(self.std_accuracy)
         out["history"] = [history_row(h) for h in self.epochs]
         out["durations"] = dict(self.durations)
+        if complete:
+            out["costs"] = dict(self.costs)
         if self.tracking is not None:
             out["tracking"] = dict(self.tracking)
         return out
@@ -378,6 +385,9 @@ class RunResult:
         durations = _get(d, "durations", dict, where) if "durations" in d else {}
         if any(not isinstance(v, int | float) or isinstance(v, bool) for v in durations.values()):
             raise DataError(f"{where}: 'durations' must map stages to seconds")
+        costs = _get(d, "costs", dict, where) if "costs" in d else {}
+        if any(not isinstance(v, int | float) or isinstance(v, bool) for v in costs.values()):
+            raise DataError(f"{where}: 'costs' must map names to numbers")
         pruned_at = d.get("pruned_at_epoch")
         if pruned_at is not None and (
             isinstance(pruned_at, bool) or not isinstance(pruned_at, int)
@@ -410,5 +420,6 @@ class RunResult:
             pruned_at_epoch=pruned_at,
             durations={str(k): float(v) for k, v in durations.items()},
             tracking=dict(tracking) if tracking is not None else None,
+            costs={str(k): float(v) for k, v in costs.items()},
             extra={k: v for k, v in d.items() if k not in known},
         )

@@ -42,7 +42,7 @@ def task(cfg: DictConfig) -> float:
 
     from urbansound.config.settings import TrialSettings
     from urbansound.errors import TrialPruned
-    from urbansound.sweep.job import epoch_reporter, set_trial_attrs
+    from urbansound.sweep.job import epoch_reporter, record_results, set_trial_attrs
 
     out = Path(HydraConfig.get().runtime.output_dir)
     trial = TrialSettings(**cfg.trial)
@@ -54,6 +54,12 @@ def task(cfg: DictConfig) -> float:
     reporter = epoch_reporter(trial)
     final = score(float(cfg.x), float(cfg.y), dict(cfg.branch))
     slow = float(cfg.x) in [float(v) for v in cfg.slow_x]
+    if slow and cfg.child_sleep:  # a process of the job's own (as the trainer's fork server)
+        import subprocess
+
+        child = subprocess.Popen(["sleep", str(cfg.child_sleep)])
+        Path(cfg.marker_dir or out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.marker_dir or out) / f"{trial.number}.child").write_text(str(child.pid))
     try:
         for epoch in range(1, int(cfg.epochs) + 1):
             time.sleep(float(cfg.slow_sleep if slow else cfg.sleep))
@@ -64,8 +70,16 @@ def task(cfg: DictConfig) -> float:
         raise
     if float(cfg.x) in [float(v) for v in cfg.fail_x]:
         raise RuntimeError(f"boom at x={cfg.x}")
-    (out / "results.json").write_text(json.dumps({"status": "complete", "score": final}))
+    # a second value a study may optimise or bound: the distance from the origin, |x| + |y|
+    results = {"status": "complete", "score": final, "costs": {"cost": cost(cfg.x, cfg.y)}}
+    (out / "results.json").write_text(json.dumps(results))
+    record_results(trial, results)  # what the sweeper asked for (objectives, constraints)
     return final
+
+
+def cost(x: float, y: float) -> float:
+    """The app's second value (``costs.cost`` in results.json): ``|x| + |y|``."""
+    return abs(float(x)) + abs(float(y))
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
