@@ -5,6 +5,11 @@
   LEAKY random-split trials left out) is shown as a table (trial, each objective, parameters)
   and, for 2 or 3 objectives, as Optuna's Pareto-front plot
   (:func:`urbansound.sweep.records.pareto_front_figure`).
+- **Paired tests among the front.** When the first objective is the mean CV accuracy, the
+  front's most accurate trial is compared with each other trial of the front across their
+  common folds (the report's corrected resampled t-test and Wilcoxon signed-rank test,
+  :func:`urbansound.report.stats.paired_comparison`): how much accuracy a cheaper model gives
+  up, with its noise.
 - **Infeasible trials** (a constraint broken, ``hydra.sweeper.constraints``) are listed apart
   with their constraint values; they are never the best nor on the front.
 """
@@ -13,10 +18,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from urbansound.report import stats
 from urbansound.report.trials import Sweep, TrialRecord, fmt_param
 from urbansound.sweep import records as study_records
 
-__all__ = ["front_records", "infeasible_records", "pareto_model", "pareto_tables"]
+__all__ = [
+    "front_comparisons",
+    "front_records",
+    "infeasible_records",
+    "pareto_model",
+    "pareto_tables",
+]
 
 
 def front_records(sweep: Sweep) -> list[TrialRecord]:
@@ -28,6 +40,49 @@ def front_records(sweep: Sweep) -> list[TrialRecord]:
     leaky = [r.number for r in sweep.trials if r.leaky and r.number is not None]
     numbers = set(study_records.pareto_numbers(study, leave_out=leaky))
     return sorted((r for r in sweep.trials if r.number in numbers), key=lambda r: r.number or 0)
+
+
+def front_comparisons(sweep: Sweep) -> list[list[str]]:
+    """Rows ``[best, other, common folds, mean difference, t-test p, Wilcoxon p]``: the
+    front's most accurate trial against each other one (module docstring); [] when the first
+    objective is not the mean CV accuracy or fewer than two front trials have per-fold
+    results. A pair with fewer than two common folds says so instead of numbers."""
+    study = sweep.study
+    if study is None or (study.metric_names or ["mean_cv_accuracy"])[0] != "mean_cv_accuracy":
+        return []
+    front = [r for r in front_records(sweep) if r.folds]
+    if len(front) < 2:
+        return []
+    sign = 1.0 if study.directions[0] == "maximize" else -1.0
+    best = max(front, key=lambda r: (sign * float(r.value or 0.0), -(r.number or 0)))
+    folds = {f.fold: f for f in best.folds}
+    rows = []
+    for other in front:
+        if other is best:
+            continue
+        theirs = {f.fold: f for f in other.folds}
+        common = [k for k in folds if k in theirs]
+        if len(common) < 2:
+            rows.append([f"#{best.number}", f"#{other.number}", str(len(common)), "–", "–", "–"])
+            continue
+        cmp = stats.paired_comparison(
+            [folds[k].accuracy for k in common],
+            [theirs[k].accuracy for k in common],
+            folds=common,
+            n_train=[folds[k].n_train for k in common],
+            n_test=[folds[k].n_test for k in common],
+        )
+        rows.append(
+            [
+                f"#{best.number}",
+                f"#{other.number}",
+                str(len(common)),
+                f"{cmp.mean_difference:+.4f}",
+                f"{cmp.ttest.pvalue:.3g}",
+                f"{cmp.wilcoxon.pvalue:.3g}",
+            ]
+        )
+    return rows
 
 
 def infeasible_records(sweep: Sweep) -> list[TrialRecord]:
@@ -88,4 +143,17 @@ def pareto_tables(sweep: Sweep) -> dict[str, Any] | None:
         "metrics": ", ".join(found["metrics"]),
         "front": pd.DataFrame(front[1], columns=front[0]) if front is not None else None,
         "infeasible": pd.DataFrame(off[1], columns=off[0]) if off[1] else None,
+        "paired": pd.DataFrame(paired, columns=_PAIRED)
+        if (paired := front_comparisons(sweep))
+        else None,
     }
+
+
+_PAIRED = [
+    "most accurate",
+    "other Pareto trial",
+    "common folds",
+    "mean accuracy difference",
+    "corrected t-test p",
+    "Wilcoxon p",
+]

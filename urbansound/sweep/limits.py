@@ -8,7 +8,9 @@ worker, hydra-submitit-launcher's job process: :class:`urbansound.sweep.job.Reco
 When it fires, every process the job started below that process is ended (SIGTERM, then SIGKILL
 after a grace of :data:`KILL_GRACE` seconds: the training fork server and its children,
 scikit-learn's joblib workers), and :class:`TrialTimeout` is raised in the job's thread at its
-next Python instruction, which fails the trial like any error of the job. The limit is checked
+next Python instruction, which fails the trial like any error of the job (again every
+:data:`REPEAT` seconds while the job goes on: an ``except Exception`` of its own cannot keep it
+running). The limit covers the job's whole run, its start included. The limit is checked
 in Python: a job blocked in one C call that never returns (an uninterruptible read) is stopped
 when it returns. Processes are found through ``/proc`` (Linux); elsewhere only the job's own
 thread is stopped.
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "KILL_GRACE",
+    "REPEAT",
     "TrialTimeout",
     "descendants",
     "end_processes",
@@ -39,6 +42,8 @@ __all__ = [
 
 #: Seconds between SIGTERM and SIGKILL for the processes of a stopped job.
 KILL_GRACE = 5.0
+#: Seconds between further signals to a job that is still running after its time limit.
+REPEAT = 1.0
 
 
 class TrialTimeout(Exception):
@@ -132,7 +137,8 @@ def trial_time_limit(seconds: float | None) -> Iterator[None]:
         return
 
     def fire(signum: int, frame: Any) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        # the timer repeats every REPEAT s until the block ends: a job whose own `except
+        # Exception` swallowed the first TrialTimeout gets it again (and its new processes end)
         found = descendants(os.getpid())
         log.warning(
             "trial_timeout=%g s: ending the job's %d process(es) %s", seconds, len(found), found
@@ -141,7 +147,7 @@ def trial_time_limit(seconds: float | None) -> Iterator[None]:
         raise TrialTimeout(seconds)
 
     previous = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, REPEAT)
     try:
         yield
     finally:
