@@ -44,6 +44,7 @@ POOLING_STATS: dict[str, tuple[str, ...]] = {
     "mean": ("mean",),
     "mean_std": ("mean", "std"),
     "stats": ("mean", "std", "min", "max", "median", "skew", "kurtosis"),
+    "max": ("max",),
 }
 assert tuple(POOLING_STATS) == POOLINGS
 #: Savitzky-Golay window of the deltas (librosa.feature.delta's default).
@@ -282,6 +283,8 @@ def pool(frames: np.ndarray, pooling: str) -> np.ndarray:
     stats = POOLING_STATS[pooling]
     if stats == ("mean",):
         return frames.mean(axis=1, dtype=np.float32)
+    if stats == ("max",):
+        return frames.max(axis=1).astype(np.float32)
     f = frames.astype(np.float64)
     mean = f.mean(axis=1)
     out = {"mean": mean}

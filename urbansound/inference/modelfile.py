@@ -93,7 +93,7 @@ def feature_stage() -> dict[str, Any]:
     feature cache keys its entries by (:func:`urbansound.features.cache.library_versions`).
     """
     from urbansound.features.cache import library_versions
-    from urbansound.features.extraction import RESULT_VERSION, STAGE_VERSION
+    from urbansound.features.handmade import RESULT_VERSION, STAGE_VERSION
 
     return {
         "stage_version": STAGE_VERSION,
