@@ -144,3 +144,16 @@ def test_a_wheel_installed_outside_the_checkout_finds_its_configs(tmp_path) -> N
     )
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: unknown key train.epoch; did you mean train.epochs?"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job", "sweep=full_tpe"]])
+def test_the_command_starts_without_heavy_libraries(tmp_path, args) -> None:
+    """Hydra's start (its plugin scan imports the sweeper plugin; the schemas; composition) pulls
+    in no training, tracking or search library: those load when a run or a sweep starts."""
+    proc = _run(
+        [sys.executable, "-X", "importtime", "-m", "urbansound.run", *args], tmp_path, _env()
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert "urbansound.config.app" in imported  # the log holds this process's imports
+    heavy = {"optuna", "torch", "comet_ml", "librosa", "numba", "sklearn", "matplotlib"}
+    assert not imported & heavy

@@ -311,7 +311,7 @@ def _is_urbansound_task(task_function: Any) -> bool:
 def _check_job(config: DictConfig) -> None:
     """Validate a composed job config as ``urbansound.run`` does (``urbansound.fit``'s extra
     ``fit`` node aside); raises ConfigError naming the key."""
-    from urbansound.config.schema import settings_from_config
+    from urbansound.config.checks import settings_from_config
 
     plain = OmegaConf.to_container(config, resolve=False)
     assert isinstance(plain, dict)

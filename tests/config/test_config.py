@@ -11,12 +11,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from tests.helpers import CONF_DIR, REPO, SWEEP_DIR
-from urbansound.config.schema import (
-    GROUP_SCHEMAS,
-    MODEL_SCHEMAS,
-    config_error,
-    settings_from_config,
-)
+from urbansound.config.checks import settings_from_config
+from urbansound.config.schema import GROUP_SCHEMAS, MODEL_SCHEMAS, config_error, schema_nodes
 from urbansound.config.settings import FAMILIES, Settings, TrackingSettings
 from urbansound.errors import ConfigError
 
@@ -267,10 +263,16 @@ def test_sweep_group_composes_from_the_sweeps_folder(compose_cfg) -> None:
     assert cfg.hydra.runtime.choices["hydra/sweeper/sampler"] == "tpe"
     assert cfg.hydra.runtime.choices["hydra/sweeper/pruner"] == "median"
     assert cfg.hydra.sweeper.params["train.lr"] == "tag(log, interval(1e-4, 1e-2))"
-    names = sorted(p.stem for p in SWEEP_DIR.glob("*.yaml"))
-    from hydra.core.config_store import ConfigStore
+    # the group's options are the folder's files, each a study of its own name
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
-    assert sorted(n.removesuffix(".yaml") for n in ConfigStore.instance().list("sweep")) == names
+    names = sorted(p.stem for p in SWEEP_DIR.glob("*.yaml"))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        assert GlobalHydra.instance().config_loader().get_group_options("sweep") == names
+    for name in names:
+        cfg = compose_cfg([f"sweep={name}"], return_hydra_config=True)
+        assert cfg.hydra.sweeper.study_name == name
 
 
 @pytest.mark.parametrize(
@@ -379,14 +381,14 @@ def test_empty_mel_bands_are_found_exactly_where_librosa_warns(sr, n_fft, fmin, 
 
     import librosa
 
-    from urbansound.config.schema import _empty_mel_bands
+    from urbansound.config.melscale import empty_mel_bands
 
     for n_mels in (16, 40, 64, 128, 200, 400, 620, 621, 1000):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
         librosa_warns = any("Empty filters" in str(w.message) for w in caught)
-        assert (_empty_mel_bands(sr, n_fft, n_mels, fmin, fmax) > 0) == librosa_warns, n_mels
+        assert (empty_mel_bands(sr, n_fft, n_mels, fmin, fmax) > 0) == librosa_warns, n_mels
 
 
 def test_the_largest_valid_values_pass(compose_cfg) -> None:
@@ -405,3 +407,44 @@ def test_the_largest_valid_values_pass(compose_cfg) -> None:
         ],
     )
     assert s.features.n_mels == 620 and s.train.seed == 2**32 - 1 and s.cv.folds == (3, 1)
+
+
+def test_the_config_tree_extends_the_schemas_stored_under_their_names() -> None:
+    """Each ``/<name>_schema@_here_`` of a group file is a node of schema_nodes, in the store."""
+    import re
+
+    from hydra.core.config_store import ConfigStore
+
+    nodes = schema_nodes()
+    extended = {
+        name
+        for path in CONF_DIR.rglob("*.yaml")
+        for name in re.findall(r"^\s*- /(\w+_schema)@_here_", path.read_text(), re.MULTILINE)
+    }
+    assert {"train_schema", "model_schema", "model_svm_schema"} <= extended <= set(nodes)
+    stored = {name.removesuffix(".yaml") for name in ConfigStore.instance().list("")}
+    assert set(nodes) <= stored
+    assert nodes["model_svm_schema"] is MODEL_SCHEMAS["svm"]
+    assert nodes["train_schema"] is GROUP_SCHEMAS["train"]
+
+
+def test_a_bad_config_is_refused_without_loading_the_feature_stage() -> None:
+    """The checks stand on the bottom layer: the mel-band check imports neither features nor
+    librosa (whose import through numba costs most of a second), nor torch or Hydra's runtime."""
+    code = (
+        "import sys\n"
+        "from urbansound.config.checks import settings_from_config\n"
+        "from urbansound.errors import ConfigError\n"
+        "try:\n"
+        "    settings_from_config({'features': {'n_mels': 2000}})\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+        "heavy = ('librosa', 'numba', 'torch', 'urbansound.features', 'hydra.core.hydra_config')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    message, loaded = out.stdout.splitlines()
+    assert message.startswith("features.n_mels (2000) leaves mel bands without any FFT bin")
+    assert loaded == "[]"

@@ -347,7 +347,7 @@ def test_resolve_prefers_root_then_env_then_local(
 ) -> None:
     _fake_dataset(places["local"])
     monkeypatch.setenv("URBANSOUND8K", str(places["env"]))
-    with caplog.at_level(logging.INFO, logger="urbansound.data.index"):
+    with caplog.at_level(logging.INFO, logger="urbansound.data.source"):
         assert resolve_dataset(DataSettings(root=str(places["root"]))) == (
             places["root"].resolve(),
             "urbansound8k",
@@ -363,7 +363,7 @@ def test_resolve_falls_back_to_the_demo_corpus(
     places: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
     settings = DataSettings(demo_dir=str(places["demo"]), demo_clips_per_class=1)
-    with caplog.at_level(logging.WARNING, logger="urbansound.data.index"):
+    with caplog.at_level(logging.WARNING, logger="urbansound.data.source"):
         root, name = resolve_dataset(settings)
     assert name == "demo"
     assert root.parent == places["demo"].resolve()

@@ -309,7 +309,7 @@ def test_every_scikit_learn_family_gives_a_model_file_that_loads(
 ) -> None:
     # skops' default trusted set leaves out the forests' Tree, the boosting's TreePredictor,
     # the SVM's calibrators and the neighbours' KDTree: predict refused these model files.
-    from urbansound.config.schema import settings_from_config
+    from urbansound.config.checks import settings_from_config
     from urbansound.training.families import make_estimator, make_pipeline
 
     settings = settings_from_config({"model": {"family": family}})

@@ -24,7 +24,7 @@ import pytest
 import scipy.stats
 import soundfile as sf
 
-from urbansound.config.schema import settings_from_config
+from urbansound.config.checks import settings_from_config
 from urbansound.config.settings import FeatureSettings
 from urbansound.errors import AudioError
 from urbansound.features import cache as feature_cache
@@ -470,7 +470,7 @@ _CHILD = textwrap.dedent(
     """
     import dataclasses, sys
     from pathlib import Path
-    from urbansound.config.schema import FeatureSettings
+    from urbansound.config.settings import FeatureSettings
     from urbansound.features.extraction import extract_features
     root, cache = sys.argv[1], sys.argv[2]
     clips = sorted(Path(root).glob("audio/fold*/*.wav"))
@@ -629,7 +629,7 @@ _EXIT_CHILD = textwrap.dedent(
     from urbansound.features import cache as feature_cache
     from urbansound.features import extraction as features
     from urbansound.features import handmade
-    from urbansound.config.schema import FeatureSettings
+    from urbansound.config.settings import FeatureSettings
     from urbansound.errors import UrbansoundError
     handmade._MIN_CLIPS_PER_WORKER = 2  # threads even for a short list
     root, cache, bad = sys.argv[1], sys.argv[2], sys.argv[3:]

@@ -495,7 +495,7 @@ def test_user_errors(sweep, tmp_path, capsys):
 
 
 def test_random_split_and_outer_config(compose_cfg):
-    from urbansound.config.schema import settings_from_config
+    from urbansound.config.checks import settings_from_config
 
     s = settings_from_config(compose_cfg(["cv=random_split"]))
     assert (s.cv.name, s.cv.test_size, s.cv.seed) == ("random_split", 0.2, 42)
@@ -572,7 +572,7 @@ def test_page_renders_in_headless_chromium(sweep, storage_report, tmp_path):
 def test_evaluate_outer_and_random_split_end_to_end(demo_dir, tmp_path, capsys):
     """A search with fold 10 held out, then `report --evaluate-outer --random-split`."""
     from tests.helpers import DEMO_CLIPS_PER_CLASS
-    from urbansound.config.schema import settings_from_config
+    from urbansound.config.checks import settings_from_config
     from urbansound.experiment.run import run_experiment
 
     base = [

@@ -345,7 +345,7 @@ def _corner(param: sweep.Param, *, last: bool):
 def test_every_sweep_file_composes_into_a_valid_study(compose_cfg, tmp_path, monkeypatch, name):
     from omegaconf import OmegaConf
 
-    from urbansound.config.schema import settings_from_config
+    from urbansound.config.checks import settings_from_config
 
     monkeypatch.chdir(tmp_path)  # the default storage folder is created relative to here
     cfg = compose_cfg([f"sweep={name}"], return_hydra_config=True)

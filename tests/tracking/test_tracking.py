@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from urbansound import tracking
-from urbansound.config.schema import settings_from_config
+from urbansound.config.checks import settings_from_config
 from urbansound.config.settings import Settings, TrackingSettings, TrialSettings
 from urbansound.training.results import CVResult, EpochMetrics, FoldResult, RunResult
 
@@ -687,7 +687,7 @@ _KILLED_RUN = """
 import sys, time
 from pathlib import Path
 from urbansound import tracking
-from urbansound.config.schema import Settings, TrackingSettings
+from urbansound.config.settings import Settings, TrackingSettings
 settings = Settings(tracking=TrackingSettings(mode="offline", offline_dir=sys.argv[1]))
 tracker = tracking.start(settings, run_dir=Path(sys.argv[2]), config={"n_mfcc": 13}, overrides=[])
 Path(sys.argv[2], "results.json").write_text(__import__("json").dumps({"tracking": tracker.info()}))

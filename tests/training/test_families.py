@@ -13,7 +13,8 @@ from hydra.errors import ConfigCompositionException
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from tests.helpers import DEMO_CLIPS_PER_CLASS
-from urbansound.config.schema import config_error, settings_from_config
+from urbansound.config.checks import settings_from_config
+from urbansound.config.schema import config_error
 from urbansound.config.settings import (
     FAMILIES,
     ForestSettings,

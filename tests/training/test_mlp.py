@@ -31,7 +31,7 @@ def test_defaults_are_the_tutorial_keras_model() -> None:
 
 
 def test_config_files_match_dataclass_defaults(compose_cfg) -> None:
-    from urbansound.config.schema import settings_from_config
+    from urbansound.config.checks import settings_from_config
 
     s = settings_from_config(compose_cfg())
     assert s.model == ModelSettings()

@@ -600,7 +600,7 @@ def test_a_killed_child_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
 
 _KILLED_PARENT = """
 import sys, threading, numpy as np
-from urbansound.config.schema import ModelSettings, TrainSettings
+from urbansound.config.settings import ModelSettings, TrainSettings
 from urbansound.data.cv import fold_splits
 from urbansound.training.cross_validation import cross_validate
 import multiprocessing
@@ -878,7 +878,7 @@ def test_training_inside_a_daemonic_pool_worker_keeps_groups_in_threads() -> Non
 _CONCURRENT = """
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
-from urbansound.config.schema import ModelSettings, TrainSettings
+from urbansound.config.settings import ModelSettings, TrainSettings
 from urbansound.data.cv import fold_splits
 from urbansound.training.cross_validation import cross_validate
 rng = np.random.default_rng(1)

@@ -18,7 +18,6 @@ from urbansound.utils.files import (
     atomic_write,
     json_default,
     output_error,
-    redact_url,
     write_json,
 )
 
@@ -84,11 +83,6 @@ def test_json_helpers(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == {"a": 0.5, "b": [0, 1], "p": str(tmp_path)}
     with pytest.raises(TypeError, match="not JSON serialisable: set"):
         json_default({1})
-
-
-def test_redact_url() -> None:
-    assert redact_url("postgresql+psycopg://u:pw@h/db") == "postgresql+psycopg://u:***@h/db"
-    assert redact_url("journal.log") == "journal.log" and redact_url(None) is None
 
 
 def test_atomic_writes_get_the_mode_a_plain_open_would_give(tmp_path) -> None:

@@ -1,8 +1,8 @@
 """The Hydra config tree of urbansound, read by Hydra as ``pkg://urbansound.conf``.
 
-One folder per config group (``data``, ``features``, ``model``, ``train``, ``cv``, ``tracking``,
-and ``sweep`` for the named sweeps), each file extending its group's structured-config schema.
-Importing it registers those schemas in Hydra's ConfigStore (:mod:`urbansound.config.app`).
+A package of YAML files, no code: ``config.yaml`` (the primary config of ``urbansound.run``),
+``fit.yaml`` (that of ``urbansound.fit``) and one folder per config group (``data``, ``features``,
+``model``, ``train``, ``cv``, ``tracking``, and ``sweep`` for the named sweeps). Each group file
+extends its group's structured-config schema (:mod:`urbansound.config.schema`), which
+:mod:`urbansound.config.app` stores in Hydra's ConfigStore before Hydra composes.
 """
-
-import urbansound.config.app  # noqa: F401  (registers the schemas in Hydra's ConfigStore)

@@ -1,9 +1,11 @@
 """The typed settings a run is made of: one frozen dataclass per config group, and the allowed
 values of their string fields.
 
-:func:`urbansound.config.schema.settings_from_config` builds :class:`Settings` from a composed Hydra
-config (its schemas are derived from these classes, so a field and its default are written once)
-and checks every value; the rest of the package reads only these plain dataclasses.
+:func:`urbansound.config.checks.settings_from_config` builds :class:`Settings` from a composed
+Hydra config and checks every value; the structured-config schemas of
+:mod:`urbansound.config.schema` are derived from these classes, so a field and its default are
+written once. The rest of the package reads only these plain dataclasses. Each field is described
+where a user sets it, in its group's file of the config tree (``urbansound/conf/<group>/``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ CV_NAMES = ("folds", "random_split")
 
 @dataclass(frozen=True)
 class DataSettings:
+    """``data``: which dataset folder (``root`` null: ``$URBANSOUND8K``, ``./data/UrbanSound8K``
+    or the demo corpus, :mod:`urbansound.data.source`) and what to do with missing clips."""
+
     root: str | None = None
     missing: str = "error"
     demo_dir: str = "outputs/demo"
@@ -38,6 +43,9 @@ class DataSettings:
 
 @dataclass(frozen=True)
 class FeatureSettings:
+    """``features``: the kind (``mfcc`` or ``logmel``), the STFT and mel-filterbank parameters,
+    deltas, pooling over time, and the cache and workers of the extraction."""
+
     kind: str = "mfcc"
     sr: int = 22050
     n_fft: int = 2048
@@ -218,6 +226,8 @@ KNN_WEIGHTS = ("uniform", "distance")
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """``train``: the optimiser (Adam with Keras' defaults), epochs, batch size, seed, device."""
+
     epochs: int = 100
     batch_size: int = 32
     lr: float = 1e-3
@@ -233,6 +243,9 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class CVSettings:
+    """``cv``: the evaluation protocol (:mod:`urbansound.data.cv`): the dataset's folds, the fold
+    held out of a search, or the LEAKY random split."""
+
     name: str = "folds"
     folds: tuple[int, ...] | None = None
     outer_fold: int | None = None
@@ -266,6 +279,8 @@ class TrialSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """Everything one run is made of: one field per config group, plus ``progress``."""
+
     data: DataSettings = field(default_factory=DataSettings)
     features: AnyFeatureSettings = field(default_factory=FeatureSettings)
     model: AnyModelSettings = field(default_factory=ModelSettings)

@@ -1,17 +1,32 @@
 """The evaluation protocol: which clips train and test each model, and how the protocol is named.
 
-The UrbanSound8K authors ask for the predefined 10 folds, never a reshuffle: "Do not reshuffle
-the data! Use the predefined 10 folds and perform 10-fold (not 5-fold) cross validation"
-(Salamon et al.). The ``cv`` config group chooses:
+UrbanSound8K comes in ten folds, and the slices cut from one recording (one ``fsID``) share a
+fold. Its authors' rules for using them, from the common pitfalls the dataset's README warns of
+(J. Salamon, C. Jacoby and J. P. Bello, https://urbansounddataset.weebly.com/urbansound8k.html):
+
+    1. Don't reshuffle the data! Use the predefined 10 folds and perform 10-fold (not 5-fold)
+    cross validation. [...] If you reshuffle the data (e.g. combine the data from all folds and
+    generate a random train/test split) you will be incorrectly placing related samples in both
+    the train and test sets, leading to inflated scores that don't represent your model's
+    performance on unseen data. Put simply, your results will be wrong.
+
+    2. Don't evaluate just on one split! Use 10-fold (not 5-fold) cross validation and average
+    the scores.
+
+So the splits are built from the metadata's ``fold`` column and never reshuffled, and by default
+each fold with clips is the test fold once (a run reports the mean and spread over the folds).
+The ``cv`` config group chooses:
 
 - ``cv=folds`` (default): one :class:`Split` per fold with clips (:func:`fold_splits`), or only
   the folds in ``cv.folds``;
 - ``cv.outer_fold=k``: fold ``k`` is held out of a search (:func:`select_clips` drops it), and
   ``cv.evaluate_outer=true`` evaluates a search's winner once on it (train on every other fold);
-- ``cv=random_split``: the tutorial's random train/test split (:func:`random_split`), LEAKY on
-  UrbanSound8K and labelled so by :func:`protocol_label` in every output.
+- ``cv=random_split``: the tutorial's random train/test split (:func:`random_split`), exactly
+  the reshuffle the authors warn against: LEAKY on UrbanSound8K, and labelled so by
+  :func:`protocol_label` in every output.
 
-Plain arrays in, :class:`Split` lists out; nothing here trains.
+Plain arrays in, :class:`Split` lists out; nothing here trains. Where the metadata itself puts
+slices of one recording into two folds, :func:`urbansound.data.index.load_index` says so.
 """
 
 from __future__ import annotations
@@ -50,6 +65,9 @@ class Split:
 def fold_splits(folds: np.ndarray, *, test_folds: Sequence[int] | None = None) -> list[Split]:
     """One :class:`Split` per fold that has clips: test = that fold, train = every other fold.
 
+    The dataset's own folds, as its authors ask (see the module docstring): ``folds`` is taken as
+    given, never reshuffled or regrouped.
+
     Parameters
     ----------
     folds:
@@ -58,6 +76,17 @@ def fold_splits(folds: np.ndarray, *, test_folds: Sequence[int] | None = None) -
         Only these folds are held out (each still trains on all other folds); ``None`` = every
         fold present. A listed fold without clips raises :class:`~urbansound.errors.DataError`
         naming ``cv.folds``.
+
+    Returns
+    -------
+    list of Split
+        In the order of ``test_folds`` (ascending fold numbers when ``None``); ``train`` and
+        ``test`` are ascending row indices.
+
+    Raises
+    ------
+    DataError
+        A listed fold has no clips, or fewer than 2 folds have clips.
     """
     folds = np.asarray(folds)
     present = sorted(int(f) for f in np.unique(folds))

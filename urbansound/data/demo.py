@@ -7,8 +7,11 @@ and :func:`make_demo_corpus`; the sound of one slice is synthesised by
 :func:`make_demo_corpus` generates (once, deterministically) ten classes named and numbered as
 UrbanSound8K's, written as ``metadata/UrbanSound8K.csv`` plus ``audio/fold1..fold10``, so that
 :func:`urbansound.data.index.load_index` reads it like the real dataset. Slices of one synthetic
-recording (one ``fsID``) share their sound parameters, format and fold, as the dataset authors'
-rule asks of the real folds.
+recording (one ``fsID``) share their sound parameters, format and fold, as in the real folds
+(whose rules :mod:`urbansound.data.cv` quotes). Formats vary per recording as UrbanSound8K's do:
+its files keep "the sampling rate, bit depth, and number of channels" of the recordings uploaded
+to Freesound (the dataset's README); the mix of rates and formats below is an approximation, not
+a measurement. Every sound is synthesised by this package: the corpus holds no third-party audio.
 """
 
 from __future__ import annotations

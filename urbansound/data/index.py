@@ -2,15 +2,18 @@
 
 UrbanSound8K is a folder with ``metadata/UrbanSound8K.csv`` (one row per clip: ``slice_file_name,
 fsID,start,end,salience,fold,classID,class``) and ``audio/fold1`` .. ``audio/fold10``.
-:func:`load_index` checks the metadata and resolves each clip's path
-(:mod:`urbansound.data.source` decides which folder a run uses).
+:func:`load_index` checks every row of the metadata, resolves each clip's path and says which
+clips are missing and which folds are empty.
 
-The dataset authors' rule for the folds, which the demo corpus follows too: "slices taken from
-the same original recording (fsID) are placed in the same fold", so use the predefined 10 folds
-and report the mean over all of them; a random split leaks slices of one recording across train
-and test. Where the metadata breaks that rule (the real CSV does for 5 recordings),
+The dataset's folds keep the slices of one recording (one ``fsID``) together, which is why its
+authors ask for their 10 folds and never a reshuffle (quoted where the splits are built,
+:mod:`urbansound.data.cv`). Where the metadata breaks that (the real CSV does for 5 recordings),
 :func:`load_index` warns, naming the recordings and folds, and the index lists them in
 ``leaky_recordings`` (a warning, not an error: the official folds stay usable).
+
+The index only reads and checks; which folder a run reads is decided by
+:mod:`urbansound.data.source`, and the dataset's class names, columns and folds are constants of
+:mod:`urbansound.data.layout`.
 """
 
 from __future__ import annotations
@@ -66,10 +69,6 @@ class DatasetIndex:
     empty_folds: list[int] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
     leaky_recordings: list[dict[str, object]] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------------------------
-# Dataset index
 
 
 def _first_long_row(csv: Path) -> tuple[int, int, int]:

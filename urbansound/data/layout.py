@@ -2,7 +2,8 @@
 
 Shared by the index (:mod:`urbansound.data.index`) and the demo corpus that imitates the dataset
 (:mod:`urbansound.data.demo`). Source: J. Salamon, C. Jacoby and J. P. Bello, "A Dataset and
-Taxonomy for Urban Sound Research", ACM Multimedia 2014, and the dataset's README.
+Taxonomy for Urban Sound Research", 22nd ACM International Conference on Multimedia, 2014, and the
+dataset's README (https://urbansounddataset.weebly.com/urbansound8k.html).
 """
 
 from __future__ import annotations

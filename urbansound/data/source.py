@@ -2,7 +2,9 @@
 
 The order: ``data.root``; else the ``URBANSOUND8K`` environment variable; else
 ``./data/UrbanSound8K`` (relative to the working directory); else the demo corpus of
-:mod:`urbansound.data.demo`, generated once into ``data.demo_dir`` and said loudly.
+:mod:`urbansound.data.demo`, generated once into ``data.demo_dir`` and said loudly. This module
+only decides and logs the choice; :func:`urbansound.data.index.load_index` then reads the folder
+it names, real or demo alike, and the demo synthesiser is imported only when it is needed.
 """
 
 from __future__ import annotations

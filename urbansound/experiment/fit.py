@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from urbansound.config.schema import settings_from_config
+from urbansound.config.checks import settings_from_config
 from urbansound.config.settings import Settings
 from urbansound.errors import ConfigError, DataError, UrbansoundError
 from urbansound.experiment.fit_source import (

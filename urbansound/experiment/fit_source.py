@@ -136,7 +136,7 @@ class Source:
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready: the source and the CV figures of its configuration."""
-        from urbansound.utils.files import redact_url
+        from urbansound.utils.redaction import redact_url
 
         r = self.results or {}
         folds = [{"fold": f.get("fold"), "accuracy": f.get("accuracy")} for f in r.get("folds", [])]
@@ -297,7 +297,7 @@ def _from_job_dirs(location: str, sweep_dir: Path, opts: FitOptions) -> Source:
 def _storage_call(call: Any, location: str, storage: str, *args: Any) -> Any:
     """``call(storage, *args)`` of :mod:`urbansound.sweep.records`; its error as one line that
     names ``fit.from`` (the URL without its password) and what to give instead."""
-    from urbansound.utils.files import redact_url
+    from urbansound.utils.redaction import redact_url
 
     try:
         return call(storage, *args)
@@ -313,7 +313,7 @@ def _storage_call(call: Any, location: str, storage: str, *args: Any) -> Any:
 
 def _from_study(location: str, storage: str, opts: FitOptions, *, kind: str) -> Source:
     from urbansound.sweep import records
-    from urbansound.utils.files import redact_url
+    from urbansound.utils.redaction import redact_url
 
     shown = redact_url(location)
     name = opts.study

@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from urbansound import tracking
 from urbansound.config.app import hydra_main
-from urbansound.config.schema import settings_from_config
+from urbansound.config.checks import settings_from_config
 from urbansound.config.settings import Settings
 from urbansound.errors import TrialPruned, UrbansoundError
 from urbansound.training.results import EpochMetrics, RunResult

@@ -7,9 +7,9 @@ What it holds
   spectrum, Slaney mel bands and ``10*log10(max(AMIN, .))``, equal within float32 rounding to
   ``librosa.power_to_db(librosa.feature.melspectrogram(...), top_db=None)``. Its window
   (:func:`window_function`, librosa's ``filters.get_window`` + ``util.pad_center``) and mel matrix
-  (:func:`mel_basis_t`, ``librosa.filters.mel`` with the Slaney scale of :func:`hz_to_mel` /
-  :func:`mel_to_hz`) are bit-identical to librosa's: the tests compare them with
-  ``assert_array_equal``.
+  (:func:`mel_basis_t`, ``librosa.filters.mel`` on the Slaney band edges of
+  :func:`urbansound.config.melscale.mel_frequencies`) are bit-identical to librosa's: the tests
+  compare them with ``assert_array_equal``.
 - What is done on load (:func:`clip_features`, :func:`frame_features`): the ``top_db`` floor
   (:func:`_floor`, as ``power_to_db``), the orthonormal DCT-II and lifter (:func:`_dct_lifter`,
   as ``librosa.feature.mfcc``), the deltas (:func:`_delta`, ``librosa.feature.delta``'s
@@ -34,6 +34,7 @@ import math
 
 import numpy as np
 
+from urbansound.config.melscale import mel_frequencies
 from urbansound.config.settings import POOLINGS, FeatureSettings
 
 logger = logging.getLogger(__name__)
@@ -102,31 +103,11 @@ def window_function(window: str, win_length: int, n_fft: int) -> np.ndarray:
     return np.pad(w, (lpad, n_fft - n - lpad)).astype(np.float32)
 
 
-_F_SP = 200.0 / 3  # Slaney mel scale: linear below 1 kHz (this many Hz a mel), log above
-_MIN_LOG_MEL = 1000.0 / _F_SP  # 14.999999999999998, exactly as librosa computes it
-_LOGSTEP = np.log(6.4) / 27.0
-
-
-def hz_to_mel(f: float) -> float:
-    """Hz -> mel on the Slaney scale (``librosa.hz_to_mel(f, htk=False)``) for one frequency."""
-    if f >= 1000.0:
-        return _MIN_LOG_MEL + float(np.log(f / 1000.0)) / _LOGSTEP
-    return f / _F_SP
-
-
-def mel_to_hz(m: np.ndarray) -> np.ndarray:
-    """Mel -> Hz on the Slaney scale (``librosa.mel_to_hz(m, htk=False)``), any shape, float64."""
-    freqs = _F_SP * m
-    log_t = m >= _MIN_LOG_MEL
-    freqs[log_t] = 1000.0 * np.exp(_LOGSTEP * (m[log_t] - _MIN_LOG_MEL))
-    return freqs
-
-
 @functools.lru_cache(maxsize=8)
 def mel_basis_t(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     """``librosa.filters.mel(sr, n_fft, n_mels, fmin, fmax)`` (Slaney), transposed."""
     fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
-    mel_f = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    mel_f = mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax)
     fdiff = np.diff(mel_f)
     ramps = np.subtract.outer(mel_f, fftfreqs)
     weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)

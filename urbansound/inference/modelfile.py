@@ -373,7 +373,7 @@ def _check_metadata(meta: dict[str, Any]) -> None:
     of its type, and the feature settings are valid settings whose width is ``n_features``."""
     import math
 
-    from urbansound.config.schema import settings_from_config
+    from urbansound.config.checks import settings_from_config
     from urbansound.errors import ConfigError
     from urbansound.features.extraction import feature_names
 

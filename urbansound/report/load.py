@@ -24,7 +24,7 @@ import yaml
 from urbansound.errors import ConfigError
 from urbansound.sweep import records as study_records
 from urbansound.sweep.records import StudyRecords, StudyTrial
-from urbansound.utils.files import redact_url
+from urbansound.utils.redaction import redact_url
 
 log = logging.getLogger(__name__)
 

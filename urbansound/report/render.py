@@ -24,7 +24,7 @@ import pandas as pd
 from urbansound.report.analysis import no_folds_note, trial_order
 from urbansound.report.figures import Figures
 from urbansound.report.load import LEAKY, Sweep, TrialRecord, fmt_param
-from urbansound.utils.files import redact_url
+from urbansound.utils.redaction import redact_url
 
 __all__ = [
     "TRIAL_COLUMNS",

@@ -23,7 +23,7 @@ from optuna.storages import BaseStorage
 from urbansound.errors import ConfigError
 from urbansound.sweep import HEARTBEAT_ATTR, SweepError
 from urbansound.sweep._compat import quiet_optuna
-from urbansound.utils.files import redact_url
+from urbansound.utils.redaction import redact_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

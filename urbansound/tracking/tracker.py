@@ -25,7 +25,7 @@ from urbansound.tracking.naming import (
     rerun_command,
     samples_tags,
 )
-from urbansound.utils.files import redact_url
+from urbansound.utils.redaction import redact_url
 
 if TYPE_CHECKING:
     from urbansound.config.settings import Settings

@@ -44,7 +44,6 @@ __all__ = [
     "json_default",
     "output_error",
     "public_mode",
-    "redact_url",
     "write_json",
 ]
 
@@ -139,21 +138,3 @@ def write_json(
     """Write ``payload`` as indented JSON (plus a newline) to ``path`` atomically."""
     text = json.dumps(payload, indent=2, default=default, allow_nan=True) + "\n"
     return atomic_write(path, text)
-
-
-def redact_url(url: str | None) -> str | None:
-    """A database URL with any password replaced by ``***``; other strings are returned as given.
-
-    Uses SQLAlchemy's URL parser, so ``postgresql+psycopg://user:pw@host/db`` becomes
-    ``postgresql+psycopg://user:***@host/db``; a journal-file path has no password and is kept.
-    """
-    if url is None or "://" not in url:
-        return url
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a SQLAlchemy URL (e.g. http://): hide what looks like a password
-        import re
-
-        return re.sub(r"(://[^/:@]+:)[^@/]*@", r"\1***@", url)
