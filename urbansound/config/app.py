@@ -19,12 +19,14 @@ from typing import Any
 from urbansound.config.schema import (
     CONFIG_NAME,
     CONFIG_PATH,
+    FEATURE_SCHEMAS,
     GROUP_SCHEMAS,
     MODEL_SCHEMAS,
     ConfigSchema,
     config_error,
     sklearn_node,
 )
+from urbansound.config.settings import EMBEDDING_KINDS
 
 __all__ = ["hydra_main", "register_configs"]
 
@@ -33,9 +35,9 @@ def register_configs() -> None:
     """Register the schemas in Hydra's ConfigStore.
 
     ConfigStore names: ``config_schema`` (top level), ``<group>_schema`` for each group and
-    ``model_<family>_schema`` for each model family (``model_schema`` is the MLP's), at
-    the root of the config tree so they are no selectable option of any group. Called on import;
-    idempotent.
+    ``model_<family>_schema`` for each model family (``model_schema`` is the MLP's) and
+    ``features_<kind>_schema`` for each embedding kind, at the root of the config tree so they
+    are no selectable option of any group. Called on import; idempotent.
     """
     from hydra.core.config_store import ConfigStore
 
@@ -46,6 +48,8 @@ def register_configs() -> None:
     for family, schema in MODEL_SCHEMAS.items():
         store.store(name=f"model_{family}_schema", node=schema)
     store.store(name="model_sklearn_schema", node=sklearn_node())
+    for kind in EMBEDDING_KINDS:
+        store.store(name=f"features_{kind}_schema", node=FEATURE_SCHEMAS[kind])
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from urbansound import tracking
 from urbansound.config.app import hydra_main
 from urbansound.config.checks import settings_from_config
-from urbansound.config.settings import Settings
+from urbansound.config.settings import FeatureSettings, Settings
 from urbansound.errors import TrialPruned, UrbansoundError
 from urbansound.training.results import EpochMetrics, RunResult
 from urbansound.utils import progress
@@ -176,6 +176,8 @@ def run_experiment(
         n_features=int(feats.X.shape[1]),
         overrides=list(overrides),
         trial={"study_name": settings.trial.study_name, "number": settings.trial.number},
+        # An embedding kind's network: name, file SHA-256, runtime, licence.
+        extra={"feature_model": feats.feature_model} if feats.feature_model else {},
     )
 
     # torch (about 1.5 s to import) only now: a wrong data.root, cv setting or clip is said first
@@ -392,7 +394,8 @@ def _dataset_samples(config: DictConfig, directory: Path, *, sweep: bool) -> Any
         index.clips,
         class_names=list(results.get("class_names") or index.class_names),
         dataset=index.name,
-        features=settings.features,
+        # the class overview's spectrograms: the run's hand-made settings, else the tutorial's
+        features=f if isinstance(f := settings.features, FeatureSettings) else FeatureSettings(),
         cache_dir=Path(settings.features.cache_dir).expanduser().parent / "figures",
         dest=directory / plots.FIGURES_DIR / "dataset",
     )

@@ -63,11 +63,24 @@ def open_model(settings: EmbeddingFeatureSettings) -> EmbeddingModel:
 
 def hop_samples(model: EmbeddingModel, settings: EmbeddingFeatureSettings) -> int:
     """Samples between window starts: ``embedding.hop`` seconds at the model's rate, or the
-    window when it is null; at least one sample."""
+    window when it is null; at least one sample.
+
+    Raises
+    ------
+    ConfigError
+        The hop is longer than the window (windows would skip audio).
+    """
     hop = settings.embedding.hop
     if hop is None:
         return model.window_samples
-    return max(1, round(hop * model.sample_rate))
+    samples = max(1, round(hop * model.sample_rate))
+    if samples > model.window_samples:
+        raise ConfigError(
+            f"features.embedding.hop={hop} is longer than {model.identity.name}'s window "
+            f"({model.window_samples / model.sample_rate:g} s): windows would skip audio; use a "
+            "hop up to the window"
+        )
+    return samples
 
 
 def decode_versions() -> dict[str, str]:
