@@ -422,3 +422,23 @@ def test_an_interrupted_extraction_keeps_every_finished_clip(
     fresh = extract_features(clips, _settings(path, tmp_path / "fresh"), progress=False)
     np.testing.assert_array_equal(resumed.X, fresh.X)
     assert counter.calls > 0
+
+
+def test_a_clip_embedded_outside_the_cache_gives_bitwise_its_training_row(
+    onnx_file, demo_root: Path, tmp_path: Path
+) -> None:
+    from urbansound.features.embeddings.stage import audio_row
+
+    path, _ = onnx_file
+    clips = _clips(demo_root, 6)
+    s = _settings(path, tmp_path / "cache", hop=0.03, pooling="stats", concat_mfcc=13, n_jobs=2)
+    trained = extract_features(clips, s, progress=False)
+    model = OnnxModel(path=path, sample_rate=SR, batch_size=1)
+    from threadpoolctl import threadpool_limits
+
+    for clip, row in zip(clips, trained.X, strict=True):
+        with threadpool_limits(1, user_api="blas"):  # as the extraction and predict
+            got = audio_row(
+                load_audio(clip, sr=SR), model, s, mfcc_audio=load_audio(clip, sr=22_050)
+            )
+        np.testing.assert_array_equal(got, row)

@@ -17,7 +17,7 @@ from urbansound.config.settings import (
 )
 from urbansound.errors import ConfigError
 from urbansound.features.cache import library_versions
-from urbansound.features.dsp import POOLING_STATS, pool
+from urbansound.features.dsp import POOLING_STATS, clip_features, log_mel, pool
 from urbansound.features.embeddings.birdnet import DIM as BIRDNET_DIM
 from urbansound.features.embeddings.birdnet import BirdNET
 from urbansound.features.embeddings.model import EmbeddingModel, frame_windows
@@ -145,3 +145,32 @@ def embed_audio(y: np.ndarray, model: EmbeddingModel, *, hop: int) -> np.ndarray
     """The window embeddings of samples ``y`` at the model's rate: ``(n_windows, dim)`` float32,
     what a cache entry holds (prediction uses this on new audio)."""
     return model.embed(frame_windows(y, window=model.window_samples, hop=hop))
+
+
+def audio_row(
+    y: np.ndarray,
+    model: EmbeddingModel,
+    settings: EmbeddingFeatureSettings,
+    *,
+    mfcc_audio: np.ndarray | None = None,
+) -> np.ndarray:
+    """The feature row of audio that is not in the cache (prediction on new audio): ``y`` at the
+    model's rate cut into windows, embedded and pooled, then with ``embedding.concat_mfcc`` the
+    tutorial's MFCC means of ``mfcc_audio`` (the same audio at 22 050 Hz) appended.
+
+    Bitwise the row :func:`urbansound.features.extraction.extract_features` gives the same
+    clip: the same windows, embeddings that do not depend on the batch, the same pooling (the
+    MFCC part with BLAS on one thread, as the extraction runs it).
+
+    Raises
+    ------
+    ValueError
+        ``concat_mfcc`` is set and ``mfcc_audio`` is not given.
+    """
+    row = pool_windows(embed_audio(y, model, hop=hop_samples(model, settings)), settings.pooling)
+    if not settings.embedding.concat_mfcc:
+        return row
+    if mfcc_audio is None:
+        raise ValueError("embedding.concat_mfcc needs the audio at 22 050 Hz (mfcc_audio)")
+    mfcc = mfcc_settings(settings)
+    return np.concatenate([row, clip_features(log_mel(mfcc_audio, mfcc), mfcc, in_place=True)])
