@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 
-import urbansound.config.app  # noqa: F401  (registers the config schemas)
 from tests.helpers import CONF_DIR, DEMO_CLIPS_PER_CLASS, HAVE_REAL, REAL_ROOT, cli_env
+from urbansound.config.app import register_configs
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The config schemas in Hydra's ConfigStore before any test composes the config tree
+    (registration is explicit: the entry points do it themselves)."""
+    register_configs()
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +83,7 @@ def compose_cfg() -> Callable[..., object]:
     from hydra import compose, initialize_config_dir
 
     def _compose(overrides: list[str] | None = None, *, return_hydra_config: bool = False):
+        register_configs()
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose(
                 config_name="config",

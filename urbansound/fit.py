@@ -1,6 +1,6 @@
 """``python -m urbansound.fit [overrides]``: train one configuration into a model file.
 
-The task is :func:`urbansound.experiment.fit.main`.
+The Hydra task is :func:`urbansound.experiment.fit.task`.
 """
 
 from urbansound.experiment.fit import main

@@ -1,11 +1,11 @@
 """``python -m urbansound.predict MODEL AUDIO...``: classify files, folders and long recordings.
 
-The command is :func:`urbansound.inference.predict.main`.
+The command is :func:`urbansound.inference.cli.main`.
 """
 
 import sys
 
-from urbansound.inference.predict import main
+from urbansound.inference.cli import main
 
 __all__ = ["main"]
 

@@ -1,7 +1,7 @@
 """``python -m urbansound.run [overrides]``: one cross-validated experiment, or a sweep with ``-m``.
 
-The console script ``urbansound`` is the same command. The task is
-:func:`urbansound.experiment.run.main`.
+The console script ``urbansound`` is the same command. The Hydra task is
+:func:`urbansound.experiment.run.task`.
 """
 
 from urbansound.experiment.run import main

@@ -25,7 +25,11 @@ from omegaconf import MISSING
 
 @dataclass
 class AutoSamplerConf:
-    """Grid search when every swept key is discrete (``n_mfcc=20,40,60``), otherwise TPE."""
+    """Grid search when every swept key is discrete (``n_mfcc=20,40,60``), otherwise TPE.
+
+    Its ``_target_`` names no class: ``urbansound.sweep.settings`` resolves it (``AUTO_SAMPLER``)
+    against the search space. Derived study names hash it, so it stays as written.
+    """
 
     _target_: str = "urbansound.sweep.auto_sampler"
     seed: int | None = 0
@@ -41,6 +45,8 @@ class GridSamplerConf:
 
 @dataclass
 class TPESamplerConf:
+    """Optuna's ``TPESampler``; each key is one of its keyword arguments."""
+
     _target_: str = "optuna.samplers.TPESampler"
     seed: int | None = 0
     n_startup_trials: int = 10
@@ -53,6 +59,8 @@ class TPESamplerConf:
 
 @dataclass
 class GPSamplerConf:
+    """Optuna's ``GPSampler`` (Gaussian process); each key is one of its keyword arguments."""
+
     _target_: str = "optuna.samplers.GPSampler"
     seed: int | None = 0
     n_startup_trials: int = 10
@@ -61,6 +69,8 @@ class GPSamplerConf:
 
 @dataclass
 class CmaEsSamplerConf:
+    """Optuna's ``CmaEsSampler``; each key is one of its keyword arguments."""
+
     _target_: str = "optuna.samplers.CmaEsSampler"
     seed: int | None = 0
     n_startup_trials: int = 1
@@ -74,12 +84,16 @@ class CmaEsSamplerConf:
 
 @dataclass
 class RandomSamplerConf:
+    """Optuna's ``RandomSampler``."""
+
     _target_: str = "optuna.samplers.RandomSampler"
     seed: int | None = 0
 
 
 @dataclass
 class QMCSamplerConf:
+    """Optuna's ``QMCSampler`` (quasi-Monte Carlo); each key is one of its keyword arguments."""
+
     _target_: str = "optuna.samplers.QMCSampler"
     seed: int | None = 0
     qmc_type: str = "sobol"
@@ -99,6 +113,8 @@ class NopPrunerConf:
 
 @dataclass
 class MedianPrunerConf:
+    """Optuna's ``MedianPruner``: stops a trial below the median of earlier trials at that epoch."""
+
     _target_: str = "optuna.pruners.MedianPruner"
     n_startup_trials: int = 5
     n_warmup_steps: int = 5
@@ -108,6 +124,8 @@ class MedianPrunerConf:
 
 @dataclass
 class PercentilePrunerConf:
+    """Optuna's ``PercentilePruner``: stops a trial below a percentile of earlier trials."""
+
     _target_: str = "optuna.pruners.PercentilePruner"
     percentile: float = 25.0
     n_startup_trials: int = 5
@@ -118,6 +136,8 @@ class PercentilePrunerConf:
 
 @dataclass
 class HyperbandPrunerConf:
+    """Optuna's ``HyperbandPruner`` (epochs are the resource)."""
+
     _target_: str = "optuna.pruners.HyperbandPruner"
     min_resource: int = 5
     max_resource: Any = "auto"
@@ -139,7 +159,11 @@ class WilcoxonPrunerConf:
 
 @dataclass
 class UrbansoundSweeperConf:
-    """``hydra.sweeper.*``; see ``urbansound.sweep`` for what each key does."""
+    """``hydra.sweeper.*``: the one place its keys, types and defaults are written.
+
+    The Sweeper receives them all (``UrbansoundSweeper(**keys)``) and hands them over whole to
+    ``urbansound.sweep.settings.sweep_settings``, which checks what a type cannot say.
+    """
 
     _target_: str = "hydra_plugins.urbansound_sweeper.urbansound_sweeper.UrbansoundSweeper"
     # Hydra would otherwise instantiate the sampler and pruner nodes into objects itself.

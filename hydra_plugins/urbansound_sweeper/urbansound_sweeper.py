@@ -1,79 +1,34 @@
 """The Hydra Sweeper of urbansound: every multirun is an Optuna study (see ``urbansound.sweep``).
 
-Thin on purpose: Hydra imports this module when it scans for plugins at start-up, so Optuna and
-the sweep logic are imported only once a sweep actually starts.
+A shell, as Hydra's own optuna sweeper is: Hydra imports this module when it scans for plugins
+at start-up, so the work is in :mod:`._impl` (a module the scan skips), and Optuna and the sweep
+logic are imported only once a sweep actually starts.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
-from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hydra.core.plugins import Plugins
-from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from urbansound.sweep import Job, JobOutcome, SweepSettings, SweepSummary
-
-log = logging.getLogger(__name__)
+    from urbansound.sweep.summary import SweepSummary
 
 
 class UrbansoundSweeper(Sweeper):
     """Runs a sweep as an Optuna study; its config is ``hydra.sweeper`` (``config.py``).
 
     Hydra instantiates it with every key of ``UrbansoundSweeperConf``, typed and defaulted by
-    that dataclass (the one place the defaults live); ``sampler`` and ``pruner`` arrive as config
-    nodes (``_recursive_`` is off).
+    that dataclass (the one place the keys and defaults are written); ``sampler`` and ``pruner``
+    arrive as config nodes (``_recursive_`` is off).
     """
 
-    def __init__(
-        self,
-        *,
-        sampler: Any,
-        pruner: Any,
-        storage: str,
-        study_name: str | None,
-        direction: str,
-        metric_name: str,
-        n_trials: int | None,
-        n_jobs: int,
-        batch_size: int | None,
-        max_failure_rate: float,
-        retry_failed: bool,
-        heartbeat_interval: int | None,
-        grace_period: int | None,
-        max_retry: int | None,
-        params: Any,
-    ) -> None:
-        self.conf: dict[str, Any] = {
-            "sampler": _plain(sampler),
-            "pruner": _plain(pruner),
-            "storage": storage,
-            "study_name": study_name,
-            "direction": direction,
-            "metric_name": metric_name,
-            "n_trials": n_trials,
-            "n_jobs": n_jobs,
-            "batch_size": batch_size,
-            "max_failure_rate": max_failure_rate,
-            "retry_failed": retry_failed,
-            "heartbeat_interval": heartbeat_interval,
-            "grace_period": grace_period,
-            "max_retry": max_retry,
-            "params": _plain(params),
-        }
-        self.config: DictConfig | None = None
-        self.hydra_context: HydraContext | None = None
-        self.launcher: Any = None
-        self.check: Any = None
+    def __init__(self, **conf: Any) -> None:
+        from ._impl import UrbansoundSweeperImpl
+
+        self.sweeper = UrbansoundSweeperImpl(conf)
 
     def setup(
         self,
@@ -82,251 +37,10 @@ class UrbansoundSweeper(Sweeper):
         task_function: TaskFunction,
         config: DictConfig,
     ) -> None:
-        self.config = config
-        self.hydra_context = hydra_context
-        # urbansound's own tasks (urbansound.run) validate their config: so does the sweep
-        # before any trial; another application's task is only composed.
-        self.check = _check_job if _is_urbansound_task(task_function) else None
-        if not _basic_launcher(config):
-            # A batch's jobs record their outcomes on their trials: when one job's process dies
-            # the launcher returns nothing for the whole batch, and the others are read back.
-            from urbansound.sweep.launching import RecordingTask
-
-            task_function = RecordingTask(task_function)
-        self.launcher = Plugins.instance().instantiate_launcher(
-            config=config, hydra_context=hydra_context, task_function=task_function
-        )
+        """Hydra's set-up before :meth:`sweep`, handed to the implementation."""
+        self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> SweepSummary:
-        """Run the study for ``arguments`` (the command line's task overrides); print a summary.
-
-        User errors (a bad search space, storage or override) print one line and exit with
-        status 2, as a single run does.
-        """
-        from urbansound import sweep
-        from urbansound.errors import UrbansoundError
-
-        assert self.config is not None
-        hydra_overrides = [str(o) for o in self.config.hydra.overrides.hydra]
-        try:
-            settings = sweep.sweep_settings(
-                self.conf,
-                arguments=list(arguments),
-                hydra_overrides=hydra_overrides,
-                launcher=_plain(self.config.hydra.launcher),
-            )
-            # Resolving the sweep dir here fixes its ${now:...} for every job and every worker.
-            sweep_dir = Path(str(self.config.hydra.sweep.dir))
-            # Composes every branch of the space (and validates it) before any trial exists.
-            # ... and checks each value as the job will (one line naming the key, exit 2).
-            settings = sweep.resolve_settings(
-                settings, partial(self._compose, settings), self.check
-            )
-            sweep_dir.mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # as Hydra's sweepers do
-            summary = sweep.run_sweep(
-                settings,
-                self._launch,
-                sweep_dir=sweep_dir,
-                launch_batch=None if _basic_launcher(self.config) else self._launch_batch,
-            )
-        except UrbansoundError as exc:
-            log.error("%s", exc)
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            message = (
-                "interrupted: the running trials are queued again; run the same command to resume"
-            )
-            log.error("%s", message)
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(130)
-        self._print(summary)
-        running = summary.progress.running
-        if running:  # never silent: their grid points or budget are not this sweep's to run
-            numbers = ", ".join(f"#{n}" for n in running)
-            why = (
-                "with hydra.sweeper.heartbeat_interval=null nothing tells a trial of a killed "
-                "sweep from one another process is running: if none is, run the same command "
-                "with a heartbeat_interval (e.g. hydra.sweeper.heartbeat_interval=20) to fail "
-                "them after the grace period and run them again"
-                if settings.heartbeat_interval is None
-                else "another process is running them (or, if it was killed, the same command "
-                "fails them after hydra.sweeper.grace_period and runs them again)"
-            )
-            message = f"study {summary.study_name}: trial(s) {numbers} still RUNNING: {why}"
-            log.warning("%s", message)
-            print(f"warning: {message}", file=sys.stderr)
-        if summary.failed_too_often:
-            message = (
-                f"study {summary.study_name}: {summary.progress.failed} trials failed, more than "
-                f"max_failure_rate {settings.max_failure_rate} x n_trials {settings.n_trials}; "
-                "their errors are in trials.csv and in each job directory's error.txt"
-            )
-            log.error("%s", message)
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(2)
-        return summary
-
-    def _compose(self, settings: SweepSettings, overrides: list[str]) -> DictConfig:
-        """The config a job with ``overrides`` gets (Hydra's composition, as the launcher's)."""
-        from urbansound.config.overrides import format_value
-
-        assert self.config is not None and self.hydra_context is not None
-        return self.hydra_context.config_loader.load_sweep_config(
-            self.config,
-            [
-                *overrides,
-                f"trial.study_name={format_value(settings.study_name)}",
-                f"trial.storage={format_value(settings.storage)}",
-                "trial.number=0",
-            ],
-        )
-
-    def _launch(self, overrides: list[str], job_num: int) -> JobOutcome:
-        from urbansound.sweep import JobOutcome
-        from urbansound.sweep._compat import job_exception
-
-        assert self.config is not None
-        try:
-            (ret,) = self.launcher.launch([overrides], initial_job_idx=job_num)
-        except Exception as exc:  # the job's config does not compose (a bad option)
-            exc.composition = True  # type: ignore[attr-defined]
-            return JobOutcome(error=exc, output_dir=self._job_dir(job_num))
-        output_dir = None
-        if ret.hydra_cfg is not None:
-            output_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")
-        if ret.status == JobStatus.COMPLETED:
-            return JobOutcome(value=ret.return_value, output_dir=output_dir)
-        return JobOutcome(error=job_exception(ret), output_dir=output_dir)
-
-    def _launch_batch(self, jobs: Sequence[Job]) -> list[JobOutcome]:
-        """Run ``jobs`` in one ``launch()`` call of a launcher with its own parallelism.
-
-        Each job's config is composed here first, so that one that does not compose fails its
-        trial alone (inside a joblib or submitit job it would raise for the whole batch). Job
-        directories stay numbered by trial when the batch's trial numbers are not consecutive
-        (a queued retry, another machine's trials in between). When the launcher raises (a
-        job's process died) every job of the call is returned ``lost``.
-        """
-        from urbansound.sweep import JobOutcome
-
-        assert self.config is not None
-        outcomes: dict[int, JobOutcome] = {}
-        ready: list[int] = []
-        for i, job in enumerate(jobs):
-            try:
-                self.validate_batch_is_legal([job.overrides])
-            except Exception as exc:
-                exc.composition = True  # type: ignore[attr-defined]
-                outcomes[i] = JobOutcome(error=exc, output_dir=self._job_dir(job.number))
-            else:
-                ready.append(i)
-        if ready:
-            first = jobs[ready[0]].number
-            batch = [
-                self._numbered(jobs[i].overrides, jobs[i].number, first + k)
-                for k, i in enumerate(ready)
-            ]
-            try:
-                rets = list(self.launcher.launch(batch, initial_job_idx=first))
-                if len(rets) != len(ready):
-                    raise RuntimeError(f"the launcher returned {len(rets)} of {len(ready)} jobs")
-            except Exception as exc:
-                for i in ready:
-                    dir_ = self._job_dir(jobs[i].number)
-                    outcomes[i] = JobOutcome(error=exc, output_dir=dir_, lost=True)
-            else:
-                for i, ret in zip(ready, rets, strict=True):
-                    outcomes[i] = self._outcome(ret)
-        return [outcomes[i] for i in range(len(jobs))]
-
-    def _numbered(self, overrides: list[str], number: int, job_num: int) -> list[str]:
-        """``overrides`` plus, when Hydra's job number is not the trial number, the subdir."""
-        assert self.config is not None
-        if number == job_num:
-            return overrides
-        subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")
-        if not isinstance(subdir, str) or "${hydra.job.num}" not in subdir:
-            return overrides
-        return [*overrides, f"hydra.sweep.subdir={subdir.replace('${hydra.job.num}', str(number))}"]
-
-    @staticmethod
-    def _outcome(ret: Any) -> JobOutcome:
-        from urbansound.sweep import JobOutcome
-        from urbansound.sweep._compat import job_exception
-
-        output_dir = None
-        if ret.hydra_cfg is not None:
-            output_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")
-        if ret.status == JobStatus.COMPLETED:
-            return JobOutcome(value=ret.return_value, output_dir=output_dir)
-        return JobOutcome(error=job_exception(ret), output_dir=output_dir)
-
-    def _job_dir(self, job_num: int) -> str | None:
-        """The directory job ``job_num`` would have had (with Hydra's default subdir)."""
-        assert self.config is not None
-        subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")
-        if subdir != "${hydra.job.num}":
-            return None
-        return str(Path(str(self.config.hydra.sweep.dir)) / str(job_num))
-
-    @staticmethod
-    def _print(summary: SweepSummary) -> None:
-        p = summary.progress
-        print(
-            f"\nstudy {summary.study_name}: {p.complete} complete, {p.pruned} pruned, "
-            f"{p.failed} failed (n_trials {summary.n_trials})"
-        )
-        print(summary.table)
-        if summary.no_best:
-            print(f"best: none, {summary.no_best}")
-        if summary.best is not None:
-            best = summary.best
-            print(
-                f"best: trial {best['best_trial']}, {best['metric']} {best['best_value']:.4f}: "
-                + " ".join(best["overrides"])
-            )
-        if summary.csv_path is not None:
-            print(f"trials: {summary.csv_path}")
-        if summary.best_path is not None:
-            print(f"best parameters: {summary.best_path}")
-        print(f"dashboard: {summary.dashboard}")
-
-
-def _is_urbansound_task(task_function: Any) -> bool:
-    """True for a task function of the urbansound package (``python -m urbansound.run`` runs
-    it as ``__main__``, so its file, not its module name, says so)."""
-    import inspect
-
-    import urbansound
-
-    try:
-        path = Path(inspect.getfile(inspect.unwrap(task_function))).resolve()
-    except (TypeError, OSError):
-        return False
-    return path.is_relative_to(Path(urbansound.__file__).resolve().parent)
-
-
-def _check_job(config: DictConfig) -> None:
-    """Validate a composed job config as ``urbansound.run`` does (``urbansound.fit``'s extra
-    ``fit`` node aside); raises ConfigError naming the key."""
-    from urbansound.config.checks import settings_from_config
-
-    plain = OmegaConf.to_container(config, resolve=False)
-    assert isinstance(plain, dict)
-    plain.pop("fit", None)
-    settings_from_config(plain)
-
-
-def _basic_launcher(config: DictConfig) -> bool:
-    """True when ``hydra/launcher`` is Hydra's basic (in-process, one job at a time) launcher."""
-    target = OmegaConf.select(config, "hydra.launcher._target_")
-    return target in (None, "hydra._internal.core_plugins.basic_launcher.BasicLauncher")
-
-
-def _plain(node: Any) -> Any:
-    """A config node (or None) as plain Python containers."""
-    if isinstance(node, DictConfig | ListConfig):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
+        """Run the study for ``arguments`` (the command line's task overrides); see
+        :meth:`._impl.UrbansoundSweeperImpl.sweep`."""
+        return self.sweeper.sweep(arguments)

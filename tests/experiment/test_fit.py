@@ -16,7 +16,8 @@ import pytest
 
 from tests.helpers import DEMO_CLIPS_PER_CLASS, cli_env, fit_settings, start_cli
 from urbansound.errors import ConfigError
-from urbansound.experiment.fit import FitOptions, fit_model, fit_options, resolve_source
+from urbansound.experiment.fit import fit_model
+from urbansound.experiment.fit_source import FitOptions, fit_options, resolve_source
 from urbansound.inference.modelfile import Member, ModelFileError, load_model, save_model
 
 QUICK = [
@@ -118,23 +119,37 @@ def test_folds_1_to_9_give_the_accuracy_the_cv_run_reports_for_fold_10(
 
 
 def _fake_run(path: Path, *, mean: float, n_mfcc: int, leaky: bool = False, number=None) -> Path:
+    """A run directory as a run writes it (its results.json is read back, every value checked)."""
     import yaml
+
+    from urbansound.training.results import CVResult, FoldResult, RunResult
 
     path.mkdir(parents=True)
     config = {"n_mfcc": n_mfcc, "features": {"n_mfcc": n_mfcc}, "train": {"epochs": 3}}
     if leaky:
         config["cv"] = {"name": "random_split"}
     (path / "config.yaml").write_text(yaml.safe_dump(config))
-    results = {
-        "status": "complete",
-        "mean_accuracy": mean,
-        "std_accuracy": 0.1,
-        "leaky": leaky,
-        "protocol": "random_split (LEAKY)" if leaky else "folds",
-        "folds": [{"fold": 1, "accuracy": mean}],
-        "trial": {"study_name": None, "number": number},
-    }
-    (path / "results.json").write_text(json.dumps(results))
+    fold = FoldResult(1, mean, 1.0, n_train=9, n_test=1, per_class_accuracy=[], confusion=[])
+    results = RunResult(
+        status="complete",
+        dataset="demo",
+        data_root=str(path),
+        protocol="random_split (LEAKY)" if leaky else "folds",
+        leaky=leaky,
+        n_listed=10,
+        n_clips=10,
+        n_missing=0,
+        empty_folds=[],
+        skipped=[],
+        class_names=["a", "b"],
+        n_features=n_mfcc,
+        overrides=[],
+        trial={"study_name": None, "number": number},
+        cv=CVResult(folds=[fold], mean_accuracy=mean, std_accuracy=0.1),
+        mean_accuracy=mean,
+        std_accuracy=0.1,
+    )
+    (path / "results.json").write_text(json.dumps(results.to_dict()))
     return path
 
 
@@ -400,10 +415,10 @@ def test_a_storage_that_is_wrong_or_holds_no_usable_trial_is_one_line_naming_fit
 
 
 def test_cv_folds_of_the_source_do_not_apply_to_a_fit() -> None:
-    from urbansound.experiment.fit import _without_cv_folds
+    from urbansound.experiment.fit_config import without_cv_folds
 
     config = {"cv": {"name": "folds", "folds": [10], "outer_fold": 10}, "n_mfcc": 13}
-    assert _without_cv_folds(config) == {
+    assert without_cv_folds(config) == {
         "cv": {"name": "folds", "folds": None, "outer_fold": 10},
         "n_mfcc": 13,
     }

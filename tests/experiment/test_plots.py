@@ -12,6 +12,7 @@ import soundfile as sf
 
 from urbansound.config.settings import FeatureSettings
 from urbansound.experiment import plots
+from urbansound.training.results import CVResult, EpochMetrics, FoldResult, RunResult
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -49,6 +50,36 @@ def _results(n_classes: int = 3) -> dict:
     }
 
 
+def _run_result(*, pruned: bool = False) -> RunResult:
+    """``_results()`` as the typed result of a complete run (or of one pruned after 3 epochs)."""
+    res = _results()
+    folds = [
+        FoldResult(
+            f["fold"], f["accuracy"], 0.5, 10, int(np.sum(f["confusion"])), [], f["confusion"]
+        )
+        for f in res["folds"]
+    ]
+    history = [EpochMetrics.from_dict(h, folds=[1, 2]) for h in res["history"]]
+    common = {
+        "dataset": "demo",
+        "data_root": "",
+        "protocol": "folds",
+        "leaky": False,
+        "n_listed": 24,
+        "n_clips": 24,
+        "n_missing": 0,
+        "empty_folds": [],
+        "skipped": [],
+        "class_names": res["class_names"],
+        "n_features": 13,
+        "overrides": [],
+        "trial": {"study_name": None, "number": None},
+    }
+    if pruned:
+        return RunResult(status="pruned", history=history, pruned_at_epoch=3, **common)
+    return RunResult(status="complete", cv=CVResult(folds=folds, history=history), **common)
+
+
 def test_confusion_matrix_counts_and_accuracy(tmp_path):
     cm = np.array([[3, 1, 0], [0, 2, 2], [1, 0, 3]])
     fig = plots.confusion_matrix_figure(cm, ["a", "b", "c"], title="t")
@@ -76,14 +107,23 @@ def test_summed_confusion():
 
 
 def test_write_run_figures(tmp_path):
-    written = plots.write_run_figures(tmp_path, _results())
+    written = plots.write_run_figures(tmp_path, _run_result())
     assert [p.name for p in written] == ["confusion_matrix.png", "epoch_curves.png"]
     for p in written:
         assert p.parent == tmp_path / "figures"
         _png_size(p)
     # a pruned run: history only
-    pruned = {**_results(), "folds": []}
+    pruned = _run_result(pruned=True)
     assert [p.name for p in plots.write_run_figures(tmp_path / "p", pruned)] == ["epoch_curves.png"]
+
+
+def test_epoch_curves_of_a_run_result_equal_those_of_its_results_json():
+    typed = plots.epoch_curves_figure(_run_result().epochs)
+    raw = plots.epoch_curves_figure(_results()["history"])
+    for a, b in zip(typed.axes, raw.axes, strict=True):
+        assert [ln.get_ydata().tolist() for ln in a.lines] == [
+            ln.get_ydata().tolist() for ln in b.lines
+        ]
 
 
 def test_epoch_curves_lines():

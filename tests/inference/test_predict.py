@@ -16,11 +16,11 @@ import pytest
 import soundfile as sf
 
 from tests.helpers import cli_env, fit_settings
+from urbansound.inference.cli import expand_inputs
 from urbansound.inference.modelfile import load_model
 from urbansound.inference.predict import (
     FilePrediction,
     Window,
-    expand_inputs,
     predict_files,
     timeline,
     window_bounds,

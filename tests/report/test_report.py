@@ -9,6 +9,7 @@ separate run of the best configuration on the LEAKY random split.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import shutil
@@ -23,11 +24,14 @@ import yaml
 from optuna.distributions import CategoricalDistribution
 
 from tests.helpers import CONF_DIR, REPO
-from urbansound import report
+from urbansound.config.overrides import parse_override
 from urbansound.data import layout
 from urbansound.errors import ConfigError
 from urbansound.report import analysis, cli, evaluations, figures, render, stats
+from urbansound.report.build import build_report
+from urbansound.report.load import find_run_dirs, load_evaluations, load_sweep
 from urbansound.sweep import records
+from urbansound.training.results import CVResult, EpochMetrics, FoldResult, RunResult
 
 CLASS_NAMES = list(layout.CLASS_NAMES)
 N_TEST, N_TRAIN = 50, 450
@@ -60,20 +64,19 @@ def _confusion(acc: float, n_test: int = N_TEST) -> list[list[int]]:
     return cm.tolist()
 
 
-def _history(final: float, n_folds: int, epochs: int = 3) -> list[dict]:
-    rows = []
-    for e in range(1, epochs + 1):
-        acc = [final * e / epochs] * n_folds
-        rows.append(
-            {
-                "epoch": e,
-                "train_loss": [2.0 / e] * n_folds,
-                "test_loss": [2.2 / e] * n_folds,
-                "test_accuracy": acc,
-                "mean_test_accuracy": float(np.mean(acc)),
-            }
+def _history(final: float, folds: list[int | str], epochs: int = 3) -> list[EpochMetrics]:
+    """Per-epoch metrics rising linearly to ``final`` mean test accuracy."""
+    n = len(folds)
+    return [
+        EpochMetrics(
+            epoch=e,
+            folds=list(folds),
+            train_loss=np.full(n, 2.0 / e),
+            test_loss=np.full(n, 2.2 / e),
+            test_accuracy=np.full(n, final * e / epochs),
         )
-    return rows
+        for e in range(1, epochs + 1)
+    ]
 
 
 def _compose(overrides: list[str]) -> dict:
@@ -83,6 +86,39 @@ def _compose(overrides: list[str]) -> dict:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def results_json(
+    cv: CVResult,
+    *,
+    class_names: list[str],
+    overrides: list[str],
+    trial: dict | None = None,
+    protocol: str = "folds",
+    leaky: bool = False,
+) -> dict:
+    """A complete run's results.json as `urbansound.run` writes it (``RunResult.to_dict()``)."""
+    n_clips = sum(f.n_test for f in cv.folds)
+    return RunResult(
+        status="complete",
+        dataset="demo",
+        data_root="/demo",
+        protocol=protocol,
+        leaky=leaky,
+        n_listed=n_clips,
+        n_clips=n_clips,
+        n_missing=0,
+        empty_folds=[],
+        skipped=[],
+        class_names=class_names,
+        n_features=40,
+        overrides=overrides,
+        trial=trial or {"study_name": None, "number": None},
+        cv=cv,
+        mean_accuracy=cv.mean_accuracy,
+        std_accuracy=cv.std_accuracy,
+        durations={"index": 0.1, "features": 1.0, "train": 5.0, "total": 6.1},
+    ).to_dict()
 
 
 def write_run(
@@ -95,38 +131,35 @@ def write_run(
     protocol: str = "folds",
     trial: dict | None = None,
 ) -> dict:
-    """A run directory as `urbansound.run` writes it (results.json schema + config.yaml)."""
+    """A run directory as `urbansound.run` writes it: ``RunResult.to_dict()`` as results.json,
+    the resolved config.yaml. Returns the results.json payload."""
     run_dir.mkdir(parents=True, exist_ok=True)
     folds = folds or list(range(1, len(accs) + 1))
-    fold_rows = [
-        {
-            "fold": k,
-            "accuracy": a,
-            "loss": 1.0 - a,
-            "n_train": N_TRAIN,
-            "n_test": N_TEST,
-            "per_class_accuracy": [None] * 10,
-            "confusion": _confusion(a),
-        }
-        for k, a in zip(folds, accs, strict=True)
-    ]
-    results = {
-        "status": "complete",
-        "dataset": "demo",
-        "protocol": protocol,
-        "leaky": leaky,
-        "n_clips": 500,
-        "n_missing": 0,
-        "skipped": [],
-        "class_names": CLASS_NAMES,
-        "folds": fold_rows,
-        "mean_accuracy": float(np.mean(accs)),
-        "std_accuracy": float(np.std(accs)),
-        "history": _history(float(np.mean(accs)), len(accs)),
-        "durations": {"index": 0.1, "features": 1.0, "train": 5.0, "total": 6.1},
-        "overrides": overrides,
-        "trial": trial or {"study_name": None, "number": None},
-    }
+    cv = CVResult(
+        folds=[
+            FoldResult(
+                fold=k,
+                accuracy=a,
+                loss=1.0 - a,
+                n_train=N_TRAIN,
+                n_test=N_TEST,
+                per_class_accuracy=[None] * 10,
+                confusion=_confusion(a),
+            )
+            for k, a in zip(folds, accs, strict=True)
+        ],
+        history=_history(float(np.mean(accs)), folds),
+        mean_accuracy=float(np.mean(accs)),
+        std_accuracy=float(np.std(accs)),
+    )
+    results = results_json(
+        cv,
+        class_names=CLASS_NAMES,
+        overrides=overrides,
+        trial=trial,
+        protocol=protocol,
+        leaky=leaky,
+    )
     (run_dir / "results.json").write_text(json.dumps(results))
     (run_dir / "config.yaml").write_text(yaml.safe_dump(_compose(overrides)))
     return results
@@ -304,7 +337,7 @@ def test_report_from_storage(sweep, storage_report):
 
 def test_report_from_sweep_dirs_with_a_random_split_run(sweep, tmp_path, capsys):
     out = tmp_path / "rep"
-    rc = report.main([str(sweep["sweep_dir"]), str(sweep["random"]), "--out", str(out)])
+    rc = cli.main([str(sweep["sweep_dir"]), str(sweep["random"]), "--out", str(out)])
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     # the storage named in the jobs' config.yaml was opened: the failed trial (no run dir) is there
@@ -334,9 +367,9 @@ def test_run_dirs_and_default_report_folder(tmp_path):
     for d in ("0", "1", "report/evaluations/outer_fold3_trial1"):
         (tmp_path / d).mkdir(parents=True)
         (tmp_path / d / "results.json").write_text("{}")
-    assert report.find_run_dirs(tmp_path) == [tmp_path / "0", tmp_path / "1"]
-    assert report.find_run_dirs(tmp_path / "1") == [tmp_path / "1"]
-    args = report.parse_args([str(tmp_path)])
+    assert find_run_dirs(tmp_path) == [tmp_path / "0", tmp_path / "1"]
+    assert find_run_dirs(tmp_path / "1") == [tmp_path / "1"]
+    args = cli.parse_args([str(tmp_path)])
     assert cli.default_out(args, None) == tmp_path / "report"
 
 
@@ -344,11 +377,11 @@ def test_report_without_storage(sweep, tmp_path):
     """A plain multirun (Hydra's basic sweeper): no study; trials rebuilt from the job dirs."""
     for number, n in enumerate((60, 20, 40)):
         write_run(tmp_path / "mr" / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
-    sw = report.load_sweep([tmp_path / "mr"])
+    sw = load_sweep([tmp_path / "mr"])
     assert sw.storage is None
     assert sorted((r.number, r.params["n_mfcc"]) for r in sw.records) == [(0, 60), (1, 20), (2, 40)]
     assert len(sw.study.trials) == 3
-    files = report.build_report(sw, out_dir=tmp_path / "out")
+    files = build_report(sw, out_dir=tmp_path / "out")
     assert files.best is not None and files.best.number == 2
     summary = json.loads(files.summary.read_text())
     assert summary["best"]["value"] == pytest.approx(np.mean(FOLD_ACC[40]))
@@ -362,8 +395,8 @@ def test_report_without_storage(sweep, tmp_path):
 
 
 def test_paired_comparison_of_the_top_configurations(sweep):
-    sw = report.load_sweep(storage=sweep["url"], study_name=STUDY)
-    comps = report.paired_comparisons(sw, top=3)
+    sw = load_sweep(storage=sweep["url"], study_name=STUDY)
+    comps = analysis.paired_comparisons(sw, top=3)
     assert [(c["best"]["number"], c["other"]["number"]) for c in comps] == [(1, 2), (1, 0)]
     cmp = comps[0]["comparison"]
     d = np.subtract(FOLD_ACC[40], FOLD_ACC[60])
@@ -377,7 +410,7 @@ def test_paired_comparison_of_the_top_configurations(sweep):
     )
     # four positive differences and one zero: W = 0, exact p = 2/16
     assert cmp["wilcoxon"]["pvalue"] == pytest.approx(0.125)
-    assert report.paired_comparisons(sw, top=1) == []
+    assert analysis.paired_comparisons(sw, top=1) == []
 
 
 def test_leaky_trial_is_never_the_best(sweep, tmp_path):
@@ -404,9 +437,9 @@ def test_leaky_trial_is_never_the_best(sweep, tmp_path):
             )
         )
     assert study.best_trial.number == 1
-    sw = report.load_sweep(storage=url, study_name="with_leak")
-    assert report.best_record(sw).number == 0
-    files = report.build_report(sw, out_dir=tmp_path / "out")
+    sw = load_sweep(storage=url, study_name="with_leak")
+    assert analysis.best_record(sw).number == 0
+    files = build_report(sw, out_dir=tmp_path / "out")
     md = files.markdown.read_text()
     assert "Optuna's best trial #1 (0.9000) used the LEAKY random split" in md
     assert "**Trial #0: mean CV accuracy 0.6800**" in md
@@ -442,9 +475,9 @@ def test_outer_fold_estimate(tmp_path):
                 user_attrs={"run_dir": str(d)},
             )
         )
-    sw = report.load_sweep(storage=url, study_name="outer")
+    sw = load_sweep(storage=url, study_name="outer")
     out = tmp_path / "rep"
-    (est,) = report.outer_estimates(sw, report.load_evaluations(out))
+    (est,) = analysis.outer_estimates(sw, load_evaluations(out))
     assert est["outer_fold"] == 5 and est["outer_accuracy"] is None
     assert est["inner_folds"] == [1, 2, 3, 4]
     summary = {"outer_estimate": [est]}
@@ -463,7 +496,7 @@ def test_outer_fold_estimate(tmp_path):
         overrides=["n_mfcc=40", "cv.outer_fold=5", "cv.evaluate_outer=true"],
         protocol="folds (outer fold 5 evaluation)",
     )
-    files = report.build_report(sw, out_dir=out)
+    files = build_report(sw, out_dir=out)
     (est,) = json.loads(files.summary.read_text())["outer_estimate"]
     assert est["outer_accuracy"] == pytest.approx(0.61)
     assert est["search_objective"] == pytest.approx(np.mean(FOLD_ACC[40][:4]))
@@ -476,21 +509,21 @@ def test_outer_fold_estimate(tmp_path):
 
 
 def test_user_errors(sweep, tmp_path, capsys):
-    assert report.main([str(tmp_path / "nowhere")]) == 2
+    assert cli.main([str(tmp_path / "nowhere")]) == 2
     assert "nowhere: no such sweep or run directory" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert report.main([str(tmp_path / "empty")]) == 2
+    assert cli.main([str(tmp_path / "empty")]) == 2
     assert "no results.json found" in capsys.readouterr().err
-    assert report.main(["--storage", sweep["url"], "--study", "nope"]) == 2
+    assert cli.main(["--storage", sweep["url"], "--study", "nope"]) == 2
     err = capsys.readouterr().err
     assert "--study nope: no such study" in err and STUDY in err
     missing = tmp_path / "missing.db"
-    assert report.main(["--storage", f"sqlite:///{missing}"]) == 2
+    assert cli.main(["--storage", f"sqlite:///{missing}"]) == 2
     assert f"no such SQLite file {missing}" in capsys.readouterr().err
     assert not missing.exists()  # not created by looking
     with pytest.raises(ConfigError, match="did not hold a fold out"):
-        report.evaluate_outer(
-            report.load_sweep([sweep["sweep_dir"] / "1"]).records[0], out_dir=tmp_path / "x"
+        evaluations.evaluate_outer(
+            load_sweep([sweep["sweep_dir"] / "1"]).records[0], out_dir=tmp_path / "x"
         )
 
 
@@ -601,7 +634,7 @@ def test_evaluate_outer_and_random_split_end_to_end(demo_dir, tmp_path, capsys):
     # each run has its own figures (the dataset's class figures are drawn after a sweep)
     assert (sweep_dir / "0" / "figures" / "confusion_matrix.png").is_file()
 
-    rc = report.main([str(sweep_dir), "--evaluate-outer", "--random-split", "--no-progress"])
+    rc = cli.main([str(sweep_dir), "--evaluate-outer", "--random-split", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     out = sweep_dir / "report"
     summary = json.loads((out / "summary.json").read_text())
@@ -644,7 +677,7 @@ def test_report_of_a_rerun_sweep_dir_reads_its_study(sweep, tmp_path, capsys):
     _study_json(rerun, STUDY, sweep["url"])
     (rerun / "trials.csv").write_text("trial,state,value\n0,COMPLETE,0.6\n")
     (rerun / "best_params.yaml").write_text("best_trial: 1\n")
-    assert report.main([str(rerun)]) == 0, capsys.readouterr().err
+    assert cli.main([str(rerun)]) == 0, capsys.readouterr().err
     summary = json.loads((rerun / "report" / "summary.json").read_text())
     assert summary["study"] == STUDY and summary["states"] == {"COMPLETE": 3, "FAIL": 1}
     assert summary["best"]["number"] == 1
@@ -654,13 +687,13 @@ def test_report_of_a_rerun_sweep_dir_reads_its_study(sweep, tmp_path, capsys):
 
     # without study.json: one error line that says where it looked
     (rerun / "study.json").unlink()
-    assert report.main([str(rerun)]) == 2
+    assert cli.main([str(rerun)]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "no results.json found and no readable study.json" in err[0]
     # a study.json whose storage is gone: one error line naming both, and no file created
     gone = tmp_path / "gone.db"
     _study_json(rerun, STUDY, f"sqlite:///{gone}")
-    assert report.main([str(rerun)]) == 2
+    assert cli.main([str(rerun)]) == 2
     (err,) = capsys.readouterr().err.splitlines()
     assert err.startswith("error: ") and "no results.json found" in err
     assert f"{rerun / 'study.json'} sqlite:///{gone}: no such SQLite file {gone}" in err
@@ -679,14 +712,14 @@ def test_every_trial_failed(tmp_path, capsys):
         "First error: CUDA out of memory"
     )
     # the report is written (it lists each failure) and says so in one line; exit 0
-    assert report.main([str(sweep_dir)]) == 0
+    assert cli.main([str(sweep_dir)]) == 0
     printed = capsys.readouterr().out
     assert line in printed and "best (predefined folds)" not in printed
     summary = json.loads((sweep_dir / "report" / "summary.json").read_text())
     assert summary["best"] is None and summary["states"] == {"FAIL": 2}
     assert f"> **Note.** {line}" in (sweep_dir / "report" / "report.md").read_text()
     # nothing to evaluate: one error line, exit 2
-    assert report.main([str(sweep_dir), "--random-split"]) == 2
+    assert cli.main([str(sweep_dir), "--random-split"]) == 2
     err = capsys.readouterr().err
     assert "error: " in err and "no COMPLETE fold-CV trial to evaluate" in err
 
@@ -697,9 +730,9 @@ def test_parameter_floats_have_four_significant_digits(tmp_path, capsys):
         write_run(
             tmp_path / "mr" / str(number), FOLD_ACC[20 + 20 * number], overrides=[f"train.lr={lr}"]
         )
-    sw = report.load_sweep([tmp_path / "mr"])
+    sw = load_sweep([tmp_path / "mr"])
     assert sw.records[0].params == {"train.lr": lrs[0]}  # full value kept
-    files = report.build_report(sw, out_dir=tmp_path / "out")
+    files = build_report(sw, out_dir=tmp_path / "out")
     md = files.markdown.read_text()
     assert "train.lr=0.003162" in md and "0.0031622776601683794" not in md
     table = cli.console_table(sw)
@@ -721,8 +754,8 @@ def test_epoch_and_trial_axes_have_integer_ticks(tmp_path):
     ]
     for n_epochs, dtick in ((3, 1), (100, 10)):
         run = write_run(tmp_path / str(n_epochs), FOLD_ACC[40], overrides=["n_mfcc=40"])
-        rec = report.load_sweep([tmp_path / str(n_epochs)]).records[0]
-        rec.results["history"] = _history(0.68, 5, epochs=n_epochs)
+        rec = load_sweep([tmp_path / str(n_epochs)]).records[0]
+        rec.results.cv.history = _history(0.68, [1, 2, 3, 4, 5], epochs=n_epochs)
         fig = figures.epochs_figure([rec], rec)
         assert (fig.layout.xaxis.dtick, fig.layout.xaxis.tickformat) == (dtick, "d")
 
@@ -732,20 +765,20 @@ def test_epoch_and_trial_axes_have_integer_ticks(tmp_path):
 
     # 3 epochs: matplotlib's own locator would put ticks at 1.25, 1.5, ...
     assert all(float(t).is_integer() for t in ticks(plots.epoch_curves_figure(run["history"])))
-    sw = report.load_sweep([tmp_path / "3", tmp_path / "100"])
+    sw = load_sweep([tmp_path / "3", tmp_path / "100"])
     assert all(float(t).is_integer() for t in ticks(figures.history_png_figure(sw)))
 
 
 def test_evaluation_command_is_the_winners_run_command(sweep, tmp_path):
-    sw = report.load_sweep(storage=sweep["url"], study_name=STUDY)
-    best = report.best_record(sw)
-    assert "trial.number=1" in best.results["overrides"]
+    sw = load_sweep(storage=sweep["url"], study_name=STUDY)
+    best = analysis.best_record(sw)
+    assert "trial.number=1" in best.results.overrides
     dest = tmp_path / "a b" / "random_split_trial1"
     argv = evaluations.evaluation_command(best, kind="random_split", run_dir=dest)
     assert argv[:3] == [sys.executable, "-m", "urbansound.run"]
     # the sweeper's trial.* overrides are dropped: the run never reports to the study
     assert argv[3:-1] == ["n_mfcc=40", "cv=random_split"]
-    assert records.parse_override(argv[-1]) == ("hydra.run.dir", str(dest))
+    assert parse_override(argv[-1]) == ("hydra.run.dir", str(dest))
     shown = evaluations.shown_command(argv)
     assert shown.startswith("python -m urbansound.run n_mfcc=40 cv=random_split 'hydra.run.dir=")
     with pytest.raises(ConfigError, match="did not hold a fold out"):
@@ -766,11 +799,11 @@ def test_evaluation_command_is_the_winners_run_command(sweep, tmp_path):
     ],
 )
 def test_override_parser(text, expected):
-    assert records.parse_override(text) == expected
+    assert parse_override(text) == expected
 
 
-def test_trial_params_skip_the_sweepers_keys():
-    got = records.trial_params(
+def test_override_params_skip_the_sweepers_keys():
+    got = records.override_params(
         ["n_mfcc=40", "trial.number=3", "hydra.job.chdir=false", "model.hidden=[64, 64]"],
         skip=("trial", "hydra"),
     )
@@ -813,11 +846,11 @@ def test_protocol_comparison_figure_labels_leaky(tmp_path):
 def test_a_file_given_as_sweep_dir_or_report_folder_is_one_line(sweep, tmp_path, capsys):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("x")
-    assert report.main([str(a_file)]) == 2
+    assert cli.main([str(a_file)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {a_file}: a file, not a directory") and "\n" not in err
     for out in (a_file, a_file / "report"):  # the report folder is a file, or under one
-        assert report.main([str(sweep["sweep_dir"]), "--out", str(out), "--no-progress"]) == 2
+        assert cli.main([str(sweep["sweep_dir"]), "--out", str(out), "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"error: cannot write {out}: a file is in the way"), err
         assert "Traceback" not in err and "\n" not in err
@@ -833,24 +866,24 @@ def test_a_top_trial_without_readable_results_is_named_not_dropped(tmp_path):
         res = write_run(tmp_path / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
         add_trial(study, tmp_path / str(number), res["mean_accuracy"], {"n_mfcc": n})
     (tmp_path / "2" / "results.json").write_text('{"folds": [')  # truncated
-    sw = report.load_sweep([], storage=url, study_name="s")
+    sw = load_sweep([], storage=url, study_name="s")
     comps = analysis.paired_comparisons(sw, top=3)
     assert [c["other"]["number"] for c in comps] == [2, 0]
     assert comps[0]["note"] == (
         f"no readable results.json in {tmp_path / '2'}; no per-fold accuracies to test"
     )
     assert "comparison" in comps[1]
-    md = report.build_report(sw, out_dir=tmp_path / "out").markdown.read_text()
+    md = build_report(sw, out_dir=tmp_path / "out").markdown.read_text()
     assert "no readable results.json in" in md
 
 
 def test_single_fold_trials_say_why_there_is_no_paired_test(tmp_path):
     for number, n in enumerate((20, 40)):
         write_run(tmp_path / "mr" / str(number), FOLD_ACC[n][:1], overrides=[f"n_mfcc={n}"])
-    sw = report.load_sweep([tmp_path / "mr"])
+    sw = load_sweep([tmp_path / "mr"])
     (comp,) = analysis.paired_comparisons(sw)
     assert comp["note"] == "only 1 common fold(s); a paired test needs at least 2 folds"
-    md = report.build_report(sw, out_dir=tmp_path / "out").markdown.read_text()
+    md = build_report(sw, out_dir=tmp_path / "out").markdown.read_text()
     assert "a paired test needs at least 2 folds" in md and "nan" not in md.lower()
 
 
@@ -860,7 +893,7 @@ def test_summary_json_is_standard_json_when_the_t_statistic_is_infinite(tmp_path
     write_run(tmp_path / "mr" / "0", FOLD_ACC[40], overrides=["n_mfcc=40"])
     write_run(tmp_path / "mr" / "1", [a - 0.04 for a in FOLD_ACC[40]], overrides=["n_mfcc=20"])
     write_run(tmp_path / "mr" / "2", FOLD_ACC[40], overrides=["n_mfcc=60"])  # identical to #0
-    files = report.build_report(report.load_sweep([tmp_path / "mr"]), out_dir=tmp_path / "out")
+    files = build_report(load_sweep([tmp_path / "mr"]), out_dir=tmp_path / "out")
     text = files.summary.read_text()
     assert "Infinity" not in text and "NaN" not in text
     summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
@@ -882,17 +915,15 @@ def test_the_commands_the_report_suggests_can_be_pasted(tmp_path):
     for number, n in enumerate((20, 40)):
         res = write_run(sweep_dir / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
         add_trial(study, sweep_dir / str(number), res["mean_accuracy"], {"n_mfcc": n})
-    md = report.build_report(
-        report.load_sweep([], storage=url, study_name=name), out_dir=tmp_path / "a"
+    md = build_report(
+        load_sweep([], storage=url, study_name=name), out_dir=tmp_path / "a"
     ).markdown.read_text()
     (cmd,) = re.findall(r"`(python -m urbansound\.report [^`]*--random-split)`", md)
     assert shlex.split(cmd)[3:] == ["--storage", url, "--study", name, "--random-split"]
     plain = tmp_path / "plain run dirs"
     for number, n in enumerate((20, 40)):
         write_run(plain / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
-    md = report.build_report(
-        report.load_sweep([plain]), out_dir=tmp_path / "b"
-    ).markdown.read_text()
+    md = build_report(load_sweep([plain]), out_dir=tmp_path / "b").markdown.read_text()
     (cmd,) = re.findall(r"`(python -m urbansound\.report [^`]*--random-split)`", md)
     assert shlex.split(cmd)[3:] == [str(plain), "--random-split"]
 
@@ -928,13 +959,13 @@ def test_storage_errors_are_one_line(tmp_path, capsys):
     a file that is no Optuna storage said "--study is needed: ... holds 0 studies"."""
     not_a_db = tmp_path / "notes.db"
     not_a_db.write_text("not a database\n")
-    assert report.main(["--storage", f"sqlite:///{not_a_db}"]) == 2
+    assert cli.main(["--storage", f"sqlite:///{not_a_db}"]) == 2
     err = capsys.readouterr().err
     assert err == (
         f"error: --storage sqlite:///{not_a_db}: cannot open the study storage "
         "((sqlite3.DatabaseError) file is not a database)\n"
     )
-    assert report.main(["--storage", str(not_a_db)]) == 2  # a path: Optuna's journal storage
+    assert cli.main(["--storage", str(not_a_db)]) == 2  # a path: Optuna's journal storage
     err = capsys.readouterr().err
     assert err.startswith(f"error: --storage {not_a_db}: holds no study; ") and err.count("\n") == 1
 
@@ -950,28 +981,42 @@ def test_an_evaluation_of_a_named_sweeps_winner_is_one_run(tmp_path):
     )
     results["overrides"] = ["n_mfcc=40", "sweep=mfcc_grid", "cv.outer_fold=5", "trial.number=0"]
     (tmp_path / "0" / "results.json").write_text(json.dumps(results))
-    rec = report.load_sweep([tmp_path / "0"]).records[0]
+    rec = load_sweep([tmp_path / "0"]).records[0]
     argv = evaluations.evaluation_command(rec, kind="outer", run_dir=tmp_path / "e")
     assert argv[3:-1] == ["n_mfcc=40", "cv.outer_fold=5", "cv.evaluate_outer=true"]
 
 
 def test_folds_without_sizes_give_a_note_not_a_traceback(tmp_path):
-    """An old or hand-edited results.json without n_train/n_test (or n_train 0) was a KeyError
-    or ValueError traceback from the corrected t-test."""
+    """A results.json with n_train 0 was a ValueError traceback from the corrected t-test."""
     for number, n in enumerate((20, 40, 60)):
         results = write_run(tmp_path / "mr" / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
         for fold in results["folds"]:
-            if n == 40:
-                del fold["n_train"]
-            else:
-                fold["n_train"] = 0
+            fold["n_train"] = 0
         (tmp_path / "mr" / str(number) / "results.json").write_text(json.dumps(results))
-    sw = report.load_sweep([tmp_path / "mr"])
+    sw = load_sweep([tmp_path / "mr"])
     notes = [c["note"] for c in analysis.paired_comparisons(sw)]
     note = "fold sizes (n_train, n_test) missing from trial #1's results.json"
     assert notes == [f"{note}; no corrected t-test possible"] * 2
-    summary = json.loads(report.build_report(sw, out_dir=tmp_path / "out").summary.read_text())
+    summary = json.loads(build_report(sw, out_dir=tmp_path / "out").summary.read_text())
     assert summary["best"]["number"] == 1
+
+
+def test_a_results_json_that_is_not_a_runs_is_one_warning_naming_the_key(tmp_path, caplog):
+    """results.json is read as the typed RunResult: an old or hand-edited one without a fold's
+    n_train (a KeyError traceback from the corrected t-test, before) is left out of the report
+    with one warning naming the file and the key; the other runs are reported."""
+    for number, n in enumerate((20, 40, 60)):
+        results = write_run(tmp_path / "mr" / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
+    del results["folds"][2]["n_train"]
+    (tmp_path / "mr" / "2" / "results.json").write_text(json.dumps(results))
+    with caplog.at_level(logging.WARNING, logger="urbansound.report.load"):
+        sw = load_sweep([tmp_path / "mr"])
+    assert [r.run_dir.name for r in sw.records] == ["0", "1"]
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "urbansound.report.load"]
+    assert (
+        warning == f"cannot read {tmp_path / 'mr' / '2' / 'results.json'}: folds[2]: no 'n_train'"
+    )
+    assert analysis.best_record(sw).number == 1
 
 
 def test_a_best_trial_without_its_results_says_so(tmp_path):
@@ -983,8 +1028,8 @@ def test_a_best_trial_without_its_results_says_so(tmp_path):
         res = write_run(tmp_path / str(number), FOLD_ACC[n], overrides=[f"n_mfcc={n}"])
         add_trial(study, tmp_path / str(number), res["mean_accuracy"], {"n_mfcc": n})
     (tmp_path / "1" / "results.json").unlink()
-    sw = report.load_sweep([], storage=url, study_name="s")
-    md = report.build_report(sw, out_dir=tmp_path / "out").markdown.read_text()
+    sw = load_sweep([], storage=url, study_name="s")
+    md = build_report(sw, out_dir=tmp_path / "out").markdown.read_text()
     assert (
         f"**Trial #1: mean CV accuracy {np.mean(FOLD_ACC[40]):.4f}** (from the study; no readable "
         f"results.json in {tmp_path / '1'}; no per-fold accuracies to test)"

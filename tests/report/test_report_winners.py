@@ -1,7 +1,8 @@
 """What the report says a search kept: pruned winners, each family's best, the ensemble.
 
 Every number here is computed by hand from run directories and a real SQLite study written by
-the fixtures (results.json, config.yaml, predictions.npz as ``urbansound.run`` writes them).
+the fixtures (results.json from ``RunResult.to_dict()``, config.yaml, predictions.npz as
+``urbansound.run`` writes them).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from urbansound.errors import ConfigError
 from urbansound.report import winners
 from urbansound.report.load import load_sweep
+from urbansound.training.results import CVResult, FoldResult
+
+from .test_report import results_json
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -63,19 +67,15 @@ def write_member(run_dir: Path, member: str, family: str, *, shuffle: bool = Fal
     """A run directory: results.json, config.yaml (model.family) and predictions.npz."""
     run_dir.mkdir(parents=True)
     accs = _accuracies(member)
-    results = {
-        "status": "complete",
-        "dataset": "demo",
-        "protocol": "folds",
-        "leaky": False,
-        "folds": [
-            {"fold": f, "accuracy": a, "n_train": N_TRAIN, "n_test": 5}
-            for f, a in zip(FOLDS, accs, strict=True)
-        ],
-        "mean_accuracy": float(np.mean(accs)),
-        "std_accuracy": float(np.std(accs)),
-        "overrides": [f"model={family}"],
-    }
+    folds = [
+        FoldResult(
+            fold=f, accuracy=a, loss=0.5, n_train=N_TRAIN, n_test=5, per_class_accuracy=[],
+            confusion=[],
+        )
+        for f, a in zip(FOLDS, accs, strict=True)
+    ]  # fmt: skip
+    cv = CVResult(folds=folds, mean_accuracy=float(np.mean(accs)), std_accuracy=float(np.std(accs)))
+    results = results_json(cv, class_names=["a", "b", "c"], overrides=[f"model={family}"])
     (run_dir / "results.json").write_text(json.dumps(results))
     (run_dir / "config.yaml").write_text(yaml.safe_dump({"model": {"family": family}}))
     fold = np.repeat([str(f) for f in FOLDS], 5)

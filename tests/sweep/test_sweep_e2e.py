@@ -9,6 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests.config.test_config import cli as user_cli
 from tests.helpers import DEMO_CLIPS_PER_CLASS
 
 pytestmark = pytest.mark.slow
@@ -90,7 +91,7 @@ def test_named_sweep_file_with_a_pruner_marks_the_job_pruned(
 
 
 def test_a_value_no_trial_can_run_stops_the_sweep_before_any_trial(
-    run_cli, tmp_path, demo_dir, feature_cache
+    tmp_path, demo_dir, feature_cache
 ):
     storage = tmp_path / "outputs" / "optuna.db"
     cases = {
@@ -102,7 +103,8 @@ def test_a_value_no_trial_can_run_stops_the_sweep_before_any_trial(
         ("n_mfcc=13,20", "cv.folds=[]"): "error: cv.folds must list at least one fold",
     }
     for args, message in cases.items():
-        proc = run_cli("-m", *quick(demo_dir, feature_cache), *args, check=False)
+        # as a user starts it: the tests' HYDRA_FULL_ERROR=1 keeps every error's traceback
+        proc = user_cli("-m", *quick(demo_dir, feature_cache), *args, cwd=tmp_path)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip().splitlines()[-1].startswith(message)
         assert "Traceback" not in proc.stderr

@@ -23,10 +23,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from urbansound import sweep
 from urbansound.errors import ConfigError
-from urbansound.sweep import EXCESS_ATTR
-from urbansound.sweep.launching import OUTCOME_ATTR
+from urbansound.sweep.settings import launcher_parallelism, sweep_settings
+from urbansound.sweep.trials import EXCESS_ATTR, OUTCOME_ATTR
 
 from .apps.quadratic import app
 from .apps.sweeper_conf import sweeper_conf
@@ -119,13 +118,13 @@ def intervals(tmp_path: Path) -> dict[int, dict[str, float]]:
     ],
 )
 def test_batch_size_is_the_launchers_parallelism(launcher, expected):
-    assert sweep.launcher_parallelism(launcher) == expected
-    settings = sweep.sweep_settings(sweeper_conf(), arguments=["x=0,1"], launcher=launcher)
+    assert launcher_parallelism(launcher) == expected
+    settings = sweep_settings(sweeper_conf(), arguments=["x=0,1"], launcher=launcher)
     assert (settings.launcher, settings.batch_size) == expected
 
 
 def test_batch_size_overrides_the_launcher():
-    settings = sweep.sweep_settings(
+    settings = sweep_settings(
         sweeper_conf(batch_size=2), arguments=["x=0,1"], launcher={**JOBLIB, "n_jobs": 8}
     )
     assert settings.batch_size == 2
@@ -151,7 +150,7 @@ def test_batch_size_overrides_the_launcher():
 )
 def test_conflicting_parallelism_is_one_line(conf, launcher, message):
     with pytest.raises(ConfigError, match="^" + re.escape(message)):
-        sweep.sweep_settings(sweeper_conf(**conf), arguments=["x=0,1"], launcher=launcher)
+        sweep_settings(sweeper_conf(**conf), arguments=["x=0,1"], launcher=launcher)
 
 
 @pytest.mark.slow

@@ -21,7 +21,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from urbansound import sweep
+from urbansound.sweep.storage import display_storage, normalize_storage
+from urbansound.sweep.trials import EXCESS_ATTR
 
 from .apps.quadratic import app
 
@@ -35,7 +36,7 @@ URL = os.environ.get("URBANSOUND_TEST_POSTGRES_URL", DEFAULT_URL)
 def pg_url() -> str:
     import sqlalchemy
 
-    url = sweep.normalize_storage(URL)
+    url = normalize_storage(URL)
     try:
         engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
         with engine.connect():
@@ -43,7 +44,7 @@ def pg_url() -> str:
         engine.dispose()
     except Exception as exc:
         pytest.skip(
-            f"PostgreSQL not reachable at {sweep.display_storage(url)} "
+            f"PostgreSQL not reachable at {display_storage(url)} "
             f"({type(exc).__name__}: {str(exc).splitlines()[0]}); run .ci/services.sh or set "
             "URBANSOUND_TEST_POSTGRES_URL"
         )
@@ -89,7 +90,7 @@ def test_two_workers_on_one_postgres_study_share_the_grid(tmp_path: Path, pg_url
     for t in study.trials:  # every trial finished; only a lost race may leave a FAIL not run
         assert t.state.is_finished()
         if t.state == TrialState.FAIL:
-            assert t.system_attrs.get(sweep.EXCESS_ATTR)
+            assert t.system_attrs.get(EXCESS_ATTR)
     for t in complete:
         assert t.value == pytest.approx(app.score(t.params["x"], 0))
         assert Path(t.user_attrs["run_dir"]).is_dir()

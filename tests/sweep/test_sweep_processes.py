@@ -22,7 +22,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.helpers import process_alive
-from urbansound.sweep import EXCESS_ATTR
+from urbansound.sweep.trials import EXCESS_ATTR
 
 from .apps.quadratic import app
 

@@ -7,9 +7,11 @@ import re
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from urbansound import sweep
 from urbansound.config.overrides import format_value, parse
 from urbansound.errors import ConfigError
+from urbansound.sweep.settings import derive_seed, sweep_settings
+from urbansound.sweep.space import build_search_space, derive_study_name, parse_param
+from urbansound.sweep.storage import dashboard_command, display_storage, normalize_storage
 
 
 @pytest.mark.parametrize(
@@ -38,7 +40,7 @@ from urbansound.errors import ConfigError
     ],
 )
 def test_override_becomes_distribution(override: str, expected) -> None:
-    param = sweep.parse_param(override)
+    param = parse_param(override)
     assert param is not None
     assert param.distribution == expected
     assert param.name == override.split("=", 1)[0].lstrip("+")
@@ -46,7 +48,7 @@ def test_override_becomes_distribution(override: str, expected) -> None:
 
 
 def test_list_choices_are_passed_as_override_text() -> None:
-    param = sweep.parse_param("model.hidden=choice([256,256],[512, 256])")
+    param = parse_param("model.hidden=choice([256,256],[512, 256])")
     assert param is not None and param.raw
     assert param.distribution == CategoricalDistribution(["[256,256]", "[512,256]"])
     assert param.override("[512,256]") == "model.hidden=[512,256]"
@@ -54,7 +56,7 @@ def test_list_choices_are_passed_as_override_text() -> None:
 
 @pytest.mark.parametrize("override", ["x=5", "x=[1,2]", "x=null", "~x", "x='a,b'"])
 def test_single_values_are_not_swept(override: str) -> None:
-    assert sweep.parse_param(override) is None
+    assert parse_param(override) is None
 
 
 @pytest.mark.parametrize(
@@ -73,7 +75,7 @@ def test_single_values_are_not_swept(override: str) -> None:
 )
 def test_bad_sweeps_name_the_override(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as err:
-        sweep.parse_param(override)
+        parse_param(override)
     assert override.split("=")[0] in str(err.value) or "cannot parse" in str(err.value)
 
 
@@ -88,7 +90,7 @@ def test_bad_sweeps_name_the_override(override: str, message: str) -> None:
     ],
 )
 def test_grid_values_match_the_search_distribution(override: str, grid: list) -> None:
-    param = sweep.parse_param(override)
+    param = parse_param(override)
     assert param is not None
     values = param.grid_values()
     assert values == grid
@@ -96,14 +98,14 @@ def test_grid_values_match_the_search_distribution(override: str, grid: list) ->
 
 
 def test_continuous_key_cannot_be_a_grid() -> None:
-    space = sweep.build_search_space({"lr": "interval(0.1,1)"}, ["n=1,2"])
+    space = build_search_space({"lr": "interval(0.1,1)"}, ["n=1,2"])
     assert not space.is_discrete()
     with pytest.raises(ConfigError, match="sweep key lr: a grid needs discrete values"):
         space.grid()
 
 
 def test_command_line_overrides_params_and_fixed_values_pass_through() -> None:
-    space = sweep.build_search_space(
+    space = build_search_space(
         {"n_mfcc": "choice(13,20)", "model.dropout": "interval(0.1,0.5)", "train.epochs": 7},
         ["n_mfcc=20,40,60", "tracking.mode=disabled", "model.dropout=0.3", "sweep=mfcc_grid"],
     )
@@ -122,7 +124,7 @@ def test_command_line_overrides_params_and_fixed_values_pass_through() -> None:
 
 def test_params_must_be_override_strings() -> None:
     with pytest.raises(ConfigError, match=r"hydra.sweeper.params.x must be an override string"):
-        sweep.build_search_space({"x": [1, 2]})
+        build_search_space({"x": [1, 2]})
 
 
 @pytest.mark.parametrize(
@@ -159,50 +161,46 @@ def test_values_are_written_so_that_hydra_parses_them_back(value) -> None:
 
 
 def test_study_name_is_stable_and_ignores_operational_overrides() -> None:
-    space = sweep.build_search_space(None, ["n_mfcc=20,40,60"])
-    a = sweep.derive_study_name(space, ["n_mfcc=20,40,60", "tracking.mode=disabled"])
-    b = sweep.derive_study_name(space, ["features.cache_dir=/x", "n_mfcc=20,40,60"])
-    c = sweep.derive_study_name(space, ["n_mfcc=20,40,60", "train.epochs=5"])
+    space = build_search_space(None, ["n_mfcc=20,40,60"])
+    a = derive_study_name(space, ["n_mfcc=20,40,60", "tracking.mode=disabled"])
+    b = derive_study_name(space, ["features.cache_dir=/x", "n_mfcc=20,40,60"])
+    c = derive_study_name(space, ["n_mfcc=20,40,60", "train.epochs=5"])
     assert a == b and a.startswith("n_mfcc-") and len(a) == len("n_mfcc-") + 8
     assert c != a
-    other = sweep.build_search_space(None, ["n_mfcc=20,40"])
-    assert sweep.derive_study_name(other, ["n_mfcc=20,40"]) != a
-    assert sweep.derive_study_name(space, ["hydra.sweeper.n_jobs=4", "n_mfcc=20,40,60"]) == a
-    changed = sweep.derive_study_name(space, ["hydra.sweeper.params.n_mfcc=13"])
-    assert changed != sweep.derive_study_name(space, [])
+    other = build_search_space(None, ["n_mfcc=20,40"])
+    assert derive_study_name(other, ["n_mfcc=20,40"]) != a
+    assert derive_study_name(space, ["hydra.sweeper.n_jobs=4", "n_mfcc=20,40,60"]) == a
+    changed = derive_study_name(space, ["hydra.sweeper.params.n_mfcc=13"])
+    assert changed != derive_study_name(space, [])
     # the sampler and pruner are part of a study's identity
-    tpe = sweep.derive_study_name(space, [], identity={"sampler": {"_target_": "tpe"}})
-    rnd = sweep.derive_study_name(space, [], identity={"sampler": {"_target_": "random"}})
+    tpe = derive_study_name(space, [], identity={"sampler": {"_target_": "tpe"}})
+    rnd = derive_study_name(space, [], identity={"sampler": {"_target_": "random"}})
     assert tpe != rnd and tpe.startswith("n_mfcc-")
 
 
 def test_seeds_derive_per_worker_and_resume() -> None:
-    assert sweep.derive_seed(7, worker=0, n_existing=0) == 7
-    seeds = {sweep.derive_seed(7, worker=w, n_existing=n) for w in range(3) for n in (0, 5, 10)}
+    assert derive_seed(7, worker=0, n_existing=0) == 7
+    seeds = {derive_seed(7, worker=w, n_existing=n) for w in range(3) for n in (0, 5, 10)}
     assert len(seeds) == 9
-    assert sweep.derive_seed(7, worker=1, n_existing=5) == sweep.derive_seed(
-        7, worker=1, n_existing=5
-    )
+    assert derive_seed(7, worker=1, n_existing=5) == derive_seed(7, worker=1, n_existing=5)
 
 
 def test_storage_paths_become_absolute(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert sweep.normalize_storage("sqlite:///outputs/optuna.db") == (
+    assert normalize_storage("sqlite:///outputs/optuna.db") == (
         f"sqlite:///{tmp_path}/outputs/optuna.db"
     )
     assert (tmp_path / "outputs").is_dir()
-    assert sweep.normalize_storage("journal/o.log") == str(tmp_path / "journal" / "o.log")
-    assert sweep.normalize_storage("postgresql://u:pw@db/x").startswith("postgresql+psycopg")
-    assert sweep.display_storage("postgresql+psycopg://u:pw@db/x") == (
-        "postgresql+psycopg://u:***@db/x"
-    )
-    assert sweep.dashboard_command("/a b/o.log") == "optuna-dashboard '/a b/o.log'"
-    assert sweep.dashboard_command("postgresql+psycopg://u:pw@db:5432/x") == (
+    assert normalize_storage("journal/o.log") == str(tmp_path / "journal" / "o.log")
+    assert normalize_storage("postgresql://u:pw@db/x").startswith("postgresql+psycopg")
+    assert display_storage("postgresql+psycopg://u:pw@db/x") == ("postgresql+psycopg://u:***@db/x")
+    assert dashboard_command("/a b/o.log") == "optuna-dashboard '/a b/o.log'"
+    assert dashboard_command("postgresql+psycopg://u:pw@db:5432/x") == (
         "optuna-dashboard postgresql+psycopg://u@db:5432/x"
         "  # password left out: export PGPASSWORD=... first"
     )
     with pytest.raises(ConfigError, match="in-memory SQLite"):
-        sweep.normalize_storage("sqlite://")
+        normalize_storage("sqlite://")
 
 
 def test_a_storage_that_cannot_be_a_file_is_one_line_naming_it(tmp_path) -> None:
@@ -221,10 +219,10 @@ def test_a_storage_that_cannot_be_a_file_is_one_line_naming_it(tmp_path) -> None
     }
     for storage, message in cases.items():
         with pytest.raises(ConfigError, match=re.escape(message)) as info:
-            sweep.normalize_storage(storage)
+            normalize_storage(storage)
         assert str(info.value).startswith(f"hydra.sweeper.storage={storage}")
     with pytest.raises(ConfigError, match="is not an Optuna journal file") as info:
-        open_storage(sweep.normalize_storage(str(a_file)))  # a text file as a journal
+        open_storage(normalize_storage(str(a_file)))  # a text file as a journal
     assert str(a_file) in str(info.value) and "\n" not in str(info.value)
 
 
@@ -266,6 +264,6 @@ def test_a_sampler_or_pruner_optuna_refuses_is_one_line_before_the_study(
     storage = tmp_path / "optuna.db"
     conf = sweeper_conf(storage=f"sqlite:///{storage}", **node)
     with pytest.raises(ConfigError) as info:
-        sweep.sweep_settings(conf, arguments=["x=1,2"])
+        sweep_settings(conf, arguments=["x=1,2"])
     assert str(info.value) == message  # one line (Hydra's wrapper message spans two)
     assert not storage.exists()  # said before the study was created

@@ -56,7 +56,7 @@ def _result(status: str) -> RunResult:
         n_clips=4,
         n_missing=0,
         empty_folds=[3],
-        skipped=[],
+        skipped=[{"path": "/data/x.wav", "error": "not a sound file"}],
         class_names=["a", "b"],
         n_features=13,
         overrides=["n_mfcc=13"],

@@ -1,78 +1,271 @@
-"""The Hydra application: our schemas in Hydra's ConfigStore, and the entry points' decorator.
+"""The Hydra application, and the one place where a failure becomes an exit status.
 
 :mod:`urbansound.config.schema` holds the settings' structured-config schemas and the checks (plain
-OmegaConf); this module is where they meet Hydra's runtime:
+OmegaConf); this module is where they meet Hydra's runtime and the command line:
 
-- :func:`register_configs` (run on import) stores every schema in Hydra's ConfigStore; the group
-  files of the config tree (``urbansound/conf``, the named sweeps in its group ``sweep``) extend
-  them;
-- :func:`hydra_main` is ``@hydra.main`` over the packaged config for ``urbansound.run`` and
-  ``urbansound.fit``: a config Hydra cannot compose is one ``error:`` line, exit status 2.
+- :func:`register_configs` stores every schema the config tree (``urbansound/conf``, the named
+  sweeps in its group ``sweep``) extends in Hydra's ConfigStore. Nothing registers on import: the
+  entry points (:func:`hydra_main`) register before Hydra composes, and so must anything else that
+  composes the tree (a test's ``compose``); it is idempotent.
+- :func:`hydra_main` makes a Hydra entry point (``urbansound.run``, ``urbansound.fit``) of a task
+  ``task(cfg, context)``; :class:`TaskContext` is what the task needs of Hydra's runtime, as plain
+  values, so that no task imports ``HydraConfig``.
+- :func:`run_command` gives the argparse commands (``urbansound.predict``, ``urbansound.report``)
+  the same handling of failures.
+
+Failures, handled here and nowhere else:
+
+- an :class:`~urbansound.errors.UrbansoundError` (a bad value, file or dataset) is one
+  ``error: ...`` line on stderr, exit status 2; inside a job of a multirun it is re-raised, so the
+  sweeper records the trial as FAIL with its message. One raised by a sweeper is one line too;
+- a config Hydra cannot compose (``train.epoch=3``, ``features=mfc``) and a run directory Hydra
+  cannot make are one line, exit status 2 (``HYDRA_FULL_ERROR=1`` keeps their tracebacks);
+- Ctrl-C is one line, exit status 130: ``error: interrupted; `` and the task's own words about
+  what it left behind.
+
+After a task's failure or Ctrl-C, a run directory that holds nothing but Hydra's ``.hydra/`` and
+an empty log is removed (it would only clutter ``outputs/``).
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
 
-from urbansound.config.schema import (
-    CONFIG_NAME,
-    CONFIG_PATH,
-    FEATURE_SCHEMAS,
-    GROUP_SCHEMAS,
-    MODEL_SCHEMAS,
-    ConfigSchema,
-    config_error,
-    sklearn_node,
-)
-from urbansound.config.settings import EMBEDDING_KINDS
+from urbansound.errors import UrbansoundError
 
-__all__ = ["hydra_main", "register_configs"]
+__all__ = [
+    "FIT_CONFIG_NAME",
+    "TaskContext",
+    "error_line",
+    "fit_config_schema",
+    "hydra_main",
+    "register_configs",
+    "run_command",
+]
 
-
-def register_configs() -> None:
-    """Register the schemas in Hydra's ConfigStore.
-
-    ConfigStore names: ``config_schema`` (top level), ``<group>_schema`` for each group and
-    ``model_<family>_schema`` for each model family (``model_schema`` is the MLP's) and
-    ``features_<kind>_schema`` for each embedding kind, at the root of the config tree so they
-    are no selectable option of any group. Called on import; idempotent.
-    """
-    from hydra.core.config_store import ConfigStore
-
-    store = ConfigStore.instance()
-    store.store(name="config_schema", node=ConfigSchema)
-    for group, schema in GROUP_SCHEMAS.items():
-        store.store(name=f"{group}_schema", node=schema)
-    for family, schema in MODEL_SCHEMAS.items():
-        store.store(name=f"model_{family}_schema", node=schema)
-    store.store(name="model_sklearn_schema", node=sklearn_node())
-    for kind in EMBEDDING_KINDS:
-        store.store(name=f"features_{kind}_schema", node=FEATURE_SCHEMAS[kind])
+#: The primary config of ``urbansound.fit``: ``config`` plus the ``fit`` node.
+FIT_CONFIG_NAME = "fit"
 
 
 # --------------------------------------------------------------------------------------------
-# The entry points' decorator.
+# Registration
+
+
+@functools.cache
+def fit_config_schema() -> type:
+    """``fit_config_schema``: the top-level schema plus a ``fit`` node (``conf/fit.yaml``).
+
+    Its inherited fields are MISSING, so merging it after ``config`` keeps every value composed
+    there and only adds ``fit`` (a dict: ``fit.from`` cannot be a dataclass field). The node's
+    keys are checked by :func:`urbansound.experiment.fit_source.fit_options`. One class per
+    process (cached), so that registering again stores the same node.
+    """
+    import dataclasses
+    import typing
+
+    from omegaconf import MISSING
+
+    from urbansound.config.schema import ConfigSchema
+
+    hints = typing.get_type_hints(ConfigSchema)
+    inherited = [
+        (f.name, hints[f.name], dataclasses.field(default=MISSING))
+        for f in dataclasses.fields(ConfigSchema)
+    ]
+    schema = dataclasses.make_dataclass(
+        "FitConfigSchema",
+        [*inherited, ("fit", dict[str, Any], dataclasses.field(default_factory=dict))],
+        bases=(ConfigSchema,),
+    )
+    schema.__module__ = __name__
+    return schema
+
+
+def register_configs() -> None:
+    """Store the schemas in Hydra's ConfigStore; idempotent (each call stores the same nodes).
+
+    ConfigStore names: those of :func:`urbansound.config.schema.schema_nodes` (``config_schema``,
+    ``<group>_schema``, ``model_<family>_schema``, ``features_<kind>_schema``) and
+    ``fit_config_schema`` (:func:`fit_config_schema`), at the root of the config tree so they are
+    no selectable option of any group. :func:`hydra_main` calls it before Hydra composes;
+    anything else that composes the tree calls it first.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    from urbansound.config.schema import schema_nodes
+
+    store = ConfigStore.instance()
+    for name, node in schema_nodes().items():
+        store.store(name=name, node=node)
+    store.store(name="fit_config_schema", node=fit_config_schema())
+
+
+# --------------------------------------------------------------------------------------------
+# Failures
+
+
+def error_line(exc: BaseException) -> str:
+    """``error: <message>`` on one line: the message's lines joined with spaces, SQLAlchemy's
+    ``[SQL: ...]``, ``[parameters: ...]`` and ``(Background on this error ...)`` lines dropped
+    and a parenthesis the cut left open closed."""
+    lines = [
+        ln.strip()
+        for ln in str(exc).splitlines()
+        if ln.strip() and not ln.strip().startswith(("[SQL:", "[parameters:", "(Background on"))
+    ]
+    text = " ".join(lines) or type(exc).__name__
+    return "error: " + text + ")" * max(0, text.count("(") - text.count(")"))
+
+
+def _exit(line: str, status: int) -> NoReturn:
+    print(line, file=sys.stderr)
+    sys.exit(status)
+
+
+def run_command(command: Callable[[], int], *, interrupted: Callable[[], str]) -> int:
+    """Run an argparse command's body with the entry points' handling of failures.
+
+    Returns what ``command`` returns (its exit status); 2 after an
+    :class:`~urbansound.errors.UrbansoundError`, printed as one :func:`error_line`; 130 after
+    Ctrl-C, printed as ``error: interrupted; <interrupted()>`` (the command's words about what
+    it left, asked for when it happens).
+    """
+    try:
+        return command()
+    except UrbansoundError as exc:
+        print(error_line(exc), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"error: interrupted; {interrupted()}", file=sys.stderr)
+        return 130
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a Hydra task needs of Hydra's runtime, as plain values.
+
+    Attributes
+    ----------
+    run_dir:
+        The job's directory (``hydra.runtime.output_dir``), made by Hydra before the task runs.
+    overrides:
+        The command line's task overrides (``hydra.overrides.task``; in a multirun, the job's),
+        without those :func:`hydra_main` added for the composition only.
+    multirun:
+        Whether the task runs as a job of a multirun (a sweep).
+    """
+
+    run_dir: Path
+    overrides: tuple[str, ...] = ()
+    multirun: bool = False
+
+
+class _HydraTask:
+    """The function Hydra runs: the task with its :class:`TaskContext`, failures handled.
+
+    A plain object of this module holding the task (a module-level function), so that launchers
+    that run jobs in other processes can pickle it.
+    """
+
+    def __init__(self, task: Callable[[Any, TaskContext], Any], interrupted: str) -> None:
+        self.task = task
+        self.interrupted = interrupted
+        self.composition_only: tuple[str, ...] = ()
+        functools.update_wrapper(self, task)  # Hydra names the job after the task's module
+
+    def __call__(self, cfg: Any) -> Any:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        context = TaskContext(
+            run_dir=Path(hc.runtime.output_dir),
+            overrides=tuple(o for o in hc.overrides.task if o not in self.composition_only),
+            multirun=hc.mode == RunMode.MULTIRUN,
+        )
+        _quiet_chatty_libraries()
+        try:
+            return self.task(cfg, context)
+        except UrbansoundError as exc:
+            if context.multirun:
+                raise  # the sweeper records the trial as failed, with this message
+            _remove_if_untouched(context.run_dir)
+            _exit(error_line(exc), 2)
+        except KeyboardInterrupt:
+            if context.multirun:
+                raise  # the sweeper queues the trial again and says so
+            _remove_if_untouched(context.run_dir)
+            words = self.interrupted.format(run_dir=context.run_dir)
+            _exit(f"error: interrupted; {words}", 130)
 
 
 def hydra_main(
-    task_function: Callable[[Any], Any], *, config_name: str = CONFIG_NAME
+    task: Callable[[Any, TaskContext], Any],
+    *,
+    interrupted: str,
+    config_name: str | None = None,
+    composition_choices: Callable[[Sequence[str]], list[str]] | None = None,
 ) -> Callable[..., Any]:
-    """``@hydra.main`` of our entry points: the packaged config, a bad config as one line.
+    """The entry point of a Hydra task: ``@hydra.main`` over the packaged config, failures
+    handled as the module docstring says.
 
-    Composes ``config_name`` (:data:`CONFIG_NAME` for ``urbansound.run``, ``fit`` for
-    ``urbansound.fit``) from :data:`CONFIG_PATH` (so the ``urbansound`` console script,
-    ``python -m urbansound.run`` and an installed wheel all find it, from any working directory).
-    A config Hydra cannot compose (``train.epoch=3``, ``train.epochs=many``, ``features=mfc``) and
-    an :class:`~urbansound.errors.UrbansoundError` that reaches Hydra are printed as one
-    ``error: ...`` line, exit status 2, instead of Hydra's message and exit 1. With
-    ``HYDRA_FULL_ERROR=1`` every error keeps its full traceback.
+    Parameters
+    ----------
+    task:
+        ``task(cfg, context)``, a module-level function (Hydra names the job, and its log file,
+        after its module: ``run``, ``fit``); its return value is the job's (a sweep's objective).
+    interrupted:
+        The task's words after ``error: interrupted; `` on Ctrl-C; ``{run_dir}`` is replaced by
+        the run directory.
+    config_name:
+        The primary config: :data:`~urbansound.config.schema.CONFIG_NAME` (``urbansound.run``,
+        the default) or :data:`FIT_CONFIG_NAME`, composed from
+        :data:`~urbansound.config.schema.CONFIG_PATH` (so the console script,
+        ``python -m urbansound.run`` and an installed wheel all find it, from any directory).
+    composition_choices:
+        ``composition_choices(argv)`` gives group choices (``model=random_forest``) added to the
+        command line for Hydra's composition only (not in ``context.overrides``); not asked
+        when the command line holds a flag (``--help``, ``-m``, ``--cfg``).
+
+    Returns
+    -------
+    Callable
+        ``main(cfg_passthrough=None)``, Hydra's decorated function.
     """
-    import functools
-    import os
+    hydra_task = _HydraTask(task, interrupted)
 
-    import hydra
+    @functools.wraps(task)
+    def main(cfg_passthrough: Any = None) -> Any:
+        import hydra
+
+        from urbansound.config.schema import CONFIG_NAME, CONFIG_PATH
+
+        register_configs()
+        name = config_name or CONFIG_NAME
+        decorated = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=name)(
+            hydra_task
+        )
+        if cfg_passthrough is not None:
+            return decorated(cfg_passthrough)
+        if name == CONFIG_NAME:  # the `urbansound` console script's help and completion
+            _name_the_command()
+        argv = sys.argv[1:]
+        if composition_choices is not None and not any(a.startswith("-") for a in argv):
+            hydra_task.composition_only = tuple(composition_choices(argv))
+            sys.argv[1:1] = hydra_task.composition_only
+        return _run_hydra(decorated, task)
+
+    return main
+
+
+def _run_hydra(decorated: Callable[[], Any], task: Callable[..., Any]) -> Any:
+    """``decorated()`` with what escapes Hydra turned into one line (module docstring)."""
     from hydra.errors import (
         ConfigCompositionException,
         MissingConfigException,
@@ -80,52 +273,41 @@ def hydra_main(
     )
     from omegaconf.errors import OmegaConfBaseException
 
-    from urbansound.errors import UrbansoundError
+    from urbansound.config.schema import config_error
 
-    decorated = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(
-        task_function
-    )
+    # Hydra prints an exception itself unless HYDRA_FULL_ERROR=1: set it for this call only,
+    # so that the error reaches us, then print our line (or re-raise what is no user error).
+    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        return decorated()
+    except UrbansoundError as exc:  # raised outside the task: by a sweeper, for one
+        _exit(error_line(exc), 2)
+    except (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+        OmegaConfBaseException,
+    ) as exc:
+        if full:
+            raise
+        _exit(error_line(config_error(exc)), 2)
+    except (OSError, ValueError) as exc:
+        # Hydra creates the run directory and its log file before the task starts: one that
+        # cannot be written is a bad hydra.run.dir / hydra.sweep.dir, not a bug.
+        cause = _os_error(exc)
+        if full or cause is None or _raised_in(exc, task):
+            raise
+        from urbansound.utils.files import output_error
 
-    @functools.wraps(task_function)
-    def main(cfg_passthrough: Any = None) -> Any:
-        if config_name == CONFIG_NAME:  # the `urbansound` console script's help and completion
-            _name_the_command()
-        if cfg_passthrough is not None or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            return decorated(cfg_passthrough)
-        # Hydra prints an exception itself unless HYDRA_FULL_ERROR=1: set it for this call only,
-        # so that the error reaches us, then print our line (or re-raise what is no user error).
-        os.environ["HYDRA_FULL_ERROR"] = "1"
-        try:
-            return decorated()
-        except UrbansoundError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        except (
-            ConfigCompositionException,
-            MissingConfigException,
-            OverrideParseException,
-            OmegaConfBaseException,
-        ) as exc:
-            print(f"error: {config_error(exc)}", file=sys.stderr)
-            sys.exit(2)
-        except (OSError, ValueError) as exc:
-            # Hydra creates the run directory and its log file before the task starts: one
-            # that cannot be written is a bad hydra.run.dir / hydra.sweep.dir, not a bug.
-            cause = _os_error(exc)
-            if cause is None or _raised_in(exc, task_function):
-                raise
-            from urbansound.utils.files import output_error
-
-            print(
-                f"error: {output_error(cause.filename, cause)} (the run directory: "
-                "hydra.run.dir, or hydra.sweep.dir for -m)",
-                file=sys.stderr,
-            )
-            sys.exit(2)
-        finally:
+        _exit(
+            f"error: {output_error(cause.filename, cause)} (the run directory: "
+            "hydra.run.dir, or hydra.sweep.dir for -m)",
+            2,
+        )
+    finally:
+        if not full:
             os.environ.pop("HYDRA_FULL_ERROR", None)
-
-    return main
 
 
 def _raised_in(exc: BaseException, function: Callable[..., Any]) -> bool:
@@ -139,7 +321,7 @@ def _raised_in(exc: BaseException, function: Callable[..., Any]) -> bool:
     return False
 
 
-def _os_error(exc: BaseException) -> OSError | None:
+def _os_error(exc: BaseException | None) -> OSError | None:
     """The OSError naming a file in ``exc`` or its causes (logging wraps one in a ValueError)."""
     seen = 0
     while exc is not None and seen < 5:
@@ -148,6 +330,45 @@ def _os_error(exc: BaseException) -> OSError | None:
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return None
+
+
+def _remove_if_untouched(run_dir: Path) -> None:
+    """Remove the run directory Hydra made for a task that stopped before writing anything.
+
+    A config error or a bad dataset stops the task before its first output: what is left is
+    Hydra's ``.hydra/`` and an empty log, a directory that would only clutter ``outputs/``.
+    Anything else in it (a ``config.yaml``, a non-empty log, a user's file) keeps it.
+    """
+    import re
+    import shutil
+
+    try:
+        entries = list(run_dir.iterdir())
+        if all(
+            (p.name == ".hydra" and p.is_dir()) or (p.suffix == ".log" and p.stat().st_size == 0)
+            for p in entries
+        ):
+            shutil.rmtree(run_dir)
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", run_dir.parent.name):  # Hydra's date folder
+                run_dir.parent.rmdir()  # when this run was its only one (else: not empty, kept)
+    except OSError:
+        pass  # not ours to insist on
+
+
+# Libraries whose DEBUG output floods `hydra.verbose=true` (matplotlib's font scan alone is ~150
+# lines); left at WARNING unless a user names them (`hydra.verbose=[matplotlib]`).
+_CHATTY_LIBRARIES = ("matplotlib", "PIL", "numba", "urllib3", "asyncio", "git", "comet_ml")
+
+
+def _quiet_chatty_libraries() -> None:
+    """Keep third-party DEBUG logging out of ``hydra.verbose=true`` (which sets the root logger
+    to DEBUG); a logger the user set explicitly keeps its level."""
+    import logging
+
+    for name in _CHATTY_LIBRARIES:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
 
 
 _COMMAND_FLAGS = ("--hydra-help", "-sc", "--shell-completion")
@@ -165,6 +386,3 @@ def _name_the_command() -> None:
         arg.split("=")[0] in _COMMAND_FLAGS for arg in sys.argv[1:]
     ):
         sys.argv[0] = "urbansound"
-
-
-register_configs()

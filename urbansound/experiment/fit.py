@@ -27,66 +27,64 @@ fold ``k``; on every fold the label is ``"all"`` and it is tested on its trainin
 accuracy, labelled so). ``fit.seeds=[0,1,2]`` trains one model per ``train.seed`` value, an ensemble
 whose class probabilities are averaged.
 
-The run directory holds ``config.yaml`` (the configuration trained), ``model.safetensors``
+The data come from the same pipeline as a run's
+(:func:`urbansound.experiment.pipeline.prepare_data`, every clip). The run directory holds
+``config.yaml`` (the configuration trained), ``model.safetensors``
 (:mod:`urbansound.inference.modelfile`), ``fit.json`` (what was trained on, the evaluation, the
 source and its CV figures, durations, Comet) and ``predictions.npz`` (the ensemble's probabilities
-on the test part, as a run's). With tracking on, the fit is a Comet experiment and the model file is
-logged as its model.
+on the test part, as a run's: :class:`~urbansound.experiment.rundir.Predictions`), written by
+:mod:`urbansound.experiment.rundir`. With tracking on, the fit is a Comet experiment and the model
+file is logged as its model. Where the configuration comes from is
+:mod:`urbansound.experiment.fit_config`; :func:`task` is the Hydra task
+(:func:`urbansound.config.app.hydra_main` handles its failures).
 """
 
 from __future__ import annotations
 
-import io
+import functools
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from urbansound.config.app import FIT_CONFIG_NAME, TaskContext, hydra_main
 from urbansound.config.checks import settings_from_config
 from urbansound.config.settings import Settings
-from urbansound.errors import ConfigError, DataError, UrbansoundError
-from urbansound.experiment.fit_source import (
-    FitOptions,
-    Source,
-    apply_overrides,
-    fit_options,
-    resolve_source,
+from urbansound.errors import ConfigError, DataError
+from urbansound.experiment.fit_config import fit_configuration, source_model_choice
+from urbansound.experiment.fit_source import Source
+from urbansound.experiment.pipeline import prepare_data
+from urbansound.experiment.rundir import (
+    Predictions,
+    make_run_dir,
+    write_config,
+    write_fit_summary,
+    write_predictions,
 )
 from urbansound.inference.modelfile import (
     MODEL_FILE,
     Member,
     ModelFile,
     feature_settings_dict,
+    feature_stage,
     save_model,
 )
 from urbansound.training import metrics
-from urbansound.training.results import CVResult, EpochMetrics, RunResult
-from urbansound.utils.files import atomic_write, output_error, write_json
+from urbansound.training.results import CVResult, EpochMetrics, FoldPredictions, RunResult
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("urbansound.fit")
 
-__all__ = [
-    "FIT_CONFIG_NAME",
-    "FitOptions",
-    "FitOutcome",
-    "Source",
-    "apply_overrides",
-    "fit_model",
-    "fit_options",
-    "main",
-    "resolve_source",
-]
+__all__ = ["FitOutcome", "fit_model", "main", "task"]
 
-FIT_CONFIG_NAME = "fit"
-FIT_JSON = "fit.json"
-PREDICTIONS = "predictions.npz"
 #: The clip length of UrbanSound8K (and of the demo corpus): the window when the metadata says
 #: nothing.
 DEFAULT_WINDOW_S = 4.0
@@ -139,6 +137,17 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _fit_clips(held: int | None, clips: pd.DataFrame) -> pd.DataFrame:
+    """A fit's clips: every clip; a held-out fold (``cv.outer_fold``) must have clips."""
+    present = sorted(set(clips["fold"].tolist()))
+    if held is not None and held not in present:
+        raise DataError(
+            f"cv.outer_fold={held} names a fold with no clips in this dataset (folds with "
+            f"clips: {present}); choose one or set cv.outer_fold=null to fit on every fold"
+        )
+    return clips
+
+
 def fit_model(
     settings: Settings,
     *,
@@ -154,7 +163,8 @@ def fit_model(
     ``config`` is given) into ``run_dir``.
 
     ``seeds``: the ``train.seed`` of each ensemble member (default ``[train.seed]``).
-    ``callbacks`` see the first member's epochs.
+    ``callbacks`` see the first member's epochs. ``source`` is recorded in the model file and
+    ``fit.json``.
 
     Raises
     ------
@@ -162,53 +172,28 @@ def fit_model(
         Bad configuration or data (one line naming the key or file), an unwritable run
         directory (:class:`~urbansound.errors.OutputError`).
     """
-    from omegaconf import OmegaConf
-
-    from urbansound.data import index as data
     from urbansound.data.cv import Split
-    from urbansound.data.source import resolve_dataset
-    from urbansound.features import extraction as features
-    from urbansound.training import cross_validation as train
+    from urbansound.features.extraction import feature_names
+    from urbansound.training.cross_validation import cross_validate
 
     t_start = time.perf_counter()
-    run_dir = Path(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise output_error(run_dir, exc) from exc
+    run_dir = make_run_dir(run_dir)
     if config is not None:
-        atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(dict(config)))
+        write_config(run_dir, config)
     seeds = [settings.train.seed] if seeds is None else [int(s) for s in seeds]
     if not seeds:
         raise ConfigError("fit.seeds must list at least one seed")
     if settings.cv.name != "folds" or settings.cv.folds is not None:
         log.info("a final fit trains on every fold (cv.name and cv.folds do not apply)")
-    durations: dict[str, float] = {}
-
-    root, dataset_name = resolve_dataset(settings.data)
-    index = data.load_index(root, missing=settings.data.missing, name=dataset_name)
-    durations["index"] = time.perf_counter() - t_start
     held = settings.cv.outer_fold
-    if held is not None and held not in set(index.clips["fold"].tolist()):
-        raise DataError(
-            f"cv.outer_fold={held} names a fold with no clips in this dataset (folds with "
-            f"clips: {sorted(set(index.clips['fold'].tolist()))}); choose one or set "
-            "cv.outer_fold=null to fit on every fold"
-        )
-    t0 = time.perf_counter()
-    feats = features.extract_features(
-        list(index.clips["path"]), settings.features, progress=progress
-    )
-    durations["features"] = time.perf_counter() - t0
-    clips = index.clips[feats.ok].reset_index(drop=True)
-    y = clips["classID"].to_numpy(dtype=np.int64)
-    fold_of = clips["fold"].to_numpy(dtype=np.int64)
+    data = prepare_data(settings, select=functools.partial(_fit_clips, held), progress=progress)
+    durations = dict(data.durations)
     if held is None:
-        train_idx = np.arange(len(clips))
+        train_idx = np.arange(data.n_clips)
         test_idx, label, tested_on = train_idx, "all", "training data"
     else:
-        train_idx = np.flatnonzero(fold_of != held)
-        test_idx, label, tested_on = np.flatnonzero(fold_of == held), held, f"fold {held}"
+        train_idx = np.flatnonzero(data.folds != held)
+        test_idx, label, tested_on = np.flatnonzero(data.folds == held), held, f"fold {held}"
         if len(test_idx) == 0:
             raise DataError(
                 f"cv.outer_fold={held}: none of its clips has features (all skipped); "
@@ -217,8 +202,8 @@ def fit_model(
     if len(train_idx) == 0:
         raise DataError("no clip to train on: check data.root and cv.outer_fold")
     split = Split(fold=label, train=train_idx, test=test_idx)
-    n_classes = len(index.class_names)
-    trained_folds = sorted({int(f) for f in fold_of[train_idx]})
+    n_classes = len(data.class_names)
+    trained_folds = sorted({int(f) for f in data.folds[train_idx]})
     log.info(
         "final fit of %d model(s) (seeds %s) on %d clips of folds %s; tested on %s (%d clips)",
         len(seeds),
@@ -234,9 +219,9 @@ def fit_model(
     results: list[CVResult] = []
     members: list[Member] = []
     for i, seed in enumerate(seeds):
-        res = train.cross_validate(
-            feats.X,
-            y,
+        res = cross_validate(
+            data.X,
+            data.y,
             [split],
             n_classes=n_classes,
             model=settings.model,
@@ -255,7 +240,7 @@ def fit_model(
         ensemble = (np.sum([p.astype(np.float64) for p in probs], axis=0) / len(probs)).astype(
             np.float32
         )
-    y_test = y[test_idx]
+    y_test = data.y[test_idx]
     accuracy = float((ensemble.argmax(axis=1) == y_test).mean())
     evaluation = {
         "fold": label,
@@ -265,28 +250,28 @@ def fit_model(
         "member_accuracies": [float(r.folds[0].accuracy) for r in results],
         "held_out": held is not None,
     }
-    counts = np.bincount(y[train_idx], minlength=n_classes)
+    counts = np.bincount(data.y[train_idx], minlength=n_classes)
     metadata: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "family": family,
-        "class_names": list(index.class_names),
-        "window_s": _window_s(clips.iloc[train_idx]),
+        "class_names": list(data.class_names),
+        "window_s": _window_s(data.clips.iloc[train_idx]),
         "features": {
             "settings": feature_settings_dict(settings.features),
-            "names": features.feature_names(settings.features),
-            "n_features": int(feats.X.shape[1]),
-            "stage": _stage(),
+            "names": feature_names(settings.features),
+            "n_features": data.n_features,
+            "stage": feature_stage(),
         },
         "model": _plain(settings.model),
         "train": {**_plain(settings.train), "seeds": seeds},
         "training_data": {
-            "dataset": dataset_name,
-            "data_root": str(root),
+            "dataset": data.dataset,
+            "data_root": str(data.root),
             "n_clips": len(train_idx),
             "folds": trained_folds,
             "held_out_fold": held,
-            "clips_per_class": {n: int(c) for n, c in zip(index.class_names, counts, strict=True)},
-            "skipped": list(feats.skipped),
+            "clips_per_class": {n: int(c) for n, c in zip(data.class_names, counts, strict=True)},
+            "skipped": list(data.skipped),
         },
         "evaluation": evaluation,
         "source": source.describe() if source is not None else None,
@@ -296,31 +281,30 @@ def fit_model(
     model_path = save_model(run_dir / MODEL_FILE, members, metadata)
     model = ModelFile(members=members, metadata=metadata, path=model_path)
 
-    paths = clips["path"].to_numpy(dtype=str)
-    _write_predictions(
-        run_dir / PREDICTIONS,
-        fold=label,
-        clips=clips,
-        index=test_idx,
-        probabilities=ensemble,
-        class_names=index.class_names,
+    tested = FoldPredictions(fold=label, test_index=test_idx, probabilities=ensemble)
+    predictions = Predictions.of_folds(
+        [tested],
+        clips=data.clips["slice_file_name"].to_numpy(dtype=str),
+        y=data.y,
+        class_names=data.class_names,
     )
+    write_predictions(run_dir, predictions)
     fold_result = metrics.fold_result(
         label, ensemble, y_test, n_train=len(train_idx), n_classes=n_classes
     )
     result = RunResult(
         status="complete",
-        dataset=dataset_name,
-        data_root=str(root),
+        dataset=data.dataset,
+        data_root=str(data.root),
         protocol=f"final fit on folds {', '.join(map(str, trained_folds))}; tested on {tested_on}",
         leaky=False,
-        n_listed=index.n_listed,
-        n_clips=len(clips),
-        n_missing=len(index.missing),
-        empty_folds=list(index.empty_folds),
-        skipped=list(feats.skipped),
-        class_names=list(index.class_names),
-        n_features=int(feats.X.shape[1]),
+        n_listed=data.n_listed,
+        n_clips=data.n_clips,
+        n_missing=len(data.missing),
+        empty_folds=list(data.empty_folds),
+        skipped=list(data.skipped),
+        class_names=list(data.class_names),
+        n_features=data.n_features,
         overrides=[],
         trial={"study_name": None, "number": None},
         cv=CVResult(folds=[fold_result], history=results[0].history),
@@ -329,8 +313,8 @@ def fit_model(
     summary = {
         "status": "complete",
         "model_file": str(model_path),
-        "class_names": list(index.class_names),
-        "n_features": int(feats.X.shape[1]),
+        "class_names": list(data.class_names),
+        "n_features": data.n_features,
         "window_s": metadata["window_s"],
         "seeds": seeds,
         "training_data": metadata["training_data"],
@@ -338,14 +322,14 @@ def fit_model(
         "source": metadata["source"],
         "durations": durations,
     }
-    write_json(run_dir / FIT_JSON, summary)
+    write_fit_summary(run_dir, summary)
     return FitOutcome(
         model=model,
         model_path=model_path,
         summary=summary,
         members=results,
         probabilities=ensemble,
-        test_paths=list(paths[test_idx]),
+        test_paths=list(data.clips["path"].to_numpy(dtype=str)[test_idx]),
         y_true=y_test,
         result=result,
     )
@@ -369,180 +353,34 @@ def _member(fitted: Any, *, seed: int, fold: int | str, family: str) -> Member:
     )
 
 
-def _stage() -> dict[str, Any]:
-    from urbansound.inference.modelfile import feature_stage
-
-    return feature_stage()
-
-
 def _plain(obj: Any) -> dict[str, Any]:
     from dataclasses import asdict
 
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(obj).items()}
 
 
-def _write_predictions(
-    path: Path,
-    *,
-    fold: int | str,
-    clips: Any,
-    index: np.ndarray,
-    probabilities: np.ndarray,
-    class_names: Sequence[str],
-) -> None:
-    """``predictions.npz`` as a run writes it, plus ``path`` (each test clip's audio file)."""
-    buf = io.BytesIO()
-    np.savez_compressed(
-        buf,
-        fold=np.full(len(index), str(fold)),
-        clip=clips["slice_file_name"].to_numpy(dtype=str)[index],
-        path=clips["path"].to_numpy(dtype=str)[index],
-        index=index,
-        y_true=clips["classID"].to_numpy(dtype=np.int64)[index],
-        probabilities=probabilities.astype(np.float32),
-        class_names=np.asarray(class_names, dtype=str),
-    )
-    atomic_write(path, buf.getvalue())
-
-
 # --------------------------------------------------------------------------------------------
-# The entry point
+# The Hydra task
 
 
-#: Group choices added to the command line for Hydra's composition only (the source's model
-#: family): :func:`_configuration` does not apply them as overrides.
-_SOURCE_CHOICES: list[str] = []
-
-
-def _source_choices(argv: Sequence[str]) -> list[str]:
-    """``model=<family>`` of the source that ``fit.from`` (``fit.study``, ``fit.trial``) in
-    ``argv`` names, when it is no MLP and the command line chooses no model: so that Hydra
-    composes the overrides (``model.n_estimators=500``) against that family's schema, as the
-    README's key-by-key promise needs. Empty when there is no usable source (the task then says
-    what is wrong with it)."""
-    from urbansound.config.overrides import parse_all
-
-    try:
-        parsed = parse_all([a for a in argv if "=" in a])
-    except ConfigError:
-        return []
-    given = {o.key_or_group: o.value() for o in parsed if not o.is_delete()}
-    if "model" in given or given.get("fit.from") is None:
-        return []
-    try:
-        opts = fit_options(
-            {k.removeprefix("fit."): v for k, v in given.items() if k.startswith("fit.")}
-        )
-        source = resolve_source(opts)
-    except Exception:  # reported by the task, in one line
-        return []
-    family = (source.config.get("model") or {}).get("family", "mlp")
-    import importlib.resources
-
-    if not isinstance(family, str) or family == "mlp":
-        return []
-    known = (importlib.resources.files("urbansound.conf") / "model" / f"{family}.yaml").is_file()
-    return [f"model={family}"] if known else []
-
-
-def hydra_fit_main(task_function: Callable[[Any], Any]) -> Callable[..., Any]:
-    """:func:`urbansound.config.app.hydra_main` on the primary config ``fit``: a bad config or an
-    :class:`UrbansoundError` is one ``error: ...`` line, exit status 2. The source's model family
-    is chosen for the composition (:func:`_source_choices`)."""
-    import functools
-
-    from urbansound.config.app import hydra_main
-
-    decorated = hydra_main(task_function, config_name=FIT_CONFIG_NAME)
-
-    @functools.wraps(task_function)
-    def main(cfg_passthrough: Any = None) -> Any:
-        if cfg_passthrough is None and not any(a.startswith("-") for a in sys.argv[1:]):
-            logging.disable(logging.INFO)  # resolving the source is said again by the task
-            try:
-                _SOURCE_CHOICES[:] = _source_choices(sys.argv[1:])
-            finally:
-                logging.disable(logging.NOTSET)
-            sys.argv[1:1] = _SOURCE_CHOICES
-        return decorated(cfg_passthrough)
-
-    return main
-
-
-def _configuration(cfg: Any, overrides: Sequence[str]) -> tuple[FitOptions, Source | None, dict]:
-    """The fit options, the source (if any) and the resolved configuration to train."""
-    from omegaconf import OmegaConf
-
-    plain = OmegaConf.to_container(cfg, resolve=False)
-    assert isinstance(plain, dict)
-    opts = fit_options(plain.pop("fit", None))
-    plain.pop("hydra", None)
-    if opts.source is None:
-        resolved = OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
-        assert isinstance(resolved, dict)
-        return opts, None, resolved
-    source = resolve_source(opts)
-    log.info(
-        "fitting the configuration of %s%s",
-        source.run_dir,
-        f" (trial {source.trial} of study {source.study_name})" if source.trial is not None else "",
-    )
-    return opts, source, apply_overrides(source.config, cfg, overrides)
-
-
-def _without_cv_folds(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with ``cv.folds`` null: a fit trains on every fold (but ``cv.outer_fold``), so
-    the folds a CV run tested on (``cv.folds=[10]``) neither apply nor clash with
-    ``cv.outer_fold``."""
-    cv = config.get("cv")
-    if isinstance(cv, dict) and cv.get("folds") is not None:
-        log.info("cv.folds=%s does not apply to a fit: it trains on every fold", cv["folds"])
-        config = {**config, "cv": {**cv, "folds": None}}
-    return config
-
-
-@hydra_fit_main
-def main(cfg: Any) -> None:
-    """Hydra task: one final fit (see the module docstring); a user error is one line, exit 2."""
-    try:
-        _main(cfg)
-    except UrbansoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)  # one line, no traceback
-        sys.exit(2)
-    except KeyboardInterrupt:
-        from hydra.core.hydra_config import HydraConfig
-
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-        # model.safetensors, fit.json and predictions.npz are written at the end, atomically.
-        print(
-            f"error: interrupted; {run_dir} holds no model file (its config.yaml and log stay); "
-            "run the same command to fit again",
-            file=sys.stderr,
-        )
-        sys.exit(130)
-
-
-def _main(cfg: Any) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    from urbansound import tracking
+def task(cfg: Any, context: TaskContext) -> None:
+    """Hydra task: one final fit (module docstring) into ``context.run_dir``; prints where the
+    model file is and how it did."""
+    from urbansound.tracking.archives import upload_command
+    from urbansound.tracking.tracker import start as start_tracking
     from urbansound.utils import progress
 
-    hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
-    overrides = [o for o in hc.overrides.task if o not in _SOURCE_CHOICES]
-    opts, source, config = _configuration(cfg, overrides)
-    config = _without_cv_folds(config)
+    opts, source, config = fit_configuration(cfg, context.overrides)
     settings = settings_from_config(config)
     progress.set_default_mode(settings.progress)
-    shown = [o for o in overrides if not o.lstrip("+~").startswith("fit.")]
-    tracker = tracking.start(settings, run_dir=run_dir, config=config, overrides=shown)
+    shown = [o for o in context.overrides if not o.lstrip("+~").startswith("fit.")]
+    tracker = start_tracking(settings, run_dir=context.run_dir, config=config, overrides=shown)
     outcome: FitOutcome | None = None
     error: BaseException | None = None
     try:
         outcome = fit_model(
             settings,
-            run_dir=run_dir,
+            run_dir=context.run_dir,
             seeds=opts.seeds,
             source=source,
             config=config,
@@ -566,35 +404,50 @@ def _main(cfg: Any) -> None:
     finally:
         tracker.finish(
             outcome.result if outcome is not None else None,
-            run_dir=run_dir,
+            run_dir=context.run_dir,
             figures={},
             error=error,
         )
-    if outcome is not None:
-        info = tracker.info()
-        if info.get("mode") not in (None, "disabled"):
-            outcome.summary["tracking"] = info
-            write_json(run_dir / FIT_JSON, outcome.summary)
-        ev = outcome.summary["evaluation"]
-        cv = (outcome.summary["source"] or {}).get("cv") or {}
-        lines = [
-            f"model: {outcome.model_path}",
-            f"trained on {outcome.summary['training_data']['n_clips']} clips "
-            f"(folds {', '.join(map(str, outcome.summary['training_data']['folds']))}), "
-            f"{len(outcome.members)} seed(s)",
-            f"accuracy on {ev['on']} ({ev['n_clips']} clips): {ev['accuracy']:.4f}",
-        ]
-        if cv.get("mean_accuracy") is not None:
-            lines.append(
-                f"the configuration's CV accuracy ({cv.get('protocol')}): "
-                f"{cv['mean_accuracy']:.4f} ± {cv.get('std_accuracy') or 0.0:.4f}"
-            )
-        lines.append(f"predict with: python -m urbansound.predict {outcome.model_path} AUDIO...")
-        upload = tracking.upload_command([info["archive"]] if info.get("archive") else [])
-        if upload:  # the Hydra callback lists only the archives that results.json files name
-            lines.append(f"Comet: to upload the offline archive (COMET_API_KEY set):\n  {upload}")
-        print("\n".join(lines))
+    info = tracker.info()
+    if info.get("mode") not in (None, "disabled"):
+        outcome.summary["tracking"] = info
+        write_fit_summary(context.run_dir, outcome.summary)
+    lines = _summary_lines(outcome)
+    upload = upload_command([info["archive"]] if info.get("archive") else [])
+    if upload:  # the Hydra callback lists only the archives that results.json files name
+        lines.append(f"Comet: to upload the offline archive (COMET_API_KEY set):\n  {upload}")
+    print("\n".join(lines))
 
+
+def _summary_lines(outcome: FitOutcome) -> list[str]:
+    """What a fit prints: the model file, what it trained on and how it did."""
+    summary = outcome.summary
+    ev = summary["evaluation"]
+    cv = (summary["source"] or {}).get("cv") or {}
+    training = summary["training_data"]
+    lines = [
+        f"model: {outcome.model_path}",
+        f"trained on {training['n_clips']} clips "
+        f"(folds {', '.join(map(str, training['folds']))}), {len(outcome.members)} seed(s)",
+        f"accuracy on {ev['on']} ({ev['n_clips']} clips): {ev['accuracy']:.4f}",
+    ]
+    if cv.get("mean_accuracy") is not None:
+        lines.append(
+            f"the configuration's CV accuracy ({cv.get('protocol')}): "
+            f"{cv['mean_accuracy']:.4f} ± {cv.get('std_accuracy') or 0.0:.4f}"
+        )
+    lines.append(f"predict with: python -m urbansound.predict {outcome.model_path} AUDIO...")
+    return lines
+
+
+#: ``python -m urbansound.fit``.
+main = hydra_main(
+    task,
+    config_name=FIT_CONFIG_NAME,
+    interrupted="{run_dir} holds no model file (its config.yaml and log stay); run the same "
+    "command to fit again",
+    composition_choices=source_model_choice,
+)
 
 if __name__ == "__main__":
     main()

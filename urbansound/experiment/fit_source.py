@@ -1,37 +1,35 @@
-"""Where a final fit's configuration comes from: the ``fit`` config node, sources, overrides.
+"""Where a final fit's configuration comes from: the ``fit`` config node and its sources.
 
 - :func:`fit_options`: the ``fit`` node of ``conf/fit.yaml`` (``fit.from``, ``fit.study``,
-  ``fit.trial``, ``fit.seeds``) validated, one line naming the key otherwise; importing this
-  module registers ``fit_config_schema``, the top-level schema plus that node.
+  ``fit.trial``, ``fit.seeds``) validated, one line naming the key otherwise (its schema,
+  ``fit_config_schema``, is registered by :func:`urbansound.config.app.register_configs`).
 - :func:`resolve_source`: ``fit.from`` (a run directory, a sweep directory, a storage URL or
   journal file) and ``fit.trial`` to a :class:`Source`: a run directory, its ``config.yaml`` and
-  ``results.json``. Trials are read through :mod:`urbansound.sweep.records`; the best is the best
-  COMPLETE trial not evaluated on the LEAKY random split.
-- :func:`apply_overrides`: the command line's overrides on top of the source's configuration.
+  ``results.json`` (read by :mod:`urbansound.experiment.rundir`, every value checked). Trials are
+  read through :mod:`urbansound.sweep.records`; the best is the best COMPLETE trial not evaluated
+  on the LEAKY random split.
+
+How the command line's overrides apply on top of a source's configuration is
+:mod:`urbansound.experiment.fit_config`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from urbansound.errors import ConfigError
+from urbansound.errors import ConfigError, DataError
+from urbansound.experiment.rundir import CONFIG_FILE, RESULTS_FILE, read_config, read_results
+from urbansound.training.results import RunResult
 
 log = logging.getLogger("urbansound.fit")
 
-__all__ = [
-    "FitOptions",
-    "Source",
-    "apply_overrides",
-    "fit_options",
-    "resolve_source",
-]
+__all__ = ["FitOptions", "Source", "fit_options", "resolve_source"]
 
 _FIT_KEYS = ("from", "study", "trial", "seeds")
 #: The largest seed NumPy and scikit-learn take (``random_state < 2**32``), as for train.seed.
@@ -39,37 +37,6 @@ _SEED_MAX = 2**32 - 1
 
 # --------------------------------------------------------------------------------------------
 # The `fit` node of the config
-
-
-def _register_schema() -> None:
-    """``fit_config_schema``: the top-level schema plus a ``fit`` node (``conf/fit.yaml``).
-
-    Its inherited fields are MISSING, so merging it after ``config`` keeps every value composed
-    there and only adds ``fit`` (a dict: ``fit.from`` cannot be a dataclass field).
-    """
-    import dataclasses
-    import typing
-
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import MISSING
-
-    from urbansound.config.schema import ConfigSchema
-
-    hints = typing.get_type_hints(ConfigSchema)
-    inherited = [
-        (f.name, hints[f.name], dataclasses.field(default=MISSING))
-        for f in dataclasses.fields(ConfigSchema)
-    ]
-    schema = dataclasses.make_dataclass(
-        "FitConfigSchema",
-        [*inherited, ("fit", dict[str, Any], dataclasses.field(default_factory=dict))],
-        bases=(ConfigSchema,),
-    )
-    schema.__module__ = __name__
-    ConfigStore.instance().store(name="fit_config_schema", node=schema)
-
-
-_register_schema()
 
 
 @dataclass(frozen=True)
@@ -128,7 +95,7 @@ class Source:
     location: str  # fit.from as given
     run_dir: Path
     config: dict[str, Any]
-    results: dict[str, Any] | None = None
+    results: RunResult | None = None
     study_name: str | None = None
     storage: str | None = None
     trial: int | None = None
@@ -138,8 +105,9 @@ class Source:
         """JSON-ready: the source and the CV figures of its configuration."""
         from urbansound.utils.redaction import redact_url
 
-        r = self.results or {}
-        folds = [{"fold": f.get("fold"), "accuracy": f.get("accuracy")} for f in r.get("folds", [])]
+        r = self.results
+        cv = r.cv if r is not None else None
+        folds = [{"fold": f.fold, "accuracy": f.accuracy} for f in cv.folds] if cv else []
         return {
             "kind": self.kind,
             "location": redact_url(self.location),
@@ -149,43 +117,48 @@ class Source:
             "trial": self.trial,
             "value": self.value,
             "cv": {
-                "protocol": r.get("protocol"),
-                "leaky": r.get("leaky"),
-                "dataset": r.get("dataset"),
-                "n_clips": r.get("n_clips"),
-                "mean_accuracy": r.get("mean_accuracy"),
-                "std_accuracy": r.get("std_accuracy"),
+                "protocol": r.protocol if r else None,
+                "leaky": r.leaky if r else None,
+                "dataset": r.dataset if r else None,
+                "n_clips": r.n_clips if r else None,
+                "mean_accuracy": _finite(r.mean_accuracy) if r else None,
+                "std_accuracy": _finite(r.std_accuracy) if r else None,
                 "n_folds": len(folds),
                 "folds": folds,
             },
         }
 
 
-def _read_run_dir(run_dir: Path, what: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """A run directory's ``config.yaml`` (required) and ``results.json`` (if readable)."""
-    import yaml
+def _read_run_dir(run_dir: Path, what: str) -> tuple[dict[str, Any], RunResult | None]:
+    """A run directory's ``config.yaml`` (required) and ``results.json`` (None when absent).
 
-    config_path = run_dir / "config.yaml"
+    Raises
+    ------
+    ConfigError
+        No readable ``config.yaml``.
+    DataError
+        A ``results.json`` that cannot be read or is malformed (naming it).
+    """
     try:
-        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{what}: {config_path} not found; fit.from needs a run directory with the "
-            "config.yaml that urbansound.run wrote"
-        ) from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{what}: cannot read {config_path} ({exc})") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"{what}: {config_path} holds no configuration")
-    results = None
-    with contextlib.suppress(OSError, ValueError):
-        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+        config = read_config(run_dir)
+    except DataError as exc:
+        hint = (
+            "; fit.from needs a run directory with the config.yaml that urbansound.run wrote"
+            if not (run_dir / CONFIG_FILE).exists()
+            else ""
+        )
+        raise ConfigError(f"{what}: {exc}{hint}") from None
+    results = read_results(run_dir) if (run_dir / RESULTS_FILE).is_file() else None
     return config, results
 
 
-def _leaky(config: Mapping[str, Any], results: Mapping[str, Any] | None) -> bool:
-    if results and "leaky" in results:
-        return bool(results["leaky"])
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _leaky(config: Mapping[str, Any], results: RunResult | None) -> bool:
+    if results is not None:
+        return results.leaky
     return ((config.get("cv") or {}).get("name")) == "random_split"
 
 
@@ -234,7 +207,7 @@ def resolve_source(opts: FitOptions) -> Source:
             if "cannot open" not in str(exc) and "no such" not in str(exc).lower():
                 raise
             log.warning("%s; choosing among the job directories of %s instead", exc, path)
-    if (path / "config.yaml").is_file() and (path / "results.json").is_file():
+    if (path / CONFIG_FILE).is_file() and (path / RESULTS_FILE).is_file():
         if opts.trial is not None:
             raise ConfigError(
                 f"fit.trial={opts.trial}: fit.from={location} is one run's directory, not a sweep"
@@ -244,22 +217,29 @@ def resolve_source(opts: FitOptions) -> Source:
     return _from_job_dirs(location, path, opts)
 
 
-def _value(results: Mapping[str, Any] | None) -> float | None:
-    value = (results or {}).get("mean_accuracy")
-    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+def _value(results: RunResult | None) -> float | None:
+    return _finite(results.mean_accuracy) if results is not None else None
 
 
 def _from_job_dirs(location: str, sweep_dir: Path, opts: FitOptions) -> Source:
     """A sweep directory without a readable study: its job directories' ``results.json``."""
     jobs = []
+    unreadable: dict[int | None, DataError] = {}
     for d in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
-        if not ((d / "config.yaml").is_file() and (d / "results.json").is_file()):
+        if not ((d / CONFIG_FILE).is_file() and (d / RESULTS_FILE).is_file()):
             continue
-        config, results = _read_run_dir(d, f"fit.from={location}")
-        number = ((results or {}).get("trial") or {}).get("number")
+        try:
+            config, results = _read_run_dir(d, f"fit.from={location}")
+        except DataError as exc:  # judged by nothing: left out, unless it is the one asked for
+            log.warning("%s; job %s left out", exc, d.name)
+            unreadable[int(d.name) if d.name.isdigit() else None] = exc
+            continue
+        number = (results.trial if results is not None else {}).get("number")
         if number is None and d.name.isdigit():
             number = int(d.name)
         jobs.append((number, d, config, results))
+    if opts.trial is not None and opts.trial in unreadable:
+        raise unreadable[opts.trial]
     if not jobs:
         raise ConfigError(
             f"fit.from={location}: neither a run directory (config.yaml, results.json) nor a "
@@ -273,7 +253,7 @@ def _from_job_dirs(location: str, sweep_dir: Path, opts: FitOptions) -> Source:
                 f"(trials there: {sorted(j[0] for j in jobs if j[0] is not None)})"
             )
         chosen = found[0]
-        status = (chosen[3] or {}).get("status")
+        status = chosen[3].status if chosen[3] is not None else None
         if status != "complete":
             raise ConfigError(
                 f"fit.trial={opts.trial}: the job of trial {opts.trial} in {location} is "
@@ -283,7 +263,8 @@ def _from_job_dirs(location: str, sweep_dir: Path, opts: FitOptions) -> Source:
         done = [
             j
             for j in jobs
-            if (j[3] or {}).get("status") == "complete"
+            if j[3] is not None
+            and j[3].status == "complete"
             and _value(j[3]) is not None
             and not _leaky(j[2], j[3])
         ]
@@ -389,54 +370,3 @@ def _from_study(location: str, storage: str, opts: FitOptions, *, kind: str) -> 
             value=trial.value,
         )
     raise ConfigError(f"fit.from={shown}: every COMPLETE trial of {name} used the LEAKY split")
-
-
-# --------------------------------------------------------------------------------------------
-# Overrides on top of a source's configuration
-
-
-def apply_overrides(
-    base: Mapping[str, Any], composed: Any, overrides: Sequence[str]
-) -> dict[str, Any]:
-    """``base`` (a resolved config) with the keys that ``overrides`` set taken from ``composed``.
-
-    ``composed`` is the Hydra config composed with those overrides (a DictConfig). A group choice
-    (``features=logmel``) replaces the whole group; a key that other keys interpolate
-    (``n_mfcc``, read by ``features.n_mfcc``) sets those too. ``fit.*``, ``hydra.*`` and
-    ``trial.*`` overrides are not configuration of the model.
-    """
-    from omegaconf import OmegaConf
-
-    from urbansound.config.overrides import parse_all
-
-    out = OmegaConf.create(dict(base))
-    raw = OmegaConf.to_container(composed, resolve=False)
-    assert isinstance(raw, dict)
-    parsed = parse_all(overrides)
-    for o in parsed:
-        key = o.key_or_group
-        if key.split(".")[0].split("/")[0] in ("fit", "hydra", "trial", "sweep"):
-            continue
-        if o.is_delete():
-            raise ConfigError(f"~{key}: deleting keys is not supported by fit")
-        keys = [key.replace("/", "."), *_followers(raw, "${" + key + "}")]
-        for k in keys:
-            value = OmegaConf.select(composed, k, throw_on_missing=False)
-            if OmegaConf.is_config(value):
-                value = OmegaConf.to_container(value, resolve=True)
-            OmegaConf.update(out, k, value, merge=False, force_add=True)
-    result = OmegaConf.to_container(out, resolve=True)
-    assert isinstance(result, dict)
-    result["trial"] = {"study_name": None, "storage": None, "number": None}
-    result.pop("fit", None)
-    return result
-
-
-def _followers(node: Any, text: str, prefix: str = "") -> list[str]:
-    """Dotted keys under ``node`` whose value is exactly the interpolation ``text``."""
-    if isinstance(node, dict):
-        out = []
-        for k, v in node.items():
-            out += _followers(v, text, f"{prefix}{k}.")
-        return out
-    return [prefix[:-1]] if node == text else []

@@ -33,6 +33,7 @@ from matplotlib.ticker import MaxNLocator
 
 from urbansound.config.settings import FeatureSettings
 from urbansound.training.metrics import summed_confusion
+from urbansound.training.results import EpochMetrics, RunResult
 from urbansound.utils.files import atomic_open, output_error, public_mode, write_json
 
 log = logging.getLogger(__name__)
@@ -152,18 +153,22 @@ def per_class_accuracy_figure(
     return fig
 
 
-def epoch_curves_figure(history: Sequence[Mapping[str, Any]], *, title: str = "") -> Figure:
+def epoch_curves_figure(
+    history: Sequence[EpochMetrics | Mapping[str, Any]], *, title: str = ""
+) -> Figure:
     """Per-epoch curves of a cross-validated run: losses (mean over folds) and test accuracy.
 
-    ``history`` is ``results.json``'s list of epochs (``epoch``, ``train_loss[]``,
-    ``test_loss[]``, ``test_accuracy[]``): one thin line per fold and the mean in bold.
+    ``history`` is a run's :attr:`~urbansound.training.results.RunResult.epochs`, or
+    ``results.json``'s list of epochs (``epoch``, ``train_loss[]``, ``test_loss[]``,
+    ``test_accuracy[]``): one thin line per fold and the mean in bold.
     """
     if not history:
         raise ValueError("history is empty")
-    epochs = np.array([h["epoch"] for h in history])
-    acc = np.array([h["test_accuracy"] for h in history], dtype=float)  # (epochs, folds)
-    trl = np.array([h["train_loss"] for h in history], dtype=float)
-    tel = np.array([h["test_loss"] for h in history], dtype=float)
+    rows = [h.to_dict() if isinstance(h, EpochMetrics) else h for h in history]
+    epochs = np.array([h["epoch"] for h in rows])
+    acc = np.array([h["test_accuracy"] for h in rows], dtype=float)  # (epochs, folds)
+    trl = np.array([h["train_loss"] for h in rows], dtype=float)
+    tel = np.array([h["test_loss"] for h in rows], dtype=float)
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(epochs, trl.mean(axis=1), label="train loss", color="#2ca02c")
@@ -184,29 +189,26 @@ def epoch_curves_figure(history: Sequence[Mapping[str, Any]], *, title: str = ""
 
 
 def write_run_figures(
-    run_dir: str | Path, results: Mapping[str, Any], *, class_names: Sequence[str] | None = None
+    run_dir: str | Path, result: RunResult, *, class_names: Sequence[str] | None = None
 ) -> list[Path]:
     """Write a run's own figures into ``run_dir/figures``.
 
-    ``confusion_matrix.png`` (summed over the test folds) and ``epoch_curves.png``, from the run's
-    ``results.json`` content; a figure whose data is absent (a pruned run has no confusion matrix)
-    is skipped. Returns the paths written.
+    ``confusion_matrix.png`` (summed over the test folds) and ``epoch_curves.png``; a figure
+    whose data is absent (a pruned run has no confusion matrix) is skipped. Returns the paths
+    written.
     """
     out = Path(run_dir) / FIGURES_DIR
-    names = list(class_names or results.get("class_names") or [])
-    label = _protocol_label(results)
-    title = f"{results.get('dataset', '')} · {label}"
+    names = list(class_names or result.class_names)
+    title = f"{result.dataset} · {_protocol_label(result.protocol, leaky=result.leaky)}"
     written: list[Path] = []
-    folds = results.get("folds") or []
-    if names and any(f.get("confusion") for f in folds):
+    folds = result.cv.folds if result.cv is not None else []
+    if names and any(f.confusion for f in folds):
         cm = summed_confusion(folds)
         fig = confusion_matrix_figure(cm, names, title=f"{title} · summed over test folds")
         written.append(save_figure(fig, out / "confusion_matrix.png"))
-    history = results.get("history") or []
-    if history:
-        written.append(
-            save_figure(epoch_curves_figure(history, title=title), out / "epoch_curves.png")
-        )
+    if result.epochs:
+        fig = epoch_curves_figure(result.epochs, title=title)
+        written.append(save_figure(fig, out / "epoch_curves.png"))
     return written
 
 
@@ -229,9 +231,9 @@ def dataset_figure_key(features: FeatureSettings) -> dict[str, Any]:
     }
 
 
-def _protocol_label(results: Mapping[str, Any]) -> str:
-    protocol = str(results.get("protocol") or "folds")
-    leaky = results.get("leaky") or protocol.startswith("random_split")
+def _protocol_label(protocol: str, *, leaky: bool) -> str:
+    protocol = protocol or "folds"
+    leaky = leaky or protocol.startswith("random_split")
     return f"{protocol} (LEAKY)" if leaky and "LEAKY" not in protocol else protocol
 
 

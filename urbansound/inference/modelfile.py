@@ -10,8 +10,8 @@ JSON text) says how to use them:
   ``m{i}.mean`` / ``m{i}.std`` ``(n_features,)`` float64 (fitted on its training data; the input
   is ``((X - mean) / std)`` cast to float32, as the trainer does). A scikit-learn member (another
   model family) is its fitted ``Pipeline`` written with ``skops.io`` into the uint8 tensor
-  ``m{i}.skops``, and loaded only when skops finds no type outside its default trusted set
-  (no pickle: nothing that can run code).
+  ``m{i}.skops``, and loaded only when skops finds no type outside its default trusted set and
+  scikit-learn's own classes (no pickle: nothing that can run code).
 - ``features``: every ``features.*`` setting :func:`urbansound.features.extraction.extract_features`
   needs (the environment's ``cache_dir``, ``n_jobs`` and ``on_error`` aside), ``feature_names`` and
   ``feature_stage``: the feature code's versions and the libraries that change features (the
@@ -24,7 +24,8 @@ JSON text) says how to use them:
   resolved configuration), ``versions`` and ``created``.
 
 Safetensors rather than ``torch.save``: the header is JSON and the payload raw arrays, so loading
-runs no code whatever the file holds, and no torch is needed to read it.
+runs no code whatever the file holds, and no torch is needed to read it. What a file may hold is
+checked by :mod:`urbansound.inference.validation` before anything in it is used.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ import numpy as np
 
 from urbansound.config.settings import FeatureSettings
 from urbansound.errors import UrbansoundError
+from urbansound.inference.validation import (
+    InvalidModelFile,
+    UntrustedMember,
+    check_members,
+    check_metadata,
+    header_metadata,
+    load_estimator,
+)
 from urbansound.utils.files import atomic_write
 
 __all__ = [
@@ -146,8 +155,8 @@ class Member:
         """Class probabilities ``(n, n_classes)`` float32 of features ``X`` ``(n, n_features)``.
 
         The MLP is evaluated by the trainer's own code (:class:`urbansound.training.mlp.StackedMLP`,
-        one model, on the CPU), after the trainer's standardisation, so a model gives exactly
-        the probabilities it gave in memory.
+        one model, on the CPU, single-threaded as the trainer), after the trainer's
+        standardisation, so a model gives exactly the probabilities it gave in memory.
         """
         X = np.asarray(X, dtype=np.float32)
         if self.family != "mlp":
@@ -165,9 +174,16 @@ class Member:
             (torch.from_numpy(np.array(w)), torch.from_numpy(np.array(b))) for w, b in self.params
         ]
         net = StackedMLP([params], dropout=0.0, activation=self.activation, device="cpu")
-        with torch.inference_mode():
-            logits = net.forward(torch.from_numpy(np.ascontiguousarray(X))[None])
-            probs = torch.log_softmax(logits, dim=-1).exp()
+        # Single-threaded ops, as the trainer evaluates on the CPU (training.lockstep): a product
+        # split over several threads changed the last bit of a few probabilities.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                logits = net.forward(torch.from_numpy(np.ascontiguousarray(X))[None])
+                probs = torch.log_softmax(logits, dim=-1).exp()
+        finally:
+            torch.set_num_threads(threads)
         return probs[0].numpy().copy()
 
 
@@ -250,8 +266,8 @@ def save_model(path: str | Path, members: Sequence[Member], metadata: dict[str, 
 
             blob = skops.io.dumps(m.estimator)
             try:  # refuse now what load_model would refuse, before any file is written
-                _load_estimator(blob)
-            except (_Untrusted, _Invalid) as exc:
+                load_estimator(blob)
+            except (UntrustedMember, InvalidModelFile) as exc:
                 raise ModelFileError(f"cannot store member {i} ({m.family}): it {exc}") from None
             tensors[f"m{i}.skops"] = np.frombuffer(blob, dtype=np.uint8).copy()
         described.append(entry)
@@ -299,7 +315,7 @@ def load_model(path: str | Path, *, check_versions: bool = True) -> ModelFile:
         raise ModelFileError(f"cannot read model file {path}: {exc.strerror or exc}") from None
     try:
         tensors = load(raw)
-        header = _header_metadata(raw)
+        header = header_metadata(raw)
     except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
         raise ModelFileError(
             f"{path} is not a model file (not safetensors: {exc}); give the model.safetensors "
@@ -327,11 +343,11 @@ def load_model(path: str | Path, *, check_versions: bool = True) -> ModelFile:
             f"reads up to {FORMAT_VERSION}: upgrade urbansound"
         )
     try:
-        _check_metadata(meta)
+        check_metadata(meta)
         members = [_member(i, entry, tensors, path) for i, entry in enumerate(meta["members"])]
         model = ModelFile(members=members, metadata=meta, path=path)
-        _check_members(model)
-    except _Invalid as exc:
+        check_members(members, n_features=model.n_features, n_classes=len(model.class_names))
+    except InvalidModelFile as exc:
         raise ModelFileError(f"{path}: {exc}; {_DAMAGED}") from None
     except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a value of another type
         raise ModelFileError(
@@ -355,193 +371,11 @@ _DAMAGED = (
 )
 
 
-class _Invalid(Exception):
-    """What is wrong with a model file's metadata or tensors (the caller adds the file)."""
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise _Invalid(message)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_metadata(meta: dict[str, Any]) -> None:
-    """What :class:`ModelFile` and :mod:`urbansound.predict` read from the metadata is there and
-    of its type, and the feature settings are valid settings whose width is ``n_features``."""
-    import math
-
-    from urbansound.config.checks import settings_from_config
-    from urbansound.errors import ConfigError
-    from urbansound.features.extraction import feature_names
-
-    names = meta.get("class_names")
-    _require(
-        isinstance(names, list)
-        and len(names) >= 2
-        and all(isinstance(n, str) and n for n in names)
-        and len(set(names)) == len(names),
-        f"class_names must list at least 2 distinct class names, got {names!r}",
-    )
-    window = meta.get("window_s")
-    _require(
-        isinstance(window, int | float)
-        and not isinstance(window, bool)
-        and math.isfinite(window)
-        and window > 0,
-        f"window_s must be a number of seconds > 0, got {window!r}",
-    )
-    feats = meta.get("features")
-    _require(isinstance(feats, dict), "it has no features metadata")
-    settings = feats.get("settings")
-    _require(isinstance(settings, dict), "it has no features.settings")
-    n_features = feats.get("n_features")
-    _require(
-        _is_int(n_features) and n_features > 0,
-        f"features.n_features must be an integer > 0, got {n_features!r}",
-    )
-    try:
-        parsed = settings_from_config({"features": dict(settings)}).features
-    except ConfigError as exc:
-        raise _Invalid(f"its feature settings are invalid ({exc})") from None
-    except Exception as exc:  # not even of the schema's shape
-        raise _Invalid(f"its feature settings are invalid ({type(exc).__name__}: {exc})") from None
-    width = len(feature_names(parsed))
-    _require(
-        width == n_features,
-        f"its feature settings give {width} features, features.n_features says {n_features}",
-    )
-    stage = feats.get("stage")
-    _require(stage is None or isinstance(stage, dict), "features.stage is not an object")
-    members = meta.get("members")
-    _require(
-        isinstance(members, list) and members and all(isinstance(m, dict) for m in members),
-        "it lists no members (models)",
-    )
-    for i, m in enumerate(members):
-        family = m.get("family", "mlp")
-        _require(isinstance(family, str), f"member {i} has family {family!r}")
-        if family == "mlp":
-            n_layers = m.get("n_layers")
-            _require(
-                _is_int(n_layers) and n_layers >= 1,
-                f"member {i} has n_layers {n_layers!r}",
-            )
-
-
-def _check_members(model: ModelFile) -> None:
-    """Each member takes ``n_features`` inputs and gives ``len(class_names)`` outputs."""
-    from urbansound.config.settings import ACTIVATIONS
-
-    n_in, n_classes = model.n_features, len(model.class_names)
-    for i, m in enumerate(model.members):
-        if m.family != "mlp":
-            est = m.estimator
-            _require(hasattr(est, "predict_proba"), f"member {i} ({m.family}) cannot predict")
-            classes = np.asarray(getattr(est, "classes_", []))
-            _require(
-                classes.ndim == 1
-                and len(classes) >= 1
-                and np.issubdtype(classes.dtype, np.integer)
-                and classes.min() >= 0
-                and classes.max() < n_classes,
-                f"member {i} ({m.family}) has classes {classes.tolist()}, not ids of the "
-                f"{n_classes} classes",
-            )
-            width = getattr(est, "n_features_in_", n_in)
-            _require(width == n_in, f"member {i} ({m.family}) takes {width} features, not {n_in}")
-            continue
-        _require(m.activation in ACTIVATIONS, f"member {i} has activation {m.activation!r}")
-        fan_in = n_in
-        for j, (w, b) in enumerate(m.params):
-            _require(
-                w.dtype == np.float32 and b.dtype == np.float32,
-                f"member {i} layer {j}: weights of type {w.dtype}/{b.dtype}, not float32",
-            )
-            _require(
-                w.ndim == 2 and w.shape[0] == fan_in and b.shape == (w.shape[1],),
-                f"member {i} layer {j}: kernel {w.shape} and bias {b.shape} do not take "
-                f"{fan_in} inputs",
-            )
-            fan_in = w.shape[1]
-        _require(fan_in == n_classes, f"member {i} gives {fan_in} outputs for {n_classes} classes")
-        for name, v in (("mean", m.mean), ("std", m.std)):
-            if v is not None:
-                _require(
-                    v.shape == (n_in,) and bool(np.isfinite(v).all()),
-                    f"member {i}: its standardiser's {name} is not {n_in} finite numbers",
-                )
-
-
-def _header_metadata(raw: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors header (8-byte little-endian length, then JSON)."""
-    if len(raw) < 8:
-        raise ValueError("file too short")
-    n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8 : 8 + n].decode("utf-8"))
-    return dict(header.get("__metadata__") or {})
-
-
-def _scikit_learn_class(name: str) -> bool:
-    """Whether ``name`` (a dotted type name skops reports) is a class of scikit-learn itself.
-
-    skops' default trusted set leaves out the inner classes of fitted estimators that the model
-    families store (``sklearn.tree._tree.Tree`` of the forests, the histogram boosting's
-    ``TreePredictor``, the SVM's calibrators, the neighbours' ``KDTree``). Classes are rebuilt from
-    their stored state; functions are never trusted here (a stored function could be called).
-    """
-    import importlib
-
-    module, _, attr = name.rpartition(".")
-    if module != "sklearn" and not module.startswith("sklearn."):
-        return False
-    try:
-        obj = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
-        return False
-    return isinstance(obj, type)
-
-
-class _Untrusted(Exception):
-    """A skops member holding types outside the trusted set (not damage: no "damaged" hint)."""
-
-
-def _load_estimator(blob: bytes) -> Any:
-    """A scikit-learn member from its skops bytes, trusting skops' default set plus
-    scikit-learn's own classes (:func:`_scikit_learn_class`).
-
-    Raises
-    ------
-    _Untrusted
-        For any other type (the message lists up to five).
-    _Invalid
-        For bytes skops cannot read (zip, JSON or schema errors).
-    """
-    import skops.io
-
-    try:
-        untrusted = skops.io.get_untrusted_types(data=blob)
-    except Exception as exc:  # skops' own errors for damaged bytes
-        raise _Invalid(f"cannot be read ({type(exc).__name__}: {exc})") from None
-    refused = [t for t in untrusted if not _scikit_learn_class(t)]
-    if refused:
-        raise _Untrusted(
-            "holds types outside skops' trusted set and scikit-learn "
-            f"({', '.join(refused[:5])}); it is not loaded: fit a scikit-learn estimator"
-        )
-    try:
-        return skops.io.loads(blob, trusted=untrusted)
-    except Exception as exc:
-        raise _Invalid(f"cannot be read ({type(exc).__name__}: {exc})") from None
-
-
 def _member(i: int, entry: dict[str, Any], tensors: dict[str, np.ndarray], path: Path) -> Member:
     def tensor(name: str) -> np.ndarray:
         key = f"m{i}.{name}"
         if key not in tensors:
-            raise _Invalid(f"tensor {key} is missing")
+            raise InvalidModelFile(f"tensor {key} is missing")
         return tensors[key]
 
     family = str(entry.get("family", "mlp"))
@@ -549,11 +383,11 @@ def _member(i: int, entry: dict[str, Any], tensors: dict[str, np.ndarray], path:
     if family != "mlp":
         blob = tensor("skops").tobytes()
         try:
-            estimator = _load_estimator(blob)
-        except _Untrusted as exc:
+            estimator = load_estimator(blob)
+        except UntrustedMember as exc:
             raise ModelFileError(f"{path}: member {i} ({family}) {exc}") from None
-        except _Invalid as exc:
-            raise _Invalid(f"member {i} ({family}) {exc}") from None
+        except InvalidModelFile as exc:
+            raise InvalidModelFile(f"member {i} ({family}) {exc}") from None
         return Member(seed=seed, fold=fold, family=family, estimator=estimator)
     n_layers = int(entry["n_layers"])
     params = [(tensor(f"kernel{j}"), tensor(f"bias{j}")) for j in range(n_layers)]

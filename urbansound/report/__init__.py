@@ -18,43 +18,21 @@ Two optional evaluations run the best configuration once more as ``python -m urb
 subprocesses (``--evaluate-outer``, ``--random-split``; see :mod:`.evaluations`); their run
 directories go to ``<report dir>/evaluations/`` and the report reads their ``results.json``.
 
-Modules: :mod:`.load` (sweep and run directories), :mod:`.analysis` (ranking, paired
-comparisons, protocols, outer estimates, the summary), :mod:`.figures`, :mod:`.render` (Jinja2
-templates for HTML and Markdown), :mod:`.evaluations`, :mod:`.build` (one report) and
-:mod:`.cli` (the command line).
+Names are imported from the module that defines them; each module owns one part:
+
+- :mod:`~urbansound.report.load`: a sweep's study and run directories as
+  :class:`~urbansound.report.load.Sweep` and :class:`~urbansound.report.load.TrialRecord`
+  (``results.json`` read as a typed :class:`~urbansound.training.results.RunResult`; the study
+  and the rules every reader shares through :mod:`urbansound.sweep.records`).
+- :mod:`~urbansound.report.analysis`: ranking and the best configuration, paired comparisons of
+  the top configurations, the protocol comparison, outer-fold estimates, the ``summary.json``
+  model.
+- :mod:`~urbansound.report.winners`: what the search kept and threw away: pruned winners, each
+  model family's best, ensembles of the top configurations.
+- :mod:`~urbansound.report.stats`: the paired tests (corrected resampled t-test, Wilcoxon).
+- :mod:`~urbansound.report.figures`: the plotly and matplotlib figures.
+- :mod:`~urbansound.report.render`: the HTML and Markdown pages (Jinja2 templates).
+- :mod:`~urbansound.report.evaluations`: the winner's optional evaluation runs.
+- :mod:`~urbansound.report.build`: one report, written into its folder.
+- :mod:`~urbansound.report.cli`: the command line (``__main__`` runs it).
 """
-
-from urbansound.report.analysis import (
-    best_record,
-    outer_estimates,
-    paired_comparisons,
-    protocol_comparison,
-)
-from urbansound.report.build import ReportFiles, build_report
-from urbansound.report.cli import main, parse_args
-from urbansound.report.evaluations import evaluate_outer, evaluate_random_split
-from urbansound.report.load import (
-    Sweep,
-    TrialRecord,
-    find_run_dirs,
-    load_evaluations,
-    load_sweep,
-)
-
-__all__ = [
-    "ReportFiles",
-    "Sweep",
-    "TrialRecord",
-    "best_record",
-    "build_report",
-    "evaluate_outer",
-    "evaluate_random_split",
-    "find_run_dirs",
-    "load_evaluations",
-    "load_sweep",
-    "main",
-    "outer_estimates",
-    "paired_comparisons",
-    "parse_args",
-    "protocol_comparison",
-]

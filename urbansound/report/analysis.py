@@ -5,7 +5,9 @@ gathers them into the dict written as ``summary.json`` (the one model the HTML a
 pages are rendered from).
 
 The "best" configuration is the best COMPLETE trial that used the predefined folds; a trial on
-the random split is never chosen (its score is inflated by leakage).
+the random split is never chosen (its score is inflated by leakage). Both rules are written once,
+in :mod:`urbansound.sweep.records` (:func:`~urbansound.sweep.records.best_trial`,
+:func:`~urbansound.sweep.records.is_leaky`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from typing import Any
 
 from urbansound.report import stats
 from urbansound.report.load import Sweep, TrialRecord
+from urbansound.sweep import records as study_records
 
 __all__ = [
     "SUMMARY_KEYS",
     "all_failed",
     "best_record",
     "config_signature",
+    "fold_rows",
     "outer_estimates",
     "paired_comparisons",
     "protocol_comparison",
@@ -67,19 +71,16 @@ SUMMARY_KEYS = (
 )
 
 
-def ranked(records: Iterable[TrialRecord], *, direction: str = "maximize") -> list[TrialRecord]:
+def ranked(trials: Iterable[TrialRecord], *, direction: str = "maximize") -> list[TrialRecord]:
     """COMPLETE trials with a value, best first; LEAKY (random-split) trials last."""
-    done = [r for r in records if r.state == "COMPLETE" and r.value is not None]
-    sign = -1.0 if direction == "maximize" else 1.0
-    return sorted(done, key=lambda r: (r.leaky, sign * float(r.value), r.number or 0))
+    return sorted(study_records.ranked(trials, direction=direction), key=lambda r: r.leaky)
 
 
 def best_record(sweep: Sweep) -> TrialRecord | None:
     """The best COMPLETE trial on the predefined folds (None when there is none)."""
-    for r in ranked(sweep.trials, direction=sweep.direction):
-        if not r.leaky:
-            return r
-    return None
+    return study_records.best_trial(
+        sweep.trials, direction=sweep.direction, leaky=lambda r: r.leaky
+    )
 
 
 def all_failed(sweep: Sweep) -> bool:
@@ -103,8 +104,17 @@ def trial_order(sweep: Sweep) -> list[TrialRecord]:
     )
 
 
+def fold_rows(rec: TrialRecord) -> list[dict[str, Any]]:
+    """``rec``'s per-fold results as JSON-ready rows: fold, accuracy, loss, n_train, n_test."""
+    return [
+        {"fold": f.fold, "accuracy": f.accuracy, "loss": f.loss, "n_train": f.n_train,
+         "n_test": f.n_test}
+        for f in rec.folds
+    ]  # fmt: skip
+
+
 def _fold_table(rec: TrialRecord) -> dict[Any, dict[str, Any]]:
-    return {f["fold"]: f for f in rec.folds if f.get("accuracy") is not None}
+    return {row["fold"]: row for row in fold_rows(rec)}
 
 
 def no_folds_note(rec: TrialRecord) -> str:
@@ -201,7 +211,8 @@ def config_signature(rec: TrialRecord) -> str | None:
 def is_outer_evaluation(rec: TrialRecord) -> bool:
     """True for a run of ``cv.evaluate_outer=true`` (trained once, tested on the outer fold)."""
     cv = (rec.config or {}).get("cv") or {}
-    return bool(cv.get("evaluate_outer") or (rec.results or {}).get("evaluate_outer"))
+    extra = rec.results.extra if rec.results is not None else {}
+    return bool(cv.get("evaluate_outer") or extra.get("evaluate_outer"))
 
 
 def protocol_comparison(records: Sequence[TrialRecord]) -> list[dict[str, Any]]:
@@ -258,7 +269,7 @@ def outer_estimates(sweep: Sweep, evaluations: Sequence[TrialRecord]) -> list[di
         "trial": best.number,
         "label": best.label(),
         "search_objective": best.value,
-        "inner_folds": [f["fold"] for f in best.folds],
+        "inner_folds": [f.fold for f in best.folds],
         "outer_accuracy": None,
         "run_dir": None,
     }
@@ -268,8 +279,8 @@ def outer_estimates(sweep: Sweep, evaluations: Sequence[TrialRecord]) -> list[di
             if sig is not None and config_signature(ev) != sig:
                 continue
             entry["outer_accuracy"] = ev.value
-            entry["n_test"] = sum(f.get("n_test", 0) for f in ev.folds)
-            entry["n_train"] = sum(f.get("n_train", 0) for f in ev.folds)
+            entry["n_test"] = sum(f.n_test for f in ev.folds)
+            entry["n_train"] = sum(f.n_train for f in ev.folds)
             entry["run_dir"] = str(ev.run_dir)
     return [entry]
 
@@ -316,10 +327,7 @@ def summarize(
             "label": best.label(),
             "protocol": best.protocol(),
             "run_dir": str(best.run_dir) if best.run_dir else None,
-            "folds": [
-                {k: f.get(k) for k in ("fold", "accuracy", "loss", "n_train", "n_test")}
-                for f in best.folds
-            ],
+            "folds": fold_rows(best),
         },
         "trials": [
             {

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from urbansound.errors import ConfigError, UrbansoundError
+from urbansound.config.app import run_command
+from urbansound.errors import ConfigError
 from urbansound.report import analysis, evaluations, render
 from urbansound.report.build import build_report
-from urbansound.report.load import LEAKY, Sweep, load_sweep, one_line
+from urbansound.report.load import LEAKY, Sweep, load_sweep
 
 __all__ = ["console_table", "default_out", "main", "parse_args"]
 
@@ -36,7 +36,9 @@ def console_table(sweep: Sweep, *, limit: int = 15) -> str:
                 r.state,
                 render.fmt(r.value),
                 render.fmt(r.std),
-                f"random_split ({LEAKY})" if r.leaky else ("folds" if r.results else "–"),
+                f"random_split ({LEAKY})"
+                if r.leaky
+                else ("folds" if r.results is not None else "–"),
                 r.label(),
             ]
             for r in rows[:limit]
@@ -116,14 +118,14 @@ def _evaluate(args: argparse.Namespace, sweep: Sweep, out_dir: Path) -> None:
         dest = evaluations.evaluation_dir(out_dir, best, "outer")
         res = evaluations.evaluate_outer(best, out_dir=dest, progress=progress)
         print(
-            f"held-out fold {best.outer_fold}: accuracy {res['mean_accuracy']:.4f} "
+            f"held-out fold {best.outer_fold}: accuracy {res.mean_accuracy:.4f} "
             f"(search objective {best.value:.4f}) -> {dest}"
         )
     if args.random_split:
         dest = evaluations.evaluation_dir(out_dir, best, "random_split")
         res = evaluations.evaluate_random_split(best, out_dir=dest, progress=progress)
         print(
-            f"random split ({LEAKY}): accuracy {res['mean_accuracy']:.4f} vs predefined "
+            f"random split ({LEAKY}): accuracy {res.mean_accuracy:.4f} vs predefined "
             f"folds {best.value:.4f} -> {dest}"
         )
 
@@ -163,29 +165,31 @@ def _print_winners(summary_path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point; returns the exit status."""
+    """Command line entry point; returns the exit status (module docstring)."""
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(name)s: %(message)s")
     args = parse_args(argv)
-    out_dir: Path | None = None
-    try:
-        sweep = load_sweep(args.paths, storage=args.storage, study_name=args.study)
-        out_dir = default_out(args, sweep)
-        if args.evaluate_outer or args.random_split:
-            _evaluate(args, sweep, out_dir)
-        files = build_report(sweep, out_dir=out_dir, top=args.top, ensemble=args.ensemble)
-    except UrbansoundError as exc:
-        print(f"error: {one_line(str(exc))}", file=sys.stderr)  # one line, whatever it quotes
-        return 2
-    except KeyboardInterrupt:  # every file is written atomically: none is left half-written
+    out_dirs: list[Path] = []  # the report folder, once the study has named it
+
+    def interrupted() -> str:  # every file is written atomically: none is left half-written
+        out_dir = out_dirs[-1] if out_dirs else None
         if out_dir is None and (args.out or len(args.paths) == 1):
             out_dir = default_out(args, None)  # the same folder, named before the study loaded
         where = f" in {out_dir}" if out_dir is not None else ""
-        print(
-            f"error: interrupted; the report{where} is not complete (no file of it is "
-            "half-written): run the same command again",
-            file=sys.stderr,
+        return (
+            f"the report{where} is not complete (no file of it is half-written): run the same "
+            "command again"
         )
-        return 130
+
+    return run_command(lambda: _report(args, out_dirs), interrupted=interrupted)
+
+
+def _report(args: argparse.Namespace, out_dirs: list[Path]) -> int:
+    sweep = load_sweep(args.paths, storage=args.storage, study_name=args.study)
+    out_dir = default_out(args, sweep)
+    out_dirs.append(out_dir)
+    if args.evaluate_outer or args.random_split:
+        _evaluate(args, sweep, out_dir)
+    files = build_report(sweep, out_dir=out_dir, top=args.top, ensemble=args.ensemble)
     print(f"study {sweep.name} ({sweep.source})")
     print(console_table(sweep))
     if files.best is not None:

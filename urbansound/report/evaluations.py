@@ -28,11 +28,11 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
+from urbansound.config.overrides import parse_override
 from urbansound.errors import ConfigError, UrbansoundError
 from urbansound.report.load import EVALUATIONS, TrialRecord, record_from_run_dir
-from urbansound.sweep import records as study_records
+from urbansound.training.results import RunResult
 
 __all__ = [
     "evaluate_outer",
@@ -56,7 +56,10 @@ def evaluation_dir(report_dir: str | Path, rec: TrialRecord, kind: str) -> Path:
 
 
 def _dropped(text: str) -> bool:
-    parsed = study_records.parse_override(text)
+    try:
+        parsed = parse_override(text)
+    except ConfigError:  # no override at all: kept, and the run says what is wrong with it
+        return False
     if parsed is None:
         return False
     key = parsed[0]
@@ -91,7 +94,7 @@ def evaluation_command(rec: TrialRecord, *, kind: str, run_dir: str | Path) -> l
             f"trial {rec.name}: no results.json in its run directory ({rec.run_dir}) to take "
             "its overrides from"
         )
-    overrides = [o for o in rec.results.get("overrides") or [] if not _dropped(o)]
+    overrides = [o for o in rec.results.overrides if not _dropped(o)]
     return [
         sys.executable,
         "-m",
@@ -107,7 +110,7 @@ def shown_command(argv: list[str]) -> str:
     return shlex.join(["python", *argv[1:]])
 
 
-def _run(argv: list[str], run_dir: Path, *, progress: bool) -> dict[str, Any]:
+def _run(argv: list[str], run_dir: Path, *, progress: bool) -> RunResult:
     env = dict(os.environ)
     if not progress:
         env["TQDM_DISABLE"] = "1"
@@ -122,9 +125,10 @@ def _run(argv: list[str], run_dir: Path, *, progress: bool) -> dict[str, Any]:
     return rec.results
 
 
-def evaluate_outer(rec: TrialRecord, *, out_dir: str | Path, progress: bool = True) -> dict:
+def evaluate_outer(rec: TrialRecord, *, out_dir: str | Path, progress: bool = True) -> RunResult:
     """Train ``rec``'s configuration on every fold but its held-out one and test on that fold once
-    (a ``python -m urbansound.run`` subprocess writing ``out_dir``); returns its ``results.json``.
+    (a ``python -m urbansound.run`` subprocess writing ``out_dir``); returns its ``results.json``
+    as a :class:`~urbansound.training.results.RunResult`.
 
     Raises
     ------
@@ -137,8 +141,10 @@ def evaluate_outer(rec: TrialRecord, *, out_dir: str | Path, progress: bool = Tr
     return _run(argv, Path(out_dir), progress=progress)
 
 
-def evaluate_random_split(rec: TrialRecord, *, out_dir: str | Path, progress: bool = True) -> dict:
+def evaluate_random_split(
+    rec: TrialRecord, *, out_dir: str | Path, progress: bool = True
+) -> RunResult:
     """Evaluate ``rec``'s configuration on the tutorial's LEAKY random 80/20 split (same clips);
-    returns the run's ``results.json``."""
+    returns the run's ``results.json`` as a :class:`~urbansound.training.results.RunResult`."""
     argv = evaluation_command(rec, kind="random_split", run_dir=out_dir)
     return _run(argv, Path(out_dir), progress=progress)

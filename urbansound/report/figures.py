@@ -24,6 +24,7 @@ from urbansound.experiment import plots
 from urbansound.report.load import LEAKY, Sweep, TrialRecord
 from urbansound.sweep import records as study_records
 from urbansound.training.metrics import summed_confusion
+from urbansound.training.results import RunResult, history_row
 
 log = logging.getLogger(__name__)
 
@@ -158,13 +159,13 @@ def epochs_figure(curves: Sequence[TrialRecord], best: TrialRecord | None) -> An
     fig = go.Figure()
     n_epochs = 1
     for r in curves:
-        hist = (r.results or {}).get("history") or []
-        n_epochs = max(n_epochs, len(hist))
+        epochs = r.results.epochs if r.results is not None else []
+        n_epochs = max(n_epochs, len(epochs))
         is_best = best is not None and r is best
         fig.add_trace(
             go.Scatter(
-                x=[h["epoch"] for h in hist],
-                y=[h["mean_test_accuracy"] for h in hist],
+                x=[m.epoch for m in epochs],
+                y=[m.mean_test_accuracy for m in epochs],
                 mode="lines",
                 name=f"{r.name} {r.label()}" + (f" ({LEAKY})" if r.leaky else ""),
                 line={"width": 3 if is_best else 1},
@@ -274,14 +275,14 @@ def make_figures(
     else:
         figs.notes["parallel"] = "needs at least two COMPLETE trials with parameters"
 
-    curves = [r for r in sweep.trials if (r.results or {}).get("history")]
+    curves = [r for r in sweep.trials if r.results is not None and r.results.epochs]
     if curves:
         attempt("epochs", lambda: figs.divs.__setitem__("epochs", epochs_figure(curves, best)))
     else:
         figs.notes["epochs"] = "no trial recorded per-epoch history"
 
-    if best is not None and best.results:
-        _best_figures(best, figs, attempt, png)
+    if best is not None and best.results is not None:
+        _best_figures(best, best.results, figs, attempt, png)
 
     with_folds = [c for c in comparisons if "comparison" in c]
     if with_folds:
@@ -312,21 +313,22 @@ def make_figures(
 
 def _best_figures(
     best: TrialRecord,
+    res: RunResult,
     figs: Figures,
     attempt: Callable[[str, Callable[[], None]], None],
     png: Callable[[str, Figure], None],
 ) -> None:
-    res = best.results or {}
-    names = list(res.get("class_names") or [])
+    names = list(res.class_names)
     title = f"best trial {best.name}: {best.label()}"
-    if res.get("history"):
+    if res.epochs:
 
         def epochs() -> None:
-            fig = plots.epoch_curves_figure(res["history"], title=title)
+            history = [history_row(m) for m in res.epochs]  # as results.json lists them
+            fig = plots.epoch_curves_figure(history, title=title)
             png("best_epoch_curves", fig)  # integer epoch ticks already
 
         attempt("best_epochs", epochs)
-    if names and any(f.get("confusion") for f in best.folds):
+    if names and any(f.confusion for f in best.folds):
 
         def confusion() -> None:
             cm = summed_confusion(best.folds)

@@ -8,12 +8,19 @@ A sweep directory is found by what it holds, in this order:
 2. the jobs' ``results.json``: the storage named in their ``config.yaml`` (``trial.storage``)
    is opened where that works, so failed trials, which have no results, are listed too;
 3. the run directories alone (Hydra's basic sweeper, or a storage that cannot be opened).
+
+A run directory's ``results.json`` is read as the typed
+:class:`~urbansound.training.results.RunResult` (every value checked); one that cannot be read
+is one warning naming the file and the key, and the trial is reported without its results. The
+rules every reader shares (the LEAKY split, the best trial) are
+:mod:`urbansound.sweep.records`'.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +28,16 @@ from typing import Any
 
 import yaml
 
-from urbansound.errors import ConfigError
-from urbansound.sweep import records as study_records
-from urbansound.sweep.records import StudyRecords, StudyTrial
+from urbansound.errors import ConfigError, DataError
+from urbansound.sweep.records import (
+    StudyRecords,
+    StudyTrial,
+    is_leaky,
+    load_study,
+    override_params,
+    study_names,
+)
+from urbansound.training.results import FoldResult, RunResult
 from urbansound.utils.redaction import redact_url
 
 log = logging.getLogger(__name__)
@@ -57,19 +71,14 @@ class TrialRecord:
     params: dict[str, Any] = field(default_factory=dict)
     duration_s: float | None = None
     run_dir: Path | None = None
-    results: dict[str, Any] | None = None
+    results: RunResult | None = None
     config: dict[str, Any] | None = None
     error: str | None = None
 
     @property
     def leaky(self) -> bool:
         """True for the random-split protocol (slices of one recording in train and test)."""
-        if self.results and "leaky" in self.results:
-            return bool(self.results["leaky"])
-        if self.results and str(self.results.get("protocol", "")).startswith("random_split"):
-            return True
-        cv = (self.config or {}).get("cv") or {}
-        return cv.get("name") == "random_split" or self.params.get("cv") == "random_split"
+        return is_leaky(self.results, self.config, self.params)
 
     @property
     def outer_fold(self) -> int | None:
@@ -79,29 +88,30 @@ class TrialRecord:
         return int(k) if k is not None else None
 
     @property
-    def folds(self) -> list[dict[str, Any]]:
-        """``results.json``'s per-fold entries (empty when the run has none)."""
-        return list((self.results or {}).get("folds") or [])
+    def folds(self) -> list[FoldResult]:
+        """The run's per-fold results (empty when it has none: pruned, or no results)."""
+        if self.results is None or self.results.cv is None:
+            return []
+        return list(self.results.cv.folds)
 
     @property
     def std(self) -> float | None:
         """Standard deviation of the per-fold accuracies (``results.json``'s ``std_accuracy``)."""
-        v = (self.results or {}).get("std_accuracy")
-        return float(v) if v is not None else None
+        return _finite(self.results.std_accuracy) if self.results is not None else None
 
     @property
     def pooled_accuracy(self) -> float | None:
         """Accuracy over all test clips of all folds (each clip counts once; the objective is the
         unweighted mean over folds, which small folds sway as much as large ones)."""
-        folds = [f for f in self.folds if f.get("n_test")]
-        n = sum(int(f["n_test"]) for f in folds)
+        n = sum(f.n_test for f in self.folds)
         if not n:
             return None
-        return sum(float(f["accuracy"]) * int(f["n_test"]) for f in folds) / n
+        return sum(f.accuracy * f.n_test for f in self.folds) / n
 
     @property
     def dataset(self) -> str | None:
-        return (self.results or {}).get("dataset")
+        """The run's dataset (``urbansound8k`` or ``demo``); None without results."""
+        return self.results.dataset if self.results is not None else None
 
     @property
     def name(self) -> str:
@@ -114,8 +124,8 @@ class TrialRecord:
 
     def protocol(self) -> str:
         """Protocol text as shown in tables (the LEAKY split says so)."""
-        if self.results and self.results.get("protocol"):
-            text = str(self.results["protocol"])
+        if self.results is not None and self.results.protocol:
+            text = self.results.protocol
         else:
             text = "random_split" if self.leaky else "folds"
         if self.leaky and LEAKY not in text:
@@ -124,13 +134,13 @@ class TrialRecord:
 
     def study_trial(self) -> StudyTrial:
         """The record as a plain Optuna trial (per-epoch values from ``results.json``)."""
-        history = (self.results or {}).get("history") or []
+        epochs = self.results.epochs if self.results is not None else []
         return StudyTrial(
             number=self.number if self.number is not None else -1,
             state=self.state,
             value=self.value,
             params=dict(self.params),
-            intermediate_values={int(h["epoch"]): float(h["mean_test_accuracy"]) for h in history},
+            intermediate_values={m.epoch: m.mean_test_accuracy for m in epochs},
             duration_s=self.duration_s,
         )
 
@@ -166,6 +176,10 @@ def fmt_param(v: Any) -> str:
     return str(v)
 
 
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
@@ -173,6 +187,19 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         log.warning("cannot read %s: %s", path, exc)
         return None
     return data if isinstance(data, dict) else None
+
+
+def _read_results(path: Path) -> RunResult | None:
+    """``results.json`` as a checked :class:`RunResult`; None, with one warning, when it cannot
+    be read (missing, not JSON, or a value that is not what ``urbansound.run`` writes)."""
+    data = _read_json(path)
+    if data is None:
+        return None
+    try:
+        return RunResult.from_dict(data, where=str(path))
+    except DataError as exc:
+        log.warning("cannot read %s", exc)
+        return None
 
 
 def _read_config(run_dir: Path) -> dict[str, Any] | None:
@@ -204,23 +231,22 @@ def find_run_dirs(path: str | Path) -> list[Path]:
 def record_from_run_dir(run_dir: str | Path) -> TrialRecord | None:
     """A :class:`TrialRecord` from a run directory's ``results.json`` and ``config.yaml``."""
     run_dir = Path(run_dir)
-    results = _read_json(run_dir / "results.json")
+    results = _read_results(run_dir / "results.json")
     if results is None:
         return None
-    number = (results.get("trial") or {}).get("number")
-    if number is None and run_dir.name.isdigit():
+    number = results.trial.get("number")
+    if not isinstance(number, int) and run_dir.name.isdigit():
         number = int(run_dir.name)
-    params = study_records.trial_params(results.get("overrides") or [], skip=_SKIP_KEYS)
-    status = str(results.get("status", "complete")).lower()
+    status = results.status.lower()
     state = {"complete": "COMPLETE", "pruned": "PRUNED", "failed": "FAIL"}.get(status, "RUNNING")
-    value = results.get("mean_accuracy") if state == "COMPLETE" else None
-    total = (results.get("durations") or {}).get("total")
+    value = _finite(results.mean_accuracy) if state == "COMPLETE" else None
+    total = results.durations.get("total")
     return TrialRecord(
-        number=int(number) if number is not None else None,
+        number=number if isinstance(number, int) else None,
         state=state,
-        value=float(value) if value is not None else None,
-        params=params,
-        duration_s=float(total) if total is not None else None,
+        value=value,
+        params=override_params(results.overrides, skip=_SKIP_KEYS),
+        duration_s=total,
         run_dir=run_dir,
         results=results,
         config=_read_config(run_dir),
@@ -268,7 +294,7 @@ def open_study(storage: str, study_name: str | None, *, where: str = "--storage"
     """
     shown = redact_url(storage)
     try:
-        names = study_records.study_names(storage)
+        names = study_names(storage)
     except ConfigError as exc:
         raise ConfigError(f"{where} {shown}: {one_line(str(exc))}") from None
     if not names:  # "--study is needed" would send the user looking for a name
@@ -289,13 +315,13 @@ def open_study(storage: str, study_name: str | None, *, where: str = "--storage"
             f"--study {study_name}: no such study in {shown}; it holds: "
             f"{', '.join(names) or 'no study'}"
         )
-    return study_records.load_study(storage, study_name)
+    return load_study(storage, study_name)
 
 
 def _storage_of(records: Sequence[TrialRecord]) -> tuple[str | None, str | None]:
     """The storage and study named by the jobs' own ``config.yaml`` / ``results.json``."""
     pairs = {((r.config or {}).get("trial") or {}).get("storage") for r in records if r.config}
-    names = {((r.results or {}).get("trial") or {}).get("study_name") for r in records}
+    names = {r.results.trial.get("study_name") for r in records if r.results is not None}
     pairs.discard(None)
     names.discard(None)
     if len(pairs) == 1 and len(names) == 1:
@@ -415,7 +441,7 @@ def _merge(study: StudyRecords, dir_records: Sequence[TrialRecord], paths: Seque
     records = [_record_from_trial(t) for t in study.trials]
 
     def of_study(r: TrialRecord) -> bool:
-        return ((r.results or {}).get("trial") or {}).get("study_name") == study.name
+        return r.results is not None and r.results.trial.get("study_name") == study.name
 
     pool = {r.number: r for r in dir_records if r.number is not None and of_study(r)}
     for rec in records:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from urbansound.report.analysis import no_folds_note, trial_order
+from urbansound.report.analysis import fold_rows, no_folds_note, trial_order
 from urbansound.report.figures import Figures
 from urbansound.report.load import LEAKY, Sweep, TrialRecord, fmt_param
 from urbansound.utils.redaction import redact_url
@@ -82,7 +82,7 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
             r.state,
             fmt(r.value),
             fmt(r.std),
-            r.protocol() if r.results or r.leaky else "–",
+            r.protocol() if r.results is not None or r.leaky else "–",
             r.label(),
             fmt(r.duration_s, 1),
             str(r.run_dir) if r.run_dir else (r.error or "–"),
@@ -431,11 +431,11 @@ def page_model(
             "std": fmt(best.std),
             "n_folds": len(best.folds),
             "protocol": best.protocol(),
-            "n_test": sum(f.get("n_test", 0) for f in best.folds),
+            "n_test": sum(f.n_test for f in best.folds),
             "pooled": fmt(best.pooled_accuracy),
             "label": best.label(),
             "run_dir": str(best.run_dir),
-            "folds": _folds_frame(best.folds),
+            "folds": _folds_frame(fold_rows(best)),
             "missing": None if best.folds else no_folds_note(best),
         }
     return model

@@ -24,7 +24,7 @@ import numpy as np
 
 from urbansound.errors import ConfigError
 from urbansound.report import stats
-from urbansound.report.analysis import fold_sizes_known, ranked
+from urbansound.report.analysis import fold_rows, fold_sizes_known, ranked
 from urbansound.report.load import Sweep, TrialRecord
 
 __all__ = [
@@ -94,9 +94,7 @@ def family_of(rec: TrialRecord) -> str:
 
 def _folds(rec: TrialRecord) -> list[dict[str, Any]]:
     return [
-        {k: f.get(k) for k in ("fold", "accuracy", "n_train", "n_test")}
-        for f in rec.folds
-        if f.get("accuracy") is not None
+        {k: row[k] for k in ("fold", "accuracy", "n_train", "n_test")} for row in fold_rows(rec)
     ]
 
 
@@ -278,15 +276,15 @@ def ensemble(sweep: Sweep, k: int) -> dict[str, Any] | None:
                 f"trial {r.number} ({r.run_dir}) was tested on other clips or folds than trial "
                 f"{members[0].number}: an ensemble needs the same folds and data"
             )
-    fold_order = list(dict.fromkeys(str(f["fold"]) for f in members[0].folds)) or sorted(
+    fold_order = list(dict.fromkeys(str(f.fold) for f in members[0].folds)) or sorted(
         set(ref["fold"].tolist())
     )
     fold_order = [f for f in fold_order if (ref["fold"] == f).any()]
     mean = np.mean([p["probabilities"].astype(np.float64) for p in preds], axis=0)
     acc = _per_fold(ref["fold"], ref["y_true"], mean, fold_order)
     best_acc = _per_fold(ref["fold"], ref["y_true"], ref["probabilities"], fold_order)
-    sizes = {str(f["fold"]): f for f in members[0].folds}
-    n_train = [sizes.get(f, {}).get("n_train") for f in fold_order]
+    sizes = {str(f.fold): f.n_train for f in members[0].folds}
+    n_train = [sizes.get(f) for f in fold_order]
     n_test = [int((ref["fold"] == f).sum()) for f in fold_order]
     folds = [
         {"fold": f, "accuracy": a, "n_train": t, "n_test": n}

@@ -1,107 +1,37 @@
-"""Optuna sweeps: search spaces from Hydra's override grammar, studies, the trial bridge, pruning.
+"""Optuna sweeps: every multirun is a study; the only package that imports Optuna.
 
-The Hydra side is the thin sweeper in ``hydra_plugins/urbansound_sweeper``; everything else lives
-in this package, one concern per module:
+The Hydra side is the thin Sweeper in ``hydra_plugins/urbansound_sweeper`` (its config dataclass
+holds every ``hydra.sweeper`` key and default). Names are imported from the module that defines
+them; each module owns one concern, listed here in the order data flows through them:
 
-- :mod:`~urbansound.sweep.space`: Hydra's override grammar -> Optuna distributions, the one
-  override parser of the package (:func:`parse_override`), derived study names.
-- :mod:`~urbansound.sweep.conditional`: conditional spaces (keys asked only where they exist).
-- :mod:`~urbansound.sweep.settings`: ``hydra.sweeper.*`` validated into :class:`SweepSettings`;
-  samplers and pruners.
-- :mod:`~urbansound.sweep.storage`: storage URLs, opening storages, heartbeats.
-- :mod:`~urbansound.sweep.runner`: study preparation, workers, asking and telling trials.
-- :mod:`~urbansound.sweep.launching`: a launcher batch's job side (each job records its outcome).
-- :mod:`~urbansound.sweep.summary`: trial counts, the trial table, ``trials.csv``, best params.
-- :mod:`~urbansound.sweep.job`: the job side (:func:`epoch_reporter`, :func:`set_trial_attrs`).
-- :mod:`~urbansound.sweep._compat`: every use of a private Optuna or Hydra API, one function each.
+- :mod:`~urbansound.sweep.space`: Hydra's override grammar -> Optuna distributions
+  (:func:`~urbansound.sweep.space.parse_param`), the :class:`~urbansound.sweep.space.SearchSpace`
+  and its conditional :class:`~urbansound.sweep.space.Branch` es, define-by-run asking, derived
+  study names.
+- :mod:`~urbansound.sweep.conditional`: finding a conditional space's branches by composing every
+  group choice, and validating every value before any trial exists.
+- :mod:`~urbansound.sweep.grid`: the grid rules (which point a trial draws, which trials hold a
+  point, when a fresh trial yields without running, a grid's size).
+- :mod:`~urbansound.sweep.settings`: ``hydra.sweeper.*`` validated into
+  :class:`~urbansound.sweep.settings.SweepSettings`; Optuna samplers and pruners; launchers'
+  parallelism.
+- :mod:`~urbansound.sweep.storage`: storage URLs, the one storage opener, retries while a storage
+  is down, :class:`~urbansound.sweep.storage.SweepError`.
+- :mod:`~urbansound.sweep.trials`: what the sweeper writes on a trial (attribute names) and how
+  trials are counted (:class:`~urbansound.sweep.trials.Progress`).
+- :mod:`~urbansound.sweep.launch`: the launcher interface the plugin implements (a job, its
+  :class:`~urbansound.sweep.launch.JobOutcome`).
+- :mod:`~urbansound.sweep.lifecycle`: a trial's life: ask, job, tell/fail/requeue, heartbeats,
+  ownerless trials.
+- :mod:`~urbansound.sweep.runner`: the study's preparation and identity, workers, a whole sweep.
+- :mod:`~urbansound.sweep.summary`: the trial table, ``trials.csv`` and ``best_params.yaml``.
+- :mod:`~urbansound.sweep.job`: the job side (:func:`~urbansound.sweep.job.trial_params`,
+  :func:`~urbansound.sweep.job.epoch_reporter`, :func:`~urbansound.sweep.job.set_trial_attrs`,
+  :class:`~urbansound.sweep.job.RecordingTask`).
+- :mod:`~urbansound.sweep.records`: a study as plain records for readers (the report, ``fit``),
+  the rules they share (the LEAKY split, the best trial), and Optuna's plots and importances.
+- :mod:`~urbansound.sweep._compat`: every use of a private Optuna or Hydra API, one function
+  each, and the one way Optuna is kept quiet.
 
-Importing this package is cheap: the names below are loaded from their modules on first use.
+Importing this package imports none of its modules: Hydra's plugin scan stays free of Optuna.
 """
-
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-from urbansound.errors import UrbansoundError
-
-
-class SweepError(UrbansoundError):
-    """A sweep stopped: too many failed trials, a worker process died, the storage is down."""
-
-
-# Trial system attributes written by the sweeper.
-PRUNER_ATTR = "urbansound:pruner"
-EXCESS_ATTR = "urbansound:excess"
-HEARTBEAT_ATTR = "urbansound:heartbeat"
-# The objective's name in Optuna (dashboard), Comet and the report.
-METRIC_NAME = "mean_cv_accuracy"
-
-_EXPORTS = {
-    "space": (
-        "Param",
-        "SearchSpace",
-        "build_search_space",
-        "derive_study_name",
-        "parse_param",
-    ),
-    "settings": (
-        "AUTO_SAMPLER",
-        "GRID_SAMPLER",
-        "NOP_PRUNER",
-        "TPE_SAMPLER",
-        "SweepSettings",
-        "auto_sampler",
-        "build_pruner",
-        "build_sampler",
-        "derive_seed",
-        "launcher_parallelism",
-        "resolve_sampler_target",
-        "sweep_settings",
-    ),
-    "storage": ("dashboard_command", "display_storage", "normalize_storage", "open_storage"),
-    "runner": (
-        "Job",
-        "JobOutcome",
-        "Launch",
-        "LaunchBatch",
-        "prepare_study",
-        "run_sweep",
-        "run_worker",
-        "run_workers",
-    ),
-    "launching": ("RecordingTask", "run_batch"),
-    "summary": (
-        "Progress",
-        "SweepSummary",
-        "format_table",
-        "study_progress",
-        "summarize",
-        "trial_rows",
-    ),
-    "job": ("epoch_reporter", "set_trial_attrs", "trial_params"),
-    "conditional": ("Branch", "BranchGridSampler", "resolve_branches", "resolve_settings"),
-}
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = [
-    "EXCESS_ATTR",
-    "HEARTBEAT_ATTR",
-    "METRIC_NAME",
-    "PRUNER_ATTR",
-    "SweepError",
-    *sorted(_WHERE),
-]
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_WHERE})

@@ -1,4 +1,5 @@
-"""Every use of a private Optuna or Hydra API, each behind one function.
+"""Every use of a private Optuna or Hydra API, each behind one function, and the one way Optuna
+is kept quiet about the experimental features this package uses on purpose.
 
 ``tests/sweep/test_sweep_compat.py`` calls each of them against the installed libraries, so an
 upgrade that changes one fails there, loudly and by name, instead of somewhere inside a sweep.
@@ -13,14 +14,25 @@ from typing import Any
 
 
 @contextlib.contextmanager
-def quiet_optuna() -> Iterator[None]:
-    """Silence Optuna's notices about experimental features this package uses on purpose."""
+def quiet_optuna(*, info: bool = True) -> Iterator[None]:
+    """Silence Optuna's notices about experimental features this package uses on purpose.
+
+    With ``info=False`` Optuna's INFO log lines are silenced too while the block runs (a
+    reader's in-memory study would announce itself on the console); Optuna's verbosity is
+    restored afterwards. The sweeper keeps them: "A new study created" is worth a line.
+    """
     import optuna
 
+    verbosity = optuna.logging.get_verbosity()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message=".*is experimental")
-        yield
+        if not info:
+            optuna.logging.set_verbosity(max(verbosity, optuna.logging.WARNING))
+        try:
+            yield
+        finally:
+            optuna.logging.set_verbosity(verbosity)
 
 
 def live_trial(study: Any, trial_id: int) -> Any:

@@ -7,15 +7,17 @@ A sweep over ``model: choice(mlp, random_forest, svm)`` with ``model.dropout``, 
    ``hydra.runtime.choices`` of the composed config, or has a ``/``) is a *group parameter*.
    :func:`resolve_branches` composes the config for every combination of group choices (through
    the sweeper's ``compose``, the same composition the launcher does) and records, for each
-   combination, which of the other swept keys exist there: a :class:`Branch`. A group that
-   only exists under another choice (``model/kernel`` under ``model=svm``) is branched on inside
-   that choice only.
-2. **Define-by-run.** :meth:`SearchSpace.suggest` asks the group parameters in order through
-   Optuna's public ``trial.suggest_*``, finds the branch, then asks that branch's keys only. A
-   trial's parameters are exactly its branch's keys; TPE with ``group=True`` models each
-   branch's parameters jointly; the dashboard shows no value for a key a trial does not have.
-3. **Grid.** The grid of a conditional space is the union of the branches' grids (each branch's
-   group choices times the product of its keys' values): :class:`BranchGridSampler`.
+   combination, which of the other swept keys exist there: a
+   :class:`~urbansound.sweep.space.Branch`. A group that only exists under another choice
+   (``model/kernel`` under ``model=svm``) is branched on inside that choice only.
+2. **Define-by-run.** :meth:`~urbansound.sweep.space.SearchSpace.suggest` asks the group
+   parameters in order, finds the branch, then asks that branch's keys only. A trial's
+   parameters are exactly its branch's keys; TPE with ``group=True`` models each branch's
+   parameters jointly; the dashboard shows no value for a key a trial does not have.
+3. **Grid.** The grid of a conditional space is the union of the branches' grids
+   (:mod:`urbansound.sweep.grid`).
+4. **Validation.** :func:`validate_space` composes jobs before any trial exists, so that a key
+   or value no trial can run stops the sweep at once (:func:`resolve_settings` does both).
 
 A space with no group parameter whose keys all exist (every sweep before families) keeps
 ``study.ask(fixed_distributions)`` and Optuna's ``GridSampler`` unchanged.
@@ -24,23 +26,16 @@ A space with no group parameter whose keys all exist (every sweep before familie
 from __future__ import annotations
 
 import difflib
-import itertools
-import json
-import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import Any
 
-import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution
 
 from urbansound.errors import ConfigError
-from urbansound.sweep import EXCESS_ATTR
-from urbansound.sweep._compat import set_trial_system_attr
-
-if TYPE_CHECKING:
-    from urbansound.sweep.settings import SweepSettings
-    from urbansound.sweep.space import SearchSpace
+from urbansound.sweep.grid import grid_n_trials
+from urbansound.sweep.settings import SweepSettings
+from urbansound.sweep.space import Branch, SearchSpace
 
 # compose(job overrides) -> the job's composed config (with its ``hydra`` node); raises when the
 # overrides do not compose (a missing group option, a key that is not there).
@@ -50,71 +45,6 @@ Check = Callable[[Any], None]
 
 # Combinations of group choices composed at most (a sweep over 3 groups of 10 options is 1000).
 MAX_BRANCHES = 1000
-
-
-@dataclass(frozen=True)
-class Branch:
-    """One combination of group choices and the swept keys that exist under it.
-
-    Attributes
-    ----------
-    choices:
-        ``(group parameter, value)`` pairs in the order they are asked.
-    keys:
-        The other swept parameters that exist in this branch's config, in the space's order.
-    composes:
-        False when the branch's config did not compose (a typo in a group option): its trials
-        run and fail with Hydra's message, and every key is asked.
-    """
-
-    choices: tuple[tuple[str, Any], ...]
-    keys: tuple[str, ...]
-    composes: bool = True
-
-    def names(self) -> tuple[str, ...]:
-        """Every parameter a trial of this branch has: its group choices, then its keys."""
-        return (*(g for g, _ in self.choices), *self.keys)
-
-
-def suggest(trial: Any, name: str, distribution: Any) -> Any:
-    """``trial.suggest_*`` for ``distribution`` (Optuna's public define-by-run API)."""
-    if isinstance(distribution, CategoricalDistribution):
-        return trial.suggest_categorical(name, list(distribution.choices))
-    if isinstance(distribution, IntDistribution):
-        return trial.suggest_int(
-            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
-        )
-    if isinstance(distribution, FloatDistribution):
-        return trial.suggest_float(
-            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
-        )
-    raise ConfigError(f"sweep key {name}: cannot ask for a {type(distribution).__name__}")
-
-
-def suggest_branch(space: SearchSpace, trial: Any) -> dict[str, Any]:
-    """Ask ``trial`` for its group choices, then for the keys of the branch they lead to.
-
-    Returns the trial's parameters (name -> value), exactly the branch's :meth:`Branch.names`.
-    """
-    params: dict[str, Any] = {}
-    prefix: tuple[tuple[str, Any], ...] = ()
-    while True:
-        candidates = [b for b in space.branches if b.choices[: len(prefix)] == prefix]
-        if not candidates:  # a value outside the branches (an enqueued trial): no more groups
-            branch = None
-            break
-        leaf = [b for b in candidates if len(b.choices) == len(prefix)]
-        if leaf:
-            branch = leaf[0]
-            break
-        group = candidates[0].choices[len(prefix)][0]
-        value = suggest(trial, group, space.params[group].distribution)
-        params[group] = value
-        prefix = (*prefix, (group, value))
-    keys = branch.keys if branch is not None else tuple(n for n in space.params if n not in params)
-    for name in keys:
-        params[name] = suggest(trial, name, space.params[name].distribution)
-    return params
 
 
 def _tree(cfg: Any) -> Any:
@@ -238,21 +168,6 @@ def resolve_branches(space: SearchSpace, compose: Compose) -> SearchSpace:
     return replace(space, branches=tuple(leaves))
 
 
-def branch_grid(space: SearchSpace) -> list[dict[str, Any]]:
-    """The grid of a conditional space: every branch's choices times its keys' value product.
-
-    Points are in a stable order (branches in ask order, keys' values in written order), so a
-    grid point's index means the same point in every worker and every resumed run.
-    """
-    points: list[dict[str, Any]] = []
-    for branch in space.branches:
-        fixed = dict(branch.choices)
-        values = [space.params[n].grid_values() for n in branch.keys]
-        for combo in itertools.product(*values):
-            points.append({**fixed, **dict(zip(branch.keys, combo, strict=True))})
-    return points
-
-
 def validate_space(space: SearchSpace, compose: Compose, check: Check | None = None) -> None:
     """Compose jobs before any trial exists, so that a bad key or value fails fast.
 
@@ -353,66 +268,5 @@ def resolve_settings(
         return settings
     n_trials = settings.n_trials
     if settings.is_grid:
-        n_trials = min(n_trials, len(branch_grid(space)))
+        n_trials = grid_n_trials(n_trials, space.grid_size())
     return replace(settings, space=space, n_trials=n_trials)
-
-
-class BranchGridSampler(optuna.samplers.BaseSampler):
-    """Optuna's grid sampler for a conditional space: one trial per point of the branches' union.
-
-    Each trial gets a point (in a seeded order) that no finished or running trial has, picked
-    by its number so that workers asking at once get different points. Points are identified by
-    their index in :func:`branch_grid`, stored as the trial's ``grid_id`` system attribute like
-    Optuna's ``GridSampler`` does. A trial queued with fixed parameters (a retry) keeps them.
-    """
-
-    def __init__(self, points: Sequence[Mapping[str, Any]], seed: int | None = 0) -> None:
-        self._points = [dict(p) for p in points]
-        self._keys = [json.dumps(p, sort_keys=True, default=str) for p in self._points]
-        self._order = list(range(len(self._points)))
-        random.Random(seed).shuffle(self._order)
-
-    def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
-        return {}
-
-    def sample_relative(self, study: Any, trial: Any, search_space: Any) -> dict[str, Any]:
-        return {}
-
-    def before_trial(self, study: Any, trial: Any) -> None:
-        attrs = trial.system_attrs
-        if "grid_id" in attrs or "fixed_params" in attrs:
-            return
-        taken: set[int] = set()
-        running: set[int] = set()
-        for t in study.get_trials(deepcopy=False):
-            if t.number == trial.number or t.system_attrs.get(EXCESS_ATTR):
-                continue
-            if "grid_id" in t.system_attrs:
-                gid = int(t.system_attrs["grid_id"])
-            elif t.params:
-                key = json.dumps(dict(t.params), sort_keys=True, default=str)
-                gid = self._keys.index(key) if key in self._keys else -1
-            else:
-                continue
-            (running if t.state == optuna.trial.TrialState.RUNNING else taken).add(gid)
-        free = [i for i in self._order if i not in taken and i not in running]
-        free = free or [i for i in self._order if i not in taken] or self._order
-        # Workers that ask at the same moment see the same free points: trial k takes the k-th
-        # point of the seeded order when it is free (as Optuna's GridSampler does), else the
-        # free point its number picks, so simultaneous asks rarely draw the same point (the
-        # later of two that do yields without running).
-        preferred = self._order[trial.number % len(self._order)]
-        grid_id = preferred if preferred in free else free[trial.number % len(free)]
-        set_trial_system_attr(study, trial, "grid_id", grid_id)
-
-    def sample_independent(
-        self, study: Any, trial: Any, param_name: str, param_distribution: Any
-    ) -> Any:
-        gid = trial.system_attrs.get("grid_id")
-        point = self._points[int(gid)] if gid is not None else {}
-        if param_name not in point:
-            raise ConfigError(
-                f"grid point {gid} has no value for {param_name}: the branches changed since "
-                "the study started; use another hydra.sweeper.study_name"
-            )
-        return point[param_name]

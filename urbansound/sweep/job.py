@@ -1,9 +1,15 @@
 """The job side of a sweep: the trial reaches the job through the storage.
 
 The sweeper passes ``trial.study_name``, ``trial.storage`` and ``trial.number`` to the job; the
-job reopens the trial to report the mean CV accuracy once per epoch, to ask whether to prune,
-and to store links (run directory, Comet experiment key). A transient storage error is retried
-(see :func:`urbansound.sweep.storage.retrying`), so a database restart does not cost the trial.
+job reopens the trial to read its parameters (:func:`trial_params`), to report the mean CV
+accuracy once per epoch and ask whether to prune (:func:`epoch_reporter`), and to store links
+(run directory, Comet experiment key: :func:`set_trial_attrs`). A transient storage error is
+retried (see :func:`urbansound.sweep.storage.retrying`), so a database restart does not cost the
+trial.
+
+With a launcher that runs a batch of jobs at once, each job also records its outcome on its
+trial before it returns (:class:`RecordingTask`): such a launcher raises for the whole batch
+when one job's process dies, and the sweeper then reads the others' outcomes back.
 """
 
 from __future__ import annotations
@@ -18,10 +24,10 @@ from optuna.storages import BaseStorage
 
 from urbansound.config.settings import TrialSettings
 from urbansound.errors import ConfigError, TrialPruned
-from urbansound.sweep import PRUNER_ATTR
 from urbansound.sweep._compat import live_trial, quiet_optuna
 from urbansound.sweep.settings import build_pruner
 from urbansound.sweep.storage import display_storage, open_storage, retrying
+from urbansound.sweep.trials import OUTCOME_ATTR, PRUNER_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +77,8 @@ def epoch_reporter(trial: TrialSettings) -> Callable[[Any], None] | None:
     Returns None outside a sweep (``trial.number`` unset). The callback reports
     ``metrics.mean_test_accuracy`` with ``metrics.epoch`` as the step and raises
     :class:`~urbansound.errors.TrialPruned` when the sweep's pruner says so. A storage that stays
-    unreachable raises :class:`~urbansound.sweep.SweepError` (the trial then fails with it).
+    unreachable raises :class:`~urbansound.sweep.storage.SweepError` (the trial then fails
+    with it).
     """
     if not _in_sweep(trial):
         return None
@@ -126,3 +133,55 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value
+
+
+class RecordingTask:
+    """A Hydra task function that records its outcome on the job's trial (picklable).
+
+    The trial is found from the job config's ``trial.study_name``, ``trial.storage`` and
+    ``trial.number`` (set by the sweeper); outside a sweep it only calls ``task``. The outcome
+    (:data:`~urbansound.sweep.trials.OUTCOME_ATTR`) is ``{"value": float}``,
+    ``{"pruned": message}`` or ``{"error": "Type: message"}``; a storage error while recording
+    is one warning, never the job's failure. Returns, or raises, what ``task`` does.
+    """
+
+    def __init__(self, task: Callable[[Any], Any]) -> None:
+        self.task = task
+
+    def __call__(self, cfg: Any) -> Any:
+        try:
+            value = self.task(cfg)
+        except BaseException as exc:
+            _record(cfg, _error_outcome(exc))
+            raise
+        try:
+            _record(cfg, {"value": float(value)})
+        except (TypeError, ValueError):
+            _record(cfg, {"error": f"ValueError: the job returned {value!r}, not a number"})
+        return value
+
+
+def _error_outcome(exc: BaseException) -> dict[str, str]:
+    if isinstance(exc, TrialPruned | optuna.TrialPruned):
+        return {"pruned": str(exc)}
+    return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _record(cfg: Any, outcome: dict[str, Any]) -> None:
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.select(cfg, "trial", default=None)
+    keys = ("study_name", "storage", "number")
+    if node is None or any(node.get(key) is None for key in keys):
+        return
+    try:
+        trial = TrialSettings(
+            study_name=str(node.study_name), storage=str(node.storage), number=int(node.number)
+        )
+        storage, trial_id = _trial_id(trial)
+        retrying(
+            "recording the job's outcome",
+            lambda: storage.set_trial_system_attr(trial_id, OUTCOME_ATTR, outcome),
+        )
+    except Exception as exc:
+        log.warning("could not record the outcome of trial %s: %s", node.get("number"), exc)

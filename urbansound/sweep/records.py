@@ -1,4 +1,4 @@
-"""A study's trials as plain records, and the Optuna plots and importances drawn from them.
+"""A study's trials as plain records, the rules that pick among them, and the Optuna plots.
 
 The one place outside the sweeper that touches Optuna: readers such as :mod:`urbansound.report`
 get :class:`StudyRecords` (dataclasses of plain values) from a storage with :func:`load_study`,
@@ -7,33 +7,47 @@ object (fANOVA importances, Optuna's plotly and matplotlib visualisations). Thos
 rebuild an in-memory study from the records, so a sweep that has only run directories (Hydra's
 basic sweeper) gets the same plots as one with a storage.
 
+The rules every reader shares are written here once: :func:`is_leaky` (a run evaluated on the
+LEAKY random split), :func:`ranked` and :func:`best_trial` (the best COMPLETE trial that is not
+leaky), and :func:`override_params` (a run's overrides as parameters).
+
 Storage strings are those of ``hydra.sweeper.storage``: an SQLAlchemy URL (``sqlite:///...``,
-``postgresql://...``) or a file path for Optuna's journal storage.
+``postgresql://...``) or a file path for Optuna's journal storage. They are opened by
+:func:`urbansound.sweep.storage.open_storage` without creating anything.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
+import math
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from urbansound.config.overrides import parse_override
 from urbansound.errors import ConfigError
+from urbansound.sweep._compat import quiet_optuna
+from urbansound.sweep.storage import open_storage
+
+if TYPE_CHECKING:
+    from urbansound.training.results import RunResult
 
 __all__ = [
+    "RANDOM_SPLIT",
     "StudyRecords",
     "StudyTrial",
+    "best_trial",
+    "is_leaky",
     "load_study",
     "optimization_history_figure",
+    "override_params",
     "parallel_coordinate_figure",
     "param_importances",
     "param_importances_figure",
-    "parse_override",
+    "ranked",
     "study_names",
-    "trial_params",
 ]
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
@@ -88,56 +102,90 @@ class StudyRecords:
 
 
 # ---------------------------------------------------------------------------------------------
-# Overrides
+# Rules every reader shares
+
+#: ``cv.name`` of the tutorial's random 80/20 split: slices of one recording end up in train and
+#: test, so its accuracy is inflated (LEAKY) and never the best.
+RANDOM_SPLIT = "random_split"
 
 
-def parse_override(text: str) -> tuple[str, Any] | None:
-    """``key=value`` of a stored Hydra override as ``(key, value)``; None for sweeps, deletions
-    and text that is not an override (the package's one parser,
-    :func:`urbansound.config.overrides.parse_override`, which raises for the last)."""
-    from urbansound.config.overrides import parse_override as parse
-    from urbansound.errors import ConfigError
+def is_leaky(
+    results: RunResult | None,
+    config: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> bool:
+    """True for a run evaluated on the LEAKY random split.
 
-    try:
-        return parse(text)
-    except ConfigError:
-        return None
+    The run's ``results.json`` says so (``leaky``); without readable results, its
+    ``config.yaml`` (``cv.name``) or, without either, its swept ``cv`` choice.
+    """
+    if results is not None:
+        return bool(results.leaky)
+    cv = (config or {}).get("cv") or {}
+    return cv.get("name") == RANDOM_SPLIT or (params or {}).get("cv") == RANDOM_SPLIT
+
+
+class Ranked(Protocol):
+    """What :func:`ranked` needs of a trial: its number, state and value."""
+
+    @property
+    def number(self) -> int | None: ...
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def value(self) -> float | None: ...
+
+
+T = TypeVar("T", bound=Ranked)
+
+
+def ranked(trials: Iterable[T], *, direction: str = "maximize") -> list[T]:
+    """The COMPLETE trials with a finite value, best first (ties: the lower number first)."""
+    done = [
+        t
+        for t in trials
+        if t.state == "COMPLETE" and t.value is not None and math.isfinite(t.value)
+    ]
+    sign = -1.0 if direction == "maximize" else 1.0
+    return sorted(done, key=lambda t: (sign * float(t.value or 0.0), t.number or 0))
+
+
+def best_trial(
+    trials: Iterable[T], *, direction: str = "maximize", leaky: Callable[[T], bool]
+) -> T | None:
+    """The best COMPLETE trial not evaluated on the LEAKY random split; None when there is none.
+
+    ``leaky`` tells a leaky trial (e.g. :func:`is_leaky` of its run directory's results); it is
+    asked best first, and no further than the first trial that is not.
+    """
+    return next((t for t in ranked(trials, direction=direction) if not leaky(t)), None)
+
+
+def override_params(overrides: Sequence[str], *, skip: Sequence[str] = ()) -> dict[str, Any]:
+    """A run's ``key=value`` overrides as ``{key: value}``, skipping keys under ``skip`` prefixes
+    (e.g. the sweeper's ``trial``); sweeps, deletions and text that is no override are left out.
+    Lists and dicts are kept as written (they are shown and compared as text)."""
+    out: dict[str, Any] = {}
+    for text in overrides:
+        try:
+            parsed = parse_override(text)
+        except ConfigError:
+            continue
+        if parsed is None:
+            continue
+        key, value = parsed
+        if any(key == s or key.startswith((s + ".", s + "/")) for s in skip):
+            continue
+        if isinstance(value, Mapping | list | tuple):
+            value = text.split("=", 1)[1]
+        out[key] = value
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # Reading a storage
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[Any]:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield optuna
-
-
-def _storage(storage: str) -> Any:
-    """An Optuna storage object; a missing SQLite or journal file is an error, never created."""
-    if storage.startswith("sqlite:///"):
-        db = storage.removeprefix("sqlite:///").split("?", 1)[0]
-        if db != ":memory:" and not Path(db).is_file():
-            raise ConfigError(
-                f"no such SQLite file {db} (relative to {Path.cwd()}); run from where the sweep "
-                "ran or give the absolute path"
-            )
-    with _quiet() as optuna:
-        if "://" not in storage:
-            if not Path(storage).is_file():
-                raise ConfigError(f"no such journal file {storage} (relative to {Path.cwd()})")
-            from optuna.storages.journal import JournalFileBackend
-
-            return optuna.storages.JournalStorage(JournalFileBackend(storage))
-        try:
-            return optuna.storages.RDBStorage(storage)
-        except Exception as exc:
-            raise ConfigError(f"cannot open the study storage ({exc})") from None
 
 
 def study_names(storage: str) -> list[str]:
@@ -148,12 +196,13 @@ def study_names(storage: str) -> list[str]:
     ConfigError
         When the storage cannot be opened (a missing SQLite file is not created).
     """
-    with _quiet() as optuna:
+    import optuna
+
+    opened = open_storage(storage, create=False)
+    with quiet_optuna(info=False):
         try:
-            return optuna.study.get_all_study_names(storage=_storage(storage))
-        except ConfigError:
-            raise
-        except Exception as exc:
+            return optuna.study.get_all_study_names(storage=opened)
+        except Exception as exc:  # a journal file whose lines are no Optuna log
             raise ConfigError(f"cannot open the study storage ({exc})") from None
 
 
@@ -165,11 +214,13 @@ def load_study(storage: str, study_name: str) -> StudyRecords:
     ConfigError
         When the storage cannot be opened, the study is not there, or it has several objectives.
     """
+    import optuna
     from optuna.distributions import distribution_to_json
 
-    with _quiet() as optuna:
+    opened = open_storage(storage, create=False)
+    with quiet_optuna(info=False):
         try:
-            study = optuna.load_study(study_name=study_name, storage=_storage(storage))
+            study = optuna.load_study(study_name=study_name, storage=opened)
         except KeyError:
             raise ConfigError(f"no study {study_name} in the storage") from None
         if len(study.directions) != 1:
@@ -248,9 +299,10 @@ def _study(records: StudyRecords | Sequence[StudyTrial], *, direction: str = "ma
         trials, direction, name = records.trials, records.direction, records.name
     else:
         trials, name = list(records), "records"
-    with _quiet() as optuna:
-        from optuna.distributions import CategoricalDistribution
+    import optuna
+    from optuna.distributions import CategoricalDistribution
 
+    with quiet_optuna(info=False):
         done = [t for t in trials if t.state in ("COMPLETE", "PRUNED")]
         dists = _distributions(done)
         study = optuna.create_study(study_name=name, direction=direction)
@@ -283,7 +335,9 @@ def param_importances(
     study = _study(records, direction=direction)
     if len(_complete_with_params(study)) < 2:
         return {}
-    with _quiet() as optuna:
+    import optuna
+
+    with quiet_optuna(info=False):
         # fANOVA warns when a parameter never varied; the importance is still defined (0)
         warnings.simplefilter("ignore", UserWarning)
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
@@ -299,8 +353,10 @@ def optimization_history_figure(
 ) -> Any:
     """Optuna's optimisation history of the COMPLETE trials: a plotly figure, or a matplotlib
     :class:`~matplotlib.figure.Figure` with ``backend="matplotlib"``."""
+    import optuna
+
     study = _study(records, direction=direction)
-    with _quiet() as optuna:
+    with quiet_optuna(info=False):
         if backend == "plotly":
             return optuna.visualization.plot_optimization_history(study)
         if backend != "matplotlib":
@@ -315,7 +371,9 @@ def param_importances_figure(
     study = _study(records, direction=direction)
     if len(_complete_with_params(study)) < 2:
         raise ValueError("importances need at least two COMPLETE trials with parameters")
-    with _quiet() as optuna:
+    import optuna
+
+    with quiet_optuna(info=False):
         warnings.simplefilter("ignore", UserWarning)
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
         ax = optuna.visualization.matplotlib.plot_param_importances(study, evaluator=evaluator)
@@ -326,8 +384,10 @@ def parallel_coordinate_figure(
     records: StudyRecords | Sequence[StudyTrial], *, direction: str = "maximize"
 ) -> Any:
     """Optuna's plotly parallel-coordinate plot of the COMPLETE trials."""
+    import optuna
+
     study = _study(records, direction=direction)
-    with _quiet() as optuna:
+    with quiet_optuna(info=False):
         return optuna.visualization.plot_parallel_coordinate(study)
 
 
@@ -338,19 +398,3 @@ def _detach(ax: Any) -> Any:
     fig = ax.figure
     plt.close(fig)  # pyplot forgets it; the Figure itself can still be saved
     return fig
-
-
-def trial_params(overrides: Sequence[str], *, skip: Sequence[str] = ()) -> dict[str, Any]:
-    """Overrides as ``{key: value}``, skipping keys under ``skip`` prefixes (e.g. ``trial``)."""
-    out: dict[str, Any] = {}
-    for text in overrides:
-        parsed = parse_override(text)
-        if parsed is None:
-            continue
-        key, value = parsed
-        if any(key == s or key.startswith((s + ".", s + "/")) for s in skip):
-            continue
-        if isinstance(value, Mapping | list | tuple):
-            value = text.split("=", 1)[1]  # compared and shown as written
-        out[key] = value
-    return out

@@ -1,8 +1,9 @@
 """``hydra.sweeper.*`` validated into :class:`SweepSettings`; Optuna samplers and pruners.
 
-The defaults of every key live once, in the plugin's dataclass
-(``hydra_plugins/urbansound_sweeper/config.py``); :func:`sweep_settings` receives the whole typed
-node and checks only what a type cannot say (ranges, combinations).
+The sweeper's keys, their types and defaults are written once, in the plugin's dataclass
+``UrbansoundSweeperConf`` (``hydra_plugins/urbansound_sweeper/config.py``); the Sweeper hands
+that node over whole and :func:`sweep_settings` checks only what a type cannot say (ranges,
+combinations).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import optuna
 from urbansound.config.overrides import override_key
 from urbansound.errors import ConfigError
 from urbansound.sweep._compat import quiet_optuna
+from urbansound.sweep.grid import BranchGridSampler, grid_n_trials
 from urbansound.sweep.space import SearchSpace, build_search_space, derive_study_name
 from urbansound.sweep.storage import normalize_storage
 
@@ -27,20 +29,14 @@ log = logging.getLogger(__name__)
 
 GRID_SAMPLER = "optuna.samplers.GridSampler"
 TPE_SAMPLER = "optuna.samplers.TPESampler"
+#: The ``_target_`` of ``hydra/sweeper/sampler=auto``: a name, not a class. It stands for
+#: :data:`GRID_SAMPLER` on a discrete space and :data:`TPE_SAMPLER` otherwise
+#: (:func:`resolve_sampler_target`); derived study names hash it, so it stays as written.
 AUTO_SAMPLER = "urbansound.sweep.auto_sampler"
 NOP_PRUNER = "optuna.pruners.NopPruner"
 # Samplers whose draws are indexed by trial number: every worker and every resumed run must use
 # the same seed, or two of them would map one grid id / sequence index to different points.
 _SEED_SHARED = frozenset({GRID_SAMPLER, "optuna.samplers.QMCSampler"})
-
-
-def auto_sampler(
-    *, search_space: Mapping[str, Sequence[Any]] | None, seed: int | None = 0
-) -> optuna.samplers.BaseSampler:
-    """A grid sampler over ``search_space`` (grid values per key), or TPE when it is None."""
-    if search_space is not None:
-        return optuna.samplers.GridSampler(dict(search_space), seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
 
 
 def resolve_sampler_target(conf: Mapping[str, Any], space: SearchSpace) -> str:
@@ -78,9 +74,7 @@ def build_sampler(
         conf["seed"] = derive_seed(int(seed), worker=worker, n_existing=n_existing)
     extra: dict[str, Any] = {}
     if target == GRID_SAMPLER and space.is_conditional:
-        from urbansound.sweep.conditional import BranchGridSampler, branch_grid
-
-        return BranchGridSampler(branch_grid(space), seed=conf.get("seed"))
+        return BranchGridSampler(space.branch_grid(), seed=conf.get("seed"))
     if target == GRID_SAMPLER:
         extra["search_space"] = space.grid()
     try:
@@ -247,8 +241,8 @@ def sweep_settings(
     Parameters
     ----------
     conf:
-        ``hydra.sweeper`` as a plain mapping with every key of ``UrbansoundSweeperConf`` (the
-        sweeper's keyword arguments).
+        ``hydra.sweeper`` as a plain mapping with every key of ``UrbansoundSweeperConf`` (what
+        Hydra passes the Sweeper; other keys, such as ``_target_``, are ignored).
     arguments:
         The command line's task overrides (sweeps such as ``n_mfcc=20,40,60`` and fixed values).
     hydra_overrides:
@@ -275,11 +269,7 @@ def sweep_settings(
     target = resolve_sampler_target(sampler, space)
     n_trials = _opt_int(conf["n_trials"], "n_trials", minimum=1)
     if target == GRID_SAMPLER:
-        size = space.grid_size()  # ConfigError names a continuous key
-        if n_trials is None or n_trials > size:
-            if n_trials is not None:
-                log.info("n_trials %d > %d grid points: running the grid once", n_trials, size)
-            n_trials = size
+        n_trials = grid_n_trials(n_trials, space.grid_size())  # ConfigError: a continuous key
     elif n_trials is None:
         raise ConfigError(
             f"hydra.sweeper.n_trials is required with {target.rsplit('.', 1)[-1]} "
@@ -300,7 +290,7 @@ def sweep_settings(
             "its parallelism (hydra.launcher.n_jobs for joblib, hydra.launcher.array_parallelism "
             "for submitit_slurm, or hydra.sweeper.batch_size) and leave hydra.sweeper.n_jobs at 1"
         )
-    batch = _opt_int(conf.get("batch_size"), "batch_size", minimum=1)
+    batch = _opt_int(conf["batch_size"], "batch_size", minimum=1)
     if batch is not None:
         if launcher_name == "basic":
             raise ConfigError(

@@ -7,12 +7,19 @@
 ``stop`` for every sampler (as in Python and Hydra's basic sweeper): ``range(10,50,10)`` is 10,
 20, 30, 40 for the grid and for TPE alike. Overrides are read by the package's one parser,
 :mod:`urbansound.config.overrides`.
+
+A :class:`SearchSpace` is asked define-by-run (:meth:`SearchSpace.suggest`, Optuna's public
+``trial.suggest_*``). A conditional space (keys that exist only under some config-group choices)
+carries its :class:`Branch` es, found by :mod:`urbansound.sweep.conditional`: a trial asks its
+group choices first, then only the keys of the branch they lead to, and its grid is the union of
+the branches' grids (:meth:`SearchSpace.branch_grid`).
 """
 
 from __future__ import annotations
 
 import decimal
 import hashlib
+import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -88,17 +95,41 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Branch:
+    """One combination of group choices and the swept keys that exist under it.
+
+    Attributes
+    ----------
+    choices:
+        ``(group parameter, value)`` pairs in the order they are asked.
+    keys:
+        The other swept parameters that exist in this branch's config, in the space's order.
+    composes:
+        False when the branch's config did not compose (a typo in a group option): its trials
+        run and fail with Hydra's message, and every key is asked.
+    """
+
+    choices: tuple[tuple[str, Any], ...]
+    keys: tuple[str, ...]
+    composes: bool = True
+
+    def names(self) -> tuple[str, ...]:
+        """Every parameter a trial of this branch has: its group choices, then its keys."""
+        return (*(g for g, _ in self.choices), *self.keys)
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     """The swept keys and the overrides every job gets unchanged.
 
     ``branches`` is empty for a plain product space; for a conditional one (config-group
     choices under which only some keys exist) it lists every combination of group choices and
-    its keys (:mod:`urbansound.sweep.conditional`, set by ``resolve_branches``).
+    its keys (set by :func:`urbansound.sweep.conditional.resolve_branches`).
     """
 
     params: dict[str, Param]
     fixed: tuple[str, ...] = ()
-    branches: tuple[Any, ...] = ()
+    branches: tuple[Branch, ...] = ()
 
     @property
     def is_conditional(self) -> bool:
@@ -108,15 +139,36 @@ class SearchSpace:
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Ask ``trial`` (an ``optuna.Trial``) for its parameters, define-by-run.
 
-        A conditional space asks the group choices first, then only the keys of their branch.
+        A conditional space asks the group choices first, then only the keys of the branch they
+        lead to. Returns the trial's parameters (name -> value): a branch's :meth:`Branch.names`,
+        or every swept key of a plain space.
         """
-        from urbansound.sweep.conditional import suggest, suggest_branch
-
-        if self.is_conditional:
-            return suggest_branch(self, trial)
-        return {name: suggest(trial, name, p.distribution) for name, p in self.params.items()}
+        if not self.is_conditional:
+            return {name: suggest(trial, name, p.distribution) for name, p in self.params.items()}
+        params: dict[str, Any] = {}
+        prefix: tuple[tuple[str, Any], ...] = ()
+        while True:
+            candidates = [b for b in self.branches if b.choices[: len(prefix)] == prefix]
+            if not candidates:  # a value outside the branches (an enqueued trial): no more groups
+                branch = None
+                break
+            leaf = [b for b in candidates if len(b.choices) == len(prefix)]
+            if leaf:
+                branch = leaf[0]
+                break
+            group = candidates[0].choices[len(prefix)][0]
+            value = suggest(trial, group, self.params[group].distribution)
+            params[group] = value
+            prefix = (*prefix, (group, value))
+        keys = (
+            branch.keys if branch is not None else tuple(n for n in self.params if n not in params)
+        )
+        for name in keys:
+            params[name] = suggest(trial, name, self.params[name].distribution)
+        return params
 
     def distributions(self) -> dict[str, BaseDistribution]:
+        """Parameter name -> its distribution (``study.ask(fixed_distributions=...)``)."""
         return {name: p.distribution for name, p in self.params.items()}
 
     def is_discrete(self) -> bool:
@@ -128,14 +180,27 @@ class SearchSpace:
         return True
 
     def grid(self) -> dict[str, list[Any]]:
+        """Parameter name -> its grid values, in order (ConfigError for a continuous key)."""
         return {name: p.grid_values() for name, p in self.params.items()}
+
+    def branch_grid(self) -> list[dict[str, Any]]:
+        """The grid of a conditional space: every branch's choices times its keys' value product.
+
+        Points are in a stable order (branches in ask order, keys' values in written order), so a
+        grid point's index means the same point in every worker and every resumed run.
+        """
+        points: list[dict[str, Any]] = []
+        for branch in self.branches:
+            fixed = dict(branch.choices)
+            values = [self.params[n].grid_values() for n in branch.keys]
+            for combo in itertools.product(*values):
+                points.append({**fixed, **dict(zip(branch.keys, combo, strict=True))})
+        return points
 
     def grid_size(self) -> int:
         """Grid points: the product of every key's values, or the branches' union's size."""
         if self.is_conditional:
-            from urbansound.sweep.conditional import branch_grid
-
-            return len(branch_grid(self))
+            return len(self.branch_grid())
         return math.prod(len(v) for v in self.grid().values())
 
     def overrides(self, params: Mapping[str, Any]) -> list[str]:
@@ -156,6 +221,25 @@ class SearchSpace:
 
 def _describe(d: BaseDistribution) -> str:
     return optuna.distributions.distribution_to_json(d)
+
+
+def suggest(trial: Any, name: str, distribution: BaseDistribution) -> Any:
+    """``trial.suggest_*`` for ``distribution`` (Optuna's public define-by-run API).
+
+    Returns the value drawn (or fixed, for a queued trial); ConfigError for a distribution
+    type Optuna has no ``suggest_*`` for.
+    """
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(distribution.choices))
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    if isinstance(distribution, FloatDistribution):
+        return trial.suggest_float(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    raise ConfigError(f"sweep key {name}: cannot ask for a {type(distribution).__name__}")
 
 
 def parse_param(text: str) -> Param | None:

@@ -1,9 +1,9 @@
-"""Study storages: URLs, opening them, heartbeats of running trials.
+"""Study storages: their URLs, the one way they are opened, and retries while one is down.
 
 ``hydra.sweeper.storage`` is an SQLAlchemy URL (SQLite by default, PostgreSQL for several
-machines) or a file path for Optuna's journal storage. Heartbeats are the sweeper's own: the
-wall-clock time in the trial's system attribute ``urbansound:heartbeat``, the same for every kind
-of storage (workers on several machines therefore need roughly synchronised clocks).
+machines) or a file path for Optuna's journal storage. Every storage of the package, the
+sweeper's, a job's and a reader's (the report, ``fit``), is opened by :func:`open_storage`; an
+operation on it that fails while a server restarts is retried by :func:`retrying`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,13 +19,16 @@ from typing import Any, TypeVar
 import optuna
 from optuna.storages import BaseStorage
 
-from urbansound.errors import ConfigError
-from urbansound.sweep import HEARTBEAT_ATTR, SweepError
+from urbansound.errors import ConfigError, UrbansoundError
 from urbansound.sweep._compat import quiet_optuna
 from urbansound.utils.redaction import redact_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class SweepError(UrbansoundError):
+    """A sweep stopped: too many failed trials, a worker process died, the storage is down."""
 
 
 def _make_folder(path: Path, storage: str) -> None:
@@ -81,9 +83,8 @@ def normalize_storage(storage: str) -> str:
         path = Path(database).expanduser().resolve()
         _make_folder(path, storage)
         url = url.set(database=str(path))
-    elif url.drivername in ("postgresql", "postgres"):
-        url = url.set(drivername="postgresql+" + _postgres_driver())
-    return url.render_as_string(hide_password=False)
+        return url.render_as_string(hide_password=False)
+    return _with_driver(url.render_as_string(hide_password=False))
 
 
 def _postgres_driver() -> str:
@@ -123,14 +124,39 @@ def dashboard_command(storage: str) -> str:
     return command
 
 
-def open_storage(storage: str) -> BaseStorage:
-    """An Optuna storage for a normalized ``storage`` string (see :func:`normalize_storage`).
+def open_storage(storage: str, *, create: bool = True) -> BaseStorage:
+    """The Optuna storage ``storage`` names: the one way this package opens a storage.
+
+    Parameters
+    ----------
+    storage:
+        An SQLAlchemy URL or a journal file path; for a sweep, as :func:`normalize_storage`
+        returned it.
+    create:
+        True for a sweep (the sweeper, its workers and jobs): a missing SQLite or journal file
+        is created, and opening is tried a few times (several workers create the tables at
+        once; a server may be busy). False for a reader of a finished sweep (the report,
+        ``fit``): a missing file is an error, never created, and opening is tried once.
+
+    Returns
+    -------
+    BaseStorage
+        A journal storage for a path, else an RDB storage (SQLite: waits up to 60 s for another
+        process's lock and uses a write-ahead log, so that readers never block the workers).
 
     Raises
     ------
+    ConfigError
+        A file that is no Optuna storage, a database driver that is not installed; for a reader,
+        a missing file or a storage that cannot be opened. One line; a sweep's names
+        ``hydra.sweeper.storage``.
     SweepError
-        When the storage cannot be opened after a few tries (a server that is down).
+        For a sweep, when the storage still cannot be opened after a few tries (a server that
+        is down).
     """
+    where = f"hydra.sweeper.storage={display_storage(storage)}: " if create else ""
+    if not create:
+        _check_exists(storage)
     if "://" not in storage:
         from optuna.storages.journal import JournalFileBackend
 
@@ -138,11 +164,12 @@ def open_storage(storage: str) -> BaseStorage:
             with quiet_optuna():
                 return optuna.storages.JournalStorage(JournalFileBackend(storage))
         except (ValueError, OSError) as exc:  # not a journal (JSON lines), unreadable
-            cause = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
             raise ConfigError(
-                f"hydra.sweeper.storage={storage} is not an Optuna journal file that can be "
-                f"read and written ({cause}): name a new file, or an sqlite:/// URL"
+                f"{where}cannot open the study storage ({_cause(exc)}): {storage} is not an "
+                "Optuna journal file that can be read and written"
+                + ("; name a new file, or an sqlite:/// URL" if create else "")
             ) from None
+    storage = _with_driver(storage)
     engine_kwargs: dict[str, Any] = {}
     if storage.startswith("sqlite"):
         # Several processes write one file: wait for its lock rather than fail at once.
@@ -150,7 +177,7 @@ def open_storage(storage: str) -> BaseStorage:
     else:
         engine_kwargs["pool_pre_ping"] = True
     last: Exception | None = None
-    for attempt in range(4):
+    for attempt in range(4 if create else 1):
         try:
             with quiet_optuna():
                 rdb = optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
@@ -161,16 +188,47 @@ def open_storage(storage: str) -> BaseStorage:
                 rdb.engine.dispose()  # reconnect with the pragmas
             return rdb
         except ImportError as exc:
-            raise ConfigError(f"hydra.sweeper.storage {display_storage(storage)}: {exc}") from None
+            raise ConfigError(f"{where}cannot open the study storage ({exc})") from None
         except Exception as exc:  # two processes creating the tables at once, a busy server
             last = exc
-            time.sleep(0.5 * (attempt + 1))
-    raise SweepError(
-        f"cannot open the study storage {display_storage(storage)}: {_first_line(last)}"
+            if create:
+                time.sleep(0.5 * (attempt + 1))
+    message = f"{where}cannot open the study storage ({_cause(last)})"
+    raise SweepError(message) if create else ConfigError(message)
+
+
+def _check_exists(storage: str) -> None:
+    """ConfigError when a reader's SQLite or journal file is missing (it would be created)."""
+    if storage.startswith("sqlite:///"):
+        db = storage.removeprefix("sqlite:///").split("?", 1)[0]
+        if db != ":memory:" and not Path(db).is_file():
+            raise ConfigError(
+                f"no such SQLite file {db} (relative to {Path.cwd()}); run from where the sweep "
+                "ran or give the absolute path"
+            )
+    elif "://" not in storage and not Path(storage).is_file():
+        raise ConfigError(f"no such journal file {storage} (relative to {Path.cwd()})")
+
+
+def _with_driver(storage: str) -> str:
+    """A ``postgresql://`` URL with a driver that is installed (psycopg when psycopg2 is not)."""
+    if not storage.startswith(("postgresql://", "postgres://")):
+        return storage
+    from sqlalchemy.engine import make_url
+
+    url = make_url(storage)
+    return url.set(drivername="postgresql+" + _postgres_driver()).render_as_string(
+        hide_password=False
     )
 
 
-def _first_line(exc: BaseException | None) -> str:
+def _cause(exc: BaseException | None) -> str:
+    """The first line of an error as it reads (SQLAlchemy's ``(driver.Error) message``)."""
+    lines = str(exc).strip().splitlines() if exc is not None else []
+    return lines[0] if lines else type(exc).__name__
+
+
+def root_cause(exc: BaseException | None) -> str:
     """``Type: first line`` of the error's root cause (Optuna wraps the driver's error)."""
     while exc is not None and (exc.__cause__ or exc.__context__) is not None:
         exc = exc.__cause__ or exc.__context__
@@ -198,57 +256,6 @@ def release(storage: BaseStorage) -> None:
     if isinstance(storage, optuna.storages.RDBStorage):
         storage.remove_session()
         storage.engine.dispose()
-
-
-def record_heartbeat(storage: BaseStorage, trial_id: int) -> None:
-    """Mark a running trial alive now."""
-    storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
-
-
-class Heartbeat:
-    """Records heartbeats of one running trial from a background thread.
-
-    The first heartbeat is recorded by ``__enter__`` itself. A failed heartbeat is logged (once
-    while the storage stays unreachable) and retried at the next interval.
-    """
-
-    def __init__(self, storage: BaseStorage, trial_id: int, interval: int | None) -> None:
-        self._storage, self._trial_id, self._interval = storage, trial_id, interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> Heartbeat:
-        if self._interval is None:
-            return self
-        record_heartbeat(self._storage, self._trial_id)
-        self._thread = threading.Thread(target=self._run, name="urbansound-heartbeat", daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        assert self._interval is not None
-        failing = False
-        while not self._stop.wait(self._interval):
-            try:
-                record_heartbeat(self._storage, self._trial_id)
-            except Exception as exc:  # a storage hiccup; the next beat may get through
-                if not failing:
-                    log.warning(
-                        "heartbeat of trial id %d not recorded (retrying every %d s): %s",
-                        self._trial_id,
-                        self._interval,
-                        _first_line(exc),
-                    )
-                failing = True
-            else:
-                if failing:
-                    log.info("heartbeat of trial id %d recorded again", self._trial_id)
-                failing = False
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
 
 
 # How long a storage operation is retried before the storage counts as down (seconds).
@@ -289,14 +296,14 @@ def retrying(what: str, fn: Callable[[], T], *, seconds: float | None = None) ->
             if time.monotonic() + delay > deadline:
                 raise SweepError(
                     f"the study storage stayed unreachable for {limit:.0f} s ({what}): "
-                    f"{_first_line(exc)}"
+                    f"{root_cause(exc)}"
                 ) from None
             if not failed:
                 log.warning(
                     "study storage unreachable (%s), retrying for up to %.0f s: %s",
                     what,
                     limit,
-                    _first_line(exc),
+                    root_cause(exc),
                 )
                 failed = True
             time.sleep(delay)

@@ -1,8 +1,7 @@
-"""Where a study stands: trial counts, the trial table, ``trials.csv`` and the best parameters.
+"""The end of a sweep: the trial table, ``trials.csv`` and the best parameters.
 
-Counting rules (the sweeper's, shown everywhere the same way): a trial that was queued again
-(``retry_history``) is replaced by its copy, and a trial marked ``urbansound:excess`` (not run:
-other workers filled the study first, or it was never given parameters) does not count.
+Trials are counted and labelled by the sweeper's rules (:mod:`urbansound.sweep.trials`): a trial
+that was queued again shows as ``(retried)``, one that was not run as ``(not run)``.
 """
 
 from __future__ import annotations
@@ -11,67 +10,14 @@ import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from urbansound.sweep import EXCESS_ATTR
+from urbansound.sweep.settings import SweepSettings
+from urbansound.sweep.storage import dashboard_command, display_storage, open_storage
+from urbansound.sweep.trials import EXCESS_ATTR, Progress, study_progress, superseded
 from urbansound.utils.files import atomic_write
-
-if TYPE_CHECKING:
-    from urbansound.sweep.settings import SweepSettings
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a study stands with respect to ``n_trials``."""
-
-    complete: int
-    pruned: int
-    failed: int
-    running: list[int]
-    waiting: int
-
-    @property
-    def counted(self) -> int:
-        """Trials that count toward ``n_trials`` (finished, failed, or running now)."""
-        return self.complete + self.pruned + self.failed + len(self.running)
-
-    def describe(self, n_trials: int) -> str:
-        """A progress line: ``[#####.....] 5/10 trials (4 complete, 1 pruned, 0 failed)``."""
-        done = self.complete + self.pruned + self.failed
-        width = 20
-        filled = min(width, round(width * done / n_trials)) if n_trials else width
-        bar = "#" * filled + "." * (width - filled)
-        running = f", {len(self.running)} running" if self.running else ""
-        return (
-            f"[{bar}] {done}/{n_trials} trials ({self.complete} complete, {self.pruned} pruned, "
-            f"{self.failed} failed{running})"
-        )
-
-
-def superseded(trials: Sequence[FrozenTrial]) -> set[int]:
-    """Numbers of trials that were queued again (a retry replaces them)."""
-    out: set[int] = set()
-    for t in trials:
-        out.update(t.system_attrs.get("retry_history", []))
-    return out
-
-
-def study_progress(trials: Sequence[FrozenTrial], *, gone: set[int] | None = None) -> Progress:
-    """Count a study's trials the way the sweeper does (retried and excess trials left out).
-
-    ``gone``: numbers of retried trials (default: found among ``trials``).
-    """
-    gone = superseded(trials) if gone is None else gone
-    live = [t for t in trials if t.number not in gone and not t.system_attrs.get(EXCESS_ATTR)]
-    return Progress(
-        complete=sum(t.state == TrialState.COMPLETE for t in live),
-        pruned=sum(t.state == TrialState.PRUNED for t in live),
-        failed=sum(t.state == TrialState.FAIL for t in live),
-        running=[t.number for t in live if t.state == TrialState.RUNNING],
-        waiting=sum(t.state == TrialState.WAITING for t in live),
-    )
 
 
 @dataclass
@@ -159,10 +105,11 @@ def write_trials_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
 
 
 def summarize(settings: SweepSettings, sweep_dir: Path | None) -> SweepSummary:
-    """Read the study back, write ``trials.csv`` and ``best_params.yaml`` into ``sweep_dir``."""
-    import optuna
+    """Read the study back, write ``trials.csv`` and ``best_params.yaml`` into ``sweep_dir``.
 
-    from urbansound.sweep.storage import dashboard_command, display_storage, open_storage
+    Returns the :class:`SweepSummary` (its paths set where files were written).
+    """
+    import optuna
 
     storage = open_storage(settings.storage)
     study = optuna.load_study(study_name=settings.study_name, storage=storage)

@@ -65,6 +65,12 @@ def _floats(d: Mapping[str, Any], key: str, where: str) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
+def _mapping(value: Any, key: str, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise DataError(f"{where}: {key!r} must list mappings, got {value!r}")
+    return dict(value)
+
+
 def _fold_label(value: Any, where: str) -> int | str:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise DataError(f"{where}: a fold label must be an integer or a string, got {value!r}")
@@ -278,7 +284,7 @@ class RunResult:
     n_clips: int
     n_missing: int
     empty_folds: list[int]
-    skipped: list[str]
+    skipped: list[dict[str, Any]]  # {"path", "error"} of each clip left out (on_error=skip)
     class_names: list[str]
     n_features: int
     overrides: list[str]
@@ -389,12 +395,14 @@ class RunResult:
             n_clips=_get(d, "n_clips", int, where),
             n_missing=_get(d, "n_missing", int, where),
             empty_folds=list(_get(d, "empty_folds", list, where)),
-            skipped=[str(v) for v in _get(d, "skipped", list, where)],
+            skipped=[_mapping(v, "skipped", where) for v in _get(d, "skipped", list, where)],
             class_names=[str(v) for v in _get(d, "class_names", list, where)],
             n_features=_get(d, "n_features", int, where),
             overrides=[str(v) for v in _get(d, "overrides", list, where)],
             trial=dict(trial),
-            leaky_recordings=[dict(r) for r in d.get("leaky_recordings") or []],
+            leaky_recordings=[
+                _mapping(r, "leaky_recordings", where) for r in d.get("leaky_recordings") or []
+            ],
             cv=cv,
             history=[] if cv is not None else history,
             mean_accuracy=mean,

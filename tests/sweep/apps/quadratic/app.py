@@ -2,7 +2,7 @@
 
 ``score = 1 - ((x - 2)^2 + (y - 1)^2) / 100`` (plus a term of the ``branch`` group's keys),
 reached linearly over ``epochs`` "epochs", each
-reported through :func:`urbansound.sweep.epoch_reporter` exactly as the real trainer does. A
+reported through :func:`urbansound.sweep.job.epoch_reporter` exactly as the real trainer does. A
 pruned job writes ``results.json`` with ``status: pruned`` and re-raises, as ``urbansound.run``
 does.
 """
@@ -10,6 +10,8 @@ does.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,17 +40,17 @@ def score(x: float, y: float, branch: dict | None = None) -> float:
 def task(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    from urbansound import sweep
     from urbansound.config.settings import TrialSettings
     from urbansound.errors import TrialPruned
+    from urbansound.sweep.job import epoch_reporter, set_trial_attrs
 
     out = Path(HydraConfig.get().runtime.output_dir)
     trial = TrialSettings(**cfg.trial)
     if cfg.marker_dir:
         Path(cfg.marker_dir).mkdir(parents=True, exist_ok=True)
         (Path(cfg.marker_dir) / f"{trial.number}.start").touch()
-    sweep.set_trial_attrs(trial, job_dir=str(out))
-    reporter = sweep.epoch_reporter(trial)
+    set_trial_attrs(trial, job_dir=str(out))
+    reporter = epoch_reporter(trial)
     final = score(float(cfg.x), float(cfg.y), dict(cfg.branch))
     slow = float(cfg.x) in [float(v) for v in cfg.slow_x]
     try:
@@ -70,5 +72,19 @@ def main(cfg: DictConfig) -> float:
     return task(cfg)
 
 
+def cli() -> None:
+    """The app's command, with urbansound's error handling: the sweeper raises a user error
+    (a bad search space, a storage that stays down) and, as in ``urbansound.run``, the entry
+    point prints it as one ``error:`` line, exit status 2."""
+    from urbansound.errors import UrbansoundError
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra lets the error reach us instead of printing it
+    try:
+        main()
+    except UrbansoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    main()
+    cli()
