@@ -261,6 +261,8 @@ def fit_model(
             "names": feature_names(settings.features),
             "n_features": data.n_features,
             "stage": feature_stage(),
+            # an embedding kind's network: file, SHA-256, runtime, licence (None: hand-made)
+            **({"model": data.feature_model} if data.feature_model else {}),
         },
         "model": _plain(settings.model),
         "train": {**_plain(settings.train), "seeds": seeds},

@@ -96,7 +96,7 @@ class PreparedData:
     n_computed: int
     n_cached: int
     durations: dict[str, float]
-    feature_model: dict[str, str] | None = None
+    feature_model: dict[str, Any] | None = None
 
     @property
     def n_clips(self) -> int:

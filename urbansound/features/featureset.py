@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -26,10 +27,10 @@ class FeatureSet:
     seconds:
         Wall time of the extraction.
     feature_model:
-        The network behind an embedding kind (``name``, ``sha256`` of its file, ``runtime``,
-        ``runtime_version``, ``licence``, ``path``; see
-        :meth:`urbansound.features.embeddings.model.ModelIdentity.to_dict`); None for the
-        hand-made kinds.
+        The network behind an embedding kind (``name``, ``sha256`` and ``path`` of its file,
+        ``runtime``, ``runtime_version``, ``licence``, ``layer``, ``dim``, its windows; see
+        :func:`urbansound.features.embeddings.stage.feature_model`); None for the hand-made
+        kinds.
     """
 
     X: np.ndarray
@@ -38,4 +39,4 @@ class FeatureSet:
     n_computed: int = 0
     n_cached: int = 0
     seconds: float = 0.0
-    feature_model: dict[str, str] | None = None
+    feature_model: dict[str, Any] | None = None

@@ -77,6 +77,7 @@ from urbansound.features.embeddings.stage import (
     FOLDER,
     RESULT_VERSION,
     embedding_spec,
+    feature_model,
     hop_samples,
     mfcc_settings,
     open_model,
@@ -136,7 +137,7 @@ def extract_embeddings(
     if errors and settings.on_error == "error":
         raise AudioError(errors[min(errors)])
     spec = embedding_spec(model, settings)
-    ident = model.identity.to_dict()
+    ident = feature_model(model, settings)
 
     result_key = None
     if not errors and n:

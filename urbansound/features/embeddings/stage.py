@@ -8,6 +8,8 @@ its window embeddings, their pooling and the names of the resulting columns.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from urbansound.config.settings import (
@@ -105,6 +107,19 @@ def embedding_spec(model: EmbeddingModel, settings: EmbeddingFeatureSettings) ->
         "window": model.window_samples,
         "hop": hop_samples(model, settings),
         "versions": decode_versions(),
+    }
+
+
+def feature_model(model: EmbeddingModel, settings: EmbeddingFeatureSettings) -> dict[str, Any]:
+    """What results and model files record of the network behind the features: its identity
+    (name, file SHA-256 and path, runtime and version, licence, layer), its embedding size and its
+    windows (``sample_rate`` Hz, ``window_samples``, ``hop_samples``)."""
+    return {
+        **model.identity.to_dict(),
+        "dim": model.dim,
+        "sample_rate": model.sample_rate,
+        "window_samples": model.window_samples,
+        "hop_samples": hop_samples(model, settings),
     }
 
 
