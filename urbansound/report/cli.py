@@ -131,7 +131,8 @@ def _evaluate(args: argparse.Namespace, sweep: Sweep, out_dir: Path) -> None:
 
 
 def _print_winners(summary_path: Path) -> None:
-    """The console lines for pruned winners, the families' bests and the ensemble."""
+    """The console lines for pruned winners, the families' and feature kinds' bests and the
+    ensemble."""
     import json
 
     summary = json.loads(summary_path.read_text())
@@ -141,12 +142,13 @@ def _print_winners(summary_path: Path) -> None:
             f"pruned: {pruned['pruned']} trials, {pruned['above_best']} of them above the best "
             "completed value when pruned"
         )
-    if len(summary["families"]) > 1:
-        for fam in summary["families"]:
-            print(
-                f"family {fam['family']}: best trial #{fam['number']} = {fam['value']:.4f} "
-                f"({fam['n_trials']} complete)"
-            )
+    for name, group in (("families", "family"), ("kinds", "kind")):
+        if len(summary[name]) > 1:
+            for best in summary[name]:
+                print(
+                    f"{'features' if group == 'kind' else group} {best[group]}: best trial "
+                    f"#{best['number']} = {best['value']:.4f} ({best['n_trials']} complete)"
+                )
     ens = summary["ensemble"]
     if ens and ens.get("best") is None:
         print(f"no ensemble: {ens['note']}")

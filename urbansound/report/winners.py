@@ -7,6 +7,9 @@
   (``model.family``: mlp, svm, random_forest, ...) with its per-fold accuracies, and the paired
   comparison (corrected resampled t-test, Wilcoxon; :mod:`urbansound.report.stats`) of the best
   family's best against every other family's best, over their common folds.
+- :func:`kind_bests` / :func:`kind_comparisons`: the same for each feature kind
+  (``features.kind``: mfcc, logmel, birdnet, onnx): hand-made features against embeddings under
+  the same folds and the same paired tests.
 - :func:`ensemble`: the average of the top-K configurations' class probabilities
   (``predictions.npz`` of each run directory) under the same folds, scored per fold beside the
   single best configuration and compared with it.
@@ -33,6 +36,8 @@ __all__ = [
     "family_bests",
     "family_comparisons",
     "family_of",
+    "kind_bests",
+    "kind_comparisons",
     "load_predictions",
     "pruned_above_best",
 ]
@@ -102,28 +107,42 @@ def family_bests(sweep: Sweep) -> list[dict[str, Any]]:
     """The best COMPLETE fold-CV trial of each model family, best family first.
 
     Each entry: ``family``, ``number``, ``value``, ``std``, ``label``, ``params``, ``n_trials``
-    (the family's COMPLETE trials), ``folds`` (per-fold accuracy, n_train, n_test).
+    (the family's COMPLETE trials), ``folds`` (per-fold accuracy, n_train, n_test) and ``kind``
+    (its feature kind).
     """
+    return _bests(sweep, family_of, "family")
+
+
+def kind_bests(sweep: Sweep) -> list[dict[str, Any]]:
+    """The best COMPLETE fold-CV trial of each feature kind, best kind first: entries as
+    :func:`family_bests`' with ``kind`` the group and ``family`` the model family of that best."""
+    return _bests(sweep, lambda r: r.feature_kind, "kind")
+
+
+def _bests(sweep: Sweep, group_of: Any, name: str) -> list[dict[str, Any]]:
+    """The best COMPLETE fold-CV trial of each group ``group_of(record)``, best group first."""
     best: dict[str, TrialRecord] = {}
     counts: dict[str, int] = {}
     for r in ranked(sweep.trials, direction=sweep.direction):
         if r.leaky:
             continue
-        fam = family_of(r)
-        counts[fam] = counts.get(fam, 0) + 1
-        best.setdefault(fam, r)
+        group = group_of(r)
+        counts[group] = counts.get(group, 0) + 1
+        best.setdefault(group, r)
     return [
         {
-            "family": fam,
+            "family": family_of(r),
+            "kind": r.feature_kind,
+            name: group,
             "number": r.number,
             "value": r.value,
             "std": r.std,
             "label": r.label(),
             "params": dict(r.params),
-            "n_trials": counts[fam],
+            "n_trials": counts[group],
             "folds": _folds(r),
         }
-        for fam, r in best.items()
+        for group, r in best.items()
     ]
 
 
@@ -148,13 +167,23 @@ def _compare(a: Sequence[dict], b: Sequence[dict]) -> dict[str, Any]:
 
 def family_comparisons(bests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The best family's best against each other family's best (``family_bests`` order)."""
+    return _group_comparisons(bests, "family")
+
+
+def kind_comparisons(bests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The best feature kind's best against each other kind's best (``kind_bests`` order)."""
+    return _group_comparisons(bests, "kind")
+
+
+def _group_comparisons(bests: Sequence[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     if len(bests) < 2:
         return []
     top = bests[0]
+    keys = (name, "number", "value", "family" if name == "kind" else "kind")
     return [
         {
-            "best": {k: top[k] for k in ("family", "number", "value")},
-            "other": {k: other[k] for k in ("family", "number", "value")},
+            "best": {k: top[k] for k in keys},
+            "other": {k: other[k] for k in keys},
             **_compare(top["folds"], other["folds"]),
         }
         for other in bests[1:]
