@@ -260,7 +260,8 @@ def frame_features(
 
 
 def pool(frames: np.ndarray, pooling: str) -> np.ndarray:
-    """Reduce ``(n_rows, n_frames)`` over time to one vector, blocks as in :data:`POOLING_STATS`."""
+    """Reduce ``(n_rows, n_frames)`` over time (or a clip's windows) to one vector, blocks as in
+    :data:`POOLING_STATS`: ``(len(stats) * n_rows,)`` float32."""
     stats = POOLING_STATS[pooling]
     if stats == ("mean",):
         return frames.mean(axis=1, dtype=np.float32)

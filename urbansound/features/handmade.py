@@ -23,6 +23,7 @@ What is computed (every name is a ``features.*`` config key)
    (coefficient, then its deltas) -- see :data:`urbansound.features.dsp.POOLING_STATS`:
 
    - ``mean``: the time average, the tutorial's ``np.mean(mfcc.T, axis=0)``.
+   - ``max``: the time maximum.
    - ``mean_std``: mean, then standard deviation (population, ddof=0).
    - ``stats``: mean, std, min, max, median, skewness (Fisher-Pearson, biased, as
      ``scipy.stats.skew``) and excess kurtosis (Fisher, biased, as ``scipy.stats.kurtosis``).
