@@ -17,6 +17,7 @@ from optuna.distributions import CategoricalDistribution
 from urbansound.report import winners
 from urbansound.report.load import load_sweep
 
+from .test_report import link
 from .test_report_winners import FOLDS, write_member
 
 #: (member, model family, feature kind): A (the best, hand-made), B and C (embeddings).
@@ -41,7 +42,7 @@ def kinds_study(tmp_path: Path) -> str:
                     "model": CategoricalDistribution(["mlp", "logreg", "svm"]),
                 },
                 value=value,
-                user_attrs={"run_dir": str(run)},
+                user_attrs=link(study, run),
             )
         )
     return url
