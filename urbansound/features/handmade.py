@@ -78,7 +78,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -88,7 +87,7 @@ import numpy as np
 
 from urbansound.config.settings import FeatureSettings
 from urbansound.errors import AudioError
-from urbansound.features.audio import HINT, audio_error, load_audio
+from urbansound.features.audio import audio_error, load_audio
 from urbansound.features.cache import (
     CorruptEntry,
     cache_root,
@@ -98,7 +97,6 @@ from urbansound.features.cache import (
     digest,
     library_versions,
     matrix_key,
-    matrix_path,
     read_entry,
     read_matrix,
     remove_stale_tmp,
@@ -115,7 +113,7 @@ from urbansound.features.dsp import (
     win_length_of,
     window_function,
 )
-from urbansound.features.featureset import FeatureSet
+from urbansound.features.featureset import FeatureSet, gather_rows
 from urbansound.utils.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -386,32 +384,17 @@ def extract_handmade(
     finally:
         bar.close()
 
-    ok = np.array([r is not None for r in rows], dtype=bool)
-    X = (
-        np.stack([r for r in rows if r is not None]).astype(np.float32, copy=False)
-        if ok.any()
-        else np.zeros((0, width), dtype=np.float32)
+    X, ok, skipped = gather_rows(
+        rows,
+        errors,
+        paths,
+        width,
+        root=str(root),
+        result_key=result_key,
+        cache_dir=settings.cache_dir,
+        blocked=job.blocked,
+        log=logger,
     )
-    skipped = [
-        {"path": os.fspath(paths[i]), "error": errors[i].removesuffix(HINT)} for i in sorted(errors)
-    ]
-    for s in skipped:
-        logger.warning("features.on_error=skip: left out %s", s["error"])
-    if result_key is not None and not skipped:
-        store(
-            matrix_path(root, result_key),
-            result_key,
-            X,
-            root=str(root),
-            cache_dir=settings.cache_dir,
-            blocked=job.blocked,
-        )
-    if len(job.blocked) > 1:
-        logger.warning(
-            "%d feature cache entries could not be written (the first: %s)",
-            len(job.blocked),
-            job.blocked[0],
-        )
     return FeatureSet(
         X=X,
         ok=ok,

@@ -58,7 +58,6 @@ import numpy as np
 
 from urbansound.config.settings import EmbeddingFeatureSettings
 from urbansound.errors import AudioError
-from urbansound.features.audio import HINT
 from urbansound.features.cache import (
     ClipItem,
     CorruptEntry,
@@ -68,12 +67,10 @@ from urbansound.features.cache import (
     clip_key,
     digest,
     matrix_key,
-    matrix_path,
     read_entry,
     read_matrix,
     remove_stale_tmp,
     stage_path,
-    store,
 )
 from urbansound.features.dsp import POOLING_STATS
 from urbansound.features.embeddings.model import EmbeddingModel
@@ -88,7 +85,7 @@ from urbansound.features.embeddings.stage import (
     pool_windows,
 )
 from urbansound.features.embeddings.workers import EmbeddingJob, embed_clips
-from urbansound.features.featureset import FeatureSet
+from urbansound.features.featureset import FeatureSet, gather_rows
 from urbansound.features.handmade import extract_handmade
 from urbansound.utils.progress import progress_bar
 
@@ -192,34 +189,19 @@ def extract_embeddings(
     finally:
         bar.close()
 
-    ok = np.array([r is not None for r in rows], dtype=bool)
-    X = (
-        np.stack([r for r in rows if r is not None])
-        if ok.any()
-        else np.zeros((0, width), np.float32)
+    X, ok, skipped = gather_rows(
+        rows,
+        errors,
+        paths,
+        width,
+        root=str(root),
+        result_key=result_key,
+        cache_dir=settings.cache_dir,
+        blocked=job.blocked,
+        log=logger,
     )
-    skipped = [
-        {"path": os.fspath(paths[i]), "error": errors[i].removesuffix(HINT)} for i in sorted(errors)
-    ]
-    for s in skipped:
-        logger.warning("features.on_error=skip: left out %s", s["error"])
-    if result_key is not None and not skipped:
-        store(
-            matrix_path(root, result_key),
-            result_key,
-            X,
-            root=str(root),
-            cache_dir=settings.cache_dir,
-            blocked=job.blocked,
-        )
-    if len(job.blocked) > 1:
-        logger.warning(
-            "%d feature cache entries could not be written (the first: %s)",
-            len(job.blocked),
-            job.blocked[0],
-        )
     pooled = FeatureSet(
-        X=X.astype(np.float32, copy=False),
+        X=X,
         ok=ok,
         skipped=skipped,
         n_computed=len(todo) - sum(1 for i, *_ in todo if i in errors),
