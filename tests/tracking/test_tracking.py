@@ -12,15 +12,14 @@ import logging
 import socket
 import threading
 import zipfile
-from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tests.tracking.archives import read_archive
 from urbansound.config.checks import settings_from_config
 from urbansound.config.settings import Settings, TrackingSettings, TrialSettings
 from urbansound.tracking import experiments
@@ -31,7 +30,6 @@ from urbansound.tracking.archives import (
     upload_command,
 )
 from urbansound.tracking.comet import (
-    COMET_ENV_DEFAULTS,
     DEFAULT_OFFLINE_DIR,
     DEFAULT_PROJECT_NAME,
     comet_quiet,
@@ -46,66 +44,6 @@ from urbansound.tracking.naming import (
 )
 from urbansound.tracking.tracker import Tracker
 from urbansound.training.results import CVResult, EpochMetrics, FoldResult, RunResult
-
-# --------------------------------------------------------------------------------------------
-# Reading an offline archive back
-
-
-@dataclass
-class Archive:
-    """What an offline archive holds, by kind."""
-
-    experiment: dict[str, Any]
-    parameters: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
-    others: dict[str, Any] = field(default_factory=dict)
-    uploads: list[tuple[str, str, bytes]] = field(default_factory=list)  # (type, name, content)
-
-    def upload(self, name: str) -> bytes:
-        matches = [content for _, n, content in self.uploads if n == name]
-        assert len(matches) == 1, f"{name}: {len(matches)} uploads named so"
-        return matches[0]
-
-    def uploads_of(self, kind: str) -> list[str]:
-        return sorted(n for t, n, _ in self.uploads if t == kind)
-
-
-def read_archive(path: str | Path) -> Archive:
-    with zipfile.ZipFile(path) as z:
-        archive = Archive(experiment=json.loads(z.read("experiment.json")))
-        lines = z.read("messages.json").decode().splitlines()
-        for message in (json.loads(line) for line in lines if line.strip()):
-            kind, payload = message["type"], message["payload"]
-            if kind == "parameter_msg":
-                param = payload.get("param") or payload.get("params")
-                if param["source"] == "manual":
-                    archive.parameters[param["paramName"]] = param["paramValue"]
-            elif kind == "metric_msg":
-                metric = payload["metric"]
-                archive.metrics[metric["metricName"]][metric["step"]] = metric["metricValue"]
-            elif kind == "log_other":
-                archive.others[payload["key"]] = payload["value"]
-            elif kind == "file_upload":
-                params = payload["additional_params"]
-                name = params.get("fileName") or params.get("figName")  # figName: images
-                archive.uploads.append((payload["upload_type"], name, z.read(payload["file_path"])))
-    return archive
-
-
-# --------------------------------------------------------------------------------------------
-# Isolation: no Comet key, no Comet config file, no network
-
-
-@pytest.fixture(autouse=True)
-def comet_isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No COMET_* variables but this project's defaults, no ~/.comet.config, cwd in tmp_path."""
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("COMET_") and key not in COMET_ENV_DEFAULTS:
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
 
 
 def _settings(tmp_path: Path, *, trial: TrialSettings | None = None, **keys: Any) -> Settings:
