@@ -7,17 +7,18 @@ mode wrote (no network: no key, so Comet is never asked).
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.tracking.archives import read_archive
+from tests.tracking.results import run_result
 from urbansound.config.overrides import parse_override
 from urbansound.config.settings import Settings, TrackingSettings
 from urbansound.tracking import experiments
 from urbansound.tracking.naming import FitOrigin, fit_command, fit_name, fit_tags, hydra_string
-from urbansound.training.results import CVResult, FoldResult, RunResult
+from urbansound.training.results import CVResult, RunResult
 
 SWEEP_TRIAL = FitOrigin(
     location="outputs/multirun/2026-12-06/10-00-00",
@@ -143,36 +144,11 @@ def test_the_fit_command_holds_no_password() -> None:
 
 
 def _fit_result() -> RunResult:
-    """A fit's result as experiment.fit makes it: one split labelled ``all``."""
-    confusion = [[3, 0], [1, 2]]
-    fold = FoldResult(
-        fold="all",
-        accuracy=5 / 6,
-        loss=0.4,
-        n_train=6,
-        n_test=6,
-        per_class_accuracy=[1.0, 2 / 3],
-        confusion=confusion,
-    )
-    return RunResult(
-        status="complete",
-        dataset="demo",
-        data_root="/data/demo",
-        protocol="final fit on folds 1, 2; tested on training data",
-        leaky=False,
-        n_listed=6,
-        n_clips=6,
-        n_missing=0,
-        empty_folds=[],
-        skipped=[],
-        class_names=["dog_bark", "siren"],
-        n_features=13,
-        overrides=[],
-        trial={"study_name": None, "number": None},
-        cv=CVResult(folds=[fold], history=[], mean_accuracy=float(np.mean([5 / 6]))),
-        mean_accuracy=5 / 6,
-        std_accuracy=0.0,
-    )
+    """A fit's result as experiment.fit makes it: one split labelled ``all``, no history."""
+    run = run_result()
+    fold = replace(run.cv.folds[0], fold="all")
+    cv = CVResult(folds=[fold], history=[], mean_accuracy=fold.accuracy)
+    return replace(run, protocol="final fit on folds 1, 2; tested on training data", cv=cv)
 
 
 def test_a_fit_archive_names_tags_and_records_the_fit(tmp_path: Path) -> None:
@@ -205,4 +181,4 @@ def test_a_fit_archive_names_tags_and_records_the_fit(tmp_path: Path) -> None:
     assert a.others["source_run_dir"] == SWEEP_TRIAL.run_dir
     # a fit is no trial: no study or trial of its own, none of Comet's optimizer fields
     assert not {"study_name", "trial_number", "optimizer_id"} & set(a.others)
-    assert a.metrics["accuracy_fold_all"] == pytest.approx({0: 5 / 6})
+    assert a.metrics["accuracy_fold_all"] == pytest.approx({0: 6 / 7})
