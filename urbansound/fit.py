@@ -5,8 +5,6 @@ The Hydra task is :func:`urbansound.experiment.fit.task`; ``--help`` prints the 
 ``urbansound/conf/fit.yaml`` (:mod:`urbansound.config.help`).
 """
 
-from typing import Any
-
 from urbansound.config.help import prepare_hydra_command
 from urbansound.experiment.fit import main as fit_main
 
@@ -16,11 +14,12 @@ __all__ = ["COMMAND", "main"]
 COMMAND = "urbansound-fit"
 
 
-def main() -> Any:
-    """The ``urbansound-fit`` command: Hydra parses ``sys.argv`` (exit status 2 on a user error,
-    130 on Ctrl-C)."""
+def main() -> None:
+    """The ``urbansound-fit`` command: Hydra parses ``sys.argv`` and runs the task (or the sweep);
+    returns nothing (exit status 0). A user's error exits with status 2 and one ``error:``
+    line, Ctrl-C with status 130 (:func:`urbansound.config.app.hydra_main`)."""
     prepare_hydra_command(COMMAND)
-    return fit_main()
+    fit_main()
 
 
 if __name__ == "__main__":

@@ -5,8 +5,6 @@ The Hydra task is :func:`urbansound.experiment.run.task`; ``--help`` prints the 
 ``urbansound/conf/config.yaml`` (:mod:`urbansound.config.help`).
 """
 
-from typing import Any
-
 from urbansound.config.help import prepare_hydra_command
 from urbansound.experiment.run import main as run_main
 
@@ -16,11 +14,12 @@ __all__ = ["COMMAND", "main"]
 COMMAND = "urbansound"
 
 
-def main() -> Any:
-    """The ``urbansound`` command: Hydra parses ``sys.argv``; returns the job's return value
-    (Hydra exits with status 2 on a user error, 130 on Ctrl-C)."""
+def main() -> None:
+    """The ``urbansound`` command: Hydra parses ``sys.argv`` and runs the task (or the sweep);
+    returns nothing (exit status 0). A user's error exits with status 2 and one ``error:``
+    line, Ctrl-C with status 130 (:func:`urbansound.config.app.hydra_main`)."""
     prepare_hydra_command(COMMAND)
-    return run_main()
+    run_main()
 
 
 if __name__ == "__main__":
