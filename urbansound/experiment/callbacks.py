@@ -16,7 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from urbansound.config.checks import settings_from_config
-from urbansound.errors import DataError, UrbansoundError
+from urbansound.errors import DataError
 from urbansound.experiment.rundir import RESULTS_FILE, read_results
 from urbansound.training.results import RunResult
 from urbansound.utils.files import write_json
@@ -55,6 +55,7 @@ def study_sweep_dirs(sweep_dir: Path, *, template: str) -> list[Path]:
     without ``${`` is one directory: its parent), as deep as the template goes on. A
     ``study.json`` that cannot be read is skipped. Sorted, ``sweep_dir`` first.
     """
+    from urbansound.errors import UrbansoundError
     from urbansound.sweep.ownership import STUDY_FILE, Owner, read_study_file
 
     def owner(directory: Path) -> tuple[str, str] | None:
