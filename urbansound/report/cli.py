@@ -67,9 +67,9 @@ def default_out(args: argparse.Namespace, sweep: Sweep | None) -> Path:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line's arguments (``--help`` lists them)."""
     p = argparse.ArgumentParser(
-        prog="python -m urbansound.report",
+        prog="urbansound-report",
         description="Write an HTML + Markdown report of a sweep (its directory, or an Optuna "
-        "storage and study name).",
+        "storage and study name). python -m urbansound.report is the same command.",
     )
     p.add_argument("paths", nargs="*", help="sweep directories or run directories")
     p.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///outputs/optuna.db")
