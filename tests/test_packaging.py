@@ -1,4 +1,5 @@
-"""The installed command: configs ship with the package; shell completion and help name it.
+"""The installed commands: configs ship with the package; each console script is its ``python -m``
+command; shell completion and help name them.
 
 Every command runs for real in a subprocess, from a working directory outside the checkout.
 """
@@ -9,6 +10,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -45,17 +47,18 @@ def test_completion_query_lists_groups_and_options(tmp_path) -> None:
         assert expected <= out, (line, out)
 
 
-def test_help_names_the_installed_command(tmp_path) -> None:
-    base = [sys.executable, "-m", "urbansound.run"]
+@pytest.mark.parametrize(("module", "command"), [("run", "urbansound"), ("fit", "urbansound-fit")])
+def test_help_names_the_installed_command(tmp_path, module, command) -> None:
+    base = [sys.executable, "-m", f"urbansound.{module}"]
     hydra_help = _run([*base, "--hydra-help"], tmp_path, _env()).stdout
-    assert 'eval "$(urbansound -sc install=bash)"' in hydra_help
-    assert "run.py" not in hydra_help
+    assert f'eval "$({command} -sc install=bash)"' in hydra_help
+    assert f"{module}.py" not in hydra_help
     app_help = _run([*base, "--help"], tmp_path, _env()).stdout
-    assert "urbansound is powered by Hydra" in app_help
     assert f"sweep: {', '.join(SWEEPS)}" in app_help
+    assert f"{command} -sc install=bash" in app_help
     # the install script completes the console script, not every `python` command
     script = _run([*base, "-sc", "install=bash"], tmp_path, _env()).stdout
-    assert script.rstrip().endswith("-F hydra_bash_completion urbansound")
+    assert script.rstrip().endswith(f"-F hydra_bash_completion {command}")
 
 
 def _bash_completion(bin_dir: Path, line: str, cwd: Path, env: dict[str, str]) -> list[str]:
@@ -71,18 +74,55 @@ def _bash_completion(bin_dir: Path, line: str, cwd: Path, env: dict[str, str]) -
     return _run(["bash", "-c", script], cwd, env).stdout.split()
 
 
-@pytest.mark.slow
-def test_a_wheel_installed_outside_the_checkout_finds_its_configs(tmp_path) -> None:
-    """`pip wheel` + `pip install --target`: console script, -m, sweeps, completion elsewhere."""
-    dist = tmp_path / "dist"
+#: The console scripts of ``[project.scripts]`` and the module each is the same command as.
+COMMANDS = {
+    "urbansound": "urbansound.run",
+    "urbansound-fit": "urbansound.fit",
+    "urbansound-report": "urbansound.report",
+    "urbansound-predict": "urbansound.predict",
+}
+
+
+@dataclass(frozen=True)
+class Installed:
+    """The wheel installed with ``pip install --target``: its site, scripts and environment."""
+
+    wheel: Path
+    site: Path
+    env: dict[str, str]
+
+    @property
+    def bin(self) -> Path:
+        return self.site / "bin"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """`pip wheel` of the checkout, installed into a folder of its own (no dependencies: the
+    environment's serve), used with only that folder on ``PYTHONPATH``."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    dist = tmp / "dist"
     _run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
          "-w", str(dist), str(REPO)],
-        tmp_path,
+        tmp,
         _env(),
     )  # fmt: skip
     (wheel,) = dist.glob("urbansound-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
+    site = tmp / "site"
+    _run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+         str(wheel)],
+        tmp,
+        _env(),
+    )  # fmt: skip
+    return Installed(wheel=wheel, site=site, env=_env(PYTHONPATH=str(site)))
+
+
+@pytest.mark.slow
+def test_a_wheel_installed_outside_the_checkout_finds_its_configs(installed, tmp_path) -> None:
+    """The console script, -m, sweeps and completion, from a directory outside the checkout."""
+    names = set(zipfile.ZipFile(installed.wheel).namelist())
     conf = (str(p.relative_to(REPO)) for p in REPO.glob("urbansound/conf/**/*.yaml"))
     modules = [
         *REPO.glob("urbansound/**/*.py"),
@@ -93,25 +133,9 @@ def test_a_wheel_installed_outside_the_checkout_finds_its_configs(tmp_path) -> N
     expected = {*conf, *code}
     assert expected <= names, sorted(expected - names)
 
-    site = tmp_path / "site"
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--no-deps",
-            "-q",
-            "--target",
-            str(site),
-            str(wheel),
-        ],
-        tmp_path,
-        _env(),
-    )
+    site, env = installed.site, installed.env
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = _env(PYTHONPATH=str(site))  # the installed copy only, not the checkout
     where = _run(
         [sys.executable, "-c", "import urbansound.config.schema as c; print(c.__file__)"],
         elsewhere,
@@ -119,9 +143,8 @@ def test_a_wheel_installed_outside_the_checkout_finds_its_configs(tmp_path) -> N
     )
     assert Path(where.stdout.strip()).is_relative_to(site)
 
-    console = site / "bin" / "urbansound"
+    console = installed.bin / "urbansound"
     help_text = _run([str(console), "--help"], elsewhere, env).stdout
-    assert "urbansound is powered by Hydra" in help_text
     assert f"sweep: {', '.join(SWEEPS)}" in help_text
 
     job = _run(
@@ -131,12 +154,14 @@ def test_a_wheel_installed_outside_the_checkout_finds_its_configs(tmp_path) -> N
     hydra_cfg = _run([str(console), "--cfg", "hydra", "sweep=full_tpe"], elsewhere, env).stdout
     assert "study_name: full_tpe" in hydra_cfg
 
-    completions = _bash_completion(site / "bin", "urbansound sweep=", elsewhere, env)
+    completions = _bash_completion(installed.bin, "urbansound sweep=", elsewhere, env)
     assert completions == [f"sweep={name}" for name in SWEEPS]
     completions = _bash_completion(
-        site / "bin", "urbansound hydra/sweeper/sampler=t", elsewhere, env
+        installed.bin, "urbansound hydra/sweeper/sampler=t", elsewhere, env
     )
     assert completions == ["hydra/sweeper/sampler=tpe"]
+    completions = _bash_completion(installed.bin, "urbansound-fit fit.t", elsewhere, env)
+    assert completions == ["fit.trial="]
     assert not list(elsewhere.iterdir())  # nothing written by --help, --cfg or completion
 
     bad = subprocess.run(
@@ -144,6 +169,38 @@ def test_a_wheel_installed_outside_the_checkout_finds_its_configs(tmp_path) -> N
     )
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: unknown key train.epoch; did you mean train.epochs?"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_console_script_is_its_python_m_command(installed, tmp_path, command) -> None:
+    """Each console script the wheel installs prints the help of its ``python -m`` module, and
+    fails as it does: one ``error:`` line, exit status 2."""
+    script = installed.bin / command
+    assert script.is_file(), sorted(p.name for p in installed.bin.iterdir())
+    module = [sys.executable, "-m", COMMANDS[command]]
+    env = installed.env
+    own = _run([str(script), "--help"], tmp_path, env).stdout
+    assert own == _run([*module, "--help"], tmp_path, env).stdout
+    # predict's parser (urbansound.inference.cli) names its module, the others their script
+    assert (COMMANDS[command] if command == "urbansound-predict" else command) in own
+
+    missing = str(tmp_path / "missing")
+    bad_args = {
+        "urbansound": [f"data.root={missing}", "tracking.mode=disabled"],
+        "urbansound-fit": [f"fit.from={missing}"],
+        "urbansound-report": [missing],
+        "urbansound-predict": [f"{missing}.safetensors", f"{missing}.wav"],
+    }[command]
+    failures = [
+        subprocess.run([*argv, *bad_args], cwd=tmp_path, env=env, capture_output=True, text=True)
+        for argv in ([str(script)], module)
+    ]
+    for proc in failures:
+        assert proc.returncode == 2, proc.stderr
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith("error: ") and missing in line
+    assert failures[0].stderr == failures[1].stderr
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--cfg", "job", "sweep=full_tpe"]])

@@ -1,6 +1,7 @@
-"""``python -m urbansound.predict MODEL AUDIO...``: classify files, folders and long recordings.
+"""``urbansound-predict MODEL AUDIO...`` (or ``python -m urbansound.predict``): classify files,
+folders and long recordings with a model file.
 
-The command is :func:`urbansound.inference.cli.main`.
+The command is :func:`urbansound.inference.cli.main`; it returns the exit status.
 """
 
 import sys

@@ -12,7 +12,13 @@ from hydra.errors import ConfigCompositionException
 
 from tests.helpers import CONF_DIR, REPO, SWEEP_DIR
 from urbansound.config.checks import settings_from_config
-from urbansound.config.schema import GROUP_SCHEMAS, MODEL_SCHEMAS, config_error, schema_nodes
+from urbansound.config.schema import (
+    FEATURE_SCHEMAS,
+    GROUP_SCHEMAS,
+    MODEL_SCHEMAS,
+    config_error,
+    schema_nodes,
+)
 from urbansound.config.settings import FAMILIES, Settings, TrackingSettings
 from urbansound.errors import ConfigError
 
@@ -235,7 +241,8 @@ def test_every_group_file_is_typed_by_its_schema(compose_cfg, group, option) -> 
     assert str(config_error(info.value)).startswith(f"unknown key {group}.no_such_key")
     # its values are typed: a number given as text fails at composition, naming the key
     words = {int: "an integer", float: "a number", bool: "true or false"}
-    schema = MODEL_SCHEMAS[option] if group == "model" else GROUP_SCHEMAS[group]
+    schemas = {"model": MODEL_SCHEMAS, "features": FEATURE_SCHEMAS}
+    schema = schemas[group][option] if group in schemas else GROUP_SCHEMAS[group]
     field, tp = next((f, t) for f, t in schema.__annotations__.items() if t in words)
     with pytest.raises(ConfigCompositionException) as info:
         compose_cfg([f"{group}={option}", f"{group}.{field}=text"])

@@ -1,4 +1,5 @@
-"""Tests of urbansound.features.extraction.
+"""Tests of the hand-made features: urbansound.features.handmade through
+urbansound.features.extraction.
 
 Librosa-equal features, the staged cache, errors, resume after kill -9.
 """
@@ -27,8 +28,7 @@ from urbansound.config.checks import settings_from_config
 from urbansound.config.settings import FeatureSettings
 from urbansound.errors import AudioError
 from urbansound.features import cache as feature_cache
-from urbansound.features import dsp
-from urbansound.features import extraction as features
+from urbansound.features import dsp, handmade
 from urbansound.features.audio import load_audio
 from urbansound.features.dsp import POOLING_STATS, log_mel
 from urbansound.features.extraction import extract_features, feature_names
@@ -262,7 +262,7 @@ def test_cache_key_includes_library_versions(
     clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:3]
     s = _settings(tmp_path)
     assert extract_features(clips, s, progress=False).n_computed == 3
-    spec = features._stage_spec(s)["versions"]
+    spec = handmade._stage_spec(s)["versions"]
     assert {"librosa", "soxr", "soundfile", "libsndfile"} <= set(spec)
     monkeypatch.setattr(librosa, "__version__", "0.0.0-test")
     assert extract_features(clips, s, progress=False).n_computed == 3
@@ -293,7 +293,7 @@ def test_corrupt_entries_are_detected_and_recomputed(
     stage_files[3].write_bytes(stage_files[4].read_bytes())  # another clip's entry
     memo.write_bytes(memo.read_bytes()[:-8])
 
-    with caplog.at_level("WARNING", logger="urbansound.features.extraction"):
+    with caplog.at_level("WARNING", logger="urbansound.features.handmade"):
         again = extract_features(clips, s, progress=False)
     assert (again.n_computed, again.n_cached) == (4, 4)
     np.testing.assert_array_equal(again.X, good.X)
@@ -323,7 +323,7 @@ def test_well_formed_entries_of_the_wrong_shape_are_recomputed(
     stage_files[2].write_bytes(feature_cache.HEAD.pack(feature_cache.MAGIC, key, 0, 128, 0))
     rewrite(memo, lambda a: a[:, :-1])  # the whole matrix, one column fewer
 
-    with caplog.at_level("WARNING", logger="urbansound.features.extraction"):
+    with caplog.at_level("WARNING", logger="urbansound.features.handmade"):
         again = extract_features(clips, s, progress=False)
     np.testing.assert_array_equal(again.X, good.X)
     assert (again.n_computed, again.n_cached) == (3, 2)
@@ -451,7 +451,7 @@ def test_peak_memory_is_far_below_the_decoded_audio(demo_root: Path, tmp_path: P
 def test_parallel_workers_give_the_same_features(
     demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(features, "_MIN_CLIPS_PER_WORKER", 4)  # workers even for a few clips
+    monkeypatch.setattr(handmade, "_MIN_CLIPS_PER_WORKER", 4)  # workers even for a few clips
     clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:24]
     one = extract_features(clips, _settings(tmp_path / "a", pooling="stats"), progress=False)
     two = extract_features(
@@ -628,9 +628,10 @@ _EXIT_CHILD = textwrap.dedent(
     from pathlib import Path
     from urbansound.features import cache as feature_cache
     from urbansound.features import extraction as features
+    from urbansound.features import handmade
     from urbansound.config.settings import FeatureSettings
     from urbansound.errors import UrbansoundError
-    features._MIN_CLIPS_PER_WORKER = 2  # threads even for a short list
+    handmade._MIN_CLIPS_PER_WORKER = 2  # threads even for a short list
     root, cache, bad = sys.argv[1], sys.argv[2], sys.argv[3:]
     clips = sorted(Path(root).glob("audio/fold*/*.wav"))[:40]
     for k, path in enumerate(bad):

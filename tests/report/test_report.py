@@ -274,14 +274,18 @@ def test_report_from_storage(sweep, storage_report):
         "pruned_above_best",
         "families",
         "family_comparisons",
+        "kinds",
+        "kind_comparisons",
         "ensemble",
     ]
     assert list(summary) == list(analysis.SUMMARY_KEYS)
-    # one family (the MLP), no pruning, no ensemble asked for
+    # one family (the MLP) and one feature kind (MFCC), no pruning, no ensemble asked for
     assert summary["pruned_above_best"] == {"pruned": 0, "above_best": 0, "trials": []}
     assert [f["family"] for f in summary["families"]] == ["mlp"]
     assert summary["families"][0]["value"] == pytest.approx(np.mean(FOLD_ACC[40]))
+    assert [(k["kind"], k["family"]) for k in summary["kinds"]] == [("mfcc", "mlp")]
     assert summary["family_comparisons"] == [] and summary["ensemble"] is None
+    assert summary["kind_comparisons"] == []
     assert list(summary["best"]) == [
         "number",
         "value",
@@ -289,6 +293,7 @@ def test_report_from_storage(sweep, storage_report):
         "pooled_accuracy",
         "params",
         "label",
+        "features",
         "protocol",
         "run_dir",
         "folds",
@@ -299,6 +304,7 @@ def test_report_from_storage(sweep, storage_report):
         "value",
         "std",
         "params",
+        "features",
         "leaky",
         "duration_s",
         "run_dir",

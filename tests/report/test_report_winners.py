@@ -206,9 +206,19 @@ def test_ensemble_refuses_runs_tested_on_other_clips(families_study):
     url, root = families_study
     path = root / "runs" / "1" / "predictions.npz"
     arrays = dict(np.load(path))
-    arrays["index"] = arrays["index"] + 100
+    arrays["clip"] = np.char.add("other-", arrays["clip"])  # rows are matched by fold and clip
     np.savez_compressed(path, **arrays)
     with pytest.raises(ConfigError, match=r"trial 1 .* other clips or folds than trial 0"):
+        winners.ensemble(load_sweep([], storage=url, study_name="fam"), 2)
+
+
+def test_ensemble_refuses_runs_with_other_labels(families_study):
+    url, root = families_study
+    path = root / "runs" / "1" / "predictions.npz"
+    arrays = dict(np.load(path))
+    arrays["y_true"] = (arrays["y_true"] + 1) % 3
+    np.savez_compressed(path, **arrays)
+    with pytest.raises(ConfigError, match=r"trial 1 .* other classes than trial 0"):
         winners.ensemble(load_sweep([], storage=url, study_name="fam"), 2)
 
 

@@ -12,15 +12,15 @@ import logging
 import socket
 import threading
 import zipfile
-from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tests.tracking.archives import read_archive
+from tests.tracking.results import CLASSES, epoch_metrics, run_result
 from urbansound.config.checks import settings_from_config
 from urbansound.config.settings import Settings, TrackingSettings, TrialSettings
 from urbansound.tracking import experiments
@@ -31,7 +31,6 @@ from urbansound.tracking.archives import (
     upload_command,
 )
 from urbansound.tracking.comet import (
-    COMET_ENV_DEFAULTS,
     DEFAULT_OFFLINE_DIR,
     DEFAULT_PROJECT_NAME,
     comet_quiet,
@@ -45,67 +44,6 @@ from urbansound.tracking.naming import (
     rerun_command,
 )
 from urbansound.tracking.tracker import Tracker
-from urbansound.training.results import CVResult, EpochMetrics, FoldResult, RunResult
-
-# --------------------------------------------------------------------------------------------
-# Reading an offline archive back
-
-
-@dataclass
-class Archive:
-    """What an offline archive holds, by kind."""
-
-    experiment: dict[str, Any]
-    parameters: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
-    others: dict[str, Any] = field(default_factory=dict)
-    uploads: list[tuple[str, str, bytes]] = field(default_factory=list)  # (type, name, content)
-
-    def upload(self, name: str) -> bytes:
-        matches = [content for _, n, content in self.uploads if n == name]
-        assert len(matches) == 1, f"{name}: {len(matches)} uploads named so"
-        return matches[0]
-
-    def uploads_of(self, kind: str) -> list[str]:
-        return sorted(n for t, n, _ in self.uploads if t == kind)
-
-
-def read_archive(path: str | Path) -> Archive:
-    with zipfile.ZipFile(path) as z:
-        archive = Archive(experiment=json.loads(z.read("experiment.json")))
-        lines = z.read("messages.json").decode().splitlines()
-        for message in (json.loads(line) for line in lines if line.strip()):
-            kind, payload = message["type"], message["payload"]
-            if kind == "parameter_msg":
-                param = payload.get("param") or payload.get("params")
-                if param["source"] == "manual":
-                    archive.parameters[param["paramName"]] = param["paramValue"]
-            elif kind == "metric_msg":
-                metric = payload["metric"]
-                archive.metrics[metric["metricName"]][metric["step"]] = metric["metricValue"]
-            elif kind == "log_other":
-                archive.others[payload["key"]] = payload["value"]
-            elif kind == "file_upload":
-                params = payload["additional_params"]
-                name = params.get("fileName") or params.get("figName")  # figName: images
-                archive.uploads.append((payload["upload_type"], name, z.read(payload["file_path"])))
-    return archive
-
-
-# --------------------------------------------------------------------------------------------
-# Isolation: no Comet key, no Comet config file, no network
-
-
-@pytest.fixture(autouse=True)
-def comet_isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No COMET_* variables but this project's defaults, no ~/.comet.config, cwd in tmp_path."""
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("COMET_") and key not in COMET_ENV_DEFAULTS:
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
 
 
 def _settings(tmp_path: Path, *, trial: TrialSettings | None = None, **keys: Any) -> Settings:
@@ -167,61 +105,6 @@ def key_refusing_server() -> Iterator[str]:
             pass
 
     yield from _serve(Handler)
-
-
-# --------------------------------------------------------------------------------------------
-# Typed results, as run.py hands them over
-
-CLASSES = ["air_conditioner", "car_horn", "siren"]
-
-
-def _epoch(epoch: int, acc: list[float]) -> EpochMetrics:
-    n = len(acc)
-    return EpochMetrics(
-        epoch=epoch,
-        folds=list(range(1, n + 1)),
-        train_loss=np.linspace(1.0, 0.5, n) / epoch,
-        test_loss=np.linspace(1.2, 0.6, n) / epoch,
-        test_accuracy=np.array(acc),
-    )
-
-
-def _result(status: str = "complete", *, epochs: int = 2, trial: dict | None = None) -> RunResult:
-    confusions = [[[2, 1, 0], [0, 3, 0], [0, 0, 1]], [[1, 0, 0], [1, 2, 0], [0, 1, 2]]]
-    folds = [
-        FoldResult(
-            fold=k + 1,
-            accuracy=float(np.trace(cm) / np.sum(cm)),
-            loss=0.5 + k,
-            n_train=20,
-            n_test=int(np.sum(cm)),
-            per_class_accuracy=[cm[i][i] / sum(cm[i]) for i in range(3)],
-            confusion=cm,
-        )
-        for k, cm in enumerate(confusions)
-    ]
-    history = [_epoch(e, [0.5 + 0.1 * e, 0.4 + 0.1 * e]) for e in range(1, epochs + 1)]
-    accs = [f.accuracy for f in folds]
-    return RunResult(
-        status=status,
-        dataset="demo",
-        data_root="/data/demo",
-        protocol="2-fold CV (official folds)",
-        leaky=False,
-        n_listed=15,
-        n_clips=15,
-        n_missing=0,
-        empty_folds=[],
-        skipped=[],
-        class_names=CLASSES,
-        n_features=40,
-        overrides=["n_mfcc=13"],
-        trial=trial or {"study_name": None, "number": None},
-        cv=CVResult(folds=folds, history=history, mean_accuracy=float(np.mean(accs))),
-        mean_accuracy=float(np.mean(accs)) if status == "complete" else 0.55,
-        std_accuracy=float(np.std(accs)),
-        pruned_at_epoch=epochs if status == "pruned" else None,
-    )
 
 
 def _run_dir(tmp_path: Path) -> Path:
@@ -413,7 +296,7 @@ def test_disabled_tracking_writes_nothing(tmp_path: Path) -> None:
     run_dir = _run_dir(tmp_path)
     tracker = experiments.start(settings, run_dir=run_dir, config={"n_mfcc": 40}, overrides=[])
     tracker.log_epoch(object())  # not even looked at
-    tracker.finish(_result(), run_dir=run_dir, figures={})
+    tracker.finish(run_result(), run_dir=run_dir, figures={})
     info = tracker.info()
     assert (info["mode"], info["experiment_key"], info["archive"]) == ("disabled", None, None)
     assert not (tmp_path / "comet").exists()
@@ -467,7 +350,7 @@ def test_a_trial_archive_holds_curves_folds_confusion_objective_files_and_figure
         overrides=overrides,
         swept={"n_mfcc": 13},
     )
-    result = _result()
+    result = run_result()
     for m in result.cv.history:
         tracker.log_epoch(m)
     info = tracker.info()
@@ -530,7 +413,7 @@ def test_a_pruned_trial_has_no_objective_and_a_failed_run_says_why(tmp_path: Pat
     run_dir = _run_dir(tmp_path)
     (run_dir / "fold_models.pt").write_bytes(b"weights")
     pruned = experiments.start(settings, run_dir=run_dir, config={}, overrides=[], swept={"a": 1})
-    pruned.finish(_result("pruned", epochs=2), run_dir=run_dir, figures={})
+    pruned.finish(run_result("pruned", epochs=2), run_dir=run_dir, figures={})
     a = read_archive(pruned.info()["archive"])
     assert (a.others["status"], a.others["pruned_at_epoch"]) == ("pruned", 2)
     assert set(a.experiment["tags"]) == {"demo", "sweep", "study:s", "trial:1", "pruned"}
@@ -586,8 +469,8 @@ def test_an_unusable_offline_dir_leaves_the_run_untracked_with_one_warning(
     run_dir = _run_dir(tmp_path)
     with caplog.at_level(logging.WARNING):
         tracker = experiments.start(settings, run_dir=run_dir, config={"n_mfcc": 40}, overrides=[])
-        tracker.log_epoch(_epoch(1, [0.5]))
-        tracker.finish(_result(), run_dir=run_dir, figures={})
+        tracker.log_epoch(epoch_metrics(1, [0.5]))
+        tracker.finish(run_result(), run_dir=run_dir, figures={})
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warning.startswith("Comet: tracking is off for this run (cannot write")
     assert str(not_a_dir) in warning
@@ -625,7 +508,7 @@ def test_a_read_only_offline_dir_is_one_warning_and_no_file(
     run_dir = _run_dir(tmp_path)
     with caplog.at_level(logging.WARNING):
         tracker = experiments.start(settings, run_dir=run_dir, config={}, overrides=[])
-        tracker.finish(_result(), run_dir=run_dir, figures={})
+        tracker.finish(run_result(), run_dir=run_dir, figures={})
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "tracking is off for this run" in warning and "read-only" in warning
     assert tracker.info()["mode"] == "failed"
@@ -643,7 +526,7 @@ def test_a_full_offline_dir_is_one_warning_and_no_zip(
     (run_dir / "run.log").write_bytes(np.random.default_rng(0).bytes(200_000))  # incompressible
     with caplog.at_level(logging.WARNING):
         tracker = experiments.start(settings, run_dir=run_dir, config={}, overrides=[])
-        tracker.finish(_result(), run_dir=run_dir, figures={})
+        tracker.finish(run_result(), run_dir=run_dir, figures={})
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "could not be written" in warning and "No space left on device" in warning
     assert warning.endswith(
@@ -752,7 +635,7 @@ def test_a_failing_logging_call_is_one_warning_and_the_rest_is_logged(
     monkeypatch.setattr(Tracker, "_log_fold_metrics", broken)
     settings = _settings(tmp_path, trial=TrialSettings(study_name="s", number=0))
     run_dir = _run_dir(tmp_path)
-    result = _result()
+    result = run_result()
     with caplog.at_level(logging.WARNING):
         tracker = experiments.start(settings, run_dir=run_dir, config={}, overrides=[])
         for m in result.cv.history:
@@ -784,7 +667,7 @@ def test_finish_never_raises_even_when_everything_fails(
 
     for name in ("log_metrics", "log_others", "log_other", "add_tags", "log_asset", "end"):
         monkeypatch.setattr(exp, name, fail)
-    tracker.finish(_result(), run_dir=run_dir, figures={})
+    tracker.finish(run_result(), run_dir=run_dir, figures={})
     tracker.finish(None, run_dir=tmp_path / "no-such-dir", figures={}, error=KeyboardInterrupt())
     assert tracker.info()["archive"] is None  # never written, and said so
     assert any("could not be written" in e for e in tracker.info()["errors"])

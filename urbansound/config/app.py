@@ -90,23 +90,19 @@ def fit_config_schema() -> type:
 def register_configs() -> None:
     """Store the schemas in Hydra's ConfigStore; idempotent (each call stores the same nodes).
 
-    ConfigStore names: ``config_schema`` (top level), ``<group>_schema`` for each group,
-    ``model_<family>_schema`` for each model family (``model_schema`` is the MLP's) and
+    ConfigStore names: those of :func:`urbansound.config.schema.schema_nodes` (``config_schema``,
+    ``<group>_schema``, ``model_<family>_schema``, ``features_<kind>_schema``) and
     ``fit_config_schema`` (:func:`fit_config_schema`), at the root of the config tree so they are
     no selectable option of any group. :func:`hydra_main` calls it before Hydra composes;
     anything else that composes the tree calls it first.
     """
     from hydra.core.config_store import ConfigStore
 
-    from urbansound.config.schema import GROUP_SCHEMAS, MODEL_SCHEMAS, ConfigSchema, sklearn_node
+    from urbansound.config.schema import schema_nodes
 
     store = ConfigStore.instance()
-    store.store(name="config_schema", node=ConfigSchema)
-    for group, schema in GROUP_SCHEMAS.items():
-        store.store(name=f"{group}_schema", node=schema)
-    for family, schema in MODEL_SCHEMAS.items():
-        store.store(name=f"model_{family}_schema", node=schema)
-    store.store(name="model_sklearn_schema", node=sklearn_node())
+    for name, node in schema_nodes().items():
+        store.store(name=name, node=node)
     store.store(name="fit_config_schema", node=fit_config_schema())
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from urbansound.config.melscale import empty_mel_bands
 from urbansound.config.schema import (
+    FEATURE_SCHEMAS,
     GROUP_SETTINGS,
     MODEL_SCHEMAS,
     ConfigSchema,
@@ -32,8 +33,11 @@ from urbansound.config.settings import (
     ACTIVATIONS,
     CV_NAMES,
     DEVICES,
+    EMBEDDING_KINDS,
     FAMILIES,
     FAMILY_SETTINGS,
+    FEATURE_KINDS,
+    FEATURE_SETTINGS,
     KINDS,
     KNN_WEIGHTS,
     MISSING_MODES,
@@ -42,6 +46,9 @@ from urbansound.config.settings import (
     SVM_KERNELS,
     TRACKING_MODES,
     WINDOWS,
+    EmbeddingSettings,
+    FeatureSettings,
+    OnnxEmbeddingSettings,
     Settings,
     SklearnSettings,
 )
@@ -68,6 +75,8 @@ SEED_MAX = 2**32 - 1
 SR_MAX = 768_000  # the highest sample rate of audio hardware
 N_FFT_MAX = 65_536  # 3 s at 22 050 Hz: longer than most UrbanSound8K clips
 DEMO_CLIPS_MAX = 1000  # UrbanSound8K's largest class holds 1000 clips
+BIRDNET_WINDOW_S = 3.0  # BirdNET's window: the longest features.embedding.hop without gaps
+EMBEDDING_BATCH_MAX = 256  # windows per network call: more only costs memory (0.9 GB at 32)
 
 
 def settings_from_config(cfg: Mapping[str, Any]) -> Settings:
@@ -90,6 +99,7 @@ def settings_from_config(cfg: Mapping[str, Any]) -> Settings:
         plain.pop("hydra", None)
         base = OmegaConf.structured(ConfigSchema)
         base.model = _model_base(plain.get("model"))
+        base.features = _features_base(plain.get("features"))
         merged = OmegaConf.merge(base, plain)
         values = OmegaConf.to_container(merged, resolve=True)
     except (OmegaConfBaseException, ValueError) as exc:
@@ -105,7 +115,16 @@ def settings_from_config(cfg: Mapping[str, Any]) -> Settings:
     def build(cls: type, node: dict[str, Any]) -> Any:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in node.items()})
 
-    groups = {g: build(cls, values[g]) for g, cls in GROUP_SETTINGS.items() if g != "model"}
+    groups = {
+        g: build(cls, values[g])
+        for g, cls in GROUP_SETTINGS.items()
+        if g not in ("model", "features")
+    }
+    features = dict(values["features"])
+    if features["kind"] in EMBEDDING_KINDS:
+        embedding = OnnxEmbeddingSettings if features["kind"] == "onnx" else EmbeddingSettings
+        features["embedding"] = embedding(**features["embedding"])
+    groups["features"] = build(FEATURE_SETTINGS[features["kind"]], features)
     model = dict(values["model"])
     if model["family"] == "sklearn":
         target = model.pop("_target_")
@@ -119,6 +138,32 @@ def model_params(node: Mapping[str, Any]) -> dict[str, Any]:
     """A ``model=sklearn`` node's constructor keywords: every key but ``family`` and
     ``_target_``/``_partial_``-style Hydra keys."""
     return {k: v for k, v in node.items() if k != "family" and not k.startswith("_")}
+
+
+def _features_base(node: Any) -> Any:
+    """The schema of a run's ``features`` node: its kind's (``mfcc`` if none). ``features.kind``
+    set without the group keeps the other kind's keys: one line saying to choose the group."""
+    from omegaconf import OmegaConf
+
+    node = node if isinstance(node, Mapping) else {}
+    kind = node.get("kind", "mfcc")
+    _check(
+        kind in FEATURE_KINDS,
+        f"features.kind must be one of {', '.join(FEATURE_KINDS)}; got {kind!r} "
+        "(choose the kind with features=<kind>)",
+    )
+    onnx_keys = "path" in (node.get("embedding") or {})
+    foreign = (
+        "embedding" in node
+        if kind in KINDS
+        else "n_fft" in node or onnx_keys != (kind == "onnx" and "embedding" in node)
+    )
+    _check(
+        not foreign,
+        f"features.kind={kind}: write features={kind} instead (the config group brings the "
+        "kind's own keys; features.kind alone keeps another kind's)",
+    )
+    return OmegaConf.structured(FEATURE_SCHEMAS[kind])
 
 
 def _model_base(node: Any) -> Any:
@@ -148,6 +193,9 @@ def _check_data(d: dict[str, Any]) -> None:
 
 
 def _check_features(f: dict[str, Any]) -> None:
+    if f["kind"] in EMBEDDING_KINDS:
+        _check_embedding_features(f)
+        return
     _choices(
         f,
         "features",
@@ -194,6 +242,30 @@ def _check_features(f: dict[str, Any]) -> None:
         )
     _check_mel_bands(f["sr"], n_fft, f["n_mels"], f["fmin"], fmax if fmax is not None else nyquist)
     _check(f["deltas"] <= 2, f"features.deltas must be 0, 1 or 2, got {f['deltas']}")
+    _check_extraction(f)
+
+
+def _check_embedding_features(f: dict[str, Any]) -> None:
+    """``features=birdnet|onnx`` (the ONNX path is required where the model opens)."""
+    _choices(f, "features", {"pooling": POOLINGS, "on_error": ON_ERROR_MODES})
+    _check_extraction(f)
+    e, kind = f["embedding"], f["kind"]
+    if kind == "onnx":
+        _at_least(e, "features.embedding", {"sample_rate": 1000}, {"sample_rate": SR_MAX})
+        _number(e["window_s"], "features.embedding.window_s", low=0.0, high=3600.0, strict=True)
+        _check_strings({k: e[k] for k in ("path", "input", "output")}, "features.embedding")
+    window = BIRDNET_WINDOW_S if kind == "birdnet" else e["window_s"]
+    _number(e["hop"], "features.embedding.hop", low=0.0, high=window or math.inf, strict=True)
+    _at_least(
+        e,
+        "features.embedding",
+        {"concat_mfcc": 0, "batch_size": 1},
+        {"concat_mfcc": FeatureSettings().n_mels, "batch_size": EMBEDDING_BATCH_MAX},
+    )
+
+
+def _check_extraction(f: dict[str, Any]) -> None:
+    """The keys of every kind: the cache folder and the workers."""
     _check(  # '' would put the cache's entries into the working directory itself
         f["cache_dir"].strip() != "",
         f"features.cache_dir must name a folder (default outputs/cache/features), got "

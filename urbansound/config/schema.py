@@ -29,11 +29,15 @@ from dataclasses import field
 from typing import Any, Optional
 
 from urbansound.config.settings import (
+    EMBEDDING_KINDS,
     FAMILY_SETTINGS,
     CVSettings,
     DataSettings,
+    EmbeddingFeatureSettings,
+    EmbeddingSettings,
     FeatureSettings,
     ModelSettings,
+    OnnxEmbeddingSettings,
     Settings,
     TrackingSettings,
     TrainSettings,
@@ -44,6 +48,7 @@ from urbansound.errors import ConfigError
 __all__ = [
     "CONFIG_NAME",
     "CONFIG_PATH",
+    "FEATURE_SCHEMAS",
     "GROUP_SCHEMAS",
     "GROUP_SETTINGS",
     "MODEL_SCHEMAS",
@@ -96,14 +101,20 @@ def _schema_class(
     *,
     name: str | None = None,
     defaults: Mapping[str, Any] | None = None,
+    nested: Mapping[str, type] | None = None,
 ) -> type:
     """The schema of settings class ``cls``: a mutable dataclass of the same fields and defaults
-    (``defaults`` replace some, ``extra`` adds fields), named ``<X>Schema`` unless ``name``."""
+    (``defaults`` replace some, ``extra`` adds fields, ``nested`` gives a dataclass field the
+    schema of another settings class than its annotation), named ``<X>Schema`` unless ``name``."""
     hints = typing.get_type_hints(cls)
     fields = []
     for f in dataclasses.fields(cls):
-        if f.name == "model" and cls is Settings:  # one schema per family: the group's file
-            fields.append((f.name, Any, field(default=None)))  # brings its own (families)
+        if f.name in ("model", "features") and cls is Settings:  # one schema per family or
+            fields.append((f.name, Any, field(default=None)))  # kind: the group's file brings
+            continue  # its own
+        if f.name in (nested or {}):
+            sub = _SCHEMAS[nested[f.name]]  # type: ignore[index]
+            fields.append((f.name, sub, field(default_factory=sub)))
             continue
         default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
         default = (defaults or {}).get(f.name, default)
@@ -145,6 +156,26 @@ MODEL_SCHEMAS: dict[str, type] = {
 }
 
 
+for _cls in (EmbeddingSettings, OnnxEmbeddingSettings):
+    _SCHEMAS[_cls] = _schema_class(_cls)
+#: Each feature kind's schema (``features=<kind>``), by kind: the hand-made kinds share
+#: ``GROUP_SCHEMAS["features"]``; each embedding kind has its own, whose ``embedding`` node holds
+#: only that kind's keys (BirdNET's none of the ONNX file's, so a sweep never asks them there).
+FEATURE_SCHEMAS: dict[str, type] = {
+    "mfcc": GROUP_SCHEMAS["features"],
+    "logmel": GROUP_SCHEMAS["features"],
+    **{
+        kind: _schema_class(
+            EmbeddingFeatureSettings,
+            name=f"{kind.title()}FeaturesSchema",
+            defaults={"kind": kind},
+            nested={"embedding": embedding},
+        )
+        for kind, embedding in (("birdnet", EmbeddingSettings), ("onnx", OnnxEmbeddingSettings))
+    },
+}
+
+
 def sklearn_node() -> Any:
     """``model=sklearn``'s base: ``family`` and ``_target_``, open to any further key (struct
     off, so ``model.n_estimators=300`` works without ``+``)."""
@@ -167,14 +198,17 @@ def schema_nodes() -> dict[str, Any]:
     dict
         ``config_schema``: :data:`ConfigSchema`; ``<group>_schema``: each group's schema
         (``model_schema`` is the MLP's); ``model_<family>_schema``: each model family's, with
-        ``model_sklearn_schema`` the open node of :func:`sklearn_node`. Stored at the root of
-        the config tree, so none is a selectable option of a group.
+        ``model_sklearn_schema`` the open node of :func:`sklearn_node`;
+        ``features_<kind>_schema``: each embedding kind's (``features_schema`` is the hand-made
+        kinds'). Stored at the root of the config tree, so none is a selectable option of a
+        group.
     """
     return {
         "config_schema": ConfigSchema,
         **{f"{group}_schema": schema for group, schema in GROUP_SCHEMAS.items()},
         **{f"model_{family}_schema": schema for family, schema in MODEL_SCHEMAS.items()},
         "model_sklearn_schema": sklearn_node(),
+        **{f"features_{kind}_schema": FEATURE_SCHEMAS[kind] for kind in EMBEDDING_KINDS},
     }
 
 
@@ -218,8 +252,9 @@ def _field_type(full_key: str) -> Any:
     """The schema type of a dotted key (``model.hidden[1]`` -> int), or None if unknown."""
     tp: Any = ConfigSchema
     parts = full_key.replace("]", "").replace("[", ".").split(".")
-    if parts[0] == "model" and len(parts) > 1:  # the first family's schema that has the key
-        tp = next((m for m in MODEL_SCHEMAS.values() if parts[1] in m.__annotations__), None)
+    if parts[0] in ("model", "features") and len(parts) > 1:  # the first family's or kind's
+        schemas = MODEL_SCHEMAS if parts[0] == "model" else FEATURE_SCHEMAS  # schema with the key
+        tp = next((m for m in schemas.values() if parts[1] in m.__annotations__), None)
         parts = parts[1:]
     for part in parts:
         args = [a for a in typing.get_args(tp) if a is not type(None)]

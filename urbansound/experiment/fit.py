@@ -264,6 +264,8 @@ def fit_model(
             "names": feature_names(settings.features),
             "n_features": data.n_features,
             "stage": feature_stage(),
+            # an embedding kind's network: file, SHA-256, runtime, licence (None: hand-made)
+            **({"model": data.feature_model} if data.feature_model else {}),
         },
         "model": _plain(settings.model),
         "train": {**_plain(settings.train), "seeds": seeds},
@@ -371,13 +373,19 @@ def task(cfg: Any, context: TaskContext) -> None:
     model file is and how it did."""
     from urbansound.tracking.archives import upload_command
     from urbansound.tracking.experiments import start as start_tracking
+    from urbansound.tracking.naming import FitOrigin
     from urbansound.utils import progress
 
     opts, source, config = fit_configuration(cfg, context.overrides)
     settings = settings_from_config(config)
     progress.set_default_mode(settings.progress)
-    shown = [o for o in context.overrides if not o.lstrip("+~").startswith("fit.")]
-    tracker = start_tracking(settings, run_dir=context.run_dir, config=config, overrides=shown)
+    origin = FitOrigin()  # named, tagged and re-run as a fit of its source (tracking.naming)
+    if source is not None:
+        origin = FitOrigin(source.location, source.kind, source.study_name, source.trial,
+                           str(source.run_dir))  # fmt: skip
+    tracker = start_tracking(
+        settings, run_dir=context.run_dir, config=config, overrides=context.overrides, fit=origin
+    )
     outcome: FitOutcome | None = None
     error: BaseException | None = None
     try:

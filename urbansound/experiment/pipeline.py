@@ -76,6 +76,9 @@ class PreparedData:
         Clips whose feature stage was computed now / read from the cache.
     durations:
         Seconds: ``index`` (from the start, the dataset choice included) and ``features``.
+    feature_model:
+        An embedding kind's network (name, file SHA-256, runtime, licence); None for the
+        hand-made kinds.
     """
 
     dataset: str
@@ -93,6 +96,7 @@ class PreparedData:
     n_computed: int
     n_cached: int
     durations: dict[str, float]
+    feature_model: dict[str, Any] | None = None
 
     @property
     def n_clips(self) -> int:
@@ -167,4 +171,5 @@ def prepare_data(
         n_computed=feats.n_computed,
         n_cached=feats.n_cached,
         durations=durations,
+        feature_model=feats.feature_model,
     )

@@ -148,6 +148,8 @@ def run_experiment(
         n_features=data.n_features,
         overrides=list(overrides),
         trial={"study_name": settings.trial.study_name, "number": settings.trial.number},
+        # An embedding kind's network: name, file SHA-256, runtime, licence.
+        extra={"feature_model": data.feature_model} if data.feature_model else {},
     )
 
     # torch (about 1.5 s to import) only now: a wrong data.root, cv setting or clip is said first

@@ -1,11 +1,11 @@
-"""The on-disk cache of :mod:`urbansound.features.extraction`: entry format, keys, writing and
-reading entries.
+"""The on-disk feature cache: entry format, keys, writing and reading entries.
 
-:func:`urbansound.features.extraction.extract_features` decides what is cached (a clip's stage, a
-whole feature matrix) and which settings an entry depends on (``features._stage_spec`` and
-``_result_spec``); this module holds how: the key of an entry, where it lives, its container format,
-the atomic write with its failure policy, the checked read, and the removal of stale temporary
-files.
+The extractions (:mod:`urbansound.features.handmade` for ``mfcc``/``logmel``,
+:mod:`urbansound.features.embeddings.extraction` for the embedding kinds) decide what is cached (a
+clip's stage, a whole feature matrix) and which settings an entry depends on (their stage and
+result specs); this module holds how: the clips' identities, the key of an entry, where it lives,
+its container format, the atomic write with its failure policy, the checked read, and the removal
+of stale temporary files.
 
 Layout (``features.cache_dir``; safe to share between processes and machines)
 -----------------------------------------------------------------------------
@@ -17,6 +17,12 @@ Layout (``features.cache_dir``; safe to share between processes and machines)
   modification time (ns). ``kk`` is the key's first two hex digits. ``top_db``, ``kind``,
   ``n_mfcc``, ``lifter``, ``deltas`` and ``pooling`` are not in the key: a sweep over them never
   decodes audio again.
+- ``embeddings/<kk>/<key>.bin``: one clip's window embeddings, float32 ``(n_windows, dim)``,
+  keyed by the network (its file's SHA-256, the layer read, the runtime and its version), the
+  sample rate, window and hop in samples, the versions of soxr, soundfile, libsndfile and numpy
+  (the decoding), the embedding stage version and the clip's identity. The model file's path is
+  not in the key: machines that install it in different places share entries. Pooling and
+  ``concat_mfcc`` are not in it: a sweep over them never runs the network again.
 - ``features/<key>.bin``: the whole feature matrix of one call (every clip's identity, in order,
   plus every feature setting), written when no clip was skipped. Re-running the same experiment
   (a sweep over model or training settings) reads one file instead of one per clip.
@@ -58,11 +64,13 @@ import tempfile
 import time
 import uuid
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from urbansound.errors import OutputError
+from urbansound.errors import ConfigError, OutputError
+from urbansound.features.audio import audio_error
 from urbansound.utils.files import output_error
 
 logger = logging.getLogger(__name__)
@@ -111,10 +119,87 @@ def clip_key(prefix: bytes, ident: tuple[str, int, int]) -> bytes:
     return hashlib.sha256(prefix + f"\0{path}\0{size}\0{mtime_ns}".encode()).digest()
 
 
-def stage_path(root: str, key: bytes) -> str:
-    """Path of the stage entry ``key`` under the cache ``root``: ``logmel/<kk>/<key>.bin``."""
+def stage_path(root: str, key: bytes, folder: str = "logmel") -> str:
+    """Path of the per-clip entry ``key`` under the cache ``root``: ``<folder>/<kk>/<key>.bin``
+    (``logmel`` for the hand-made stage, ``embeddings`` for window embeddings)."""
     h = key.hex()
-    return os.path.join(root, "logmel", h[:2], f"{h}.bin")  # str: pathlib costs on cached loads
+    return os.path.join(root, folder, h[:2], f"{h}.bin")  # str: pathlib costs on cached loads
+
+
+#: A clip's place in the input and its identity: ``(index, absolute path, size, mtime_ns)``.
+ClipItem = tuple[int, str, int, int]
+
+
+def cache_root(cache_dir: str) -> Path:
+    """The absolute cache folder of ``features.cache_dir`` (``~`` expanded).
+
+    Raises
+    ------
+    ConfigError
+        ``cache_dir`` is empty or blank (``Path("")`` is the working directory: the cache's
+        folders would be spread there).
+    """
+    if not str(cache_dir).strip():
+        raise ConfigError(
+            f"features.cache_dir={cache_dir!r} is empty; give the feature cache a folder "
+            "of its own (default outputs/cache/features)"
+        )
+    return Path(cache_dir).expanduser().absolute()
+
+
+def clip_items(paths: Sequence[str | Path]) -> tuple[list[ClipItem], dict[int, str]]:
+    """Each path's identity, or why it cannot be a clip.
+
+    Returns ``(items, errors)``: a :data:`ClipItem` for each regular file, in input order, and
+    for the others their index -> the :class:`~urbansound.errors.AudioError` message (no such
+    file, not a regular file, unreadable).
+    """
+    errors: dict[int, str] = {}
+    items: list[ClipItem] = []
+    for i, p in enumerate(paths):
+        path = os.path.abspath(os.fspath(p))
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            errors[i] = str(audio_error(path, "no such file"))
+            continue
+        except OSError as exc:
+            errors[i] = str(audio_error(path, exc.strerror or str(exc)))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            errors[i] = str(audio_error(path, "not a regular file"))
+            continue
+        items.append((i, path, st.st_size, st.st_mtime_ns))
+    return items, errors
+
+
+def matrix_key(spec: dict, items: Sequence[ClipItem]) -> bytes:
+    """Key of a whole feature matrix: the digest of its settings ``spec`` and every clip's
+    identity, in order."""
+    h = hashlib.sha256(digest(spec))
+    for _, path, size, mtime_ns in items:
+        h.update(f"\0{path}\0{size}\0{mtime_ns}".encode())
+    return h.digest()
+
+
+def matrix_path(root: str | Path, key: bytes) -> str:
+    """Path of the whole-matrix entry ``key`` under the cache ``root``: ``features/<key>.bin``."""
+    return os.path.join(root, "features", f"{key.hex()}.bin")
+
+
+def read_matrix(root: str | Path, key: bytes, *, rows: int, cols: int) -> np.ndarray | None:
+    """The whole feature matrix cached under ``key``, or None when absent, corrupt (logged) or
+    holding a non-finite value (logged; written before non-finite features were refused)."""
+    path = matrix_path(root, key)
+    try:
+        hit = read_entry(path, key, rows=rows, cols=cols)
+    except CorruptEntry as exc:
+        logger.warning("ignoring corrupt feature cache entry %s: %s", path, exc)
+        return None
+    if hit is not None and not np.isfinite(hit).all():
+        logger.warning("ignoring feature cache entry %s: it holds non-finite values", path)
+        return None
+    return hit
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,9 +22,9 @@ of start-up in every process) and librosa's float64 FFT is 4x slower here than t
 ``benchmarks/features.py`` measures the extraction built on it against the tutorial's librosa loop.
 Its products make no BLAS call (:func:`_mel_power`): a clip's features are the same bits in every
 thread and under any ``OPENBLAS_NUM_THREADS``.
-Changing a result here means bumping :data:`urbansound.features.extraction.STAGE_VERSION` (the
+Changing a result here means bumping :data:`urbansound.features.handmade.STAGE_VERSION` (the
 stage) or
-:data:`urbansound.features.extraction.RESULT_VERSION` (the rest), so old cache entries stop
+:data:`urbansound.features.handmade.RESULT_VERSION` (the rest), so old cache entries stop
 matching.
 """
 
@@ -49,6 +49,7 @@ POOLING_STATS: dict[str, tuple[str, ...]] = {
     "mean": ("mean",),
     "mean_std": ("mean", "std"),
     "stats": ("mean", "std", "min", "max", "median", "skew", "kurtosis"),
+    "max": ("max",),
 }
 assert tuple(POOLING_STATS) == POOLINGS
 #: Savitzky-Golay window of the deltas (librosa.feature.delta's default).
@@ -357,10 +358,13 @@ def frame_features(
 
 
 def pool(frames: np.ndarray, pooling: str) -> np.ndarray:
-    """Reduce ``(n_rows, n_frames)`` over time to one vector, blocks as in :data:`POOLING_STATS`."""
+    """Reduce ``(n_rows, n_frames)`` over time (or a clip's windows) to one vector, blocks as in
+    :data:`POOLING_STATS`: ``(len(stats) * n_rows,)`` float32."""
     stats = POOLING_STATS[pooling]
     if stats == ("mean",):
         return frames.mean(axis=1, dtype=np.float32)
+    if stats == ("max",):
+        return frames.max(axis=1).astype(np.float32)
     f = frames.astype(np.float64)
     mean = f.mean(axis=1)
     out = {"mean": mean}

@@ -13,10 +13,14 @@ JSON text) says how to use them:
   ``m{i}.skops``, and loaded only when skops finds no type outside its default trusted set and
   scikit-learn's own classes (no pickle: nothing that can run code).
 - ``features``: every ``features.*`` setting :func:`urbansound.features.extraction.extract_features`
-  needs (the environment's ``cache_dir``, ``n_jobs`` and ``on_error`` aside), ``feature_names`` and
-  ``feature_stage``: the feature code's versions and the libraries that change features (the
-  versions the feature cache keys its entries by). :func:`load_model` warns
-  (:class:`FeatureVersionWarning`) when the running versions differ from the stored ones.
+  needs (the environment's ``cache_dir``, ``n_jobs``, ``on_error`` and
+  ``embedding.batch_size`` aside), ``feature_names`` and ``feature_stage``: the feature code's
+  versions and the libraries that change features (the versions the feature cache keys its
+  entries by). :func:`load_model` warns (:class:`FeatureVersionWarning`) when the running
+  versions differ from the stored ones. An embedding kind adds ``model``: the network's name,
+  its file's path and SHA-256, runtime and version, licence (BirdNET's CC BY-NC-SA 4.0), layer,
+  embedding size and windows (:func:`urbansound.features.embeddings.stage.feature_model`);
+  prediction uses the network only while its file has that SHA-256.
 - ``class_names``, ``window_s`` (the training clips' length: predictions cut longer recordings
   into windows of it), ``training_data`` (dataset, root, clip count, folds, held-out fold,
   clips per class), ``evaluation`` (the accuracy of the fit on its test part), ``source`` (the
@@ -33,13 +37,13 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from urbansound.config.settings import FeatureSettings
+from urbansound.config.settings import AnyFeatureSettings
 from urbansound.errors import UrbansoundError
 from urbansound.inference.validation import (
     InvalidModelFile,
@@ -72,6 +76,7 @@ MODEL_FILE = "model.safetensors"
 _META_KEY = "urbansound"
 #: ``features.*`` keys that say where and how to compute, not what: not stored.
 _ENVIRONMENT_KEYS = ("cache_dir", "n_jobs", "on_error")
+_EMBEDDING_ENVIRONMENT_KEYS = ("batch_size",)  # features.embedding.*: memory, not results
 
 
 class ModelFileError(UrbansoundError):
@@ -86,13 +91,14 @@ class FeatureVersionWarning(UserWarning):
 # What the feature stage depends on
 
 
-def feature_settings_dict(settings: FeatureSettings) -> dict[str, Any]:
+def feature_settings_dict(settings: AnyFeatureSettings) -> dict[str, Any]:
     """The ``features.*`` settings a model file stores (what is computed, not where)."""
-    return {
-        f.name: getattr(settings, f.name)
-        for f in fields(settings)
-        if f.name not in _ENVIRONMENT_KEYS
-    }
+    out = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    out = {k: v for k, v in out.items() if k not in _ENVIRONMENT_KEYS}
+    if "embedding" in out:  # an embedding kind
+        embedding = asdict(out["embedding"]).items()
+        out["embedding"] = {k: v for k, v in embedding if k not in _EMBEDDING_ENVIRONMENT_KEYS}
+    return out
 
 
 def feature_stage() -> dict[str, Any]:
@@ -102,7 +108,7 @@ def feature_stage() -> dict[str, Any]:
     feature cache keys its entries by (:func:`urbansound.features.cache.library_versions`).
     """
     from urbansound.features.cache import library_versions
-    from urbansound.features.extraction import RESULT_VERSION, STAGE_VERSION
+    from urbansound.features.handmade import RESULT_VERSION, STAGE_VERSION
 
     return {
         "stage_version": STAGE_VERSION,
@@ -204,13 +210,20 @@ class ModelFile:
         return list(self.metadata["class_names"])
 
     @property
-    def features(self) -> FeatureSettings:
-        """The feature settings of training (``cache_dir``/``n_jobs``/``on_error`` at defaults)."""
-        stored = dict(self.metadata["features"]["settings"])
-        known = {f.name for f in fields(FeatureSettings)}
-        return FeatureSettings(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known}
-        )
+    def features(self) -> AnyFeatureSettings:
+        """The feature settings of training (``cache_dir``/``n_jobs``/``on_error`` at defaults);
+        the kind's settings class (``FeatureSettings`` or ``EmbeddingFeatureSettings``)."""
+        from urbansound.config.checks import settings_from_config
+
+        return settings_from_config(
+            {"features": dict(self.metadata["features"]["settings"])}
+        ).features
+
+    @property
+    def feature_model(self) -> dict[str, Any] | None:
+        """An embedding kind's network as recorded at training (name, file path and SHA-256,
+        runtime, licence, size, windows); None for the hand-made kinds."""
+        return self.metadata["features"].get("model")
 
     @property
     def window_s(self) -> float:

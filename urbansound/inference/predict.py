@@ -5,7 +5,11 @@
 (:func:`urbansound.features.audio.load_audio`, then :func:`urbansound.features.dsp.log_mel` and
 :func:`urbansound.features.dsp.clip_features` with the model's feature settings, BLAS on one thread
 as in :func:`urbansound.features.extraction.extract_features`), so a training clip gives exactly
-its training features.
+its training features. For an embedding kind the audio is decoded at the network's rate and each
+window of it (below) is cut into the network's windows, embedded and pooled by
+:func:`urbansound.features.embeddings.stage.audio_row`, the training code too; the network is the
+one recorded in the model file, used only while its file has the recorded SHA-256
+(:func:`open_network`).
 
 - A file up to the model's window (the training clips' length, 4 s; ``window_s`` in the model
   file) is one clip: one row, the whole file, as a training clip is.
@@ -35,7 +39,8 @@ import numpy as np
 from urbansound.errors import AudioError
 
 if TYPE_CHECKING:
-    from urbansound.config.settings import FeatureSettings
+    from urbansound.config.settings import AnyFeatureSettings
+    from urbansound.features.embeddings.model import EmbeddingModel
     from urbansound.inference.modelfile import ModelFile
 
 __all__ = [
@@ -43,6 +48,7 @@ __all__ = [
     "Segment",
     "Window",
     "min_hop",
+    "open_network",
     "predict_files",
     "timeline",
     "window_bounds",
@@ -138,22 +144,28 @@ class _Stopped(Exception):
 
 def _file_features(
     path: str,
-    settings: FeatureSettings,
+    settings: AnyFeatureSettings,
     *,
     window_s: float,
     hop_s: float,
     stop: threading.Event | None = None,
+    network: EmbeddingModel | None = None,
 ) -> tuple[float, list[tuple[int, int]], np.ndarray]:
     """Decode ``path`` once and compute each window's feature row (the training code).
 
-    ``stop`` (a :class:`threading.Event`) set: raises :class:`_Stopped` before the next window,
-    so that Ctrl-C does not wait for the windows of a long recording.
+    ``network``: an embedding kind's network (the audio is decoded at its rate; bounds are in its
+    samples). ``stop`` (a :class:`threading.Event`) set: raises :class:`_Stopped` before the next
+    window, so that Ctrl-C does not wait for the windows of a long recording.
     """
     from urbansound.features.audio import audio_error, load_audio
     from urbansound.features.dsp import clip_features, log_mel
+    from urbansound.features.embeddings.stage import audio_row
 
-    y = load_audio(path, sr=settings.sr)
-    sr = settings.sr
+    sr = network.sample_rate if network is not None else settings.sr
+    y = load_audio(path, sr=sr)
+    mfcc_sr = 22_050  # the tutorial's rate, of embedding.concat_mfcc's MFCC means
+    concat = network is not None and settings.embedding.concat_mfcc > 0
+    y_mfcc = load_audio(path, sr=mfcc_sr) if concat else None
     window = round(window_s * sr)
     limit = window + round(_TOLERANCE_S * sr)
     if len(y) <= limit:
@@ -164,7 +176,15 @@ def _file_features(
     for a, b in bounds:
         if stop is not None and stop.is_set():
             raise _Stopped
-        row = clip_features(log_mel(y[a:b], settings), settings, in_place=True)
+        if network is None:
+            row = clip_features(log_mel(y[a:b], settings), settings, in_place=True)
+        else:
+            part = None
+            if y_mfcc is not None:  # the same seconds at 22 050 Hz (the whole file for a clip)
+                whole = (a, b) == (0, len(y))
+                start, end = (0, len(y_mfcc)) if whole else (a * mfcc_sr // sr, b * mfcc_sr // sr)
+                part = y_mfcc[start:end]
+            row = audio_row(y[a:b], network, settings, mfcc_audio=part)
         if not np.isfinite(row).all():
             raise audio_error(path, "its features are not finite")
         rows.append(row)
@@ -174,8 +194,52 @@ def _file_features(
 def min_hop(model: ModelFile) -> float:
     """The shortest hop between windows, in seconds: one feature frame (``hop_length`` samples);
     a shorter one only repeats the same frames (and a hop of a few samples means as many
-    windows as samples, which would never end on a long recording)."""
+    windows as samples, which would never end on a long recording). For an embedding kind: the
+    hop between the network's windows."""
+    recorded = model.feature_model
+    if recorded is not None:
+        return recorded["hop_samples"] / recorded["sample_rate"]
     return model.features.hop_length / model.features.sr
+
+
+def open_network(model: ModelFile) -> EmbeddingModel:
+    """The embedding network of ``model``'s features, the very file it was trained with.
+
+    Raises
+    ------
+    ModelFileError
+        The network cannot be opened (the ``birdnet`` extra absent, the ONNX file gone), or its
+        file's SHA-256 or windows are not the recorded ones (embeddings would differ from the
+        training features); one line naming the model file and what to do.
+    """
+    import dataclasses
+
+    from urbansound.errors import ConfigError
+    from urbansound.features.embeddings.stage import hop_samples, open_model
+    from urbansound.inference.modelfile import ModelFileError
+
+    recorded = model.feature_model
+    assert recorded is not None
+    settings = model.features
+    if settings.kind == "onnx":  # the file as trained, wherever the fit ran from
+        embedding = dataclasses.replace(settings.embedding, path=recorded["path"])
+        settings = dataclasses.replace(settings, embedding=embedding)
+    where = f"{model.path}: its features are {recorded['name']} embeddings of {recorded['path']}"
+    try:
+        network = open_model(settings)
+    except ConfigError as exc:
+        raise ModelFileError(f"{where}, which cannot be used here: {exc}") from None
+    got = network.identity.sha256
+    if got != recorded["sha256"]:
+        raise ModelFileError(
+            f"{where} with SHA-256 {recorded['sha256'][:16]}..., but that file now has "
+            f"{got[:16]}...: restore the file the model was trained with, or fit again"
+        )
+    windows = (network.sample_rate, network.window_samples, hop_samples(network, settings))
+    recorded_windows = tuple(recorded[k] for k in ("sample_rate", "window_samples", "hop_samples"))
+    if windows != recorded_windows:
+        raise ModelFileError(f"{where} with windows {recorded_windows}, here {windows}")
+    return network
 
 
 def predict_files(
@@ -207,6 +271,7 @@ def predict_files(
     hop_s = window_s if hop_s is None else float(hop_s)
     if not hop_s >= min_hop(model):
         raise ValueError(f"the hop must be at least {min_hop(model):.4g} s, got {hop_s}")
+    network = open_network(model) if model.feature_model is not None else None
 
     stop = threading.Event()
 
@@ -214,7 +279,10 @@ def predict_files(
         if stop.is_set():
             raise _Stopped
         try:
-            return path, _file_features(path, settings, window_s=window_s, hop_s=hop_s, stop=stop)
+            got = _file_features(
+                path, settings, window_s=window_s, hop_s=hop_s, stop=stop, network=network
+            )
+            return path, got
         except AudioError as exc:
             return path, AudioError(str(exc).removesuffix(HINT))
         except (_Stopped, KeyboardInterrupt):
@@ -260,7 +328,7 @@ def predict_files(
     probs = model.predict_proba(X)
     out = []
     at = 0
-    sr = settings.sr
+    sr = network.sample_rate if network is not None else settings.sr
     for path, duration, bounds, rows in done:
         p = probs[at : at + len(rows)]
         at += len(rows)

@@ -6,7 +6,8 @@
   that the metadata can be checked before the tensors are used);
 - :func:`check_metadata`: every value :class:`~urbansound.inference.modelfile.ModelFile` and
   predict read is there, of its type and in its range, and the feature settings are valid
-  settings whose width is ``features.n_features``;
+  settings whose width is ``features.n_features`` (an embedding kind's from its recorded
+  network's size, without opening the network);
 - :func:`load_estimator`: a scikit-learn member's skops bytes, loaded only when every type they
   hold is in skops' trusted set or a class of scikit-learn itself (:func:`trusted_class`);
 - :func:`check_members`: each member takes ``n_features`` inputs and gives one output per class.
@@ -65,7 +66,9 @@ def check_metadata(meta: dict[str, Any]) -> None:
     import math
 
     from urbansound.config.checks import settings_from_config
+    from urbansound.config.settings import EmbeddingFeatureSettings
     from urbansound.errors import ConfigError
+    from urbansound.features.embeddings.stage import embedding_names
     from urbansound.features.extraction import feature_names
 
     names = meta.get("class_names")
@@ -101,7 +104,19 @@ def check_metadata(meta: dict[str, Any]) -> None:
         raise InvalidModelFile(
             f"its feature settings are invalid ({type(exc).__name__}: {exc})"
         ) from None
-    width = len(feature_names(parsed))
+    if isinstance(parsed, EmbeddingFeatureSettings):  # the width from the recorded network
+        network = feats.get("model")
+        _require(
+            isinstance(network, dict)
+            and isinstance(network.get("sha256"), str)
+            and len(network["sha256"]) == 64
+            and _is_int(network.get("dim"))
+            and network["dim"] > 0,
+            "features.model must record the embedding network (sha256, dim)",
+        )
+        width = len(embedding_names(parsed, dim=network["dim"]))
+    else:
+        width = len(feature_names(parsed))
     _require(
         width == n_features,
         f"its feature settings give {width} features, features.n_features says {n_features}",

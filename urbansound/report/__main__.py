@@ -1,4 +1,5 @@
-"""``python -m urbansound.report``: see :mod:`urbansound.report.cli`."""
+"""``python -m urbansound.report``, the console script ``urbansound-report``: see
+:mod:`urbansound.report.cli`."""
 
 from urbansound.report.cli import main
 

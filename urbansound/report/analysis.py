@@ -67,6 +67,8 @@ SUMMARY_KEYS = (
     "pruned_above_best",
     "families",
     "family_comparisons",
+    "kinds",
+    "kind_comparisons",
     "ensemble",
 )
 
@@ -147,8 +149,13 @@ def paired_comparisons(sweep: Sweep, *, top: int = 5) -> list[dict[str, Any]]:
         ot = _fold_table(other)
         common = [f for f in bt if f in ot]
         entry: dict[str, Any] = {
-            "best": {"number": best.number, "label": best.label(), "value": best.value},
-            "other": {"number": other.number, "label": other.label(), "value": other.value},
+            side: {
+                "number": r.number,
+                "label": r.label(),
+                "value": r.value,
+                "features": r.feature_kind,
+            }
+            for side, r in (("best", best), ("other", other))
         }
         if not ot:  # a top configuration is never dropped silently: say why it is not tested
             entry["note"] = no_folds_note(other)
@@ -293,12 +300,15 @@ def summarize(
     pruned: Mapping[str, Any] | None = None,
     families: Sequence[dict[str, Any]] = (),
     family_comparisons: Sequence[dict[str, Any]] = (),
+    kinds: Sequence[dict[str, Any]] = (),
+    kind_comparisons: Sequence[dict[str, Any]] = (),
     ensemble: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report's numbers as JSON-ready values (``summary.json``; keys: :data:`SUMMARY_KEYS`).
 
-    ``pruned``, ``families``, ``family_comparisons`` and ``ensemble`` come from
-    :mod:`urbansound.report.winners` (``ensemble`` None unless asked for with ``--ensemble K``).
+    ``pruned``, ``families``, ``family_comparisons``, ``kinds`` (each feature kind's best),
+    ``kind_comparisons`` and ``ensemble`` come from :mod:`urbansound.report.winners`
+    (``ensemble`` None unless asked for with ``--ensemble K``).
     """
     best = best_record(sweep)
     trials = sweep.trials
@@ -323,6 +333,7 @@ def summarize(
             "pooled_accuracy": best.pooled_accuracy,
             "params": best.params,
             "label": best.label(),
+            "features": best.feature_kind,
             "protocol": best.protocol(),
             "run_dir": str(best.run_dir) if best.run_dir else None,
             "folds": fold_rows(best),
@@ -334,6 +345,7 @@ def summarize(
                 "value": r.value,
                 "std": r.std,
                 "params": r.params,
+                "features": r.feature_kind,
                 "leaky": r.leaky,
                 "duration_s": r.duration_s,
                 "run_dir": str(r.run_dir) if r.run_dir else None,
@@ -347,5 +359,7 @@ def summarize(
         "pruned_above_best": dict(pruned or {"pruned": 0, "above_best": 0, "trials": []}),
         "families": list(families),
         "family_comparisons": list(family_comparisons),
+        "kinds": list(kinds),
+        "kind_comparisons": list(kind_comparisons),
         "ensemble": dict(ensemble) if ensemble is not None else None,
     }

@@ -97,6 +97,7 @@ def build_report(
         importances = {}
     figs = figures.make_figures(sweep, best, comparisons, protocols, importances, out_dir)
     families = winners.family_bests(sweep)
+    kinds = winners.kind_bests(sweep)
     summary = analysis.summarize(
         sweep,
         comparisons=comparisons,
@@ -106,6 +107,8 @@ def build_report(
         pruned=winners.pruned_above_best(sweep),
         families=families,
         family_comparisons=winners.family_comparisons(families),
+        kinds=kinds,
+        kind_comparisons=winners.kind_comparisons(kinds),
         ensemble=ens,
     )
     model = render.page_model(sweep, summary, best, figs, out_dir=out_dir)

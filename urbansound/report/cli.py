@@ -67,9 +67,9 @@ def default_out(args: argparse.Namespace, sweep: Sweep | None) -> Path:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line's arguments (``--help`` lists them)."""
     p = argparse.ArgumentParser(
-        prog="python -m urbansound.report",
+        prog="urbansound-report",
         description="Write an HTML + Markdown report of a sweep (its directory, or an Optuna "
-        "storage and study name).",
+        "storage and study name). python -m urbansound.report is the same command.",
     )
     p.add_argument("paths", nargs="*", help="sweep directories or run directories")
     p.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///outputs/optuna.db")
@@ -138,7 +138,8 @@ def _evaluate(args: argparse.Namespace, sweep: Sweep, out_dir: Path) -> None:
 
 
 def _print_winners(summary_path: Path) -> None:
-    """The console lines for pruned winners, the families' bests and the ensemble."""
+    """The console lines for pruned winners, the families' and feature kinds' bests and the
+    ensemble."""
     import json
 
     summary = json.loads(summary_path.read_text())
@@ -148,12 +149,13 @@ def _print_winners(summary_path: Path) -> None:
             f"pruned: {pruned['pruned']} trials, {pruned['above_best']} of them above the best "
             "completed value when pruned"
         )
-    if len(summary["families"]) > 1:
-        for fam in summary["families"]:
-            print(
-                f"family {fam['family']}: best trial #{fam['number']} = {fam['value']:.4f} "
-                f"({fam['n_trials']} complete)"
-            )
+    for name, group in (("families", "family"), ("kinds", "kind")):
+        if len(summary[name]) > 1:
+            for best in summary[name]:
+                print(
+                    f"{'features' if group == 'kind' else group} {best[group]}: best trial "
+                    f"#{best['number']} = {best['value']:.4f} ({best['n_trials']} complete)"
+                )
     ens = summary["ensemble"]
     if ens and ens.get("best") is None:
         print(f"no ensemble: {ens['note']}")

@@ -37,7 +37,9 @@ __all__ = [
     "trials_frame",
 ]
 
-TRIAL_COLUMNS = ["trial", "state", "value", "std", "protocol", "parameters", "seconds"]
+TRIAL_COLUMNS = ["trial", "state", "value", "std", "protocol", "features", "parameters", "seconds"]
+#: The cells of a paired comparison (:func:`_cmp_cells`).
+_CMP_COLUMNS = ["mean diff", "corrected t", "Wilcoxon", "folds", "verdict"]
 Paragraph = list[tuple[str, str]]
 
 
@@ -84,6 +86,7 @@ def trials_frame(records: Sequence[TrialRecord]) -> pd.DataFrame:
             fmt(r.value),
             fmt(r.std),
             r.protocol() if r.results is not None or r.leaky else "–",
+            r.feature_kind,
             r.label(),
             fmt(r.duration_s, 1),
             str(r.run_dir) if r.run_dir else (r.error or "–"),
@@ -168,7 +171,7 @@ def _comparisons(summary: Mapping[str, Any]) -> dict[str, Any]:
         return {"empty": "Needs at least two COMPLETE fold-CV trials with per-fold results."}
     rows = []
     for c in comps:
-        other = [f"#{c['other']['number']}", c["other"]["label"]]
+        other = [f"#{c['other']['number']}", c["other"]["features"], c["other"]["label"]]
         if "comparison" not in c:
             rows.append([*other, "–", "–", "–", "–", c["note"]])
             continue
@@ -185,7 +188,7 @@ def _comparisons(summary: Mapping[str, Any]) -> dict[str, Any]:
         )
     out: dict[str, Any] = {
         "table": _frame(
-            ["vs trial", "parameters", "mean diff", "corrected t", "Wilcoxon", "folds", "verdict"],
+            ["vs trial", "features", "parameters", *_CMP_COLUMNS],
             rows,
         )
     }
@@ -220,8 +223,44 @@ def _cmp_cells(entry: Mapping[str, Any]) -> list[Any]:
     ]
 
 
+#: Column titles of a group's tables: the model family, or the feature kind.
+_GROUP_TITLES = {"family": "family", "kind": "features"}
+
+
+def _group_tables(
+    bests: Sequence[Mapping[str, Any]],
+    comparisons: Sequence[Mapping[str, Any]],
+    group: str,
+    other: str,
+) -> dict[str, Any]:
+    """Each group's best (``group`` ``family`` or ``kind``, the other one named beside it), their
+    per-fold accuracies and the paired tests of the best group's best against the others'; None
+    for a search with one group."""
+    plural = "families" if group == "family" else "kinds"
+    if len(bests) < 2:
+        return {}
+    title, other_title = _GROUP_TITLES[group], _GROUP_TITLES[other]
+    folds = list(dict.fromkeys(str(x["fold"]) for b in bests for x in b["folds"]))
+    acc = {b[group]: {str(x["fold"]): x["accuracy"] for x in b["folds"]} for b in bests}
+    head = [title, "best trial", other_title, "mean CV", "std", "complete trials", "parameters"]
+    rows = [[b[group], f"#{b['number']}", b[other], fmt(b["value"]), fmt(b["std"])] for b in bests]
+    for row, b in zip(rows, bests, strict=True):
+        row += [b["n_trials"], b["label"]]
+    return {
+        plural: _frame(head, rows),
+        f"{group}_folds": _frame(
+            ["fold", *acc], [[k, *(fmt(acc[g].get(k)) for g in acc)] for k in folds]
+        ),
+        f"{group}_comparisons": _frame(
+            [f"best {title}", f"vs {title}", *_CMP_COLUMNS],
+            [[c["best"][group], c["other"][group], *_cmp_cells(c)] for c in comparisons],
+        ),
+    }
+
+
 def winners_model(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """Pruned trials above the best, each family's best with the paired tests, the ensemble."""
+    """Pruned trials above the best, each family's and each feature kind's best with the paired
+    tests, the ensemble."""
     pruned = summary["pruned_above_best"]
     out: dict[str, Any] = {
         "pruned": (
@@ -241,44 +280,13 @@ def winners_model(summary: Mapping[str, Any]) -> dict[str, Any]:
         "families": None,
         "family_folds": None,
         "family_comparisons": None,
+        "kinds": None,
+        "kind_folds": None,
+        "kind_comparisons": None,
         "ensemble": None,
     }
-    fams = summary["families"]
-    if len(fams) > 1:
-        out["families"] = _frame(
-            ["family", "best trial", "mean CV", "std", "complete trials", "parameters"],
-            [
-                [
-                    f["family"],
-                    f"#{f['number']}",
-                    fmt(f["value"]),
-                    fmt(f["std"]),
-                    f["n_trials"],
-                    f["label"],
-                ]
-                for f in fams
-            ],
-        )
-        folds = list(dict.fromkeys(str(x["fold"]) for f in fams for x in f["folds"]))
-        acc = {f["family"]: {str(x["fold"]): x["accuracy"] for x in f["folds"]} for f in fams}
-        out["family_folds"] = _frame(
-            ["fold", *acc], [[k, *(fmt(acc[f].get(k)) for f in acc)] for k in folds]
-        )
-        out["family_comparisons"] = _frame(
-            [
-                "best family",
-                "vs family",
-                "mean diff",
-                "corrected t",
-                "Wilcoxon",
-                "folds",
-                "verdict",
-            ],
-            [
-                [c["best"]["family"], c["other"]["family"], *_cmp_cells(c)]
-                for c in summary["family_comparisons"]
-            ],
-        )
+    for name, group, other in (("families", "family", "kind"), ("kinds", "kind", "family")):
+        out.update(_group_tables(summary[name], summary[f"{group}_comparisons"], group, other))
     ens = summary["ensemble"]
     if ens and ens.get("best") is None:  # fewer than two configurations: say why, no tables
         out["ensemble"] = {"text": f"No ensemble: {ens['note']}.", "folds": None}
@@ -301,7 +309,7 @@ def winners_model(summary: Mapping[str, Any]) -> dict[str, Any]:
                 [[f["fold"], fmt(f["accuracy"]), fmt(best[str(f["fold"])])] for f in ens["folds"]],
             ),
             "comparison": _frame(
-                ["ensemble vs best", "mean diff", "corrected t", "Wilcoxon", "folds", "verdict"],
+                ["ensemble vs best", *_CMP_COLUMNS],
                 [[f"top {ens['k']} vs #{ens['best']['number']}", *_cmp_cells(ens)]],
             ),
         }

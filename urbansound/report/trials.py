@@ -81,6 +81,15 @@ class TrialRecord:
         return sum(f.accuracy * f.n_test for f in self.folds) / n
 
     @property
+    def feature_kind(self) -> str:
+        """The run's feature kind (``mfcc``, ``logmel``, ``birdnet``, ``onnx``): ``features.kind``
+        of its config, else its ``features`` choice, else the default ``mfcc``."""
+        features = (self.config or {}).get("features")
+        if isinstance(features, dict) and features.get("kind"):
+            return str(features["kind"])
+        return str(self.params.get("features") or "mfcc")
+
+    @property
     def dataset(self) -> str | None:
         """The run's dataset (``urbansound8k`` or ``demo``); None without results."""
         return self.results.dataset if self.results is not None else None

@@ -7,9 +7,15 @@
   (``model.family``: mlp, svm, random_forest, ...) with its per-fold accuracies, and the paired
   comparison (corrected resampled t-test, Wilcoxon; :mod:`urbansound.report.stats`) of the best
   family's best against every other family's best, over their common folds.
+- :func:`kind_bests` / :func:`kind_comparisons`: the same for each feature kind
+  (``features.kind``: mfcc, logmel, birdnet, onnx): hand-made features against embeddings under
+  the same folds and the same paired tests.
 - :func:`ensemble`: the average of the top-K configurations' class probabilities
   (``predictions.npz`` of each run directory) under the same folds, scored per fold beside the
-  single best configuration and compared with it.
+  single best configuration and compared with it. Members may differ in feature kind (hand-made
+  features beside embeddings): each predicted from its own trial's features, and rows are matched
+  by fold and clip, so a clip one member's extraction skipped (``features.on_error=skip``) is left
+  out of every member's score rather than misaligning them.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ __all__ = [
     "family_bests",
     "family_comparisons",
     "family_of",
+    "kind_bests",
+    "kind_comparisons",
     "load_predictions",
     "pruned_above_best",
 ]
@@ -102,28 +110,42 @@ def family_bests(sweep: Sweep) -> list[dict[str, Any]]:
     """The best COMPLETE fold-CV trial of each model family, best family first.
 
     Each entry: ``family``, ``number``, ``value``, ``std``, ``label``, ``params``, ``n_trials``
-    (the family's COMPLETE trials), ``folds`` (per-fold accuracy, n_train, n_test).
+    (the family's COMPLETE trials), ``folds`` (per-fold accuracy, n_train, n_test) and ``kind``
+    (its feature kind).
     """
+    return _bests(sweep, family_of, "family")
+
+
+def kind_bests(sweep: Sweep) -> list[dict[str, Any]]:
+    """The best COMPLETE fold-CV trial of each feature kind, best kind first: entries as
+    :func:`family_bests`' with ``kind`` the group and ``family`` the model family of that best."""
+    return _bests(sweep, lambda r: r.feature_kind, "kind")
+
+
+def _bests(sweep: Sweep, group_of: Any, name: str) -> list[dict[str, Any]]:
+    """The best COMPLETE fold-CV trial of each group ``group_of(record)``, best group first."""
     best: dict[str, TrialRecord] = {}
     counts: dict[str, int] = {}
     for r in ranked(sweep.trials, direction=sweep.direction):
         if r.leaky:
             continue
-        fam = family_of(r)
-        counts[fam] = counts.get(fam, 0) + 1
-        best.setdefault(fam, r)
+        group = group_of(r)
+        counts[group] = counts.get(group, 0) + 1
+        best.setdefault(group, r)
     return [
         {
-            "family": fam,
+            "family": family_of(r),
+            "kind": r.feature_kind,
+            name: group,
             "number": r.number,
             "value": r.value,
             "std": r.std,
             "label": r.label(),
             "params": dict(r.params),
-            "n_trials": counts[fam],
+            "n_trials": counts[group],
             "folds": _folds(r),
         }
-        for fam, r in best.items()
+        for group, r in best.items()
     ]
 
 
@@ -148,13 +170,23 @@ def _compare(a: Sequence[dict], b: Sequence[dict]) -> dict[str, Any]:
 
 def family_comparisons(bests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The best family's best against each other family's best (``family_bests`` order)."""
+    return _group_comparisons(bests, "family")
+
+
+def kind_comparisons(bests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The best feature kind's best against each other kind's best (``kind_bests`` order)."""
+    return _group_comparisons(bests, "kind")
+
+
+def _group_comparisons(bests: Sequence[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     if len(bests) < 2:
         return []
     top = bests[0]
+    keys = (name, "number", "value", "family" if name == "kind" else "kind")
     return [
         {
-            "best": {k: top[k] for k in ("family", "number", "value")},
-            "other": {k: other[k] for k in ("family", "number", "value")},
+            "best": {k: top[k] for k in keys},
+            "other": {k: other[k] for k in keys},
             **_compare(top["folds"], other["folds"]),
         }
         for other in bests[1:]
@@ -198,6 +230,76 @@ def load_predictions(run_dir: str | Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _skipped_clips(rec: TrialRecord) -> set[str]:
+    """The file names of the clips a run's extraction left out (``results.json``'s ``skipped``)."""
+    if rec.results is None:
+        return set()
+    return {Path(str(s.get("path", ""))).name for s in rec.results.skipped}
+
+
+def _aligned(members: Sequence[TrialRecord]) -> tuple[list[dict[str, np.ndarray]], list[dict]]:
+    """Each member's predictions on the (fold, clip) rows every member tested, in one order.
+
+    Returns the members' arrays (rows sorted by fold, then clip) and ``left_out``: for each
+    member that skipped clips another member tested, ``{"number", "features", "clips"}`` (sorted
+    file names). Raises ConfigError naming the first member whose rows differ from the best's by
+    more than the clips either of them skipped.
+    """
+    preds = [load_predictions(r.run_dir) for r in members]  # type: ignore[arg-type]
+    keys: list[set[tuple[str, str]]] = []
+    for r, p in zip(members, preds, strict=True):
+        rows = set(zip(p["fold"].astype(str).tolist(), p["clip"].astype(str).tolist(), strict=True))
+        if len(rows) != len(p["clip"]):
+            raise ConfigError(
+                f"{Path(r.run_dir or '.') / PREDICTIONS}: a clip appears twice in one fold; the "
+                "file is damaged: run that trial again, or lower --ensemble"
+            )
+        keys.append(rows)
+    best_skipped = _skipped_clips(members[0])
+    for r, rows in zip(members[1:], keys[1:], strict=True):
+        # a clip only one of them tested must be one the other's extraction skipped
+        unexplained = {c for _, c in keys[0] - rows} - _skipped_clips(r)
+        unexplained |= {c for _, c in rows - keys[0]} - best_skipped
+        if unexplained:
+            raise ConfigError(
+                f"trial {r.number} ({r.run_dir}) was tested on other clips or folds than trial "
+                f"{members[0].number}: an ensemble needs the same folds and data"
+            )
+    every = set().union(*keys)
+    left_out = []
+    for r, rows in zip(members, keys, strict=True):
+        missing = every - rows
+        if missing:
+            left_out.append(
+                {
+                    "number": r.number,
+                    "features": r.feature_kind,
+                    "clips": sorted({clip for _, clip in missing}),
+                }
+            )
+    common = set.intersection(*keys)
+    for p in preds:
+        fold, clip = p["fold"].astype(str), p["clip"].astype(str)
+        keep = np.array([(f, c) in common for f, c in zip(fold, clip, strict=True)], dtype=bool)
+        order = np.flatnonzero(keep)[np.lexsort((clip[keep], fold[keep]))]
+        for name in _PREDICTION_KEYS:
+            p[name] = p[name][order]
+    ref, names = preds[0], preds[0].get("class_names")
+    for r, p in zip(members[1:], preds[1:], strict=True):
+        other_names = p.get("class_names")
+        same = (
+            np.array_equal(p["y_true"], ref["y_true"])
+            and p["probabilities"].shape == ref["probabilities"].shape
+            and (names is None or other_names is None or np.array_equal(names, other_names))
+        )
+        if not same:
+            raise ConfigError(
+                f"trial {r.number} ({r.run_dir}) labels its clips with other classes than trial "
+                f"{members[0].number}: an ensemble needs the same folds and data"
+            )
+    return preds, left_out
+
+
 def _per_fold(
     folds: np.ndarray, y_true: np.ndarray, probs: np.ndarray, order: Sequence[str]
 ) -> list[float]:
@@ -211,26 +313,34 @@ def ensemble(sweep: Sweep, k: int) -> dict[str, Any] | None:
     A trial whose parameters equal a better trial's (the sampler drew the configuration again)
     is skipped: the members are ``k`` distinct configurations.
 
-    Rows are matched across runs by (fold, index); every member must have the same test rows
-    with the same labels, or ConfigError names the one that differs. The accuracy of a fold is
-    the share of its test clips whose mean-probability argmax is the label; the ensemble's value
-    is the unweighted mean over folds (as the sweep's objective). When fewer than ``k`` distinct
-    configurations exist, all of them are used (``k`` says how many, ``requested`` what was
-    asked); when fewer than two, the dict has ``value`` and ``best`` None, no folds, and a
-    ``note`` saying why.
+    Members may differ in feature kind and family: each contributes the probabilities its own
+    trial predicted from its own features. Rows are matched across runs by (fold, clip); a member
+    may lack a clip that another tested only when its ``results.json`` lists that clip as skipped
+    (its extraction could not read it, ``features.on_error=skip``), and such clips are left out of
+    every member's score (``left_out``), the single best's included, so the paired comparison is
+    on the same clips. Any other difference (another clip, fold or label, other classes) raises
+    ConfigError naming the member. The accuracy of a fold is the share of its test clips whose
+    mean-probability argmax is the label; the ensemble's value is the unweighted mean over folds
+    (as the sweep's objective). When fewer than ``k`` distinct configurations exist, all of them
+    are used (``k`` says how many, ``requested`` what was asked); when fewer than two, the dict
+    has ``value`` and ``best`` None, no folds, and a ``note`` saying why.
 
     Returns
     -------
     dict
-        ``k``, ``requested``, ``members`` (trial numbers, best first), ``folds`` (per-fold
+        ``k``, ``requested``, ``members`` (trial numbers, best first), ``member_features`` and
+        ``member_families`` (each member's feature kind and model family, in that order),
+        ``n_clips`` (test clips scored), ``left_out`` (``[{"number", "features", "clips"}]``:
+        the clips a member skipped, which no member is scored on), ``folds`` (per-fold
         accuracy, n_train, n_test), ``value``, ``best`` (the single best: number, value,
-        per-fold accuracies from its own predictions), and ``comparison`` (ensemble minus best,
-        :mod:`urbansound.report.stats`) or ``note``.
+        per-fold accuracies from its own predictions on the scored clips), and ``comparison``
+        (ensemble minus best, :mod:`urbansound.report.stats`) or ``note``.
 
     Raises
     ------
     ConfigError
-        When a member's ``predictions.npz`` is missing or its rows differ from the best's.
+        When a member's ``predictions.npz`` is missing or damaged, or its rows differ from the
+        other members' by more than the clips its extraction skipped.
     """
     if k < 2:
         raise ConfigError(f"--ensemble {k}: an ensemble needs at least 2 configurations")
@@ -257,25 +367,8 @@ def ensemble(sweep: Sweep, k: int) -> dict[str, Any] | None:
                 "configuration(s) with a run directory; an ensemble needs at least 2"
             ),
         }
-    preds = [load_predictions(r.run_dir) for r in members]  # type: ignore[arg-type]
-    for p in preds:
-        order = np.lexsort((p["index"], p["fold"]))
-        for name in _PREDICTION_KEYS:
-            p[name] = p[name][order]
+    preds, left_out = _aligned(members)
     ref = preds[0]
-    for r, p in zip(members[1:], preds[1:], strict=True):
-        same = (
-            len(p["index"]) == len(ref["index"])
-            and np.array_equal(p["fold"], ref["fold"])
-            and np.array_equal(p["index"], ref["index"])
-            and np.array_equal(p["y_true"], ref["y_true"])
-            and p["probabilities"].shape == ref["probabilities"].shape
-        )
-        if not same:
-            raise ConfigError(
-                f"trial {r.number} ({r.run_dir}) was tested on other clips or folds than trial "
-                f"{members[0].number}: an ensemble needs the same folds and data"
-            )
     fold_order = list(dict.fromkeys(str(f.fold) for f in members[0].folds)) or sorted(
         set(ref["fold"].tolist())
     )
@@ -295,6 +388,10 @@ def ensemble(sweep: Sweep, k: int) -> dict[str, Any] | None:
         "k": len(members),
         "requested": k,
         "members": [r.number for r in members],
+        "member_features": [r.feature_kind for r in members],
+        "member_families": [family_of(r) for r in members],
+        "n_clips": len(ref["index"]),
+        "left_out": left_out,
         "folds": folds,
         "value": float(np.mean(acc)),
         "best": {

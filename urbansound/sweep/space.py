@@ -45,6 +45,7 @@ OPERATIONAL_KEYS = (
     "sweep",
     "features.cache_dir",
     "features.n_jobs",
+    "features.embedding.batch_size",  # windows per network call: memory, not results
     "data.demo_dir",
     "train.device",
     "train.threads",

@@ -23,7 +23,8 @@ comet
     comet_ml itself: its configuration (:func:`~urbansound.tracking.comet.comet_settings`), its
     console output, creating an online or offline experiment.
 naming
-    Experiment names, tags, flattened parameters, the re-run command.
+    Experiment names, tags, flattened parameters, the re-run command; those of a final fit
+    (:class:`~urbansound.tracking.naming.FitOrigin`).
 archives
     Offline archives: complete or not, found under a directory, the ``comet upload`` command.
 
@@ -50,7 +51,10 @@ What an experiment holds
     - parameters: the resolved config flattened to dotted names (``features.n_mfcc``,
       ``train.lr``; lists as JSON text), the same names in every run so Comet's comparison views
       line up; the sweeper's ``trial.*`` keys are not parameters;
-    - tags: in a sweep ``sweep``, ``study:<name>`` and ``trial:<number>``; at the end the dataset
+    - name and tags: in a sweep ``<study>#<trial>``, tagged ``sweep``, ``study:<name>`` and
+      ``trial:<number>``; a single run is named after its overrides (or its directory); a
+      final fit ``fit of <study> trial <number>`` (or ``fit of <fit.from>``), tagged ``fit`` and
+      its source trial's ``study:<name>`` and ``trial:<number>``; at the end the dataset
       (``demo`` or ``urbansound8k``) and ``pruned`` / ``failed`` / ``leaky-split`` when so;
     - per epoch (step = epoch): ``train_loss``, ``test_loss``, ``test_accuracy`` (means over the
       folds; ``test_accuracy`` is the curve Optuna's pruner sees) and the same per fold with a
@@ -63,7 +67,10 @@ What an experiment holds
       ``folds.csv`` and log file as assets, and the figures the run drew as images; "others"
       with the dataset, protocol, status, run directory, study, trial number, storage (password
       hidden) and ``command``, the command that re-runs this run (``python -m urbansound.run``
-      with the overrides, shell-quoted; Comet's own ``command`` online is the same); in a sweep,
+      with the overrides, shell-quoted; Comet's own ``command`` online is the same); a fit's
+      ``command`` is the ``urbansound-fit`` command that makes it again (its source trial
+      pinned), and its source is in ``fit_from``, ``source_study_name``,
+      ``source_trial_number`` and ``source_run_dir``; in a sweep,
       Comet's optimization fields (``log_optimization``: study name as optimization id, metric
       ``mean_cv_accuracy``, ``maximize``, the swept parameters only); with
       ``tracking.log_model``, the model files left in the run directory.

@@ -45,15 +45,16 @@ def is_complete_archive(path: str | Path) -> bool:
 RECORDS = ("results.json", "fit.json", "samples.json")
 
 
-def archives_under(directory: str | Path) -> list[Path]:
-    """The complete offline archives recorded under ``directory`` (see :data:`RECORDS`).
+def archives_under(*directories: str | Path) -> list[Path]:
+    """The complete offline archives recorded under any of ``directories`` (see :data:`RECORDS`):
+    one run's, or every sweep directory of a study.
 
-    Archives that no longer exist or are incomplete (:func:`is_complete_archive`) are left out.
-    Sorted by path.
+    Archives that no longer exist or are incomplete (:func:`is_complete_archive`) are left out,
+    and so are directories that do not exist. Sorted by path, each once.
     """
     found: set[Path] = set()
-    for name in RECORDS:
-        for record in Path(directory).rglob(name):
+    for name, directory in ((n, Path(d)) for d in directories for n in RECORDS):
+        for record in directory.rglob(name) if directory.is_dir() else ():
             try:
                 archive = json.loads(record.read_text()).get("tracking", {}).get("archive")
             except (OSError, ValueError, AttributeError):

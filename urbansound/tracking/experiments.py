@@ -20,8 +20,12 @@ from urbansound.tracking.archives import is_complete_archive
 from urbansound.tracking.comet import comet_settings, create_experiment
 from urbansound.tracking.naming import (
     SAMPLES_TAG,
+    FitOrigin,
     experiment_name,
     experiment_tags,
+    fit_command,
+    fit_name,
+    fit_tags,
     flatten_config,
     reason,
     rerun_command,
@@ -45,8 +49,9 @@ def start(
     config: Mapping[str, Any],
     overrides: Sequence[str],
     swept: Mapping[str, Any] | None = None,
+    fit: FitOrigin | None = None,
 ) -> Tracker:
-    """Open the Comet experiment of one run (or sweep trial); never raises.
+    """Open the Comet experiment of one run, sweep trial or final fit; never raises.
 
     Parameters
     ----------
@@ -61,6 +66,14 @@ def start(
     swept:
         In a sweep, the trial's swept parameters (name -> value): Comet's
         ``optimizer_parameters``.
+    fit:
+        For a final fit, where its configuration came from: the experiment is named
+        (:func:`~urbansound.tracking.naming.fit_name`) and tagged
+        (:func:`~urbansound.tracking.naming.fit_tags`) as a fit of its source trial, and its
+        ``command`` is the ``urbansound-fit`` command that makes it again
+        (:func:`~urbansound.tracking.naming.fit_command`; ``overrides`` then are the fit's own,
+        ``fit.*`` too). Its source is recorded among the "others" as ``fit_from``,
+        ``source_study_name``, ``source_trial_number`` and ``source_run_dir``.
 
     Returns
     -------
@@ -70,12 +83,18 @@ def start(
     """
     if settings.tracking.mode == "disabled":
         return Tracker(mode="disabled", settings=settings)
-    name = experiment_name(settings, run_dir=run_dir, overrides=overrides)
-    command = rerun_command(overrides)
+    if fit is None:
+        name = experiment_name(settings, run_dir=run_dir, overrides=overrides)
+        tags = experiment_tags(settings)
+        command = rerun_command(overrides)
+    else:
+        name = fit_name(fit, run_dir=run_dir, overrides=overrides)
+        tags = fit_tags(fit)
+        command = fit_command(fit, overrides)
     try:
         comet = comet_settings(settings)
         experiment, mode, note = create_experiment(
-            settings, comet, name=name, tags=experiment_tags(settings), command=command
+            settings, comet, name=name, tags=tags, command=command
         )
     except Exception as exc:
         message = f"Comet: tracking is off for this run ({reason(exc)})"
@@ -98,6 +117,13 @@ def start(
         "hostname": socket.gethostname(),
         "python": platform.python_version(),
     }
+    if fit is not None:
+        others |= {
+            "fit_from": redact_url(fit.location),
+            "source_study_name": fit.study_name,
+            "source_trial_number": fit.trial,
+            "source_run_dir": fit.run_dir,
+        }
     tracker.log_identity(flatten_config(config), others)
     log.info(
         "Comet: %s experiment %s%s",
