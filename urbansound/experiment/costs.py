@@ -11,10 +11,12 @@ A complete run measures, after its cross-validation:
   single-threaded evaluation for the MLP), the median of :data:`REPEATS` timed calls after one
   untimed call, divided by the batch size; milliseconds.
 - ``feature_ms_per_clip``: decoding and computing the features of up to :data:`FEATURE_CLIPS`
-  of the run's clips (``predict``'s code: :func:`~urbansound.features.audio.load_audio`,
-  :func:`~urbansound.features.dsp.log_mel`, :func:`~urbansound.features.dsp.clip_features`),
-  the median per clip; milliseconds. The feature cache is not used: it measures what a new
-  clip costs.
+  of the run's clips as ``predict`` does (hand-made kinds:
+  :func:`~urbansound.features.audio.load_audio`, :func:`~urbansound.features.dsp.log_mel`,
+  :func:`~urbansound.features.dsp.clip_features`; an embedding kind: its network's windows,
+  :func:`~urbansound.features.embeddings.stage.audio_row`, the network opened once outside the
+  timing), the median per clip; milliseconds. The feature cache is not used: it measures what a
+  new clip costs.
 - ``inference_ms_per_clip``: their sum, what ``predict`` spends per clip of the training
   clips' length.
 - ``train_seconds``: the cross-validation's wall time (every fold; ``durations.train``).
@@ -37,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from urbansound.config.settings import FeatureSettings
+from urbansound.config.settings import AnyFeatureSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ BATCH = 64
 REPEATS = 5
 #: Clips whose features are computed from their audio to time the feature stage.
 FEATURE_CLIPS = 3
+#: The rate of the tutorial's MFCC means an embedding kind appends (``embedding.concat_mfcc``).
+MFCC_SR = 22_050
 
 
 def model_member(fitted: Any, *, seed: int, fold: int | str, family: str) -> Any:
@@ -88,16 +92,44 @@ def _model_bytes(member: Any) -> int:
         return path.stat().st_size
 
 
-def _feature_ms(paths: Sequence[str], settings: FeatureSettings) -> float | None:
+def _featurizer(settings: AnyFeatureSettings) -> Callable[[str], np.ndarray]:
+    """A clip file -> its feature row, the way ``predict`` computes one (an embedding kind's
+    network is opened here once, outside the timing, as ``predict`` opens it once a batch)."""
+    from urbansound.config.settings import EmbeddingFeatureSettings
     from urbansound.features.audio import load_audio
-    from urbansound.features.dsp import clip_features, log_mel
 
+    if not isinstance(settings, EmbeddingFeatureSettings):
+        from urbansound.features.dsp import clip_features, log_mel
+
+        def handmade(path: str) -> np.ndarray:
+            y = load_audio(path, sr=settings.sr)
+            return clip_features(log_mel(y, settings), settings, in_place=True)
+
+        return handmade
+    from urbansound.features.embeddings.stage import audio_row, open_model
+
+    network = open_model(settings)
+    concat = settings.embedding.concat_mfcc > 0
+
+    def embedded(path: str) -> np.ndarray:
+        y = load_audio(path, sr=network.sample_rate)
+        part = load_audio(path, sr=MFCC_SR) if concat else None
+        return audio_row(y, network, settings, mfcc_audio=part)
+
+    return embedded
+
+
+def _feature_ms(paths: Sequence[str], settings: AnyFeatureSettings) -> float | None:
+    try:
+        featurize = _featurizer(settings)
+    except Exception as exc:  # a network that cannot be opened here: no feature timing
+        log.warning("feature timing skipped: %s", exc)
+        return None
     times = []
     for path in paths:
         t0 = time.perf_counter()
         try:
-            y = load_audio(path, sr=settings.sr)
-            clip_features(log_mel(y, settings), settings, in_place=True)
+            featurize(path)
         except Exception as exc:  # a clip that does not decode: measured on the others
             log.debug("feature timing skipped %s: %s", path, exc)
             continue
@@ -111,7 +143,7 @@ def measure_costs(
     *,
     n_classes: int,
     clip_paths: Sequence[str],
-    features: FeatureSettings,
+    features: AnyFeatureSettings,
     family: str,
     seed: int,
     train_seconds: float,
