@@ -25,7 +25,7 @@ from urbansound.sweep.conditional import resolve_branches
 from urbansound.sweep.heartbeat import record_heartbeat
 from urbansound.sweep.launch import JobOutcome
 from urbansound.sweep.lifecycle import requeue
-from urbansound.sweep.runner import open_study, prepare_study, run_workers
+from urbansound.sweep.runner import run_workers
 from urbansound.sweep.settings import (
     GRID_SAMPLER,
     build_pruner,
@@ -35,6 +35,7 @@ from urbansound.sweep.settings import (
 )
 from urbansound.sweep.space import Param, build_search_space
 from urbansound.sweep.storage import SweepError
+from urbansound.sweep.study import open_study, prepare_study
 from urbansound.sweep.summary import format_table, summarize, write_trials_csv
 from urbansound.sweep.trials import HEARTBEAT_ATTR, Progress, study_progress
 
@@ -561,7 +562,7 @@ def test_an_exception_in_the_launch_path_fails_the_trial_not_the_sweep(tmp_path)
 
 def test_ctrl_c_in_the_heartbeats_start_queues_the_trial(tmp_path, monkeypatch):
     """Issue 11.5: a KeyboardInterrupt as the first heartbeat is written leaves nothing RUNNING."""
-    from urbansound.sweep import lifecycle
+    from urbansound.sweep import heartbeat
 
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     settings = sweep_settings(
@@ -573,7 +574,7 @@ def test_ctrl_c_in_the_heartbeats_start_queues_the_trial(tmp_path, monkeypatch):
     def interrupted(storage: object, trial_id: int) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(lifecycle, "record_heartbeat", interrupted)
+    monkeypatch.setattr(heartbeat, "record_heartbeat", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_workers(settings, lambda o, n: JobOutcome(value=0.0))
     trials = optuna.load_study(study_name="int", storage=storage).trials

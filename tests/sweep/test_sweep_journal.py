@@ -17,9 +17,9 @@ import pytest
 
 from urbansound.errors import ConfigError
 from urbansound.sweep import records
-from urbansound.sweep.runner import prepare_study
 from urbansound.sweep.settings import sweep_settings
 from urbansound.sweep.storage import check_journal, open_storage
+from urbansound.sweep.study import prepare_study
 
 from .apps.sweeper_conf import sweeper_conf
 from .test_sweep_processes import command
