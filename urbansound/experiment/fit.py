@@ -67,14 +67,8 @@ from urbansound.experiment.rundir import (
     write_fit_summary,
     write_predictions,
 )
-from urbansound.inference.modelfile import (
-    MODEL_FILE,
-    Member,
-    ModelFile,
-    feature_settings_dict,
-    feature_stage,
-    save_model,
-)
+from urbansound.inference.modelfile import MODEL_FILE, Member, ModelFile, save_model
+from urbansound.inference.stage import feature_settings_dict, feature_stage
 from urbansound.training import metrics
 from urbansound.training.results import CVResult, EpochMetrics, FoldPredictions, RunResult
 

@@ -268,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _predict(argv: Sequence[str] | None) -> int:
-    from urbansound.inference.modelfile import FeatureVersionWarning, load_model
+    from urbansound.inference.modelfile import ModelFileWarning, load_model
 
     args = _parser().parse_args(argv)
     if args.hop is not None and not (math.isfinite(args.hop) and args.hop > 0):
@@ -276,7 +276,7 @@ def _predict(argv: Sequence[str] | None) -> int:
     if args.jobs == 0 or args.jobs < -1:
         raise ConfigError(f"--jobs must be a positive count or -1, got {args.jobs}")
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", FeatureVersionWarning)
+        warnings.simplefilter("always", ModelFileWarning)
         model = load_model(args.model)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)

@@ -56,6 +56,7 @@ __all__ = [
     "atomic_open",
     "atomic_write",
     "json_default",
+    "not_a_regular_file",
     "output_error",
     "public_mode",
     "write_json",
@@ -83,6 +84,42 @@ def public_mode(path: str | Path, *, directory: bool = False) -> None:
     """Give ``path`` the mode ``open``/``mkdir`` would have (``0o666``/``0o777`` less the umask),
     not the private one of ``tempfile.mkstemp``/``mkdtemp``: caches and outputs are shared."""
     os.chmod(path, (0o777 if directory else 0o666) & ~UMASK)
+
+
+def not_a_regular_file(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as a file, found without opening it; ``None`` for a regular
+    file (symbolic links followed).
+
+    A FIFO would block the open until a writer comes (forever, for a stale one), a device such
+    as ``/dev/zero`` never ends, and neither can be read twice: readers of inputs (the model
+    file, audio) refuse them with this reason (``"a FIFO (named pipe), not a regular file"``,
+    ``"a character device, not a regular file"``, ``"a broken symbolic link (to x.wav)"``,
+    ``"no such file"``, ...).
+    """
+    try:
+        mode = os.stat(path).st_mode  # follows links, opens nothing
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"a broken symbolic link (to {os.readlink(path)})"
+        return "no such file"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a loop of symbolic links"
+        return (exc.strerror or str(exc)).lower()
+    for test, kind in _KINDS:
+        if test(mode):
+            return kind
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+#: What a path is, for :func:`not_a_regular_file`.
+_KINDS = (
+    (stat.S_ISDIR, "a directory, not a regular file"),
+    (stat.S_ISFIFO, "a FIFO (named pipe), not a regular file"),
+    (stat.S_ISCHR, "a character device, not a regular file"),
+    (stat.S_ISBLK, "a block device, not a regular file"),
+    (stat.S_ISSOCK, "a socket, not a regular file"),
+)
 
 
 def output_error(path: str | Path, exc: OSError) -> OutputError:
