@@ -181,12 +181,15 @@ def test_files_folders_and_globs_are_expanded_in_order(tmp_path: Path) -> None:
             str(tmp_path / "*.wav"),
             str(tmp_path / "a" / "2.wav"),  # a repeat
             str(tmp_path / "nothing*.wav"),
-            str(tmp_path / "missing.wav"),  # named: reported when read
+            str(tmp_path / "missing.wav"),  # named: refused before anything is read
         ]
     )
     rel = [str(Path(p).relative_to(tmp_path)) for p in paths]
-    assert rel == ["a/1.flac", "a/2.wav", "a/sub/3.wav", "b.wav", "missing.wav"]
-    assert problems == [(str(tmp_path / "nothing*.wav"), "no file matches this pattern")]
+    assert rel == ["a/1.flac", "a/2.wav", "a/sub/3.wav", "b.wav"]
+    assert problems == [
+        (str(tmp_path / "nothing*.wav"), "no file matches this pattern"),
+        (str(tmp_path / "missing.wav"), "no such file"),
+    ]
 
 
 def test_a_bad_file_is_skipped_with_one_line_and_the_batch_goes_on(

@@ -22,6 +22,8 @@ Failures, handled here and nowhere else:
   cannot make are one line, exit status 2 (``HYDRA_FULL_ERROR=1`` keeps their tracebacks);
 - Ctrl-C is one line, exit status 130: ``error: interrupted; `` and the task's own words about
   what it left behind.
+- stdout closed by its reader (``predict ... | head -1``): no line, exit status 141 (128 +
+  SIGPIPE, what a shell reports for a Unix tool that SIGPIPE killed).
 
 After a task's failure or Ctrl-C, a run directory that holds nothing but Hydra's ``.hydra/`` and
 an empty log is removed (it would only clutter ``outputs/``).
@@ -29,6 +31,7 @@ an empty log is removed (it would only clutter ``outputs/``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -47,6 +50,7 @@ __all__ = [
     "hydra_main",
     "register_configs",
     "run_command",
+    "stdout_gone",
 ]
 
 #: The primary config of ``urbansound.fit``: ``config`` plus the ``fit`` node.
@@ -138,7 +142,8 @@ def run_command(command: Callable[[], int], *, interrupted: Callable[[], str]) -
     Returns what ``command`` returns (its exit status); 2 after an
     :class:`~urbansound.errors.UrbansoundError`, printed as one :func:`error_line`; 130 after
     Ctrl-C, printed as ``error: interrupted; <interrupted()>`` (the command's words about what
-    it left, asked for when it happens).
+    it left, asked for when it happens); 141 (128 + SIGPIPE, what a shell reports for a Unix
+    tool killed by it) when the reader of stdout went away (``predict ... | head -1``), silently.
     """
     try:
         return command()
@@ -148,6 +153,23 @@ def run_command(command: Callable[[], int], *, interrupted: Callable[[], str]) -
     except KeyboardInterrupt:
         print(f"error: interrupted; {interrupted()}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return stdout_gone()
+
+
+def stdout_gone() -> int:
+    """The exit status after the reader of stdout went away: 141 (128 + SIGPIPE).
+
+    Points stdout at ``/dev/null`` first, so that the interpreter's flush at exit does not
+    print ``Exception ignored ... BrokenPipeError`` (Python's documented way out).
+    """
+    import signal
+
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 @dataclass(frozen=True)
@@ -207,6 +229,10 @@ class _HydraTask:
             _remove_if_untouched(context.run_dir)
             words = self.interrupted.format(run_dir=context.run_dir)
             _exit(f"error: interrupted; {words}", 130)
+        except BrokenPipeError:
+            if context.multirun:
+                raise
+            sys.exit(stdout_gone())  # `python -m urbansound.fit ... | head -1`
 
 
 def hydra_main(
