@@ -22,6 +22,11 @@ Failures, handled here and nowhere else:
   cannot make are one line, exit status 2 (``HYDRA_FULL_ERROR=1`` keeps their tracebacks);
 - Ctrl-C is one line, exit status 130: ``error: interrupted; `` and the task's own words about
   what it left behind.
+- memory that runs out is one line naming memory, exit status 2: an address-space limit
+  (``ulimit -v``) too small to load torch and the training code is found before they are loaded
+  (:func:`urbansound.utils.memory.require_memory_for`, at the start of the run and fit tasks;
+  predict checks before its features and an MLP's first use), and a ``MemoryError`` (or a
+  library's failure to map or allocate, named so in its message) is turned into that line;
 - stdout closed by its reader (``predict ... | head -1``): no line, exit status 141 (128 +
   SIGPIPE, what a shell reports for a Unix tool that SIGPIPE killed).
 
@@ -41,9 +46,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from urbansound.errors import UrbansoundError
+from urbansound.utils.memory import memory_failure, require_memory_for
 
 __all__ = [
     "FIT_CONFIG_NAME",
+    "TASK_MODULES",
     "TaskContext",
     "error_line",
     "fit_config_schema",
@@ -155,6 +162,12 @@ def run_command(command: Callable[[], int], *, interrupted: Callable[[], str]) -
         return 130
     except BrokenPipeError:
         return stdout_gone()
+    except (MemoryError, OSError, ImportError, RuntimeError) as exc:
+        line = memory_failure(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
 
 
 def stdout_gone() -> int:
@@ -170,6 +183,21 @@ def stdout_gone() -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
     return 128 + signal.SIGPIPE
+
+
+# --------------------------------------------------------------------------------------------
+# Memory
+
+#: What the run and fit tasks load (as import names: nothing is imported here): torch and the
+#: trainer, scikit-learn's families, the feature code (librosa, soundfile, soxr, scipy's BLAS),
+#: the figures.
+TASK_MODULES = (
+    "torch",
+    "urbansound.training.cross_validation",
+    "urbansound.training.families",
+    "urbansound.features.extraction",
+    "urbansound.experiment.plots",
+)
 
 
 @dataclass(frozen=True)
@@ -217,7 +245,16 @@ class _HydraTask:
         )
         _quiet_chatty_libraries()
         try:
+            require_memory_for(TASK_MODULES, doing="loading torch and the training code")
             return self.task(cfg, context)
+        except (MemoryError, OSError, ImportError, RuntimeError) as exc:
+            line = memory_failure(exc)
+            if line is None:
+                raise
+            if context.multirun:
+                raise UrbansoundError(line) from None
+            _remove_if_untouched(context.run_dir)
+            _exit(f"error: {line}", 2)
         except UrbansoundError as exc:
             if context.multirun:
                 raise  # the sweeper records the trial as failed, with this message

@@ -42,6 +42,7 @@ import numpy as np
 from urbansound.config.app import run_command
 from urbansound.errors import ConfigError, UrbansoundError
 from urbansound.inference.predict import FilePrediction, Segment, Window, min_hop, predict_files
+from urbansound.utils.memory import require_memory_for
 
 __all__ = ["AUDIO_SUFFIXES", "expand_inputs", "main", "to_csv", "to_json"]
 
@@ -99,6 +100,9 @@ def _audio_files(folder: Path) -> list[Path]:
                 found.append(Path(dirpath) / name)
     return found
 
+
+#: What reading a model file and computing features loads (import names).
+_FEATURE_MODULES = ("urbansound.features.extraction", "urbansound.inference.modelfile")
 
 #: An argument that names standard input; predict reads files (it decodes each one whole).
 STDIN = "-"
@@ -328,6 +332,9 @@ def _predict(argv: Sequence[str] | None) -> int:
         raise ConfigError(f"--hop must be a number of seconds > 0, got {args.hop}")
     if args.jobs == 0 or args.jobs < -1:
         raise ConfigError(f"--jobs must be a positive count or -1, got {args.jobs}")
+    # an address-space limit (ulimit -v) too small for the feature code: one line, not an abort
+    # in a library's loader (torch is checked where an MLP is first used)
+    require_memory_for(_FEATURE_MODULES, doing="loading the feature code", spare=128 * 2**20)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ModelFileWarning)
         model = load_model(args.model)

@@ -153,6 +153,10 @@ class Member:
             out = np.zeros((len(X), n_classes), dtype=np.float32)
             out[:, classes] = proba
             return out
+        from urbansound.utils.memory import require_memory_for
+
+        # an address-space limit too small for torch: one line, not an abort in its loader
+        require_memory_for(("torch",), doing="loading torch", spare=64 * 2**20)
         import torch
 
         from urbansound.training.mlp import StackedMLP

@@ -18,6 +18,9 @@ Every file the package writes (``results.json``, reports, figures, the model fil
   Such a write is not atomic (a reader of a pipe sees the bytes as they come);
 - a directory, a socket or a block device: refused (:class:`~urbansound.errors.OutputError`).
 
+Reading side: :func:`not_a_regular_file` says why a path to read (a model file, audio) is no
+regular file, without opening it.
+
 Errors: an ``OSError`` while writing (read-only directory, full disk, a directory where the file
 should be) is raised as :class:`~urbansound.errors.OutputError` naming the path and what to do,
 unless ``raw=True``.
