@@ -38,6 +38,7 @@ from urbansound.config.settings import FAMILY_SETTINGS, TrainSettings
 from urbansound.data.cv import fold_splits
 from urbansound.training.cross_validation import cross_validate
 from urbansound.training.families import make_estimator, make_pipeline
+from urbansound.training.problem import CVProblem
 
 DEFAULT_FAMILIES = "random_forest,extra_trees,hist_gb,svm,logreg,knn"
 
@@ -104,7 +105,8 @@ def main() -> None:
         while len(ours_s) < args.repeats or sum(ours_s) + sum(hand_s) < args.min_time:
             t = time.perf_counter()
             result = cross_validate(
-                X, y, splits, n_classes=n_classes, model=model, train=train, progress=False
+                CVProblem(X, y, splits, n_classes=n_classes, model=model, train=train),
+                progress=False,
             )
             ours_s.append(time.perf_counter() - t)
             t = time.perf_counter()

@@ -157,6 +157,7 @@ def record(name: str, configs: list[dict[str, Any]], epochs: int, workdir: Path)
     from urbansound.config.settings import ModelSettings, TrainSettings
     from urbansound.data.cv import fold_splits
     from urbansound.training.cross_validation import cross_validate
+    from urbansound.training.problem import CVProblem
 
     X, y, folds = load_data(name, workdir)
     splits = fold_splits(folds)
@@ -164,19 +165,21 @@ def record(name: str, configs: list[dict[str, Any]], epochs: int, workdir: Path)
     for i, c in enumerate(configs):
         t0 = time.monotonic()
         result = cross_validate(
-            X,
-            y,
-            splits,
-            n_classes=10,
-            model=ModelSettings(
-                hidden=tuple(c["hidden"]), dropout=c["dropout"], activation=c["activation"]
-            ),
-            train=TrainSettings(
-                epochs=epochs,
-                lr=c["lr"],
-                batch_size=c["batch_size"],
-                weight_decay=c["weight_decay"],
-                threads=1,
+            CVProblem(
+                X,
+                y,
+                splits,
+                n_classes=10,
+                model=ModelSettings(
+                    hidden=tuple(c["hidden"]), dropout=c["dropout"], activation=c["activation"]
+                ),
+                train=TrainSettings(
+                    epochs=epochs,
+                    lr=c["lr"],
+                    batch_size=c["batch_size"],
+                    weight_decay=c["weight_decay"],
+                    threads=1,
+                ),
             ),
             progress=False,
         )

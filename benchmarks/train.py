@@ -53,8 +53,9 @@ from torch import nn
 from urbansound.config.settings import ModelSettings, TrainSettings
 from urbansound.data.cv import Split, fold_splits
 from urbansound.training.cross_validation import cross_validate
-from urbansound.training.lockstep import fold_init_params
 from urbansound.training.mlp import layer_sizes
+from urbansound.training.problem import CVProblem
+from urbansound.training.seeds import fold_init_params
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' autograd oracle
 from tests.helpers.oracle import MLP
@@ -267,7 +268,7 @@ def main() -> None:
     ref_before = bmm_gflops(workers)
     t0 = time.perf_counter()
     ours = cross_validate(
-        X, y, splits, n_classes=n_classes, model=model, train=train, progress=True
+        CVProblem(X, y, splits, n_classes=n_classes, model=model, train=train), progress=True
     )
     ours_s = time.perf_counter() - t0
     ref_after = bmm_gflops(workers)

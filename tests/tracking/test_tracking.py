@@ -21,9 +21,30 @@ from typing import Any
 import numpy as np
 import pytest
 
-from urbansound import tracking
 from urbansound.config.checks import settings_from_config
 from urbansound.config.settings import Settings, TrackingSettings, TrialSettings
+from urbansound.tracking import experiments
+from urbansound.tracking.archives import (
+    ARCHIVE_MEMBERS,
+    archives_under,
+    is_complete_archive,
+    upload_command,
+)
+from urbansound.tracking.comet import (
+    COMET_ENV_DEFAULTS,
+    DEFAULT_OFFLINE_DIR,
+    DEFAULT_PROJECT_NAME,
+    comet_quiet,
+    comet_settings,
+)
+from urbansound.tracking.naming import (
+    OBJECTIVE,
+    experiment_name,
+    experiment_tags,
+    flatten_config,
+    rerun_command,
+)
+from urbansound.tracking.tracker import Tracker
 from urbansound.training.results import CVResult, EpochMetrics, FoldResult, RunResult
 
 # --------------------------------------------------------------------------------------------
@@ -81,7 +102,7 @@ def comet_isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import os
 
     for key in list(os.environ):
-        if key.startswith("COMET_") and key not in tracking.COMET_ENV_DEFAULTS:
+        if key.startswith("COMET_") and key not in COMET_ENV_DEFAULTS:
             monkeypatch.delenv(key)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
@@ -240,7 +261,7 @@ def test_flatten_config_gives_every_key_a_stable_dotted_name(compose_cfg) -> Non
         "data": {"root": None},
         "trial": {"study_name": "s", "number": 3},
     }
-    assert tracking.flatten_config(nested) == {
+    assert flatten_config(nested) == {
         "n_mfcc": 20,
         "model.hidden": "[256, 256]",
         "model.dropout": 0.5,
@@ -248,7 +269,7 @@ def test_flatten_config_gives_every_key_a_stable_dotted_name(compose_cfg) -> Non
     }
 
     cfg = OmegaConf.to_container(compose_cfg(["n_mfcc=13", "trial.number=2"]), resolve=True)
-    flat = tracking.flatten_config(cfg)
+    flat = flatten_config(cfg)
     assert flat["n_mfcc"] == 13 and flat["features.n_mfcc"] == 13
     assert flat["train.lr"] == pytest.approx(1e-3)
     assert flat["tracking.mode"] == "auto"
@@ -260,22 +281,20 @@ def test_sweep_names_and_tags() -> None:
     settings = settings_from_config(
         {"trial": {"study_name": "mfcc_grid", "storage": "sqlite:///x.db", "number": 4}}
     )
-    assert tracking.experiment_tags(settings, dataset="demo") == [
+    assert experiment_tags(settings, dataset="demo") == [
         "demo",
         "sweep",
         "study:mfcc_grid",
         "trial:4",
     ]
     overrides = ["n_mfcc=20", "trial.number=4", "model.hidden=[8]"]
-    assert tracking.experiment_name(settings, run_dir="outputs/x/4", overrides=overrides) == (
-        "mfcc_grid#4"
-    )
+    assert experiment_name(settings, run_dir="outputs/x/4", overrides=overrides) == ("mfcc_grid#4")
     single = settings_from_config({})
-    assert tracking.experiment_tags(single) == []
-    assert tracking.experiment_name(single, run_dir="outputs/runs/d/12-00-00", overrides=[]) == (
+    assert experiment_tags(single) == []
+    assert experiment_name(single, run_dir="outputs/runs/d/12-00-00", overrides=[]) == (
         "run 12-00-00"
     )
-    assert tracking.experiment_name(single, run_dir="r", overrides=["n_mfcc=13"]) == "n_mfcc=13"
+    assert experiment_name(single, run_dir="r", overrides=["n_mfcc=13"]) == "n_mfcc=13"
 
 
 def test_the_recorded_command_reruns_the_configuration(tmp_path: Path) -> None:
@@ -290,7 +309,7 @@ def test_the_recorded_command_reruns_the_configuration(tmp_path: Path) -> None:
         "trial.number=4",
         "trial.study_name=s",
     ]
-    command = tracking.rerun_command(overrides)
+    command = rerun_command(overrides)
     assert command.startswith("python -m urbansound.run ")
     # what a shell hands to the program
     argv = subprocess.run(
@@ -303,12 +322,12 @@ def test_the_recorded_command_reruns_the_configuration(tmp_path: Path) -> None:
 
 
 def test_upload_command_names_complete_archives_or_lists_them_in_a_file(tmp_path: Path) -> None:
-    assert tracking.upload_command([]) == ""
+    assert upload_command([]) == ""
     few = [_fake_archive(tmp_path / "comet" / f"{i}.zip") for i in range(2)]
-    assert tracking.upload_command(few) == "comet upload comet/0.zip comet/1.zip"
+    assert upload_command(few) == "comet upload comet/0.zip comet/1.zip"
     many = [_fake_archive(tmp_path / "comet" / f"{i:02d}.zip") for i in range(12)]
     listing = tmp_path / "archives.txt"
-    assert tracking.upload_command(many, list_file=listing) == "xargs comet upload < archives.txt"
+    assert upload_command(many, list_file=listing) == "xargs comet upload < archives.txt"
     assert listing.read_text().splitlines() == [str(p) for p in many]
 
 
@@ -329,7 +348,7 @@ def test_archive_members_are_comet_mls_own_names() -> None:
         OFFLINE_EXPERIMENT_MESSAGES_JSON_FILE_NAME,
     )
 
-    assert tracking.ARCHIVE_MEMBERS == (
+    assert ARCHIVE_MEMBERS == (
         OFFLINE_EXPERIMENT_JSON_FILE_NAME,
         OFFLINE_EXPERIMENT_MESSAGES_JSON_FILE_NAME,
     )
@@ -343,14 +362,14 @@ def test_comet_configuration_decides_where_our_keys_are_unset(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     unset = _settings(tmp_path, project_name=None, workspace=None, offline_dir=None)
-    c = tracking.comet_settings(unset)
-    assert (c.project_name, c.workspace) == (tracking.DEFAULT_PROJECT_NAME, None)
-    assert c.offline_dir == tmp_path / tracking.DEFAULT_OFFLINE_DIR
+    c = comet_settings(unset)
+    assert (c.project_name, c.workspace) == (DEFAULT_PROJECT_NAME, None)
+    assert c.offline_dir == tmp_path / DEFAULT_OFFLINE_DIR
 
     (tmp_path / ".comet.config").write_text(  # HOME is tmp_path: ~/.comet.config
         "[comet]\nproject_name = from-file\nworkspace = file-ws\noffline_directory = ~/file-dir\n"
     )
-    c = tracking.comet_settings(unset)
+    c = comet_settings(unset)
     assert (c.project_name, c.workspace, c.offline_dir) == (
         "from-file",
         "file-ws",
@@ -360,7 +379,7 @@ def test_comet_configuration_decides_where_our_keys_are_unset(
     monkeypatch.setenv("COMET_PROJECT_NAME", "from-env")
     monkeypatch.setenv("COMET_WORKSPACE", "env-ws")
     monkeypatch.setenv("COMET_OFFLINE_DIRECTORY", str(tmp_path / "env-dir"))
-    c = tracking.comet_settings(unset)
+    c = comet_settings(unset)
     assert (c.project_name, c.workspace, c.offline_dir) == (
         "from-env",
         "env-ws",
@@ -368,7 +387,7 @@ def test_comet_configuration_decides_where_our_keys_are_unset(
     )
 
     ours = _settings(tmp_path, project_name="ours", workspace="our-ws", offline_dir="our-dir")
-    c = tracking.comet_settings(ours)
+    c = comet_settings(ours)
     assert (c.project_name, c.workspace, c.offline_dir) == ("ours", "our-ws", tmp_path / "our-dir")
 
 
@@ -378,7 +397,7 @@ def test_an_offline_experiment_goes_where_comets_configuration_says(
     monkeypatch.setenv("COMET_PROJECT_NAME", "env-project")
     monkeypatch.setenv("COMET_OFFLINE_DIRECTORY", str(tmp_path / "env-dir"))
     settings = _settings(tmp_path, project_name=None, offline_dir=None)
-    tracker = tracking.start(settings, run_dir=tmp_path / "run", config={}, overrides=[])
+    tracker = experiments.start(settings, run_dir=tmp_path / "run", config={}, overrides=[])
     info = tracker.end()
     assert Path(info["archive"]).parent == tmp_path / "env-dir"
     assert (info["project_name"], info["errors"]) == ("env-project", [])
@@ -392,13 +411,13 @@ def test_an_offline_experiment_goes_where_comets_configuration_says(
 def test_disabled_tracking_writes_nothing(tmp_path: Path) -> None:
     settings = _settings(tmp_path, mode="disabled")
     run_dir = _run_dir(tmp_path)
-    tracker = tracking.start(settings, run_dir=run_dir, config={"n_mfcc": 40}, overrides=[])
+    tracker = experiments.start(settings, run_dir=run_dir, config={"n_mfcc": 40}, overrides=[])
     tracker.log_epoch(object())  # not even looked at
     tracker.finish(_result(), run_dir=run_dir, figures={})
     info = tracker.info()
     assert (info["mode"], info["experiment_key"], info["archive"]) == ("disabled", None, None)
     assert not (tmp_path / "comet").exists()
-    assert tracking.log_dataset_samples(settings, figures={}, samples=[], tags=["demo"]) is None
+    assert experiments.log_dataset_samples(settings, figures={}, samples=[], tags=["demo"]) is None
 
 
 @pytest.mark.parametrize(
@@ -417,7 +436,7 @@ def test_online_mode_falls_back_to_an_offline_archive_with_one_warning(
         monkeypatch.setenv("COMET_URL_OVERRIDE", url)
     settings = _settings(tmp_path, mode="online")
     with caplog.at_level(logging.WARNING):
-        tracker = tracking.start(
+        tracker = experiments.start(
             settings, run_dir=tmp_path / "run", config={"n_mfcc": 40}, overrides=[]
         )
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -441,7 +460,7 @@ def test_a_trial_archive_holds_curves_folds_confusion_objective_files_and_figure
     settings = _settings(tmp_path, trial=trial)
     run_dir = _run_dir(tmp_path)
     overrides = ["n_mfcc=13", "model.hidden=[8, 8]", "trial.number=4"]
-    tracker = tracking.start(
+    tracker = experiments.start(
         settings,
         run_dir=run_dir,
         config={"features": {"n_mfcc": 13}, "model": {"hidden": [8, 8]}, "trial": {"number": 4}},
@@ -491,7 +510,7 @@ def test_a_trial_archive_holds_curves_folds_confusion_objective_files_and_figure
     assert json.loads(a.upload("confusion-matrix-fold-2.json"))["matrix"] == folds[1].confusion
     # Comet's optimization fields: the study, the objective, only the swept parameters
     assert a.others["optimizer_id"] == "mfcc_grid"
-    assert a.others["optimizer_metric"] == "mean_cv_accuracy" == tracking.OBJECTIVE
+    assert a.others["optimizer_metric"] == "mean_cv_accuracy" == OBJECTIVE
     assert a.others["optimizer_metric_value"] == pytest.approx(result.mean_accuracy)
     assert a.others["optimizer_objective"] == "maximize"
     assert json.loads(a.others["optimizer_parameters"]) == {"n_mfcc": 13}
@@ -510,7 +529,7 @@ def test_a_pruned_trial_has_no_objective_and_a_failed_run_says_why(tmp_path: Pat
     settings = _settings(tmp_path, trial=trial, log_model=True)
     run_dir = _run_dir(tmp_path)
     (run_dir / "fold_models.pt").write_bytes(b"weights")
-    pruned = tracking.start(settings, run_dir=run_dir, config={}, overrides=[], swept={"a": 1})
+    pruned = experiments.start(settings, run_dir=run_dir, config={}, overrides=[], swept={"a": 1})
     pruned.finish(_result("pruned", epochs=2), run_dir=run_dir, figures={})
     a = read_archive(pruned.info()["archive"])
     assert (a.others["status"], a.others["pruned_at_epoch"]) == ("pruned", 2)
@@ -518,7 +537,7 @@ def test_a_pruned_trial_has_no_objective_and_a_failed_run_says_why(tmp_path: Pat
     assert "optimizer_id" not in a.others and "mean_cv_accuracy" not in a.metrics
     assert a.uploads_of("model-element") == ["fold_models.pt"]
 
-    failed = tracking.start(settings, run_dir=run_dir, config={}, overrides=[])
+    failed = experiments.start(settings, run_dir=run_dir, config={}, overrides=[])
     failed.finish(None, run_dir=run_dir, figures={}, error=ValueError("no clips left"))
     a = read_archive(failed.info()["archive"])
     assert (a.others["status"], a.others["error"]) == ("failed", "ValueError: no clips left")
@@ -535,13 +554,13 @@ def test_the_class_samples_are_one_experiment_of_their_own(tmp_path: Path) -> No
         soundfile.write(wav, np.zeros(100), 22050, subtype="PCM_16")
         wavs.append((name, wav))
     figure = _png(tmp_path / "overview.png")
-    key = tracking.log_dataset_samples(
+    key = experiments.log_dataset_samples(
         settings,
         figures={"class-overview": figure},
         samples=wavs,
         tags=["demo", "sweep", "study:mfcc_grid"],
     )
-    archive = tracking.offline_archive(settings, key)
+    archive = experiments.offline_archive(settings, key)
     assert archive == tmp_path / "comet" / f"{key}.zip"
     a = read_archive(archive)
     assert sorted(a.experiment["tags"]) == ["demo", "samples", "study:mfcc_grid", "sweep"]
@@ -551,7 +570,7 @@ def test_the_class_samples_are_one_experiment_of_their_own(tmp_path: Path) -> No
     assert a.others["Name"] == "class samples demo sweep"
 
     no_audio = _settings(tmp_path, log_audio=False, log_figures=False)
-    assert tracking.log_dataset_samples(no_audio, figures={}, samples=wavs, tags=[]) is None
+    assert experiments.log_dataset_samples(no_audio, figures={}, samples=wavs, tags=[]) is None
 
 
 # --------------------------------------------------------------------------------------------
@@ -566,7 +585,7 @@ def test_an_unusable_offline_dir_leaves_the_run_untracked_with_one_warning(
     settings = _settings(tmp_path)
     run_dir = _run_dir(tmp_path)
     with caplog.at_level(logging.WARNING):
-        tracker = tracking.start(settings, run_dir=run_dir, config={"n_mfcc": 40}, overrides=[])
+        tracker = experiments.start(settings, run_dir=run_dir, config={"n_mfcc": 40}, overrides=[])
         tracker.log_epoch(_epoch(1, [0.5]))
         tracker.finish(_result(), run_dir=run_dir, figures={})
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -605,7 +624,7 @@ def test_a_read_only_offline_dir_is_one_warning_and_no_file(
     settings = _settings(tmp_path, offline_dir=str(read_only_dir / "comet"))
     run_dir = _run_dir(tmp_path)
     with caplog.at_level(logging.WARNING):
-        tracker = tracking.start(settings, run_dir=run_dir, config={}, overrides=[])
+        tracker = experiments.start(settings, run_dir=run_dir, config={}, overrides=[])
         tracker.finish(_result(), run_dir=run_dir, figures={})
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "tracking is off for this run" in warning and "read-only" in warning
@@ -623,7 +642,7 @@ def test_a_full_offline_dir_is_one_warning_and_no_zip(
     run_dir = _run_dir(tmp_path)
     (run_dir / "run.log").write_bytes(np.random.default_rng(0).bytes(200_000))  # incompressible
     with caplog.at_level(logging.WARNING):
-        tracker = tracking.start(settings, run_dir=run_dir, config={}, overrides=[])
+        tracker = experiments.start(settings, run_dir=run_dir, config={}, overrides=[])
         tracker.finish(_result(), run_dir=run_dir, figures={})
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "could not be written" in warning and "No space left on device" in warning
@@ -640,7 +659,7 @@ def test_a_full_offline_dir_is_one_warning_and_no_zip(
     (full_dir / "filler").write_bytes(b"\0" * 65_536)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        tracker = tracking.start(settings, run_dir=run_dir, config={}, overrides=[])
+        tracker = experiments.start(settings, run_dir=run_dir, config={}, overrides=[])
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert "tracking is off for this run" in warning and "disk is full" in warning
     assert "tracking.offline_dir (or COMET_OFFLINE_DIRECTORY) chooses another directory" in warning
@@ -654,9 +673,9 @@ def _record(run_dir: Path, archive: Path) -> None:
 
 def test_only_complete_archives_are_listed_and_uploaded(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    tracker = tracking.start(settings, run_dir=tmp_path, config={"n_mfcc": 13}, overrides=[])
+    tracker = experiments.start(settings, run_dir=tmp_path, config={"n_mfcc": 13}, overrides=[])
     complete = Path(tracker.end()["archive"])
-    assert tracking.is_complete_archive(complete)
+    assert is_complete_archive(complete)
 
     comet = tmp_path / "comet"
     empty = comet / "empty.zip"  # Comet's placeholder, left by a kill -9
@@ -672,24 +691,25 @@ def test_only_complete_archives_are_listed_and_uploaded(tmp_path: Path) -> None:
         z.writestr("messages.json", "")
     missing = comet / "missing.zip"
     for path in (empty, zero, truncated, no_experiment, missing):
-        assert not tracking.is_complete_archive(path), path.name
+        assert not is_complete_archive(path), path.name
         _record(tmp_path / "sweep" / path.stem, path)
     _record(tmp_path / "sweep" / "ok", complete)
 
-    assert tracking.archives_under(tmp_path / "sweep") == [complete]
-    assert tracking.upload_command([complete, empty, zero, truncated, missing]) == (
+    assert archives_under(tmp_path / "sweep") == [complete]
+    assert upload_command([complete, empty, zero, truncated, missing]) == (
         f"comet upload comet/{complete.name}"
     )
-    assert tracking.upload_command([empty, zero, truncated]) == ""
+    assert upload_command([empty, zero, truncated]) == ""
 
 
 _KILLED_RUN = """
 import sys, time
 from pathlib import Path
-from urbansound import tracking
+from urbansound.tracking import experiments
 from urbansound.config.settings import Settings, TrackingSettings
 settings = Settings(tracking=TrackingSettings(mode="offline", offline_dir=sys.argv[1]))
-tracker = tracking.start(settings, run_dir=Path(sys.argv[2]), config={"n_mfcc": 13}, overrides=[])
+tracker = experiments.start(settings, run_dir=Path(sys.argv[2]), config={"n_mfcc": 13},
+                            overrides=[])
 Path(sys.argv[2], "results.json").write_text(__import__("json").dumps({"tracking": tracker.info()}))
 print("running", flush=True)
 time.sleep(600)
@@ -720,21 +740,21 @@ def test_a_run_killed_mid_way_leaves_no_archive_to_list(tmp_path: Path) -> None:
     recorded = json.loads((run_dir / "results.json").read_text())["tracking"]["archive"]
     assert Path(recorded).parent == comet
     assert list(comet.iterdir()) == []  # not even Comet's empty placeholder
-    assert tracking.archives_under(tmp_path / "sweep") == []
+    assert archives_under(tmp_path / "sweep") == []
 
 
 def test_a_failing_logging_call_is_one_warning_and_the_rest_is_logged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
-    def broken(self: tracking.Tracker, *args: Any) -> None:
+    def broken(self: Tracker, *args: Any) -> None:
         raise RuntimeError("metrics channel broken")
 
-    monkeypatch.setattr(tracking.Tracker, "_log_fold_metrics", broken)
+    monkeypatch.setattr(Tracker, "_log_fold_metrics", broken)
     settings = _settings(tmp_path, trial=TrialSettings(study_name="s", number=0))
     run_dir = _run_dir(tmp_path)
     result = _result()
     with caplog.at_level(logging.WARNING):
-        tracker = tracking.start(settings, run_dir=run_dir, config={}, overrides=[])
+        tracker = experiments.start(settings, run_dir=run_dir, config={}, overrides=[])
         for m in result.cv.history:
             tracker.log_epoch(m)
         tracker.finish(result, run_dir=run_dir, figures={"missing": tmp_path / "nope.png"})
@@ -756,7 +776,7 @@ def test_finish_never_raises_even_when_everything_fails(
 ) -> None:
     settings = _settings(tmp_path)
     run_dir = _run_dir(tmp_path)
-    tracker = tracking.start(settings, run_dir=run_dir, config={}, overrides=[])
+    tracker = experiments.start(settings, run_dir=run_dir, config={}, overrides=[])
     exp = tracker._exp
 
     def fail(*args: Any, **kwargs: Any) -> None:
@@ -769,7 +789,7 @@ def test_finish_never_raises_even_when_everything_fails(
     assert tracker.info()["archive"] is None  # never written, and said so
     assert any("could not be written" in e for e in tracker.info()["errors"])
     monkeypatch.undo()
-    with tracking.comet.comet_quiet():  # not left to Comet's exit hook
+    with comet_quiet():  # not left to Comet's exit hook
         exp.end()
 
 
@@ -781,16 +801,16 @@ def test_empty_comet_variables_count_as_unset(
     for key in ("COMET_PROJECT_NAME", "COMET_WORKSPACE", "COMET_OFFLINE_DIRECTORY"):
         monkeypatch.setenv(key, "")
     unset = _settings(tmp_path, project_name=None, workspace=None, offline_dir=None)
-    c = tracking.comet_settings(unset)
-    assert (c.project_name, c.workspace) == (tracking.DEFAULT_PROJECT_NAME, None)
-    assert c.offline_dir == tmp_path / tracking.DEFAULT_OFFLINE_DIR
+    c = comet_settings(unset)
+    assert (c.project_name, c.workspace) == (DEFAULT_PROJECT_NAME, None)
+    assert c.offline_dir == tmp_path / DEFAULT_OFFLINE_DIR
     (tmp_path / ".comet.config").write_text("[comet]\noffline_directory = ~/file-dir\n")
-    assert tracking.comet_settings(unset).offline_dir == tmp_path / "file-dir"  # next in line
+    assert comet_settings(unset).offline_dir == tmp_path / "file-dir"  # next in line
     blank = _settings(tmp_path, project_name=" ", workspace="", offline_dir="")
-    c = tracking.comet_settings(blank)
-    assert (c.project_name, c.workspace) == (tracking.DEFAULT_PROJECT_NAME, None)
+    c = comet_settings(blank)
+    assert (c.project_name, c.workspace) == (DEFAULT_PROJECT_NAME, None)
     assert c.offline_dir == tmp_path / "file-dir"
-    tracker = tracking.start(unset, run_dir=tmp_path / "run", config={}, overrides=[])
+    tracker = experiments.start(unset, run_dir=tmp_path / "run", config={}, overrides=[])
     info = tracker.end()
     assert Path(info["archive"]).parent == tmp_path / "file-dir" and info["errors"] == []
     assert not list(tmp_path.glob("*.zip"))
@@ -802,7 +822,7 @@ def test_an_offline_dir_that_is_a_file_is_one_warning_saying_what_to_do(
     in_the_way = tmp_path / "comet"
     in_the_way.write_text("x")
     with caplog.at_level(logging.WARNING):
-        tracker = tracking.start(
+        tracker = experiments.start(
             _settings(tmp_path), run_dir=tmp_path / "run", config={}, overrides=[]
         )
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -826,6 +846,4 @@ def test_the_recorded_command_of_a_named_sweeps_trial_runs_once(tmp_path: Path) 
         "trial.study_name=mfcc_grid",
         "trial.number=0",
     ]
-    assert tracking.rerun_command(overrides) == (
-        "python -m urbansound.run n_mfcc=20 tracking.mode=offline"
-    )
+    assert rerun_command(overrides) == ("python -m urbansound.run n_mfcc=20 tracking.mode=offline")

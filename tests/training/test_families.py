@@ -29,6 +29,7 @@ from urbansound.data.cv import Split
 from urbansound.errors import ConfigError, DataError, TrialPruned
 from urbansound.training.cross_validation import cross_validate
 from urbansound.training.families import stage_sizes
+from urbansound.training.problem import CVProblem
 
 N_CLASSES = 6  # class 5 never occurs: its column must still be there, all zeros
 
@@ -86,7 +87,9 @@ def _cv(data, model, **kw):
     X, y, splits = data
     train = kw.pop("train", TrainSettings(threads=2))
     return cross_validate(
-        X, y, splits, n_classes=N_CLASSES, model=model, train=train, progress=False, **kw
+        CVProblem(X, y, splits, n_classes=N_CLASSES, model=model, train=train),
+        progress=False,
+        **kw,
     )
 
 

@@ -2,67 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import multiprocessing
-import os
-import subprocess
-import sys
-import time
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from sklearn.model_selection import train_test_split
 
-from tests.helpers import process_alive
 from tests.helpers.oracle import MLP
+from tests.training.common import N_CLASSES, SMALL, blobs, cv, quick_train
 from urbansound.config.settings import ModelSettings, TrainSettings
 from urbansound.data.cv import Split, fold_splits, random_split
-from urbansound.errors import ConfigError, DataError, TrialPruned, UrbansoundError
-from urbansound.training.cross_validation import cross_validate
-from urbansound.training.lockstep import (
-    FoldRandom,
-    dropout_bits,
-    fold_init_params,
-    fold_seeds,
-    resolve_device,
-    unpack_keep,
-)
+from urbansound.errors import ConfigError, DataError, TrialPruned
+from urbansound.training.lockstep import resolve_device
+from urbansound.training.lockstep_group import LockstepGroup
+from urbansound.training.metrics import LOSS_EPS, cross_entropy
 from urbansound.training.mlp import StackedAdam, StackedMLP, init_params, layer_sizes
 from urbansound.training.results import CVResult, EpochMetrics
-
-N_CLASSES = 4
-SMALL = ModelSettings(hidden=(32, 16), dropout=0.25)
-
-
-def _blobs(n: int = 240, d: int = 6, *, seed: int = 0, n_folds: int = 4):
-    """Separable-ish Gaussian classes with unequal, shuffled fold sizes."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, N_CLASSES, n)
-    centers = rng.normal(size=(N_CLASSES, d)) * 1.5
-    X = (centers[y] + rng.normal(size=(n, d))) * 4.0 + 10.0
-    folds = rng.choice(
-        np.arange(1, n_folds + 1),
-        size=n,
-        p=np.linspace(1, 2, n_folds) / np.linspace(1, 2, n_folds).sum(),
-    )
-    return X.astype(np.float32), y, folds
-
-
-# The device the trainer's tests train on: the CPU here and in CI; on a GPU machine
-# `URBANSOUND_TEST_DEVICE=cuda python -m pytest tests/training/test_train.py` runs them on the GPU
-# (the tests of child processes and thread groups name the CPU themselves).
-DEVICE = os.environ.get("URBANSOUND_TEST_DEVICE", "cpu")
-
-
-def _train(**kw) -> TrainSettings:
-    base = {"epochs": 3, "batch_size": 16, "seed": 5, "device": DEVICE}
-    base.update(kw)
-    return TrainSettings(**base)
-
+from urbansound.training.seeds import FoldRandom, fold_init_params, fold_seeds, unpack_keep
 
 # --------------------------------------------------------------------------------------------
 # Splits
@@ -150,16 +108,16 @@ def test_stacked_adam_is_keras_adam_with_per_model_steps(fused: bool) -> None:
 
 
 def test_cross_validate_metrics_are_consistent() -> None:
-    X, y, folds = _blobs()
+    X, y, folds = blobs()
     splits = fold_splits(folds)
     seen: list[EpochMetrics] = []
-    res = cross_validate(
+    res = cv(
         X,
         y,
         splits,
         n_classes=N_CLASSES + 1,
         model=SMALL,
-        train=_train(epochs=4),
+        train=quick_train(epochs=4),
         callbacks=[seen.append],
         progress=False,
     )
@@ -188,32 +146,57 @@ def test_cross_validate_metrics_are_consistent() -> None:
     assert d["folds"][0]["confusion"] == res.folds[0].confusion
 
 
+def test_epoch_losses_are_the_one_loss_clipped_at_loss_eps() -> None:
+    # Unstandardised large features make confident mistakes: true-class probabilities far below
+    # 1e-7, where an unclipped loss would count each row for far more than -log(1e-7).
+    X, y, folds = blobs(seed=21)
+    splits = fold_splits(folds)
+    train = quick_train(epochs=2, standardize=False, lr=0.05)
+    res = cv(X * 50.0, y, splits, n_classes=N_CLASSES, model=SMALL, train=train, progress=False)
+    p_true = np.concatenate(
+        [p.probabilities[np.arange(len(p.test_index)), y[p.test_index]] for p in res.predictions]
+    )
+    assert (p_true < LOSS_EPS).any()  # the clip matters here
+    last = res.history[-1]
+    for i, (fold, pred) in enumerate(zip(res.folds, res.predictions, strict=True)):
+        one_loss = cross_entropy(pred.probabilities, y[pred.test_index])
+        assert fold.loss == one_loss  # the fold's result is built from its probabilities
+        assert last.test_loss[i] == pytest.approx(one_loss, rel=1e-5)  # on the device, float32
+    # (the training loss: test_lockstep_equals_a_keras_style_loop_per_fold[False] clips there)
+
+
 def test_same_seed_same_metrics_other_seed_other_metrics() -> None:
-    X, y, folds = _blobs(seed=1)
+    X, y, folds = blobs(seed=1)
     splits = fold_splits(folds)
     kw = {"n_classes": N_CLASSES, "model": SMALL, "progress": False}
-    a = cross_validate(X, y, splits, train=_train(), **kw).to_dict()
-    b = cross_validate(X, y, splits, train=_train(), **kw).to_dict()
+    a = cv(X, y, splits, train=quick_train(), **kw).to_dict()
+    b = cv(X, y, splits, train=quick_train(), **kw).to_dict()
     assert a == b
-    c = cross_validate(X, y, splits, train=_train(seed=6), **kw).to_dict()
+    c = cv(X, y, splits, train=quick_train(seed=6), **kw).to_dict()
     assert c["history"][0]["train_loss"] != a["history"][0]["train_loss"]
 
 
 def test_a_fold_trains_the_same_alone_or_in_lockstep() -> None:
     # Folds of different sizes: fold 1 has the fewest training batches, so it sits out the last
     # steps of every epoch beside the others.
-    X, y, folds = _blobs(n=260, seed=2)
+    X, y, folds = blobs(n=260, seed=2)
     splits = fold_splits(folds)
     steps = [math.ceil(len(s.train) / 16) for s in splits]
     assert len(set(steps)) > 1
-    kw = {"n_classes": N_CLASSES, "model": SMALL, "train": _train(), "progress": False}
-    together = cross_validate(X, y, splits, **kw)
+    kw = {"n_classes": N_CLASSES, "model": SMALL, "train": quick_train(), "progress": False}
+    together = cv(X, y, splits, **kw)
     for i, s in enumerate(splits):
-        alone = cross_validate(X, y, [s], **kw)
+        alone = cv(X, y, [s], **kw)
         for h_all, h_one in zip(together.history, alone.history, strict=True):
             assert h_one.train_loss[0] == pytest.approx(h_all.train_loss[i], rel=1e-5)
             assert h_one.test_loss[0] == pytest.approx(h_all.test_loss[i], rel=1e-5)
         assert alone.folds[0].confusion == together.folds[i].confusion
+
+
+def _one_loss(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """The loss the trainer reports (the one loss, clipped at 1e-7), from float32 logits; the
+    gradient is that of the unclipped cross-entropy, as Keras' with a softmax output layer."""
+    return cross_entropy(torch.softmax(logits.detach(), dim=1).numpy(), y.numpy())
 
 
 def _keras_loop(X, y, split, *, model: ModelSettings, train: TrainSettings, n_classes: int):
@@ -260,7 +243,7 @@ def _keras_loop(X, y, split, *, model: ModelSettings, train: TrainSettings, n_cl
             rows = torch.from_numpy(perm[s * bs : (s + 1) * bs])  # the last batch is smaller
             logits = forward(xtr[rows], masks[s, : len(rows)])
             loss = torch.nn.functional.cross_entropy(logits, ytr[rows])
-            total += loss.item() * len(rows)
+            total += _one_loss(logits, ytr[rows]) * len(rows)
             for p in params:
                 p.grad = None
             loss.backward()
@@ -276,7 +259,7 @@ def _keras_loop(X, y, split, *, model: ModelSettings, train: TrainSettings, n_cl
             history.append(
                 (
                     total / n,
-                    torch.nn.functional.cross_entropy(logits, yte).item(),
+                    _one_loss(logits, yte),
                     (logits.argmax(1) == yte).float().mean().item(),
                 )
             )
@@ -285,12 +268,10 @@ def _keras_loop(X, y, split, *, model: ModelSettings, train: TrainSettings, n_cl
 
 @pytest.mark.parametrize("standardize", [True, False])
 def test_lockstep_equals_a_keras_style_loop_per_fold(standardize: bool) -> None:
-    X, y, folds = _blobs(n=200, seed=3)
+    X, y, folds = blobs(n=200, seed=3)
     splits = fold_splits(folds)
-    train = _train(epochs=2, batch_size=12, standardize=standardize)
-    res = cross_validate(
-        X, y, splits, n_classes=N_CLASSES, model=SMALL, train=train, progress=False
-    )
+    train = quick_train(epochs=2, batch_size=12, standardize=standardize)
+    res = cv(X, y, splits, n_classes=N_CLASSES, model=SMALL, train=train, progress=False)
     for i, s in enumerate(splits):
         hist, _ = _keras_loop(X, y, s, model=SMALL, train=train, n_classes=N_CLASSES)
         for e, (tr_loss, te_loss, acc) in enumerate(hist):
@@ -300,12 +281,10 @@ def test_lockstep_equals_a_keras_style_loop_per_fold(standardize: bool) -> None:
 
 
 def test_zero_epochs_evaluates_the_initial_weights() -> None:
-    X, y, folds = _blobs(seed=4)
+    X, y, folds = blobs(seed=4)
     splits = fold_splits(folds)
-    train = _train(epochs=0)
-    res = cross_validate(
-        X, y, splits, n_classes=N_CLASSES, model=SMALL, train=train, progress=False
-    )
+    train = quick_train(epochs=0)
+    res = cv(X, y, splits, n_classes=N_CLASSES, model=SMALL, train=train, progress=False)
     assert res.history == []
     for f, s in zip(res.folds, splits, strict=True):
         sizes = layer_sizes(X.shape[1], SMALL.hidden, N_CLASSES)
@@ -320,27 +299,27 @@ def test_zero_epochs_evaluates_the_initial_weights() -> None:
 
 
 def test_standardisation_uses_only_the_training_part() -> None:
-    X, y, folds = _blobs(seed=5)
+    X, y, folds = blobs(seed=5)
     splits = fold_splits(folds)
-    kw = {"n_classes": N_CLASSES, "model": SMALL, "train": _train(epochs=2), "progress": False}
-    base = cross_validate(X, y, splits, **kw)
+    kw = {"n_classes": N_CLASSES, "model": SMALL, "train": quick_train(epochs=2), "progress": False}
+    base = cv(X, y, splits, **kw)
     # Rescaling the test part of fold 1 changes nothing about how fold 1 trains.
     X2 = X.copy()
     X2[splits[0].test] = X2[splits[0].test] * 100.0 - 7.0
-    moved = cross_validate(X2, y, splits, **kw)
+    moved = cv(X2, y, splits, **kw)
     np.testing.assert_array_equal(
         [h.train_loss[0] for h in moved.history], [h.train_loss[0] for h in base.history]
     )
     # Per-feature affine changes of all features are undone by the standardisation.
     X3 = X * np.linspace(0.5, 3, X.shape[1]).astype(np.float32) + 4.0
-    shifted = cross_validate(X3, y, splits, **kw)
+    shifted = cv(X3, y, splits, **kw)
     np.testing.assert_allclose(
         [h.train_loss for h in shifted.history], [h.train_loss for h in base.history], rtol=1e-3
     )
 
 
 def test_pruning_callback_stops_training() -> None:
-    X, y, folds = _blobs(seed=6)
+    X, y, folds = blobs(seed=6)
     calls: list[int] = []
 
     def prune_at_2(m: EpochMetrics) -> None:
@@ -349,58 +328,44 @@ def test_pruning_callback_stops_training() -> None:
             raise TrialPruned(m.epoch, m.mean_test_accuracy)
 
     with pytest.raises(TrialPruned) as info:
-        cross_validate(
+        cv(
             X,
             y,
             fold_splits(folds),
             n_classes=N_CLASSES,
             model=SMALL,
-            train=_train(epochs=5),
+            train=quick_train(epochs=5),
             callbacks=[prune_at_2],
             progress=False,
         )
     assert calls == [1, 2] and info.value.epoch == 2
 
 
-def test_pruning_stops_the_child_groups_too() -> None:
-    X, y, folds = _blobs(seed=6)
-
-    def prune_at_1(m: EpochMetrics) -> None:
-        raise TrialPruned(m.epoch, m.mean_test_accuracy)
-
-    with pytest.raises(TrialPruned):
-        cross_validate(
-            X, y, fold_splits(folds), n_classes=N_CLASSES, model=SMALL,
-            train=_train(epochs=50, threads=4), callbacks=[prune_at_1], progress=False,
-        )  # fmt: skip
-    assert multiprocessing.active_children() == []
-
-
 def test_bad_inputs_raise_data_errors() -> None:
-    X, y, folds = _blobs(seed=7)
-    kw = {"n_classes": N_CLASSES, "model": SMALL, "train": _train(epochs=1), "progress": False}
+    X, y, folds = blobs(seed=7)
+    kw = {"n_classes": N_CLASSES, "model": SMALL, "train": quick_train(epochs=1), "progress": False}
     bad = X.copy()
     bad[3, 2] = np.nan
     with pytest.raises(DataError, match="NaN"):
-        cross_validate(bad, y, fold_splits(folds), **kw)
+        cv(bad, y, fold_splits(folds), **kw)
     with pytest.raises(DataError, match=r"labels must lie in 0\.\.3"):
-        cross_validate(X, y + 1, fold_splits(folds), **kw)
+        cv(X, y + 1, fold_splits(folds), **kw)
     empty = Split(fold=9, train=np.arange(10), test=np.array([], dtype=int))
     with pytest.raises(DataError, match="fold 9"):
-        cross_validate(X, y, [empty], **kw)
+        cv(X, y, [empty], **kw)
 
 
 def test_threads_setting_is_applied_and_restored() -> None:
-    X, y, folds = _blobs(n=80, seed=8)
+    X, y, folds = blobs(n=80, seed=8)
     before = torch.get_num_threads()
     seen = []
-    cross_validate(
+    cv(
         X,
         y,
         fold_splits(folds),
         n_classes=N_CLASSES,
         model=SMALL,
-        train=_train(epochs=1, threads=1),
+        train=quick_train(epochs=1, threads=1),
         callbacks=[lambda m: seen.append(torch.get_num_threads())],
         progress=False,
     )
@@ -409,72 +374,25 @@ def test_threads_setting_is_applied_and_restored() -> None:
 
 
 def test_random_split_trains_one_model() -> None:
-    X, y, _ = _blobs(seed=9)
+    X, y, _ = blobs(seed=9)
     splits = random_split(len(y), test_size=0.25, seed=0, stratify=y)
-    res = cross_validate(
-        X, y, splits, n_classes=N_CLASSES, model=SMALL, train=_train(epochs=2), progress=False
+    res = cv(
+        X, y, splits, n_classes=N_CLASSES, model=SMALL, train=quick_train(epochs=2), progress=False
     )
     assert [f.fold for f in res.folds] == ["random"] and res.std_accuracy == 0.0
     assert res.history[-1].folds == ["random"]
 
 
-def test_fold_seeds_depend_on_seed_and_fold_only() -> None:
-    assert fold_seeds(0, 1) == fold_seeds(0, 1)
-    assert len({fold_seeds(0, f) for f in [1, 2, "random"]} | {fold_seeds(1, 1)}) == 4
-    sizes = [4, 5, 3]
-    a = fold_init_params(sizes, seed=0, fold=2)
-    b = fold_init_params(sizes, seed=0, fold=2)
-    assert all(torch.equal(x[0], z[0]) for x, z in zip(a, b, strict=True))
-    assert replace(TrainSettings(), seed=1) != TrainSettings()
-
-
-# --------------------------------------------------------------------------------------------
-# Random streams, groups, devices
-
-
-def test_dropout_bits_are_the_rates_binary_digits() -> None:
-    assert dropout_bits(0.5) == (1,)
-    assert dropout_bits(0.25) == (0, 1)
-    assert dropout_bits(0.75) == (1, 1)
-    assert dropout_bits(0.0) == ()
-    digits = dropout_bits(0.3)
-    assert len(digits) == 16
-    assert sum(b / 2 ** (i + 1) for i, b in enumerate(digits)) == 19661 / 65536
-
-
-@pytest.mark.parametrize("rate", [0.5, 0.25, 0.3, 0.1])
-def test_keep_bits_drop_units_independently_at_the_rate(rate: float) -> None:
-    stream = FoldRandom(fold_seeds(0, 1))
-    steps, batch, width = 40, 32, 96
-    bits = stream.keep_bits(steps, batch, width, rate)
-    assert bits.shape == (steps, 8 * math.ceil(batch * width / 64)) and bits.dtype == np.uint8
-    keep = unpack_keep(bits, batch, width).astype(np.float64)
-    assert keep.shape == (steps, batch, width) and set(np.unique(keep)) == {0.0, 1.0}
-    n = keep.size  # 122 880 units: the drop rate is within 4 standard errors
-    assert 1 - keep.mean() == pytest.approx(rate, abs=4 * math.sqrt(rate * (1 - rate) / n))
-    # No structure across units, rows or steps: neighbours are uncorrelated.
-    for a, b in [
-        (keep[..., 1:], keep[..., :-1]),
-        (keep[:, 1:], keep[:, :-1]),
-        (keep[1:], keep[:-1]),
-    ]:
-        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.02
-    # The next epoch draws new masks.
-    assert not np.array_equal(stream.keep_bits(steps, batch, width, rate), bits)
-
-
 def test_each_epoch_visits_every_training_clip_once() -> None:
-    from urbansound.training.lockstep import _Lockstep
-
-    X, y, folds = _blobs(n=230, seed=10)
+    X, y, folds = blobs(n=230, seed=10)
     splits = fold_splits(folds)
-    group = _Lockstep(
+    group = LockstepGroup(
         X,
         y,
         splits,
         n_classes=N_CLASSES,
         model=SMALL,
-        train=_train(batch_size=16),
+        train=quick_train(batch_size=16),
         device=torch.device("cpu"),
     )
     weight = group.weight.squeeze(2).numpy()  # (steps, models, batch): > 0 for real rows
@@ -493,199 +411,15 @@ def test_each_epoch_visits_every_training_clip_once() -> None:
 
 
 def test_thread_groups_do_not_change_the_results() -> None:
-    X, y, folds = _blobs(n=260, seed=11, n_folds=5)
+    X, y, folds = blobs(n=260, seed=11, n_folds=5)
     splits = fold_splits(folds)
     kw = {"n_classes": N_CLASSES, "model": SMALL, "progress": False}
-    one = cross_validate(X, y, splits, train=_train(threads=1), **kw)
-    three = cross_validate(X, y, splits, train=_train(threads=3), **kw)
+    one = cv(X, y, splits, train=quick_train(threads=1), **kw)
+    three = cv(X, y, splits, train=quick_train(threads=3), **kw)
     for a, b in zip(one.history, three.history, strict=True):
         np.testing.assert_allclose(a.train_loss, b.train_loss, rtol=1e-5)
         np.testing.assert_allclose(a.test_loss, b.test_loss, rtol=1e-5)
     assert [f.confusion for f in one.folds] == [f.confusion for f in three.folds]
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="groups run in forked children on Linux only")
-def test_groups_in_child_processes_equal_groups_in_threads_bitwise(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # threads=3: one group here and two in forked children, against the same three groups as
-    # threads of this process (where fork is unavailable): the same single-threaded arithmetic,
-    # so every figure, probability and weight is bitwise the same.
-    import urbansound.training.lockstep as lockstep
-
-    X, y, folds = _blobs(n=260, seed=11, n_folds=5)
-    splits = fold_splits(folds)
-    kw = {"n_classes": N_CLASSES, "model": SMALL, "progress": False, "keep_models": True}
-    forked = cross_validate(X, y, splits, train=_train(threads=3), **kw)
-    assert multiprocessing.active_children() == []
-    monkeypatch.setattr(lockstep, "fork_context", lambda: None)
-    threads = cross_validate(X, y, splits, train=_train(threads=3), **kw)
-    for a, b in zip(forked.history, threads.history, strict=True):
-        np.testing.assert_array_equal(a.train_loss, b.train_loss)
-        np.testing.assert_array_equal(a.test_loss, b.test_loss)
-        np.testing.assert_array_equal(a.test_accuracy, b.test_accuracy)
-    assert [f.confusion for f in forked.folds] == [f.confusion for f in threads.folds]
-    for a, b in zip(forked.predictions, threads.predictions, strict=True):
-        np.testing.assert_array_equal(a.probabilities, b.probabilities)
-    for a, b in zip(forked.models, threads.models, strict=True):
-        assert a.fold == b.fold
-        for (wa, ba), (wb, bb) in zip(a.params, b.params, strict=True):
-            np.testing.assert_array_equal(wa, wb)
-            np.testing.assert_array_equal(ba, bb)
-        np.testing.assert_array_equal(a.mean, b.mean)
-        np.testing.assert_array_equal(a.std, b.std)
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="groups run in forked children on Linux only")
-@pytest.mark.parametrize("where", ["build", "epoch"])
-def test_a_child_groups_error_is_raised_here_and_no_child_is_left(
-    where: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import urbansound.training.lockstep as lockstep
-
-    parent = os.getpid()
-    if where == "build":
-        real_init = lockstep._Lockstep.__init__
-
-        def init(self, *args, **kwargs):
-            if os.getpid() != parent:
-                raise MemoryError("no room for the group")
-            real_init(self, *args, **kwargs)
-
-        monkeypatch.setattr(lockstep._Lockstep, "__init__", init)
-    else:
-        real_epoch = lockstep._Lockstep.run_epoch
-
-        def run_epoch(self, **kwargs):
-            if os.getpid() != parent:
-                raise FloatingPointError("epoch failed in the child")
-            return real_epoch(self, **kwargs)
-
-        monkeypatch.setattr(lockstep._Lockstep, "run_epoch", run_epoch)
-    X, y, folds = _blobs(seed=12)
-    message = "no room for the group" if where == "build" else "epoch failed in the child"
-    with pytest.raises((MemoryError, FloatingPointError), match=message):
-        cross_validate(
-            X, y, fold_splits(folds), n_classes=N_CLASSES, model=SMALL,
-            train=_train(threads=2), progress=False,
-        )  # fmt: skip
-    assert multiprocessing.active_children() == []
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="groups run in forked children on Linux only")
-def test_a_killed_child_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The kernel's out-of-memory killer sends SIGKILL: no reply ever comes from the child.
-    import signal
-
-    import urbansound.training.lockstep as lockstep
-
-    parent = os.getpid()
-    real_epoch = lockstep._Lockstep.run_epoch
-
-    def run_epoch(self, **kwargs):
-        if os.getpid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real_epoch(self, **kwargs)
-
-    monkeypatch.setattr(lockstep._Lockstep, "run_epoch", run_epoch)
-    X, y, folds = _blobs(seed=14)
-    with pytest.raises(UrbansoundError, match=r"killed by signal 9; out of memory\?\); "
-                       r"train.threads=1 trains every fold in this process"):  # fmt: skip
-        cross_validate(
-            X, y, fold_splits(folds), n_classes=N_CLASSES, model=SMALL,
-            train=_train(threads=2), progress=False,
-        )  # fmt: skip
-    assert multiprocessing.active_children() == []
-
-
-_KILLED_PARENT = """
-import sys, threading, numpy as np
-from urbansound.config.settings import ModelSettings, TrainSettings
-from urbansound.data.cv import fold_splits
-from urbansound.training.cross_validation import cross_validate
-import multiprocessing
-rng = np.random.default_rng(0)
-X = rng.normal(size=(4000, 20)).astype(np.float32)
-y = rng.integers(0, 4, 4000)
-folds = np.repeat(np.arange(1, 5), 1000)
-calls = int(sys.argv[1])  # cross_validate calls running at once, each in its own thread
-started = threading.Barrier(calls + 1)
-
-def report(m):
-    if m.epoch == 1:
-        started.wait()
-
-def train():
-    cross_validate(X, y, fold_splits(folds), n_classes=4, model=ModelSettings(hidden=(64,)),
-                   train=TrainSettings(epochs=10_000, threads=3, device="cpu"),
-                   callbacks=[report], progress=False)
-
-for _ in range(calls):
-    threading.Thread(target=train, daemon=True).start()
-started.wait()
-print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
-threading.Event().wait()
-"""
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="groups run in forked children on Linux only")
-@pytest.mark.parametrize("calls", [1, 2], ids=["one-call", "two-concurrent-calls"])
-def test_training_children_exit_when_the_parent_is_killed(calls: int) -> None:
-    # Two cross_validate calls at once from threads of one process: only one forks (a fork
-    # while the other thread is inside a torch op could leave its child waiting forever on a
-    # lock that thread held), the other keeps its groups in threads; the children end anyway.
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_PARENT, str(calls)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        children = [int(p) for p in proc.stdout.readline().split()]
-        assert len(children) == 2  # threads=3 on 4 folds: 3 groups, 2 in children
-        proc.kill()  # SIGKILL: no finally, no atexit
-        proc.wait()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(process_alive(p) for p in children):
-            time.sleep(0.1)
-        assert not any(process_alive(p) for p in children), "a training child outlived its parent"
-    finally:
-        proc.kill()
-        for pid in children if "children" in locals() else []:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="groups run in forked children on Linux only")
-def test_a_second_interrupt_while_closing_leaves_no_child_running(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # A notebook survives Ctrl-C and keeps the traceback (and with it the pipes): a second
-    # Ctrl-C while the children are being joined must not leave any of them waiting forever.
-    import urbansound.training.child_groups as child_groups
-
-    real_join = child_groups.ChildGroup.join
-    joins = []
-
-    def join(self):
-        joins.append(self)
-        if len(joins) == 1:
-            raise KeyboardInterrupt  # the second Ctrl-C, while joining the first child
-        real_join(self)
-
-    monkeypatch.setattr(child_groups.ChildGroup, "join", join)
-
-    def prune(m: EpochMetrics) -> None:
-        raise TrialPruned(m.epoch, m.mean_test_accuracy)
-
-    X, y, folds = _blobs(seed=15)
-    with pytest.raises(KeyboardInterrupt) as kept:  # `kept` holds the traceback, as IPython
-        cross_validate(
-            X, y, fold_splits(folds), n_classes=N_CLASSES, model=SMALL,
-            train=_train(epochs=50, threads=4), callbacks=[prune], progress=False,
-        )  # fmt: skip
-    assert kept.traceback
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and multiprocessing.active_children():
-        time.sleep(0.1)
-    assert multiprocessing.active_children() == []
 
 
 def test_device_setting() -> None:
@@ -703,12 +437,10 @@ def test_lockstep_and_the_usual_per_fold_loop_reach_the_same_accuracy() -> None:
     # The usual way: nn.Module with nn.Dropout, autograd, torch.optim.Adam, a fresh shuffle per
     # epoch from torch's generator. Same initial weights; different random streams, so the
     # accuracies agree within noise, not exactly.
-    X, y, folds = _blobs(n=400, seed=12, n_folds=4)
+    X, y, folds = blobs(n=400, seed=12, n_folds=4)
     splits = fold_splits(folds)
-    train = _train(epochs=8, batch_size=16)
-    ours = cross_validate(
-        X, y, splits, n_classes=N_CLASSES, model=SMALL, train=train, progress=False
-    )
+    train = quick_train(epochs=8, batch_size=16)
+    ours = cv(X, y, splits, n_classes=N_CLASSES, model=SMALL, train=train, progress=False)
     sizes = layer_sizes(X.shape[1], SMALL.hidden, N_CLASSES)
     accs = []
     for s in splits:
@@ -750,14 +482,14 @@ def test_lockstep_and_the_usual_per_fold_loop_reach_the_same_accuracy() -> None:
     ids=["no-hidden", "gelu", "tanh-one-batch", "elu"],
 )
 def test_model_variants_train(model: ModelSettings, batch_size: int, epochs: int) -> None:
-    X, y, folds = _blobs(n=200, seed=13)
-    res = cross_validate(
+    X, y, folds = blobs(n=200, seed=13)
+    res = cv(
         X,
         y,
         fold_splits(folds),
         n_classes=N_CLASSES,
         model=model,
-        train=_train(epochs=epochs, batch_size=batch_size, threads=2),
+        train=quick_train(epochs=epochs, batch_size=batch_size, threads=2),
         progress=False,
     )
     losses = np.array([h.train_loss for h in res.history])
@@ -769,13 +501,13 @@ def test_model_variants_train(model: ModelSettings, batch_size: int, epochs: int
 def test_batch_larger_than_every_training_part_is_clipped(caplog) -> None:
     """Issue 11 item 6: a huge batch trains as one full batch, said once, with buffers that do
     not grow with the requested size (same result as a batch of exactly the largest part)."""
-    X, y, folds = _blobs(n=80, seed=3)
+    X, y, folds = blobs(n=80, seed=3)
     splits = fold_splits(folds)
     largest = max(len(s.train) for s in splits)
     kw = {"n_classes": N_CLASSES, "model": SMALL, "progress": False}
     with caplog.at_level("WARNING", logger="urbansound.training.cross_validation"):
-        huge = cross_validate(X, y, splits, train=_train(batch_size=10**9), **kw)
-    exact = cross_validate(X, y, splits, train=_train(batch_size=largest), **kw)
+        huge = cv(X, y, splits, train=quick_train(batch_size=10**9), **kw)
+    exact = cv(X, y, splits, train=quick_train(batch_size=largest), **kw)
     (line,) = [r.getMessage() for r in caplog.records if "clipped" in r.getMessage()]
     assert "train.batch_size=1000000000" in line and f"clipped to {largest}" in line
     assert huge.to_dict() == exact.to_dict()
@@ -819,15 +551,15 @@ def _numpy_forward(model, X: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("standardize", [True, False])
 def test_fold_probabilities_and_fitted_models_reproduce_the_fold_metrics(standardize) -> None:
-    X, y, folds = _blobs()
+    X, y, folds = blobs()
     splits = fold_splits(folds)
-    res = cross_validate(
+    res = cv(
         X,
         y,
         splits,
         n_classes=N_CLASSES,
         model=SMALL,
-        train=_train(standardize=standardize, threads=2),
+        train=quick_train(standardize=standardize, threads=2),
         progress=False,
         keep_models=True,
     )
@@ -850,64 +582,14 @@ def test_fold_probabilities_and_fitted_models_reproduce_the_fold_metrics(standar
 
 
 def test_models_are_kept_only_when_asked_for() -> None:
-    X, y, folds = _blobs(n=80)
-    res = cross_validate(
-        X, y, fold_splits(folds), n_classes=N_CLASSES, model=SMALL, train=_train(), progress=False
+    X, y, folds = blobs(n=80)
+    res = cv(
+        X,
+        y,
+        fold_splits(folds),
+        n_classes=N_CLASSES,
+        model=SMALL,
+        train=quick_train(),
+        progress=False,
     )
     assert res.models == [] and len(res.predictions) == len(res.folds)
-
-
-def _train_in_pool_worker(seed: int) -> float:
-    X, y, folds = _blobs(seed=seed)
-    result = cross_validate(
-        X, y, fold_splits(folds), n_classes=N_CLASSES, model=SMALL,
-        train=_train(threads=2), progress=False,
-    )  # fmt: skip
-    return result.mean_accuracy
-
-
-def test_training_inside_a_daemonic_pool_worker_keeps_groups_in_threads() -> None:
-    # multiprocessing.Pool workers are daemonic and may not have children: the groups fall back
-    # to threads there instead of failing, with the same result as here.
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        there = pool.apply(_train_in_pool_worker, (13,))
-    assert there == _train_in_pool_worker(13)
-
-
-_CONCURRENT = """
-from concurrent.futures import ThreadPoolExecutor
-import numpy as np
-from urbansound.config.settings import ModelSettings, TrainSettings
-from urbansound.data.cv import fold_splits
-from urbansound.training.cross_validation import cross_validate
-rng = np.random.default_rng(1)
-X = rng.normal(size=(1200, 8)).astype(np.float32)
-y = rng.integers(0, 3, 1200)
-folds = np.repeat(np.arange(1, 5), 300)
-
-def train(_):
-    r = cross_validate(X, y, fold_splits(folds), n_classes=3, model=ModelSettings(hidden=(16,)),
-                       train=TrainSettings(epochs=4, threads=3, device="cpu"), progress=False)
-    return r.mean_accuracy
-
-alone = train(None)
-for _ in range(3):
-    with ThreadPoolExecutor(3) as ex:
-        together = list(ex.map(train, range(3)))
-    print(alone, *together, flush=True)
-"""
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="groups run in forked children on Linux only")
-def test_concurrent_calls_from_threads_finish_with_the_lone_result() -> None:
-    # Run in a subprocess with a time limit: the failure this guards against is a child that
-    # waits forever on a lock another training thread held when it was forked.
-    out = subprocess.run(
-        [sys.executable, "-c", _CONCURRENT], capture_output=True, text=True, timeout=240
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    rows = [[float(v) for v in line.split()] for line in out.stdout.splitlines()]
-    assert len(rows) == 3
-    for alone, *together in rows:
-        assert together == pytest.approx([alone] * 3, abs=1e-9)

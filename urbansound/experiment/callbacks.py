@@ -62,7 +62,7 @@ class DatasetFiguresCallback(Callback):
     the run or sweep directory, draws (or finds in ``<features.cache_dir>/figures``) the figures
     of :func:`urbansound.experiment.plots.dataset_figures` for the dataset and the stage settings,
     links them into ``<run or sweep dir>/figures/dataset/`` and hands them to
-    :func:`urbansound.tracking.tracker.log_dataset_samples`.
+    :func:`urbansound.tracking.experiments.log_dataset_samples`.
     """
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -103,7 +103,7 @@ def _first_result(directory: Path) -> RunResult | None:
 def _dataset_samples(config: DictConfig, directory: Path, *, sweep: bool) -> Any:
     from urbansound.data.index import load_index
     from urbansound.experiment import plots
-    from urbansound.tracking.tracker import log_dataset_samples, offline_archive
+    from urbansound.tracking.experiments import log_dataset_samples, offline_archive
 
     result = _first_result(directory)
     if result is None:

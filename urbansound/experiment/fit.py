@@ -169,6 +169,7 @@ def fit_model(
     from urbansound.data.cv import Split
     from urbansound.features.extraction import feature_names
     from urbansound.training.cross_validation import cross_validate
+    from urbansound.training.problem import CVProblem
 
     t_start = time.perf_counter()
     run_dir = make_run_dir(run_dir)
@@ -214,12 +215,14 @@ def fit_model(
     members: list[Member] = []
     for i, seed in enumerate(seeds):
         res = cross_validate(
-            data.X,
-            data.y,
-            [split],
-            n_classes=n_classes,
-            model=settings.model,
-            train=replace(settings.train, seed=seed),
+            CVProblem(
+                data.X,
+                data.y,
+                [split],
+                n_classes=n_classes,
+                model=settings.model,
+                train=replace(settings.train, seed=seed),
+            ),
             callbacks=list(callbacks) if i == 0 else [],
             progress=progress,
             keep_models=True,
@@ -361,7 +364,7 @@ def task(cfg: Any, context: TaskContext) -> None:
     """Hydra task: one final fit (module docstring) into ``context.run_dir``; prints where the
     model file is and how it did."""
     from urbansound.tracking.archives import upload_command
-    from urbansound.tracking.tracker import start as start_tracking
+    from urbansound.tracking.experiments import start as start_tracking
     from urbansound.utils import progress
 
     opts, source, config = fit_configuration(cfg, context.overrides)

@@ -152,18 +152,21 @@ def run_experiment(
 
     # torch (about 1.5 s to import) only now: a wrong data.root, cv setting or clip is said first
     from urbansound.training.cross_validation import cross_validate
+    from urbansound.training.problem import CVProblem
 
     durations = dict(data.durations)
     t0 = time.perf_counter()
     pruned: TrialPruned | None = None
     try:
         cv_result = cross_validate(
-            data.X,
-            data.y,
-            splits,
-            n_classes=len(data.class_names),
-            model=settings.model,
-            train=settings.train,
+            CVProblem(
+                data.X,
+                data.y,
+                splits,
+                n_classes=len(data.class_names),
+                model=settings.model,
+                train=settings.train,
+            ),
             callbacks=[result.history.append, *callbacks],
             progress=progress,
         )
@@ -219,7 +222,7 @@ def task(cfg: Any, context: TaskContext) -> float:
     """
     from omegaconf import OmegaConf
 
-    from urbansound.tracking.tracker import start as start_tracking
+    from urbansound.tracking.experiments import start as start_tracking
 
     settings = settings_from_config(cfg)
     progress.set_default_mode(settings.progress)

@@ -9,92 +9,49 @@ cross-validation curve (for pruning and tracking) as well as the final per-fold 
 models train together as one stacked model (:mod:`urbansound.training.lockstep`), each exactly the
 model Keras would train on its own.
 
+The call has one shape: a :class:`~urbansound.training.problem.CVProblem` (features, labels,
+splits, the model and train settings; checked when it is made) and keyword-only options, the
+same for every family's trainer (:class:`~urbansound.training.problem.Trainer`).
+
 Features are standardised per fold with the mean and standard deviation of that fold's training
-part only (``train.standardize``; the ``tutorial`` preset turns it off). A ``train.batch_size``
-larger than every fold's training part is clipped to the largest one (one log line): a batch
-cannot hold more clips than there are, and the trainer's buffers grow with the batch.
+part only (``train.standardize``; the ``tutorial`` preset turns it off). For the MLP, a
+``train.batch_size`` larger than every fold's training part is clipped to the largest one (one
+log line): a batch cannot hold more clips than there are, and the trainer's buffers grow with the
+batch.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from dataclasses import replace
 
-import numpy as np
-
-from urbansound.config.settings import AnyModelSettings, TrainSettings
-from urbansound.data.cv import Split
-from urbansound.errors import DataError
+from urbansound.training.families import cross_validate_sklearn
 from urbansound.training.lockstep import train_folds
+from urbansound.training.problem import CVProblem, Trainer
 from urbansound.training.results import CVResult, EpochCallback
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["cross_validate"]
 
 
-def _check_inputs(
-    X: np.ndarray, y: np.ndarray, splits: Sequence[Split], n_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
-    X = np.asarray(X)
-    y = np.asarray(y)
-    if X.ndim != 2 or X.shape[0] != y.shape[0]:
-        raise DataError(
-            f"features must be (n_clips, n_features) matching labels; got X {X.shape}, y {y.shape}"
-        )
-    finite = np.isfinite(X).all(axis=1) if X.size else np.ones(len(X), dtype=bool)
-    if not finite.all():  # extract_features names the clips; this guards other callers
-        rows = np.flatnonzero(~finite)
-        shown = ", ".join(str(r) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
-        raise DataError(
-            f"features of {len(rows)} row(s) of X are NaN or infinite (rows {shown}); "
-            "drop those clips or fix their features before training"
-        )
-    if len(y) and (y.min() < 0 or y.max() >= n_classes):
-        raise DataError(f"labels must lie in 0..{n_classes - 1}, got {y.min()}..{y.max()}")
-    if not splits:
-        raise DataError("no train/test split to evaluate (are there clips in the selected folds?)")
-    for s in splits:
-        if len(s.train) == 0 or len(s.test) == 0:
-            raise DataError(
-                f"fold {s.fold}: {len(s.train)} training and {len(s.test)} test clips; "
-                "both parts need clips"
-            )
-        for part in (s.train, s.test):
-            if part.min() < 0 or part.max() >= len(X):
-                raise DataError(f"fold {s.fold}: indices outside 0..{len(X) - 1}")
-    return X.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
-
-
 def cross_validate(
-    X: np.ndarray,
-    y: np.ndarray,
-    splits: Sequence[Split],
+    problem: CVProblem,
     *,
-    n_classes: int,
-    model: AnyModelSettings,
-    train: TrainSettings,
     callbacks: Sequence[EpochCallback] = (),
     progress: bool = True,
     keep_models: bool = False,
 ) -> CVResult:
     """Train one model per split and evaluate each on its test part every epoch (or stage).
 
-    ``model.family`` chooses the trainer: the MLP trains all splits in lockstep
-    (:mod:`urbansound.training.lockstep`), every other family is a scikit-learn pipeline fitted per
-    split (:func:`urbansound.training.families.cross_validate_sklearn`, which documents its stages).
+    ``problem.model.family`` chooses the trainer: the MLP trains all splits in lockstep
+    (:func:`urbansound.training.lockstep.train_folds`), every other family is a scikit-learn
+    pipeline fitted per split (:func:`urbansound.training.families.cross_validate_sklearn`, which
+    documents its stages).
 
     Parameters
     ----------
-    X, y:
-        Features ``(n_clips, n_features)`` and class ids ``(n_clips,)``.
-    splits:
-        The partitions to train and test (:func:`fold_splits`, :func:`random_split`).
-    n_classes:
-        Number of classes (the output width; classes absent from the data are allowed).
-    model, train:
-        The ``model`` (any family's settings) and ``train`` config groups.
+    problem:
+        Features ``(n_clips, n_features)``, class ids ``(n_clips,)``, the splits, the number of
+        classes and the ``model`` and ``train`` settings (:class:`CVProblem`; making one checks
+        them and raises :class:`~urbansound.errors.DataError` naming what is wrong).
     callbacks:
         Called with the :class:`EpochMetrics` of every epoch; an exception raised by one
         (:class:`~urbansound.errors.TrialPruned`) stops training and propagates.
@@ -110,39 +67,5 @@ def cross_validate(
         Final per-fold metrics (after the last epoch), the per-epoch history, the mean and
         standard deviation of the folds' accuracies, and every fold's test probabilities.
     """
-    X, y = _check_inputs(X, y, splits, n_classes)
-    if model.family != "mlp":
-        from urbansound.training.families import cross_validate_sklearn
-
-        return cross_validate_sklearn(
-            X,
-            y,
-            splits,
-            n_classes=n_classes,
-            model=model,
-            train=train,
-            callbacks=callbacks,
-            progress=progress,
-            keep_models=keep_models,
-        )
-    largest = max(len(s.train) for s in splits)
-    if train.batch_size > largest:
-        logger.warning(
-            "train.batch_size=%d is larger than the largest training part (%d clips): "
-            "clipped to %d (every fold trains on one full batch per epoch)",
-            train.batch_size,
-            largest,
-            largest,
-        )
-        train = replace(train, batch_size=largest)
-    return train_folds(
-        X,
-        y,
-        splits,
-        n_classes=n_classes,
-        model=model,
-        train=train,
-        callbacks=callbacks,
-        progress=progress,
-        keep_models=keep_models,
-    )
+    trainer: Trainer = train_folds if problem.model.family == "mlp" else cross_validate_sklearn
+    return trainer(problem, callbacks=callbacks, progress=progress, keep_models=keep_models)

@@ -27,8 +27,9 @@ the test part: ~3% of its fit on the demo corpus, not worth scikit-learn's priva
 
 Metrics: the class probabilities are ``predict_proba`` aligned to all ``n_classes`` columns (a
 class absent from a training part gets probability 0); a clip's prediction is their argmax, so the
-fold accuracy, per-class accuracy and confusion matrix follow from the saved probabilities; the
-loss is the categorical cross-entropy, probabilities clipped at 1e-7 as Keras does.
+fold accuracy, per-class accuracy and confusion matrix follow from the saved probabilities
+(:func:`urbansound.training.metrics.fold_result`); the loss is
+:func:`urbansound.training.metrics.cross_entropy`.
 """
 
 from __future__ import annotations
@@ -46,13 +47,12 @@ import numpy as np
 from urbansound.config.settings import AnyModelSettings, TrainSettings
 from urbansound.data.cv import Split
 from urbansound.errors import ConfigError, DataError
-from urbansound.training.metrics import cross_entropy, fold_result
+from urbansound.training.metrics import cross_entropy
+from urbansound.training.problem import CVProblem
 from urbansound.training.results import (
     CVResult,
     EpochCallback,
     EpochMetrics,
-    FoldPredictions,
-    FoldResult,
 )
 from urbansound.utils.progress import progress_bar
 
@@ -204,15 +204,13 @@ def _cores(train: TrainSettings) -> int:
 class _Fold:
     """One split's pipeline, its (scaled) training and test parts, grown stage by stage."""
 
-    def __init__(
-        self, X: np.ndarray, y: np.ndarray, split: Split, pipeline: Any, n_classes: int
-    ) -> None:
+    def __init__(self, problem: CVProblem, split: Split, pipeline: Any) -> None:
         self.split = split
         self.pipeline = pipeline
-        self.n_classes = n_classes
-        self.X_train, self.y_train = X[split.train], y[split.train]
-        self.X_test, self.y_test = X[split.test], y[split.test]
-        self.probabilities = np.zeros((len(split.test), n_classes), dtype=np.float32)
+        self.n_classes = problem.n_classes
+        self.X_train, self.y_train = problem.X[split.train], problem.y[split.train]
+        self.X_test, self.y_test = problem.X[split.test], problem.y[split.test]
+        self.probabilities = np.zeros((len(split.test), self.n_classes), dtype=np.float32)
         #: A forest's summed tree probabilities of the test part so far, and how many trees.
         self._tree_sum: np.ndarray | None = None
         self._trees_summed = 0
@@ -294,15 +292,6 @@ class _Fold:
             )
         classifier.set_params(cv=min(classifier.cv, smallest))
 
-    def result(self) -> FoldResult:
-        return fold_result(
-            self.split.fold,
-            self.probabilities,
-            self.y_test,
-            n_train=len(self.split.train),
-            n_classes=self.n_classes,
-        )
-
 
 @contextlib.contextmanager
 def _thread_limit(n: int) -> Iterator[None]:
@@ -314,22 +303,17 @@ def _thread_limit(n: int) -> Iterator[None]:
 
 
 def cross_validate_sklearn(
-    X: np.ndarray,
-    y: np.ndarray,
-    splits: Sequence[Split],
+    problem: CVProblem,
     *,
-    n_classes: int,
-    model: AnyModelSettings,
-    train: TrainSettings,
-    callbacks: Sequence[EpochCallback] = (),
-    progress: bool = True,
-    keep_models: bool = False,
+    callbacks: Sequence[EpochCallback],
+    progress: bool,
+    keep_models: bool,
 ) -> CVResult:
-    """Fit the family's pipeline on every split's training part; evaluate on its test part.
+    """Fit the family's pipeline on every split's training part; evaluate on its test part (a
+    :class:`~urbansound.training.problem.Trainer`).
 
-    Inputs are checked by :func:`urbansound.training.cross_validation.cross_validate` (X float32
-    ``(n_clips, n_features)``, y int64 class ids). Uses ``train.seed`` (``random_state``),
-    ``train.threads`` and ``train.standardize``; the MLP's optimiser settings do not apply.
+    Uses ``train.seed`` (``random_state``), ``train.threads`` and ``train.standardize``; the MLP's
+    optimiser settings do not apply.
 
     Returns
     -------
@@ -345,7 +329,7 @@ def cross_validate_sklearn(
     TrialPruned
         Raised by a callback (the pruner); propagates after the running stage.
     """
-    splits = list(splits)
+    splits, model, train = problem.splits, problem.model, problem.train
     cores = max(1, _cores(train))
     jobs = min(cores, len(splits))
     inner = max(1, cores // jobs)
@@ -353,13 +337,11 @@ def cross_validate_sklearn(
     grow = _GROWS.get(model.family) if len(sizes) > 1 else None
     folds = [
         _Fold(
-            X,
-            y,
+            problem,
             s,
             make_pipeline(
                 make_estimator(model, seed=train.seed, n_jobs=inner), standardize=train.standardize
             ),
-            n_classes,
         )
         for s in splits
     ]
@@ -402,18 +384,8 @@ def cross_validate_sklearn(
     if grow is not None:
         for f in folds:  # a kept model refits as configured, not warm
             f.pipeline[-1].set_params(warm_start=False)
-    results = [f.result() for f in folds]
-    accs = np.array([r.accuracy for r in results])
-    return CVResult(
-        folds=results,
+    return problem.result(
+        [f.probabilities for f in folds],
         history=history,
-        mean_accuracy=float(accs.mean()),
-        std_accuracy=float(accs.std(ddof=0)),
-        predictions=[
-            FoldPredictions(
-                fold=f.split.fold, test_index=f.split.test.copy(), probabilities=f.probabilities
-            )
-            for f in folds
-        ],
         models=[f.pipeline for f in folds] if keep_models else [],
     )

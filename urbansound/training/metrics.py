@@ -6,7 +6,10 @@ mean one thing everywhere:
 - :func:`cross_entropy`: the categorical cross-entropy of Keras (``keras.losses.
   categorical_crossentropy``), the tutorial's loss: the mean of ``-log(p[i, y_i])`` over rows,
   the true class's probability clipped below at :data:`LOSS_EPS` = 1e-7 (Keras' ``epsilon()``),
-  so one confident mistake costs at most ``-log(1e-7)`` = 16.12 instead of infinity.
+  so one confident mistake costs at most ``-log(1e-7)`` = 16.12 instead of infinity. The lockstep
+  MLP computes the same loss on its device every epoch, from the log-softmax of its logits
+  (:func:`urbansound.training.lockstep_group.clipped_nll`: ``min(-log p, -log(LOSS_EPS))``, the
+  same clip written in log space, in float32), for its training and test losses.
 - :func:`confusion_matrix`: counts, rows = true class, columns = predicted class
   (:func:`sklearn.metrics.confusion_matrix` with every class as a label).
 - :func:`fold_result`: one fold's :class:`~urbansound.training.results.FoldResult` from its test
