@@ -300,3 +300,16 @@ def test_a_model_path_that_is_no_regular_file_is_refused_without_opening_it(
         assert proc.stderr.startswith("error: ") and words in proc.stderr
         assert proc.stderr.count("\n") == 1
     assert stat.S_ISFIFO(os.stat(tmp_path / "cli" / "fifo.safetensors").st_mode)
+
+
+def test_a_scikit_learn_member_breaking_the_output_contract_is_an_error_not_nan(
+    tmp_path: Path,
+) -> None:
+    member = sklearn_member(family="logreg")
+    member.estimator[-1].coef_[0, 0] = np.nan  # trusted types, a damaged value
+    path = save_model(tmp_path / "m.safetensors", [member], metadata())
+    model = load_model(path, check_versions=False)
+    with pytest.raises(ModelFileError) as info:
+        model.predict_proba(np.ones((3, 13), np.float32))
+    assert str(info.value).startswith(f"{path}: member logreg: predict_proba gave ")
+    assert "NaN or infinite" in str(info.value) and "\n" not in str(info.value)

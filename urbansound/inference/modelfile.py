@@ -138,20 +138,20 @@ class Member:
         standardisation, from an input torch allocated as the trainer's test rows are: the same
         rows in the same order give bitwise the trainer's probabilities (``docs/fit-predict.md``
         says what other batches give). A scikit-learn member's ``predict_proba`` is placed in
-        the columns of its ``classes_``; raises :class:`ModelFileError` when it gives another
-        shape.
+        the columns of its ``classes_``; raises :class:`ModelFileError` when it breaks the
+        training's output contract (:func:`urbansound.training.contract.output_breach`).
         """
         X = np.asarray(X, dtype=np.float32)
         if self.family != "mlp":
-            proba = np.asarray(self.estimator.predict_proba(X), dtype=np.float32)
-            classes = np.asarray(self.estimator.classes_, dtype=np.int64)
-            if proba.shape != (len(X), len(classes)):
-                raise ModelFileError(
-                    f"member {self.family} gave probabilities of shape {proba.shape} for "
-                    f"{len(X)} rows and {len(classes)} classes"
-                )
+            from urbansound.training.contract import output_breach
+
+            proba = self.estimator.predict_proba(X)
+            classes = getattr(self.estimator, "classes_", None)
+            breach = output_breach(proba, classes, n_rows=len(X), n_classes=n_classes)
+            if breach is not None:  # the training's output contract, kept by every member
+                raise ModelFileError(f"member {self.family}: {breach}")
             out = np.zeros((len(X), n_classes), dtype=np.float32)
-            out[:, classes] = proba
+            out[:, np.asarray(classes, dtype=np.int64)] = np.asarray(proba, dtype=np.float32)
             return out
         from urbansound.utils.memory import require_memory_for
 
