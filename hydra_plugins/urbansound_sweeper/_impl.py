@@ -9,7 +9,6 @@ as an :class:`~urbansound.errors.UrbansoundError` for the entry point to print a
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Mapping
 from functools import partial
@@ -28,8 +27,6 @@ if TYPE_CHECKING:
     from urbansound.sweep.launch import Job, JobOutcome
     from urbansound.sweep.settings import SweepSettings
     from urbansound.sweep.summary import SweepSummary
-
-log = logging.getLogger(__name__)
 
 
 class UrbansoundSweeperImpl(Sweeper):
@@ -69,7 +66,7 @@ class UrbansoundSweeperImpl(Sweeper):
             # the launcher returns nothing for the whole batch, and the others are read back.
             from urbansound.sweep.job import RecordingTask
 
-            task_function = RecordingTask(task_function)
+            task_function = RecordingTask(task_function, self.conf.get("storage_password_env"))
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
@@ -83,11 +80,14 @@ class UrbansoundSweeperImpl(Sweeper):
         Raises
         ------
         UrbansoundError
-            A user error (a bad search space, storage or override), before any trial runs.
+            A user error (a bad search space, storage or override, a storage URL holding a
+            password, a sweep directory of another study), before any trial runs; the storage
+            URL's check comes before anything is written.
         SweepError
             When more than ``max_failure_rate x n_trials`` trials failed (after the summary).
         """
         from urbansound.sweep.conditional import resolve_settings
+        from urbansound.sweep.ownership import Owner, check_sweep_dir
         from urbansound.sweep.runner import run_sweep
         from urbansound.sweep.settings import sweep_settings
         from urbansound.sweep.storage import SweepError
@@ -104,6 +104,8 @@ class UrbansoundSweeperImpl(Sweeper):
         # Composes every branch of the space before any trial exists, and checks each value as
         # the job will (one line naming the key).
         settings = resolve_settings(settings, partial(self._compose, settings), self.check)
+        # A directory of another study stops the sweep before anything of it is overwritten.
+        check_sweep_dir(sweep_dir, Owner(settings.storage, settings.study_name))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # as Hydra's sweepers do
         try:
@@ -113,12 +115,12 @@ class UrbansoundSweeperImpl(Sweeper):
                 sweep_dir=sweep_dir,
                 launch_batch=None if _basic_launcher(self.config) else self._launch_batch,
             )
-        except KeyboardInterrupt:
-            message = (
-                "interrupted: the running trials are queued again; run the same command to resume"
+        except KeyboardInterrupt:  # one line, on stderr only (a log record would be a second)
+            print(
+                "error: interrupted: the running trials are queued again; run the same command "
+                "to resume",
+                file=sys.stderr,
             )
-            log.error("%s", message)
-            print(f"error: {message}", file=sys.stderr)
             sys.exit(130)
         self._print(summary)
         running = summary.progress.running
@@ -134,8 +136,7 @@ class UrbansoundSweeperImpl(Sweeper):
                 "fails them after hydra.sweeper.grace_period and runs them again)"
             )
             message = f"study {summary.study_name}: trial(s) {numbers} still RUNNING: {why}"
-            log.warning("%s", message)
-            print(f"warning: {message}", file=sys.stderr)
+            print(f"warning: {message}", file=sys.stderr)  # once: no log record besides
         if summary.failed_too_often:
             raise SweepError(
                 f"study {summary.study_name}: {summary.progress.failed} trials failed, more than "

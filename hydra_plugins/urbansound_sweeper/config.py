@@ -171,8 +171,13 @@ class UrbansoundSweeperConf:
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "auto"}, {"pruner": "none"}])
     sampler: Any = MISSING
     pruner: Any = MISSING
-    # Optuna storage: an SQLAlchemy URL, or a file path for Optuna's journal file storage.
+    # Optuna storage: an SQLAlchemy URL, or a file path for Optuna's journal file storage. A URL
+    # with a password is refused (it would be written into every job's files): PostgreSQL reads
+    # PGPASSWORD or ~/.pgpass, or name below the environment variable that holds it.
     storage: str = "sqlite:///outputs/optuna.db"
+    # The environment variable holding the storage's password (its name, never its value): the
+    # sweeper, its jobs, the report and fit read it; null = the client's own (PGPASSWORD, ...).
+    storage_password_env: str | None = None
     # null: derived from the search space and the task overrides (the same command reopens it).
     study_name: str | None = None
     direction: str = "maximize"

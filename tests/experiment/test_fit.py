@@ -118,8 +118,11 @@ def test_folds_1_to_9_give_the_accuracy_the_cv_run_reports_for_fold_10(
 # Sources
 
 
-def _fake_run(path: Path, *, mean: float, n_mfcc: int, leaky: bool = False, number=None) -> Path:
-    """A run directory as a run writes it (its results.json is read back, every value checked)."""
+def _fake_run(
+    path: Path, *, mean: float, n_mfcc: int, leaky: bool = False, number=None, study=None
+) -> Path:
+    """A run directory as a run writes it (its results.json is read back, every value checked);
+    ``study`` and ``number``: the trial it records, as a sweep's job does."""
     import yaml
 
     from urbansound.training.results import CVResult, FoldResult, RunResult
@@ -144,7 +147,7 @@ def _fake_run(path: Path, *, mean: float, n_mfcc: int, leaky: bool = False, numb
         class_names=["a", "b"],
         n_features=n_mfcc,
         overrides=[],
-        trial={"study_name": None, "number": number},
+        trial={"study_name": study, "number": number},
         cv=CVResult(folds=[fold], mean_accuracy=mean, std_accuracy=0.1),
         mean_accuracy=mean,
         std_accuracy=0.1,
@@ -181,9 +184,9 @@ def test_a_study_gives_its_best_trial_through_the_records(tmp_path: Path) -> Non
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     dist = {"n_mfcc": optuna.distributions.IntDistribution(10, 60)}
     runs = [
-        _fake_run(tmp_path / "r0", mean=0.6, n_mfcc=13),
-        _fake_run(tmp_path / "r1", mean=0.8, n_mfcc=20),
-        _fake_run(tmp_path / "r2", mean=0.95, n_mfcc=40, leaky=True),
+        _fake_run(tmp_path / "r0", mean=0.6, n_mfcc=13, study="s", number=0),
+        _fake_run(tmp_path / "r1", mean=0.8, n_mfcc=20, study="s", number=1),
+        _fake_run(tmp_path / "r2", mean=0.95, n_mfcc=40, leaky=True, study="s", number=2),
     ]
     for run, (value, n) in zip(runs, [(0.6, 13), (0.8, 20), (0.95, 40)], strict=True):
         study.add_trial(
@@ -404,10 +407,13 @@ def test_a_storage_that_is_wrong_or_holds_no_usable_trial_is_one_line_naming_fit
         (FitOptions(source=storage, study="s"),
          r"^fit\.from=.*: study s has no COMPLETE trial \(1 FAIL, 1 PRUNED\)"),
         (FitOptions(source=str(tmp_path / "text.db")),
-         r"^fit\.from=.*text\.db: cannot open .*neither an SQLite database nor an Optuna journal"),
+         r"^fit\.from=.*text\.db: line 1 of the journal file is no Optuna journal record .*"
+         r"neither an SQLite database nor an Optuna journal"),
         (FitOptions(source=str(tmp_path / "empty.log")), r"^fit\.from=.*empty\.log holds no study"),
         (FitOptions(source="postgresql://me:secret@127.0.0.1:1/db"),
-         r"^fit\.from=postgresql://me:\*\*\*@127\.0\.0\.1:1/db: cannot open the study storage"),
+         r"^fit\.from=postgresql://me:\*\*\*@127\.0\.0\.1:1/db: a password in the storage URL"),
+        (FitOptions(source="postgresql://me@127.0.0.1:1/db"),
+         r"^fit\.from=postgresql://me@127\.0\.0\.1:1/db: cannot open the study storage"),
     ]:  # fmt: skip
         with pytest.raises(ConfigError, match=message) as info:
             resolve_source(opts)

@@ -769,3 +769,44 @@ def test_cache_dir_name_too_long_is_one_line_exit_2(demo_root: Path, tmp_path: P
     long = tmp_path / ("x" * 300) / "cache"
     proc = _run_child(demo_root, long)
     _assert_one_line_exit_2(proc, "File name too long", "features.cache_dir=")
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},  # MFCC means: the mel product and the DCT of the mean
+        {"deltas": 2, "pooling": "stats"},  # the DCT of every frame
+        {"kind": "logmel", "pooling": "mean_std"},
+    ],
+    ids=["mfcc-mean", "mfcc-deltas-stats", "logmel"],
+)
+def test_features_do_not_depend_on_the_thread_or_blas_threads(
+    demo_root: Path, tmp_path: Path, kw: dict
+) -> None:
+    """The same bits from any thread and under any BLAS thread count. Before, OpenBLAS split the
+    mel product over its threads, and the limit extraction set was not honoured in a thread once
+    the main thread had set and restored one: features 1e-6 apart (the FIFO test above found it).
+    """
+    import threading
+
+    from threadpoolctl import threadpool_limits
+
+    clips = sorted((demo_root / "audio").glob("fold*/*.wav"))[:3]
+    s = _settings(tmp_path / "main", **kw)
+    reference = extract_features(clips, s, progress=False).X
+    result: dict = {}
+    s_thread = _settings(tmp_path / "thread", **kw)
+    worker = threading.Thread(
+        target=lambda: result.update(X=extract_features(clips, s_thread, progress=False).X)
+    )
+    worker.start()
+    worker.join()
+    np.testing.assert_array_equal(result["X"], reference)
+
+    y = load_audio(clips[0], sr=s.sr)
+    with threadpool_limits(1, user_api="blas"):
+        stage = log_mel(y, s)
+        row = dsp.clip_features(stage.copy(), s)
+    with threadpool_limits(4, user_api="blas"):
+        np.testing.assert_array_equal(log_mel(y, s), stage)
+        np.testing.assert_array_equal(dsp.clip_features(stage.copy(), s), row)

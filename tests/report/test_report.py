@@ -165,6 +165,20 @@ def write_run(
     return results
 
 
+def link(study, run_dir: Path) -> dict:
+    """The job's side of the trial ``study`` adds next: its ``results.json`` records that trial
+    (the study's name, the next number), as ``urbansound.run`` does in a sweep; returns the
+    trial's ``run_dir`` attribute."""
+    path = run_dir / "results.json"
+    results = json.loads(path.read_text())
+    results["trial"] = {
+        "study_name": study.study_name,
+        "number": len(study.get_trials(deepcopy=False)),
+    }
+    path.write_text(json.dumps(results))
+    return {"run_dir": str(run_dir)}
+
+
 def add_trial(study, run_dir: Path | None, value: float | None, params: dict, *, state="COMPLETE"):
     dists = {
         k: CategoricalDistribution(sorted({20, 40, 60, v}, key=str)) for k, v in params.items()
@@ -175,7 +189,7 @@ def add_trial(study, run_dir: Path | None, value: float | None, params: dict, *,
             value=value,
             params=params,
             distributions=dists,
-            user_attrs={"run_dir": str(run_dir)} if run_dir else {"error": "CUDA out of memory"},
+            user_attrs=link(study, run_dir) if run_dir else {"error": "CUDA out of memory"},
         )
     )
 
@@ -433,7 +447,7 @@ def test_leaky_trial_is_never_the_best(sweep, tmp_path):
                 value=value,
                 params={"cv": cv},
                 distributions=cv_dist,
-                user_attrs={"run_dir": str(d)},
+                user_attrs=link(study, d),
             )
         )
     assert study.best_trial.number == 1
@@ -472,7 +486,7 @@ def test_outer_fold_estimate(tmp_path):
                 value=res["mean_accuracy"],
                 params={"n_mfcc": n},
                 distributions=dist,
-                user_attrs={"run_dir": str(d)},
+                user_attrs=link(study, d),
             )
         )
     sw = load_sweep(storage=url, study_name="outer")
@@ -967,7 +981,10 @@ def test_storage_errors_are_one_line(tmp_path, capsys):
     )
     assert cli.main(["--storage", str(not_a_db)]) == 2  # a path: Optuna's journal storage
     err = capsys.readouterr().err
-    assert err.startswith(f"error: --storage {not_a_db}: holds no study; ") and err.count("\n") == 1
+    assert err.startswith(
+        f"error: --storage {not_a_db}: line 1 of the journal file is no Optuna journal record"
+    )
+    assert err.count("\n") == 1
 
 
 def test_an_evaluation_of_a_named_sweeps_winner_is_one_run(tmp_path):

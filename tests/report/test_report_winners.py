@@ -24,7 +24,7 @@ from urbansound.report import winners
 from urbansound.report.load import load_sweep
 from urbansound.training.results import CVResult, FoldResult
 
-from .test_report import results_json
+from .test_report import link, results_json
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -110,7 +110,7 @@ def _add(study, *, state, value=None, params=None, run_dir=None, steps=None, min
             datetime_complete=T0 + dt.timedelta(minutes=minute),
             params=params,
             distributions=dists,
-            user_attrs={"run_dir": str(run_dir)} if run_dir else {},
+            user_attrs=link(study, run_dir) if run_dir else {},
             system_attrs={},
             intermediate_values=steps or {},
         )

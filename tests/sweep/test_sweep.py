@@ -10,7 +10,7 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -41,16 +41,6 @@ from .apps.quadratic import app
 from .apps.sweeper_conf import sweeper_conf
 
 APP = Path(app.__file__)
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """In-process Hydra runs point the root logger at this test's captured output; undo that."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture
@@ -654,6 +644,7 @@ def test_every_sweep_dir_knows_its_study_even_when_nothing_was_left_to_run(
             "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
             "direction": "maximize",
             "metric": "score",
+            "password_env": None,
         }
         assert (jobs / "trials.csv").is_file() and (jobs / "best_params.yaml").is_file()
     # (a record can reach caplog twice when another test added a handler to Optuna's logger)

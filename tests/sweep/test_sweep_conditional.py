@@ -24,8 +24,7 @@ from . import test_sweep as _base
 from .apps.quadratic import app
 from .test_sweep import load
 
-_restore_logging = _base._restore_logging  # the sweep tests' fixtures
-run_sweep = _base.run_sweep
+run_sweep = _base.run_sweep  # the sweep tests' fixture (logging: tests/sweep/conftest.py)
 
 KEYS = {"lin": {"branch.a"}, "sq": {"branch.b", "branch.c"}, "const": set()}
 SPACE = [

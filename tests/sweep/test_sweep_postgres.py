@@ -21,34 +21,24 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from urbansound.sweep.storage import display_storage, normalize_storage
 from urbansound.sweep.trials import EXCESS_ATTR
 
 from .apps.quadratic import app
+from .postgres import Server, postgres_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-DEFAULT_URL = "postgresql+psycopg://urbansound:urbansound@localhost:5432/urbansound_test"
-URL = os.environ.get("URBANSOUND_TEST_POSTGRES_URL", DEFAULT_URL)
+
+@pytest.fixture(scope="module")
+def pg() -> Server:
+    """The server: sweeps get its URL without a password and PGPASSWORD in their environment."""
+    return postgres_server()
 
 
 @pytest.fixture(scope="module")
-def pg_url() -> str:
-    import sqlalchemy
-
-    url = normalize_storage(URL)
-    try:
-        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
-        with engine.connect():
-            pass
-        engine.dispose()
-    except Exception as exc:
-        pytest.skip(
-            f"PostgreSQL not reachable at {display_storage(url)} "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0]}); run .ci/services.sh or set "
-            "URBANSOUND_TEST_POSTGRES_URL"
-        )
-    return url
+def pg_url(pg: Server) -> str:
+    """The URL with its password, for this test's own Optuna calls."""
+    return pg.direct
 
 
 @pytest.fixture
@@ -59,14 +49,14 @@ def study_name(pg_url: str) -> Iterator[str]:
         optuna.delete_study(study_name=name, storage=pg_url)
 
 
-def test_two_workers_on_one_postgres_study_share_the_grid(tmp_path: Path, pg_url, study_name):
+def test_two_workers_on_one_postgres_study_share_the_grid(tmp_path: Path, pg, pg_url, study_name):
     cmd = [
         sys.executable,
         str(Path(app.__file__)),
         "-m",
         "x=0,1,2,3,4,5",
         "sleep=0.05",
-        f"hydra.sweeper.storage={pg_url}",
+        f"hydra.sweeper.storage={pg.url}",
         f"hydra.sweeper.study_name={study_name}",
     ]
     # Two machines: the same command, started at the same time, each with its own sweep dir.
@@ -77,6 +67,7 @@ def test_two_workers_on_one_postgres_study_share_the_grid(tmp_path: Path, pg_url
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env=pg.env,
         )
         for i in range(2)
     ]
@@ -107,7 +98,8 @@ def _cluster() -> list[str]:
     """``pg_ctlcluster <version> main`` of the local server; skips where it cannot be driven."""
     if shutil.which("pg_ctlcluster") is None or os.geteuid() != 0:
         pytest.skip("needs the local PostgreSQL cluster (pg_ctlcluster, as root)")
-    if "localhost" not in URL and "127.0.0.1" not in URL:
+    url = os.environ.get("URBANSOUND_TEST_POSTGRES_URL", "localhost")
+    if "localhost" not in url and "127.0.0.1" not in url:
         pytest.skip("URBANSOUND_TEST_POSTGRES_URL is not the local server")
     version = sorted(
         os.listdir("/usr/lib/postgresql"), key=lambda v: [int(p) for p in v.split(".")]
@@ -132,7 +124,7 @@ def _start(cluster: list[str]) -> None:
     subprocess.run(["pg_isready", "-q", "-t", "30", "-h", "localhost"], check=True)
 
 
-def _sweep(tmp_path: Path, pg_url: str, study_name: str, markers: Path) -> list[str]:
+def _sweep(tmp_path: Path, pg: Server, study_name: str, markers: Path) -> list[str]:
     return [
         sys.executable,
         str(Path(app.__file__)),
@@ -142,7 +134,7 @@ def _sweep(tmp_path: Path, pg_url: str, study_name: str, markers: Path) -> list[
         "sleep=0.2",
         f"marker_dir={markers}",
         f"hydra.sweep.dir={tmp_path / 'jobs'}",
-        f"hydra.sweeper.storage={pg_url}",
+        f"hydra.sweeper.storage={pg.url}",
         f"hydra.sweeper.study_name={study_name}",
     ]
 
@@ -154,14 +146,15 @@ def _wait_for(path: Path) -> None:
         time.sleep(0.05)
 
 
-def test_a_short_outage_mid_trial_costs_nothing(tmp_path, pg_url, study_name, server):
+def test_a_short_outage_mid_trial_costs_nothing(tmp_path, pg, pg_url, study_name, server):
     markers = tmp_path / "markers"
     proc = subprocess.Popen(
-        _sweep(tmp_path, pg_url, study_name, markers),
+        _sweep(tmp_path, pg, study_name, markers),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env=pg.env,
     )
     _wait_for(markers / "0.start")
     time.sleep(0.5)
@@ -178,11 +171,11 @@ def test_a_short_outage_mid_trial_costs_nothing(tmp_path, pg_url, study_name, se
 
 
 def test_a_storage_that_stays_down_ends_the_sweep_with_one_line(
-    tmp_path, pg_url, study_name, server
+    tmp_path, pg, pg_url, study_name, server
 ):
     markers = tmp_path / "markers"
-    cmd = _sweep(tmp_path, pg_url, study_name, markers)
-    env = {**os.environ, "URBANSOUND_STORAGE_RETRY_SECONDS": "3"}
+    cmd = _sweep(tmp_path, pg, study_name, markers)
+    env = {**pg.env, "URBANSOUND_STORAGE_RETRY_SECONDS": "3"}
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
@@ -196,7 +189,9 @@ def test_a_storage_that_stays_down_ends_the_sweep_with_one_line(
     assert "Traceback" not in err
 
     # the trial it could not record is failed, with its reason, and run again by the next run
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=pg.env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = optuna.load_study(study_name=study_name, storage=pg_url)
     first = study.trials[0]

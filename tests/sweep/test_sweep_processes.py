@@ -58,7 +58,20 @@ def trial_table(study: optuna.Study) -> str:
     return "\n".join(
         f"{t.number} {t.state.name} {t.params} error={t.user_attrs.get('error')!r} "
         f"worker={t.user_attrs.get('worker')} start={t.datetime_start} end={t.datetime_complete}"
+        f" failed_trial={t.system_attrs.get('failed_trial')}"
         for t in study.trials
+    )
+
+
+def start_group(cmd: list[str], cwd: Path) -> subprocess.Popen[str]:
+    """``cmd`` in a process group of its own, as a terminal starts it (Ctrl-C reaches all)."""
+    return subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -138,12 +151,15 @@ def test_ctrl_c_queues_the_interrupted_trial_for_the_next_run_at_once(tmp_path):
         "hydra.sweeper.heartbeat_interval=60",
         "hydra.sweeper.grace_period=120",
     )
-    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     wait_for(markers / "1.start")
     time.sleep(0.5)
     first.send_signal(signal.SIGINT)
-    first.communicate(timeout=60)
-    assert first.returncode != 0
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 130
+    assert interrupted_lines(out + err) == [INTERRUPTED]  # the one line the docs promise
 
     trials = only_study(storage).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
@@ -155,6 +171,46 @@ def test_ctrl_c_queues_the_interrupted_trial_for_the_next_run_at_once(tmp_path):
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert sorted(t.params["x"] for t in complete) == [0, 1, 2], trial_table(study)
     assert study.trials[2].state == TrialState.COMPLETE  # the queued copy ran first
+
+
+INTERRUPTED = (
+    "error: interrupted: the running trials are queued again; run the same command to resume"
+)
+
+
+def interrupted_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if "interrupted" in line]
+
+
+def test_ctrl_c_of_parallel_workers_prints_one_line_and_the_rerun_finishes(tmp_path):
+    """Ctrl-C in a terminal reaches the sweep and each of its workers (one process group)."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    markers = tmp_path / "markers"
+    cmd = command(
+        tmp_path / "jobs",
+        storage,
+        "x=0,1,2,3",
+        "epochs=10",
+        "sleep=0.3",
+        f"marker_dir={markers}",
+        "hydra.sweeper.n_jobs=2",
+    )
+    first = start_group(cmd, cwd=tmp_path)
+    wait_for(markers / "0.start")
+    wait_for(markers / "1.start")
+    time.sleep(0.5)
+    os.killpg(first.pid, signal.SIGINT)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 130, err[-3000:]
+    assert interrupted_lines(out + err) == [INTERRUPTED]
+    assert "Traceback" not in out + err
+    queued = [t for t in only_study(storage).trials if t.state == TrialState.WAITING]
+    assert len(queued) == 2  # both interrupted trials, queued again at once
+
+    run(cmd, tmp_path)
+    study = only_study(storage)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["x"] for t in complete) == [0, 1, 2, 3], trial_table(study)
 
 
 def test_parallel_workers_do_not_wait_for_a_slow_trial(tmp_path):

@@ -11,7 +11,8 @@ from urbansound.config.overrides import format_value, parse
 from urbansound.errors import ConfigError
 from urbansound.sweep.settings import derive_seed, sweep_settings
 from urbansound.sweep.space import build_search_space, derive_study_name, parse_param
-from urbansound.sweep.storage import dashboard_command, display_storage, normalize_storage
+from urbansound.sweep.storage import dashboard_command, normalize_storage
+from urbansound.sweep.urls import display_storage
 
 
 @pytest.mark.parametrize(
@@ -192,12 +193,15 @@ def test_storage_paths_become_absolute(tmp_path, monkeypatch) -> None:
     )
     assert (tmp_path / "outputs").is_dir()
     assert normalize_storage("journal/o.log") == str(tmp_path / "journal" / "o.log")
-    assert normalize_storage("postgresql://u:pw@db/x").startswith("postgresql+psycopg")
+    assert normalize_storage("postgresql://u@db/x").startswith("postgresql+psycopg")
     assert display_storage("postgresql+psycopg://u:pw@db/x") == ("postgresql+psycopg://u:***@db/x")
     assert dashboard_command("/a b/o.log") == "optuna-dashboard '/a b/o.log'"
-    assert dashboard_command("postgresql+psycopg://u:pw@db:5432/x") == (
+    assert dashboard_command("postgresql+psycopg://u@db:5432/x") == (
         "optuna-dashboard postgresql+psycopg://u@db:5432/x"
-        "  # password left out: export PGPASSWORD=... first"
+    )
+    # the password's variable by name: the shell puts its value in, nothing writes it
+    assert dashboard_command("postgresql+psycopg://u@db:5432/x", "DB_PASSWORD") == (
+        'PGPASSWORD="$DB_PASSWORD" optuna-dashboard postgresql+psycopg://u@db:5432/x'
     )
     with pytest.raises(ConfigError, match="in-memory SQLite"):
         normalize_storage("sqlite://")
@@ -221,7 +225,9 @@ def test_a_storage_that_cannot_be_a_file_is_one_line_naming_it(tmp_path) -> None
         with pytest.raises(ConfigError, match=re.escape(message)) as info:
             normalize_storage(storage)
         assert str(info.value).startswith(f"hydra.sweeper.storage={storage}")
-    with pytest.raises(ConfigError, match="is not an Optuna journal file") as info:
+    with pytest.raises(
+        ConfigError, match="line 1 of the journal file is no Optuna journal"
+    ) as info:
         open_storage(normalize_storage(str(a_file)))  # a text file as a journal
     assert str(a_file) in str(info.value) and "\n" not in str(info.value)
 

@@ -24,3 +24,17 @@ from urbansound.utils.redaction import redact_url
 )
 def test_redact_url_hides_the_password_only(url, shown) -> None:
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u@h/db?password=pw", "postgresql://u@h/db?password=***"),
+        ("postgresql://u@h/db?sslmode=require&sslpassword=pw", "sslpassword=***"),
+        ("postgresql://u:pw@h:port/db?PASSWD=x", "PASSWD=***"),
+    ],
+)
+def test_a_password_in_the_query_is_hidden_too(url: str, shown: str) -> None:
+    out = redact_url(url)
+    assert out is not None and shown in out
+    assert "pw" not in out.replace("password", "").replace("sslpassword", "")

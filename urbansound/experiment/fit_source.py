@@ -7,7 +7,10 @@
   journal file) and ``fit.trial`` to a :class:`Source`: a run directory, its ``config.yaml`` and
   ``results.json`` (read by :mod:`urbansound.experiment.rundir`, every value checked). Trials are
   read through :mod:`urbansound.sweep.records`; the best is the best COMPLETE trial not evaluated
-  on the LEAKY random split.
+  on the LEAKY random split. A trial's run directory is used only when it records that trial of
+  that study (:func:`urbansound.sweep.ownership.trial_mismatch`); a storage URL holding a
+  password is refused, and a sweep directory's ``study.json`` names the study, its storage and
+  the environment variable holding its password.
 
 How the command line's overrides apply on top of a source's configuration is
 :mod:`urbansound.experiment.fit_config`.
@@ -15,7 +18,6 @@ How the command line's overrides apply on top of a source's configuration is
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -25,6 +27,8 @@ from typing import Any
 
 from urbansound.errors import ConfigError, DataError
 from urbansound.experiment.rundir import CONFIG_FILE, RESULTS_FILE, read_config, read_results
+from urbansound.sweep.ownership import STUDY_FILE, Owner, read_study_file, trial_mismatch
+from urbansound.sweep.urls import display_storage, refuse_password
 from urbansound.training.results import RunResult
 
 log = logging.getLogger("urbansound.fit")
@@ -103,17 +107,15 @@ class Source:
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready: the source and the CV figures of its configuration."""
-        from urbansound.utils.redaction import redact_url
-
         r = self.results
         cv = r.cv if r is not None else None
         folds = [{"fold": f.fold, "accuracy": f.accuracy} for f in cv.folds] if cv else []
         return {
             "kind": self.kind,
-            "location": redact_url(self.location),
+            "location": display_storage(self.location),
             "run_dir": str(self.run_dir),
             "study_name": self.study_name,
-            "storage": redact_url(self.storage),
+            "storage": display_storage(self.storage) or None,
             "trial": self.trial,
             "value": self.value,
             "cv": {
@@ -182,6 +184,12 @@ def resolve_source(opts: FitOptions) -> Source:
     assert opts.source is not None
     location = opts.source
     if "://" in location:
+        refuse_password(
+            location,
+            key="fit.from",
+            how="give fit.from the sweep directory, whose study.json names the variable that "
+            "holds it",
+        )
         return _from_study(location, location, opts, kind="study")
     path = Path(location).expanduser()
     if path.is_file():
@@ -194,15 +202,23 @@ def resolve_source(opts: FitOptions) -> Source:
         raise ConfigError(
             f"fit.from={location}: no such run or sweep directory, study file or storage URL"
         )
-    study_json = path / "study.json"
-    if study_json.is_file():
+    if (path / STUDY_FILE).is_file():
         try:
-            info = json.loads(study_json.read_text(encoding="utf-8"))
-            name, storage = str(info["study_name"]), str(info["storage"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"fit.from={location}: unreadable {study_json} ({exc})") from None
+            info = read_study_file(path)
+        except ConfigError as exc:
+            raise ConfigError(f"fit.from={location}: {exc}") from None
+        assert info is not None
+        name, storage = str(info["study_name"]), str(info["storage"])
+        if opts.study is not None and opts.study != name:
+            raise ConfigError(
+                f"fit.study={opts.study}: fit.from={location} is the sweep directory of study "
+                f"{name} (its {STUDY_FILE}); leave fit.study out, or give fit.from the storage "
+                f"({display_storage(storage)}) to choose among its studies"
+            )
+        opts = replace(opts, study=name)
+        password_env = str(info["password_env"]) if info.get("password_env") else None
         try:
-            return _from_study(location, storage, replace(opts, study=name), kind="sweep")
+            return _from_study(location, storage, opts, kind="sweep", password_env=password_env)
         except ConfigError as exc:
             if "cannot open" not in str(exc) and "no such" not in str(exc).lower():
                 raise
@@ -245,6 +261,7 @@ def _from_job_dirs(location: str, sweep_dir: Path, opts: FitOptions) -> Source:
             f"fit.from={location}: neither a run directory (config.yaml, results.json) nor a "
             "sweep directory (study.json, or job directories with results.json)"
         )
+    jobs = _of_one_study(location, jobs, opts.study)
     if opts.trial is not None:
         found = [j for j in jobs if j[0] == opts.trial]
         if not found:
@@ -275,31 +292,63 @@ def _from_job_dirs(location: str, sweep_dir: Path, opts: FitOptions) -> Source:
     return Source("sweep", location, d, config, results, trial=number, value=_value(results))
 
 
-def _storage_call(call: Any, location: str, storage: str, *args: Any) -> Any:
-    """``call(storage, *args)`` of :mod:`urbansound.sweep.records`; its error as one line that
-    names ``fit.from`` (the URL without its password) and what to give instead."""
-    from urbansound.utils.redaction import redact_url
+def _of_one_study(location: str, jobs: list[Any], study: str | None) -> list[Any]:
+    """The jobs of one study: ``study``'s, or all when they record one study (or none).
 
+    A sweep directory another sweep wrote into holds jobs of several studies: choosing the best
+    among them would mix them, so the study must be named.
+    """
+
+    def name(job: Any) -> str | None:
+        return job[3].trial.get("study_name") if job[3] is not None else None
+
+    names = sorted({str(name(j)) for j in jobs})
+    if study is not None:
+        mine = [j for j in jobs if name(j) == study]
+        if not mine:
+            raise ConfigError(
+                f"fit.study={study}: no job of {location} belongs to study {study} (studies "
+                f"there: {', '.join(names)})"
+            )
+        return mine
+    if len(names) > 1:
+        raise ConfigError(
+            f"fit.from={location} holds jobs of several studies ({', '.join(names)}): choose one "
+            "with fit.study=<name>"
+        )
+    return jobs
+
+
+def _storage_call(call: Any, location: str, storage: str, *args: Any, **kwargs: Any) -> Any:
+    """``call(storage, *args, **kwargs)`` of :mod:`urbansound.sweep.records`; its error as one
+    line that names ``fit.from`` (the URL without its password) and what to give instead."""
     try:
-        return call(storage, *args)
+        return call(storage, *args, **kwargs)
     except ConfigError as exc:
         message = " ".join(str(exc).split())
-        if "://" not in storage and Path(storage).is_file() and "cannot open" in message:
+        not_a_storage = "cannot open" in message or "no Optuna journal record" in message
+        if "://" not in storage and Path(storage).is_file() and not_a_storage:
             message += (
                 "; it is neither an SQLite database nor an Optuna journal file: give a run "
                 "directory, a sweep directory, a study file or a storage URL"
             )
-        raise ConfigError(f"fit.from={redact_url(location)}: {message}") from None
+        raise ConfigError(f"fit.from={display_storage(location)}: {message}") from None
 
 
-def _from_study(location: str, storage: str, opts: FitOptions, *, kind: str) -> Source:
+def _from_study(
+    location: str,
+    storage: str,
+    opts: FitOptions,
+    *,
+    kind: str,
+    password_env: str | None = None,
+) -> Source:
     from urbansound.sweep import records
-    from urbansound.utils.redaction import redact_url
 
-    shown = redact_url(location)
+    shown = display_storage(location)
     name = opts.study
     # The names first: a study that is not there is named together with those that are.
-    names = _storage_call(records.study_names, location, storage)
+    names = _storage_call(records.study_names, location, storage, password_env=password_env)
     if not names:
         raise ConfigError(
             f"fit.from={shown} holds no study; give the storage (or sweep directory) "
@@ -316,7 +365,7 @@ def _from_study(location: str, storage: str, opts: FitOptions, *, kind: str) -> 
             "choose one with fit.study=<name>"
         )
     name = name or names[0]
-    study = _storage_call(records.load_study, location, storage, name)
+    study = _storage_call(records.load_study, location, storage, name, password_env=password_env)
     by_number = {t.number: t for t in study.trials}
     if opts.trial is not None:
         trial = by_number.get(opts.trial)
@@ -355,6 +404,14 @@ def _from_study(location: str, storage: str, opts: FitOptions, *, kind: str) -> 
                 "fit where the sweep ran, or give fit.from=<that run directory>"
             )
         config, results = _read_run_dir(run_dir, what)
+        recorded = results.trial if results is not None else None
+        why = trial_mismatch(recorded, config, owner=Owner(storage, name), number=trial.number)
+        if why is not None:  # another sweep wrote over it: its configuration is not the trial's
+            raise ConfigError(
+                f"{what}: its run directory {run_dir} is not that trial's ({why}); another sweep "
+                f"wrote into it: fit.from={run_dir} fits what it holds, fit.trial=<n> another "
+                "trial"
+            )
         if opts.trial is None and _leaky(config, results):
             log.info("%s was evaluated on the LEAKY random split: not chosen as best", what)
             continue

@@ -20,6 +20,8 @@ What it holds
 Why it is hand-written: ``librosa.filters`` imports ``scipy.signal`` and ``scipy.stats`` (seconds
 of start-up in every process) and librosa's float64 FFT is 4x slower here than this float32 one;
 ``benchmarks/features.py`` measures the extraction built on it against the tutorial's librosa loop.
+Its products make no BLAS call (:func:`_mel_power`): a clip's features are the same bits in every
+thread and under any ``OPENBLAS_NUM_THREADS``.
 Changing a result here means bumping :data:`urbansound.features.extraction.STAGE_VERSION` (the
 stage) or
 :data:`urbansound.features.extraction.RESULT_VERSION` (the rest), so old cache entries stop
@@ -31,6 +33,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
+from typing import NamedTuple
 
 import numpy as np
 
@@ -160,7 +164,8 @@ def log_mel_frames(y: np.ndarray, hop: int, window: np.ndarray, mel_t: np.ndarra
     padded = np.zeros(y.shape[0] + n_fft, dtype=np.float32)
     padded[n_fft // 2 : n_fft // 2 + y.shape[0]] = y
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
-    out = np.empty((n_frames, mel_t.shape[1]), dtype=np.float32)
+    bands = _mel_bands(mel_t)
+    out = np.empty((mel_t.shape[1], n_frames), dtype=np.float32)
     # Samples far outside [-1, 1] overflow the power: the caller reports that clip, numpy need not.
     with np.errstate(over="ignore", invalid="ignore"):
         for start in range(0, n_frames, _FRAME_BLOCK):
@@ -168,11 +173,88 @@ def log_mel_frames(y: np.ndarray, hop: int, window: np.ndarray, mel_t: np.ndarra
             spec = scipy.fft.rfft(frames[start:stop] * window, axis=-1)
             power = np.square(spec.real)
             power += np.square(spec.imag)
-            np.matmul(power, mel_t, out=out[start:stop])
+            out[:, start:stop] = _mel_power(np.ascontiguousarray(power.T), mel_t, bands)
     np.maximum(out, AMIN, out=out)
     np.log10(out, out=out)
     out *= 10.0
-    return np.ascontiguousarray(out.T)
+    return out
+
+
+class _MelBands(NamedTuple):
+    """The filterbank as runs of FFT bins (see :func:`_mel_bands`)."""
+
+    bins: slice | np.ndarray  # FFT bins inside some band, ascending
+    starts: np.ndarray  # first position in ``bins`` of each run
+    band: np.ndarray  # the lower of the two bands of each run
+    w_lower: np.ndarray  # (len(bins), 1) weight of each bin in its lower band
+    w_upper: np.ndarray  # (len(bins), 1) weight in the band above it (0 where none)
+    has_upper: np.ndarray  # runs whose band + 1 exists
+
+
+_BANDS: dict[int, tuple[np.ndarray, _MelBands | None]] = {}
+_BANDS_LOCK = threading.Lock()
+
+
+def _mel_bands(mel_t: np.ndarray) -> _MelBands | None:
+    """:func:`_band_runs` of ``mel_t``, remembered for the last few matrices (0.6 ms a clip
+    otherwise); the entry holds the matrix, so its ``id`` is not reused while it is cached."""
+    with _BANDS_LOCK:  # extraction threads share it
+        hit = _BANDS.get(id(mel_t))
+        if hit is not None and hit[0] is mel_t:
+            return hit[1]
+        if len(_BANDS) >= 8:
+            _BANDS.pop(next(iter(_BANDS)))
+        bands = _band_runs(mel_t)
+        _BANDS[id(mel_t)] = (mel_t, bands)
+        return bands
+
+
+def _band_runs(mel_t: np.ndarray) -> _MelBands | None:
+    """Each FFT bin of a Slaney filterbank lies in at most two neighbouring triangles, ``k`` and
+    ``k + 1``, and the bins of one ``k`` are contiguous: the product becomes two weighted sums over
+    runs of bins. None for a matrix without that shape (then the product is dense)."""
+    nz = mel_t > 0
+    inside = np.flatnonzero(nz.any(axis=1))
+    if inside.size == 0 or nz.sum(axis=1).max() > 2:
+        return None
+    n_mels = mel_t.shape[1]
+    lower = nz[inside].argmax(axis=1)
+    if (np.diff(lower) < 0).any():
+        return None
+    upper = np.minimum(lower + 1, n_mels - 1)
+    second = nz[inside, upper] & (upper != lower)
+    if (nz[inside].sum(axis=1) != 1 + second).any():
+        return None  # a bin's two bands are not neighbours
+    starts = np.flatnonzero(np.r_[True, np.diff(lower) != 0])
+    band = lower[starts]
+    contiguous = inside.size == inside[-1] + 1 - inside[0]  # a slice: no copy of the power
+    return _MelBands(
+        bins=slice(inside[0], inside[-1] + 1) if contiguous else inside,
+        starts=starts,
+        band=band,
+        w_lower=mel_t[inside, lower][:, None],
+        w_upper=np.where(second, mel_t[inside, upper], 0).astype(np.float32)[:, None],
+        has_upper=band + 1 < n_mels,
+    )
+
+
+def _mel_power(power_t: np.ndarray, mel_t: np.ndarray, bands: _MelBands | None) -> np.ndarray:
+    """``mel_t.T @ power_t``: ``(n_mels, n_frames)`` float32 from the ``(n_bins, n_frames)`` power.
+
+    Without BLAS: a float32 GEMM's last bits depend on how many threads OpenBLAS splits it over,
+    and a limit set with threadpoolctl is not honoured in every thread (a thread's limit after the
+    main thread had set and restored one was ignored here), so the same clip gave features 1e-6
+    apart in two threads. Elementwise products and ``np.add.reduceat`` sum in one fixed order
+    whatever the thread, and touch 2 weights per bin instead of ``n_mels``.
+    """
+    if bands is None:
+        return np.einsum("bm,bf->mf", mel_t, power_t).astype(np.float32, copy=False)
+    p = power_t[bands.bins]
+    out = np.zeros((mel_t.shape[1], power_t.shape[1]), dtype=np.float32)
+    out[bands.band] = np.add.reduceat(p * bands.w_lower, bands.starts, axis=0)
+    upper = np.add.reduceat(p * bands.w_upper, bands.starts, axis=0)
+    out[bands.band[bands.has_upper] + 1] += upper[bands.has_upper]
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,6 +269,19 @@ def _dct_lifter(n_mels: int, n_mfcc: int, lifter: float) -> np.ndarray:
     if lifter > 0:
         m = m * (1 + (lifter / 2) * np.sin(np.pi * np.arange(1, n_mfcc + 1) / lifter))[:, None]
     return np.ascontiguousarray(m, dtype=np.float32)
+
+
+def _mfcc(S: np.ndarray, s: FeatureSettings) -> np.ndarray:
+    """``_dct_lifter(...) @ S`` as ``librosa.feature.mfcc`` computes it: a DCT-II of each frame
+    (``scipy.fft``, no BLAS: the same bits in every thread, see :func:`_mel_power`), then the
+    lifter. ``S``: ``(n_mels, n_frames)``; returns ``(n_mfcc, n_frames)`` float32."""
+    import scipy.fft
+
+    F = scipy.fft.dct(S, type=2, norm="ortho", axis=0)[: s.n_mfcc]
+    if s.lifter > 0:
+        n = np.arange(1, s.n_mfcc + 1)
+        F *= (1 + (s.lifter / 2) * np.sin(np.pi * n / s.lifter)).astype(np.float32)[:, None]
+    return F
 
 
 @functools.lru_cache(maxsize=16)
@@ -238,7 +333,10 @@ def clip_features(
         # wrapper around them (a fifth of the per-clip work of a sweep over n_mfcc).
         m = np.add.reduce(S, axis=1, dtype=np.float32)
         np.true_divide(m, np.intp(S.shape[1]), out=m, casting="unsafe")
-        return _dct_lifter(s.n_mels, s.n_mfcc, float(s.lifter)) @ m if s.kind == "mfcc" else m
+        if s.kind != "mfcc":
+            return m
+        # (D * m).sum(1), not D @ m: no BLAS, one summation order in every thread (_mel_power).
+        return np.add.reduce(_dct_lifter(s.n_mels, s.n_mfcc, float(s.lifter)) * m, axis=1)
     return pool(frame_features(stage, s, in_place=in_place), s.pooling)
 
 
@@ -252,7 +350,7 @@ def frame_features(
     """
     s = settings
     S = _floor(stage, s.top_db, in_place=in_place)
-    F = _dct_lifter(s.n_mels, s.n_mfcc, float(s.lifter)) @ S if s.kind == "mfcc" else S
+    F = _mfcc(S, s) if s.kind == "mfcc" else S
     if s.deltas:
         F = np.concatenate([F, *(_delta(F, k) for k in range(1, s.deltas + 1))])
     return np.asarray(F, dtype=np.float32)

@@ -114,9 +114,11 @@ from urbansound.utils.progress import progress_bar
 logger = logging.getLogger(__name__)
 
 # Bump when the stage computation (urbansound.features.dsp) or the entry format changes: old entries
-# stop matching (2: the fixed 64-byte header below instead of a JSON one).
-STAGE_VERSION = 2
-RESULT_VERSION = 1  # bump when the on-load computation (top_db, DCT, deltas, pooling) changes
+# stop matching (2: the fixed 64-byte header below instead of a JSON one; 3: the mel product
+# without BLAS, its last bits changed).
+STAGE_VERSION = 3
+RESULT_VERSION = 2  # bump when the on-load computation (top_db, DCT, deltas, pooling) changes
+# (2: the DCT without BLAS)
 _CHUNK = 16  # clips per task at most
 # Fewer clips than this per thread run in the calling thread alone (threads start in
 # microseconds, but a handful of clips gains nothing from them).
@@ -314,8 +316,6 @@ def extract_features(
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    from threadpoolctl import threadpool_limits
-
     t0 = time.perf_counter()
     n = len(paths)
     width = len(feature_names(settings))
@@ -399,11 +399,8 @@ def extract_features(
                 n_cached += status == "cached"
         bar.update(len(done))
 
-    # One BLAS thread, set once for the process (not per thread: threadpoolctl's limit is
-    # process-wide, and threads restoring it under each other let a product run multi-threaded,
-    # which changed the last bit of a few clips' features): the matrices are small, and idle BLAS
-    # threads spinning on a busy machine made each small product up to 1000x slower.
-    blas = threadpool_limits(1, user_api="blas")
+    # No BLAS thread limit: the DSP makes no BLAS call (dsp._mel_power says why), so its bits do
+    # not depend on the thread that runs it or on how many threads OpenBLAS may use.
     try:
         # Clips are taken in this thread, in order, until the first whose stage was not in the
         # cache; the rest go to the threads. Reading an entry back is mostly Python holding the
@@ -440,7 +437,6 @@ def extract_features(
                     for future in pending:
                         future.cancel()
     finally:
-        blas.restore_original_limits()
         bar.close()
 
     ok = np.array([r is not None for r in rows], dtype=bool)

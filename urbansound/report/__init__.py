@@ -20,10 +20,12 @@ directories go to ``<report dir>/evaluations/`` and the report reads their ``res
 
 Names are imported from the module that defines them; each module owns one part:
 
-- :mod:`~urbansound.report.load`: a sweep's study and run directories as
-  :class:`~urbansound.report.load.Sweep` and :class:`~urbansound.report.load.TrialRecord`
+- :mod:`~urbansound.report.trials`: a study's trials ready to report,
+  :class:`~urbansound.report.trials.Sweep` and :class:`~urbansound.report.trials.TrialRecord`.
+- :mod:`~urbansound.report.load`: reading a sweep's study and run directories into them
   (``results.json`` read as a typed :class:`~urbansound.training.results.RunResult`; the study
-  and the rules every reader shares through :mod:`urbansound.sweep.records`).
+  and the rules every reader shares through :mod:`urbansound.sweep.records`; a run directory
+  that belongs to another study or trial is never read as this one's).
 - :mod:`~urbansound.report.analysis`: ranking and the best configuration, paired comparisons of
   the top configurations, the protocol comparison, outer-fold estimates, the ``summary.json``
   model.

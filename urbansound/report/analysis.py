@@ -1,6 +1,6 @@
 """What a report says about a sweep: ranking, paired comparisons, protocols, outer estimates.
 
-Plain functions of :class:`~urbansound.report.load.Sweep` and its records; :func:`summarize`
+Plain functions of :class:`~urbansound.report.trials.Sweep` and its records; :func:`summarize`
 gathers them into the dict written as ``summary.json`` (the one model the HTML and Markdown
 pages are rendered from).
 
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from urbansound.report import stats
-from urbansound.report.load import Sweep, TrialRecord
+from urbansound.report.trials import Sweep, TrialRecord
 from urbansound.sweep import records as study_records
 
 __all__ = [

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from urbansound.report import analysis, figures, render, winners
-from urbansound.report.load import Sweep, TrialRecord, load_evaluations
+from urbansound.report.load import load_evaluations
+from urbansound.report.trials import Sweep, TrialRecord
 from urbansound.sweep import records as study_records
 from urbansound.utils.files import atomic_write, output_error, write_json
 

@@ -19,7 +19,8 @@ from urbansound.config.app import run_command
 from urbansound.errors import ConfigError
 from urbansound.report import analysis, evaluations, render
 from urbansound.report.build import build_report
-from urbansound.report.load import LEAKY, Sweep, load_sweep
+from urbansound.report.load import load_sweep
+from urbansound.report.trials import LEAKY, Sweep
 
 __all__ = ["console_table", "default_out", "main", "parse_args"]
 
@@ -73,6 +74,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("paths", nargs="*", help="sweep directories or run directories")
     p.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///outputs/optuna.db")
     p.add_argument("--study", help="study name (needed when the storage holds several)")
+    p.add_argument(
+        "--password-env",
+        metavar="NAME",
+        help="environment variable holding the storage's password (a URL with a password is "
+        "refused; PostgreSQL also reads PGPASSWORD and ~/.pgpass)",
+    )
     p.add_argument(
         "--out", help="report folder (default <sweep dir>/report or outputs/reports/<study>)"
     )
@@ -184,7 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _report(args: argparse.Namespace, out_dirs: list[Path]) -> int:
-    sweep = load_sweep(args.paths, storage=args.storage, study_name=args.study)
+    sweep = load_sweep(
+        args.paths, storage=args.storage, study_name=args.study, password_env=args.password_env
+    )
     out_dir = default_out(args, sweep)
     out_dirs.append(out_dir)
     if args.evaluate_outer or args.random_split:

@@ -31,7 +31,8 @@ from pathlib import Path
 
 from urbansound.config.overrides import parse_override
 from urbansound.errors import ConfigError, UrbansoundError
-from urbansound.report.load import EVALUATIONS, TrialRecord, record_from_run_dir
+from urbansound.report.load import EVALUATIONS, record_from_run_dir
+from urbansound.report.trials import TrialRecord
 from urbansound.training.results import RunResult
 
 __all__ = [

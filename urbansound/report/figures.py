@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from urbansound.experiment import plots
-from urbansound.report.load import LEAKY, Sweep, TrialRecord
+from urbansound.report.trials import LEAKY, Sweep, TrialRecord
 from urbansound.sweep import records as study_records
 from urbansound.training.metrics import summed_confusion
 from urbansound.training.results import RunResult, history_row

@@ -2,17 +2,20 @@
 
 A sweep directory is found by what it holds, in this order:
 
-1. ``study.json`` (``{"study_name", "storage", "direction", "metric"}``, written by the sweeper
-   at the start of every sweep): the study is read from that storage, so a directory holding
-   only ``trials.csv`` and ``best_params.yaml`` (a re-run of a finished sweep) is reported too;
+1. ``study.json`` (``{"study_name", "storage", "direction", "metric", "password_env"}``,
+   written by the sweeper at the start of every sweep): the study is read from that storage
+   (with the password of the environment variable it names), so a directory holding only
+   ``trials.csv`` and ``best_params.yaml`` (a re-run of a finished sweep) is reported too;
 2. the jobs' ``results.json``: the storage named in their ``config.yaml`` (``trial.storage``)
    is opened where that works, so failed trials, which have no results, are listed too;
 3. the run directories alone (Hydra's basic sweeper, or a storage that cannot be opened).
 
 A run directory's ``results.json`` is read as the typed
 :class:`~urbansound.training.results.RunResult` (every value checked); one that cannot be read
-is one warning naming the file and the key, and the trial is reported without its results. The
-rules every reader shares (the LEAKY split, the best trial) are
+is one warning naming the file and the key, and the trial is reported without its results. So
+is a run directory that records another study or trial than the one the storage links it to
+(:func:`urbansound.sweep.ownership.trial_mismatch`): its results are never mixed into this
+study's. The rules every reader shares (the LEAKY split, the best trial) are
 :mod:`urbansound.sweep.records`'.
 """
 
@@ -20,34 +23,29 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from urbansound.errors import ConfigError, DataError
+from urbansound.report.trials import Sweep, TrialRecord, finite
+from urbansound.sweep.ownership import STUDY_FILE, Owner, trial_mismatch
 from urbansound.sweep.records import (
     StudyRecords,
     StudyTrial,
-    is_leaky,
     load_study,
     override_params,
     study_names,
 )
-from urbansound.training.results import FoldResult, RunResult
-from urbansound.utils.redaction import redact_url
+from urbansound.sweep.urls import display_storage, refuse_password
+from urbansound.training.results import RunResult
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "EVALUATIONS",
-    "LEAKY",
-    "STUDY_FILE",
-    "Sweep",
-    "TrialRecord",
     "find_run_dirs",
     "load_evaluations",
     "load_sweep",
@@ -56,128 +54,7 @@ __all__ = [
 ]
 
 EVALUATIONS = "evaluations"
-LEAKY = "LEAKY"
-STUDY_FILE = "study.json"
 _SKIP_KEYS = ("trial", "hydra")  # the sweeper's own overrides: not parameters of a trial
-
-
-@dataclass
-class TrialRecord:
-    """One trial (or one evaluation run): its Optuna fields and its run directory's content."""
-
-    number: int | None
-    state: str  # COMPLETE | PRUNED | FAIL | RUNNING | WAITING
-    value: float | None
-    params: dict[str, Any] = field(default_factory=dict)
-    duration_s: float | None = None
-    run_dir: Path | None = None
-    results: RunResult | None = None
-    config: dict[str, Any] | None = None
-    error: str | None = None
-
-    @property
-    def leaky(self) -> bool:
-        """True for the random-split protocol (slices of one recording in train and test)."""
-        return is_leaky(self.results, self.config, self.params)
-
-    @property
-    def outer_fold(self) -> int | None:
-        """The fold held out of the search (``cv.outer_fold``), if any."""
-        cv = (self.config or {}).get("cv") or {}
-        k = cv.get("outer_fold")
-        return int(k) if k is not None else None
-
-    @property
-    def folds(self) -> list[FoldResult]:
-        """The run's per-fold results (empty when it has none: pruned, or no results)."""
-        if self.results is None or self.results.cv is None:
-            return []
-        return list(self.results.cv.folds)
-
-    @property
-    def std(self) -> float | None:
-        """Standard deviation of the per-fold accuracies (``results.json``'s ``std_accuracy``)."""
-        return _finite(self.results.std_accuracy) if self.results is not None else None
-
-    @property
-    def pooled_accuracy(self) -> float | None:
-        """Accuracy over all test clips of all folds (each clip counts once; the objective is the
-        unweighted mean over folds, which small folds sway as much as large ones)."""
-        n = sum(f.n_test for f in self.folds)
-        if not n:
-            return None
-        return sum(f.accuracy * f.n_test for f in self.folds) / n
-
-    @property
-    def dataset(self) -> str | None:
-        """The run's dataset (``urbansound8k`` or ``demo``); None without results."""
-        return self.results.dataset if self.results is not None else None
-
-    @property
-    def name(self) -> str:
-        return f"#{self.number}" if self.number is not None else (self.run_dir or Path("?")).name
-
-    def label(self) -> str:
-        """Short text naming the configuration (its swept parameters)."""
-        text = ", ".join(f"{k}={fmt_param(v)}" for k, v in sorted(self.params.items()))
-        return text or "defaults"
-
-    def protocol(self) -> str:
-        """Protocol text as shown in tables (the LEAKY split says so)."""
-        if self.results is not None and self.results.protocol:
-            text = self.results.protocol
-        else:
-            text = "random_split" if self.leaky else "folds"
-        if self.leaky and LEAKY not in text:
-            text += f" ({LEAKY})"
-        return text
-
-    def study_trial(self) -> StudyTrial:
-        """The record as a plain Optuna trial (per-epoch values from ``results.json``)."""
-        epochs = self.results.epochs if self.results is not None else []
-        return StudyTrial(
-            number=self.number if self.number is not None else -1,
-            state=self.state,
-            value=self.value,
-            params=dict(self.params),
-            intermediate_values={m.epoch: m.mean_test_accuracy for m in epochs},
-            duration_s=self.duration_s,
-        )
-
-
-@dataclass
-class Sweep:
-    """A study's trials, ready to report.
-
-    ``study`` holds the Optuna side in plain values (from the storage, or rebuilt from the run
-    directories); ``records`` adds each trial's run directory, plus run directories given besides
-    the study's own (``number`` None: compared, never ranked).
-    """
-
-    name: str
-    source: str
-    direction: str
-    records: list[TrialRecord]
-    study: StudyRecords
-    storage: str | None = None
-    fixed: dict[str, Any] = field(default_factory=dict)  # overrides shared by every job
-    paths: list[Path] = field(default_factory=list)  # the directories given on the command line
-
-    @property
-    def trials(self) -> list[TrialRecord]:
-        """The study's trials (records with a number)."""
-        return [r for r in self.records if r.number is not None]
-
-
-def fmt_param(v: Any) -> str:
-    """A parameter value as shown: floats with 4 significant digits (``0.003162``)."""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -239,7 +116,7 @@ def record_from_run_dir(run_dir: str | Path) -> TrialRecord | None:
         number = int(run_dir.name)
     status = results.status.lower()
     state = {"complete": "COMPLETE", "pruned": "PRUNED", "failed": "FAIL"}.get(status, "RUNNING")
-    value = _finite(results.mean_accuracy) if state == "COMPLETE" else None
+    value = finite(results.mean_accuracy) if state == "COMPLETE" else None
     total = results.durations.get("total")
     return TrialRecord(
         number=number if isinstance(number, int) else None,
@@ -253,7 +130,7 @@ def record_from_run_dir(run_dir: str | Path) -> TrialRecord | None:
     )
 
 
-def _record_from_trial(t: StudyTrial) -> TrialRecord:
+def _record_from_trial(t: StudyTrial, owner: Owner) -> TrialRecord:
     run_dir = t.run_dir
     if run_dir is None:  # any attribute naming a directory with results
         for value in t.user_attrs.values():
@@ -261,6 +138,10 @@ def _record_from_trial(t: StudyTrial) -> TrialRecord:
                 run_dir = Path(value)
                 break
     rec = record_from_run_dir(run_dir) if run_dir and run_dir.is_dir() else None
+    why = _not_this_trial(rec, owner, t.number)
+    if why is not None:  # another study's (or trial's) files in its place: never mixed in
+        log.warning("trial #%d: %s/results.json is not used: %s", t.number, run_dir, why)
+        rec, run_dir = None, None
     return TrialRecord(
         number=t.number,
         state=t.state,
@@ -287,14 +168,21 @@ def one_line(text: str) -> str:
     return out + ")" * max(0, out.count("(") - out.count(")"))
 
 
-def open_study(storage: str, study_name: str | None, *, where: str = "--storage") -> StudyRecords:
+def open_study(
+    storage: str,
+    study_name: str | None,
+    *,
+    where: str = "--storage",
+    password_env: str | None = None,
+) -> StudyRecords:
     """A study's records, or :class:`ConfigError` naming the studies the storage holds.
 
-    ``where`` names the storage's origin in messages (the option, or a ``study.json`` file).
+    ``where`` names the storage's origin in messages (the option, or a ``study.json`` file);
+    ``password_env`` the environment variable holding the storage's password.
     """
-    shown = redact_url(storage)
+    shown = display_storage(storage)
     try:
-        names = study_names(storage)
+        names = study_names(storage, password_env=password_env)
     except ConfigError as exc:
         raise ConfigError(f"{where} {shown}: {one_line(str(exc))}") from None
     if not names:  # "--study is needed" would send the user looking for a name
@@ -315,7 +203,10 @@ def open_study(storage: str, study_name: str | None, *, where: str = "--storage"
             f"--study {study_name}: no such study in {shown}; it holds: "
             f"{', '.join(names) or 'no study'}"
         )
-    return load_study(storage, study_name)
+    try:
+        return load_study(storage, study_name, password_env=password_env)
+    except ConfigError as exc:
+        raise ConfigError(f"{where} {shown}: {one_line(str(exc))}") from None
 
 
 def _storage_of(records: Sequence[TrialRecord]) -> tuple[str | None, str | None]:
@@ -345,17 +236,27 @@ def load_sweep(
     *,
     storage: str | None = None,
     study_name: str | None = None,
+    password_env: str | None = None,
 ) -> Sweep:
     """Collect a study's trials from its storage, from sweep/run directories, or from both.
 
-    See the module docstring for how a sweep directory is read.
+    See the module docstring for how a sweep directory is read. ``password_env`` names the
+    environment variable holding ``storage``'s password (a sweep directory's ``study.json``
+    names its own).
 
     Raises
     ------
     ConfigError
-        When nothing to report is found, naming where it looked.
+        When nothing to report is found, naming where it looked; when ``storage`` holds a
+        password (it would be written into the report: give it through the environment).
     """
     paths = [Path(p) for p in paths]
+    if storage is not None:
+        refuse_password(
+            storage,
+            key="--storage",
+            how="name an environment variable that holds it with --password-env NAME",
+        )
     dir_records: list[TrialRecord] = []
     for p in paths:
         if not p.exists():
@@ -367,25 +268,29 @@ def load_sweep(
             )
         dir_records += [r for d in find_run_dirs(p) if (r := record_from_run_dir(d))]
     if storage is not None:
-        return _merge(open_study(storage, study_name), dir_records, paths)
-    candidates: list[tuple[str, str, str]] = []
+        study = open_study(storage, study_name, password_env=password_env)
+        return _merge(study, dir_records, paths)
+    candidates: list[tuple[str, str, str, str | None]] = []
     if found := _study_file(paths):
         f, info = found
-        candidates.append((str(info["storage"]), str(info["study_name"]), str(f)))
+        env = info.get("password_env")
+        candidates.append(
+            (str(info["storage"]), str(info["study_name"]), str(f), env if env else None)
+        )
     if dir_records:
         found_storage, found_name = _storage_of(dir_records)
         if found_storage is not None and found_name is not None:
-            candidates.append((found_storage, found_name, "the jobs' config.yaml storage"))
+            candidates.append((found_storage, found_name, "the jobs' config.yaml storage", None))
     failed: list[str] = []
-    for url, name, where in candidates:
+    for url, name, where, env in candidates:
         try:
-            study = open_study(url, name, where=where)
+            study = open_study(url, name, where=where, password_env=env)
         except ConfigError as exc:
             if dir_records:
                 log.warning("%s; reporting the run directories only", exc)
             failed.append(str(exc))
             continue
-        log.info("study %s opened from %s", name, redact_url(url))
+        log.info("study %s opened from %s", name, display_storage(url))
         return _merge(study, dir_records, paths)
     if not dir_records:
         where = ", ".join(map(str, paths))
@@ -437,23 +342,44 @@ def _common_params(records: Sequence[TrialRecord]) -> dict[str, Any]:
     }
 
 
+def _not_this_trial(rec: TrialRecord | None, owner: Owner, number: int | None) -> str | None:
+    """Why a run directory's record is not trial ``number`` of ``owner`` (None: it is)."""
+    if rec is None or rec.results is None or number is None:
+        return None
+    return trial_mismatch(rec.results.trial, rec.config, owner=owner, number=number)
+
+
 def _merge(study: StudyRecords, dir_records: Sequence[TrialRecord], paths: Sequence[Path]) -> Sweep:
-    records = [_record_from_trial(t) for t in study.trials]
-
-    def of_study(r: TrialRecord) -> bool:
-        return r.results is not None and r.results.trial.get("study_name") == study.name
-
-    pool = {r.number: r for r in dir_records if r.number is not None and of_study(r)}
+    owner = Owner(study.storage or "", study.name)
+    records = [_record_from_trial(t, owner) for t in study.trials]
+    pool = {
+        r.number: r
+        for r in dir_records
+        if r.number is not None and r.results is not None
+        if r.results.trial.get("study_name") is not None
+        and _not_this_trial(r, owner, r.number) is None
+    }
     for rec in records:
         extra = pool.get(rec.number)
         if rec.results is None and extra is not None:
             rec.run_dir, rec.results, rec.config = extra.run_dir, extra.results, extra.config
     # run directories given besides the study's own (a separate cv=random_split run, say) take
-    # part in the protocol comparison but are not trials
-    others = [r for r in dir_records if not of_study(r)]
-    for r in others:
+    # part in the protocol comparison but are not trials; another study's jobs take no part
+    others = []
+    for r in dir_records:
+        recorded = r.results.trial.get("study_name") if r.results is not None else None
+        if r.number is not None and pool.get(r.number) is r:
+            continue
+        if recorded is not None:
+            log.warning(
+                "%s is not used: %s",
+                r.run_dir,
+                _not_this_trial(r, owner, r.number) or f"it records study {recorded}",
+            )
+            continue
         r.number = None
-    source = f"{redact_url(study.storage)} (study {study.name})"
+        others.append(r)
+    source = f"{display_storage(study.storage)} (study {study.name})"
     if paths:
         source += f"; {', '.join(map(str, paths))}"
     return Sweep(

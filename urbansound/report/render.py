@@ -23,8 +23,8 @@ import pandas as pd
 
 from urbansound.report.analysis import fold_rows, no_folds_note, trial_order
 from urbansound.report.figures import Figures
-from urbansound.report.load import LEAKY, Sweep, TrialRecord, fmt_param
-from urbansound.utils.redaction import redact_url
+from urbansound.report.trials import LEAKY, Sweep, TrialRecord, fmt_param
+from urbansound.sweep.urls import display_storage
 
 __all__ = [
     "TRIAL_COLUMNS",
@@ -156,7 +156,7 @@ def _src_arg(sweep: Sweep) -> str:
     """The report command's arguments for this sweep, shell-quoted so that it can be pasted
     (study names and paths may hold spaces, quotes, ``$``)."""
     if sweep.storage:
-        storage = shlex.quote(str(redact_url(sweep.storage)))
+        storage = shlex.quote(display_storage(sweep.storage))
         return f"--storage {storage} --study {shlex.quote(sweep.name)}"
     return " ".join(shlex.quote(str(p)) for p in sweep.paths) or shlex.quote(sweep.source)
 

@@ -25,7 +25,7 @@ import numpy as np
 from urbansound.errors import ConfigError
 from urbansound.report import stats
 from urbansound.report.analysis import fold_rows, fold_sizes_known, ranked
-from urbansound.report.load import Sweep, TrialRecord
+from urbansound.report.trials import Sweep, TrialRecord
 
 __all__ = [
     "PREDICTIONS",

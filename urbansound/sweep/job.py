@@ -26,8 +26,9 @@ from urbansound.config.settings import TrialSettings
 from urbansound.errors import ConfigError, TrialPruned
 from urbansound.sweep._compat import live_trial, quiet_optuna
 from urbansound.sweep.settings import build_pruner
-from urbansound.sweep.storage import display_storage, open_storage, retrying
+from urbansound.sweep.storage import open_storage, retrying, use_password_env
 from urbansound.sweep.trials import OUTCOME_ATTR, PRUNER_ATTR
+from urbansound.sweep.urls import display_storage
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +144,21 @@ class RecordingTask:
     (:data:`~urbansound.sweep.trials.OUTCOME_ATTR`) is ``{"value": float}``,
     ``{"pruned": message}`` or ``{"error": "Type: message"}``; a storage error while recording
     is one warning, never the job's failure. Returns, or raises, what ``task`` does.
+
+    ``password_env`` (``hydra.sweeper.storage_password_env``) travels with the task to the
+    job's process, where the job's storage is opened with that variable's password.
     """
 
-    def __init__(self, task: Callable[[Any], Any]) -> None:
+    def __init__(self, task: Callable[[Any], Any], password_env: str | None = None) -> None:
         self.task = task
+        self.password_env = password_env
 
     def __call__(self, cfg: Any) -> Any:
+        from omegaconf import OmegaConf
+
+        storage = OmegaConf.select(cfg, "trial.storage", default=None)
+        if storage is not None and self.password_env is not None:
+            use_password_env(str(storage), self.password_env)
         try:
             value = self.task(cfg)
         except BaseException as exc:

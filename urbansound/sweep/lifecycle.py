@@ -62,6 +62,11 @@ ERROR_MAX_CHARS = 2000
 # Heartbeats
 
 
+def worker_name(pid: int | None = None) -> str:
+    """``host:pid`` of a sweep process (this one by default): a trial's ``worker`` attribute."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
 def record_heartbeat(storage: BaseStorage, trial_id: int) -> None:
     """Mark a running trial alive now (wall-clock time: machines need roughly synced clocks)."""
     storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
@@ -139,8 +144,8 @@ def prepare_trial(
 ) -> list[str] | None:
     """The job's overrides for an asked trial; None when it must not run (told FAIL already).
 
-    Records on the trial what its job and the dashboard need: the pruner node, the job's
-    overrides and the worker (``host:pid``).
+    Records on the trial what its job and the dashboard need: the pruner node and the job's
+    overrides (:func:`run_trials` recorded the worker, ``host:pid``, when it asked).
     """
     if settings.space.is_conditional:
         with quiet_optuna():
@@ -161,7 +166,6 @@ def prepare_trial(
     storage.set_trial_system_attr(trial_id, PRUNER_ATTR, settings.pruner)
     job_overrides = settings.space.overrides(params)
     trial.set_user_attr("overrides", job_overrides)
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     log.info("trial %d: %s", trial.number, " ".join(job_overrides) or "(no overrides)")
     return [
         *job_overrides,
@@ -198,6 +202,8 @@ def run_trials(
                 trial = ask_trial(settings, study)
                 trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
                 asked.append((trial, trial_id))
+                # Who runs it, at once: the sweep's main process fails a dead worker's trials.
+                storage.set_trial_user_attr(trial_id, "worker", worker_name())
                 beats.enter_context(Heartbeat(storage, trial_id, settings.heartbeat_interval))
                 overrides = prepare_trial(settings, storage, study, study_id, trial, trial_id)
                 if overrides is not None:
@@ -250,14 +256,16 @@ def tell(
 ) -> None:
     """Record the job's outcome (COMPLETE, PRUNED or FAIL), retrying a briefly unreachable
     storage; ``t0`` is the job's start (``time.monotonic``) for the logged duration."""
-    state = retrying("reading the trial", lambda: storage.get_trial(trial_id)).state
-    if state != TrialState.RUNNING:
-        # Another worker took this trial for dead (no heartbeat for grace_period seconds: a
-        # starved or suspended process) and queued a copy; that copy's result is the one kept.
+    stored = retrying("reading the trial", lambda: storage.get_trial(trial_id))
+    if stored.state != TrialState.RUNNING:
+        # Another process finished it meanwhile: most likely it took this trial for dead (no
+        # heartbeat for grace_period seconds: a starved or suspended process) and queued a
+        # copy, whose result is the one kept. Its own record says why.
         log.warning(
-            "trial %d is already %s (its heartbeat stopped for too long); its result is dropped",
+            "trial %d is already %s (%s); this job's result is dropped",
             trial.number,
-            state.name,
+            stored.state.name,
+            stored.user_attrs.get("error") or "told by another process",
         )
         return
     seconds = time.monotonic() - t0
@@ -317,7 +325,10 @@ def tell_state(
     try:
         study.tell(trial, value, state=state)
     except optuna.exceptions.UpdateFinishedTrialError:
-        log.warning("trial %d was failed by another worker meanwhile; result dropped", trial.number)
+        log.warning(
+            "trial %d was finished by another process meanwhile; this result is dropped",
+            trial.number,
+        )
     except RuntimeError as exc:
         if "Study.stop" not in str(exc):
             raise

@@ -188,8 +188,11 @@ def override_params(overrides: Sequence[str], *, skip: Sequence[str] = ()) -> di
 # Reading a storage
 
 
-def study_names(storage: str) -> list[str]:
+def study_names(storage: str, *, password_env: str | None = None) -> list[str]:
     """The names of the studies ``storage`` holds.
+
+    ``password_env``: the environment variable holding the storage's password (as the sweep's
+    ``hydra.sweeper.storage_password_env`` named it).
 
     Raises
     ------
@@ -198,7 +201,7 @@ def study_names(storage: str) -> list[str]:
     """
     import optuna
 
-    opened = open_storage(storage, create=False)
+    opened = open_storage(storage, create=False, password_env=password_env)
     with quiet_optuna(info=False):
         try:
             return optuna.study.get_all_study_names(storage=opened)
@@ -206,8 +209,10 @@ def study_names(storage: str) -> list[str]:
             raise ConfigError(f"cannot open the study storage ({exc})") from None
 
 
-def load_study(storage: str, study_name: str) -> StudyRecords:
+def load_study(storage: str, study_name: str, *, password_env: str | None = None) -> StudyRecords:
     """Every trial of one study, read from its storage, as :class:`StudyRecords`.
+
+    ``password_env``: as for :func:`study_names`.
 
     Raises
     ------
@@ -217,7 +222,7 @@ def load_study(storage: str, study_name: str) -> StudyRecords:
     import optuna
     from optuna.distributions import distribution_to_json
 
-    opened = open_storage(storage, create=False)
+    opened = open_storage(storage, create=False, password_env=password_env)
     with quiet_optuna(info=False):
         try:
             study = optuna.load_study(study_name=study_name, storage=opened)

@@ -37,7 +37,14 @@ from urbansound.errors import ConfigError, UrbansoundError
 from urbansound.sweep._compat import quiet_optuna
 from urbansound.sweep.conditional import Check, Compose, resolve_settings
 from urbansound.sweep.launch import Launch, LaunchBatch, one_at_a_time
-from urbansound.sweep.lifecycle import fail_ownerless, requeue, run_trials
+from urbansound.sweep.lifecycle import (
+    abandon,
+    fail_ownerless,
+    requeue,
+    run_trials,
+    worker_name,
+)
+from urbansound.sweep.ownership import Owner, check_sweep_dir, claim_sweep_dir
 from urbansound.sweep.settings import (
     SweepSettings,
     build_pruner,
@@ -46,14 +53,14 @@ from urbansound.sweep.settings import (
 )
 from urbansound.sweep.storage import (
     SweepError,
-    display_storage,
     open_storage,
     release,
     retrying,
+    use_password_env,
 )
 from urbansound.sweep.summary import SweepSummary, summarize
 from urbansound.sweep.trials import EXCESS_ATTR, Progress, study_progress, superseded
-from urbansound.utils.files import write_json
+from urbansound.sweep.urls import display_storage
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +93,7 @@ def _check_identity(settings: SweepSettings, study: Any) -> None:
 def open_study(settings: SweepSettings, *, worker: int) -> tuple[BaseStorage, Any]:
     """The (prepared) study reopened with this worker's sampler and the sweep's pruner;
     returns its storage and the ``optuna.Study``."""
-    storage = open_storage(settings.storage)
+    storage = open_storage(settings.storage, password_env=settings.password_env)
     study_id = storage.get_study_id_from_name(settings.study_name)
     n_existing = len(storage.get_all_trials(study_id, deepcopy=False))
     with quiet_optuna():
@@ -109,7 +116,7 @@ def prepare_study(settings: SweepSettings) -> tuple[BaseStorage, Any]:
     ConfigError
         When the study exists with another sampler, pruner or direction, naming what differs.
     """
-    storage = open_storage(settings.storage)
+    storage = open_storage(settings.storage, password_env=settings.password_env)
     try:
         storage.get_study_id_from_name(settings.study_name)
         exists = True
@@ -246,57 +253,137 @@ def run_workers(
     runs the batch's trials at once (``sweep_settings`` refuses both).
 
     Forking keeps Hydra's state (config, launcher, task function) without pickling it; each
-    worker opens its own storage connection. Workers never outlive this call.
+    worker opens its own storage connection. Workers never outlive this call. A worker that
+    dies (killed by a signal: ``kill -9``, the out-of-memory killer) has its trials failed and
+    queued again at once (:func:`fail_dead_worker`), one warning line says so, and a new worker
+    takes its place, so the sweep ends with its summary as if nothing happened.
 
     Raises
     ------
     SweepError
-        When a worker process failed.
+        When a worker process stopped with an error (a storage that stayed down, a bug).
     """
     if settings.n_jobs == 1:
         run_worker(settings, launch, worker=0, launch_batch=launch_batch)
         return
     if launch_batch is not None:
         raise ConfigError("hydra.sweeper.n_jobs > 1 forks workers for Hydra's basic launcher only")
+    from multiprocessing.connection import wait
+
     ctx = multiprocessing.get_context("fork")
-    procs = [
-        ctx.Process(
+    parent = os.getpid()
+
+    def start(worker: int) -> Any:
+        proc = ctx.Process(
             target=_worker_process,
-            args=(settings, launch, i, os.getpid()),
-            name=f"urbansound-sweep-worker-{i}",
+            args=(settings, launch, worker, parent),
+            name=f"urbansound-sweep-worker-{worker}",
         )
-        for i in range(settings.n_jobs)
-    ]
+        proc.start()
+        return proc
+
+    live: dict[int, Any] = {}
+    failed: list[tuple[str, int]] = []
+    # A replacement per trial at most: a worker that dies whenever it starts cannot loop.
+    spare = settings.n_trials
     try:
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
+        for i in range(settings.n_jobs):
+            live[i] = start(i)
+        next_worker = settings.n_jobs
+        while live:
+            wait([p.sentinel for p in live.values()])
+            for i, proc in list(live.items()):
+                if proc.exitcode is None:
+                    continue
+                proc.join()
+                del live[i]
+                if proc.exitcode == 0:
+                    continue
+                if proc.exitcode == 130:  # Ctrl-C: it queued its own trial again
+                    continue
+                if proc.exitcode > 0:
+                    failed.append((proc.name, proc.exitcode))
+                    continue
+                # Killed by a signal: its trials are not lost.
+                numbers = fail_dead_worker(settings, proc.pid, _death(proc.exitcode))
+                log.warning(
+                    "sweep worker %d (pid %d) died (%s): %s",
+                    i,
+                    proc.pid,
+                    _death(proc.exitcode),
+                    ", ".join(f"trial {n} queued again" for n in numbers)
+                    or "it was running no trial",
+                )
+                if spare > 0:
+                    spare -= 1
+                    live[next_worker] = start(next_worker)
+                    next_worker += 1
     except KeyboardInterrupt:
-        for p in procs:  # the terminal sent SIGINT to every worker too; let them re-queue
+        for p in live.values():  # the terminal sent SIGINT to every worker too; let them re-queue
             p.join(timeout=30)
         raise
     finally:
-        for p in procs:
+        for p in live.values():
             if p.is_alive():
                 p.terminate()
                 p.join(timeout=10)
-    bad = [(p.name, p.exitcode) for p in procs if p.exitcode != 0]
-    if bad:
-        raise SweepError(f"sweep worker processes failed: {bad} (see the log above)")
+    if failed:
+        raise SweepError(f"sweep worker processes failed: {failed} (see the log above)")
 
 
-def write_study_json(settings: SweepSettings, sweep_dir: Path) -> Path:
-    """``<sweep_dir>/study.json``: which study and storage this sweep directory belongs to."""
-    return write_json(
-        sweep_dir / "study.json",
-        {
-            "study_name": settings.study_name,
-            "storage": display_storage(settings.storage),
-            "direction": settings.direction,
-            "metric": settings.metric_name,
-        },
-    )
+def _death(exitcode: int) -> str:
+    """The signal that ended a worker process (its negative exit code), by name: ``SIGKILL``."""
+    import signal
+
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
+
+
+def fail_dead_worker(settings: SweepSettings, pid: int, how: str) -> list[int]:
+    """FAIL and queue again the RUNNING trials of a dead worker process; return their numbers.
+
+    A trial is the worker's when its ``worker`` attribute is this host and ``pid`` (recorded
+    as it was asked). A trial told meanwhile is left alone; a storage that cannot be reached
+    leaves them to the ownerless rule (:func:`~urbansound.sweep.lifecycle.fail_ownerless`).
+    """
+    name = worker_name(pid)
+    try:
+        storage = open_storage(settings.storage, password_env=settings.password_env)
+        with quiet_optuna():
+            study = retrying(
+                "opening the study",
+                lambda: optuna.load_study(study_name=settings.study_name, storage=storage),
+            )
+        running = retrying(
+            "reading the running trials",
+            lambda: study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
+        )
+        study_id = storage.get_study_id_from_name(settings.study_name)
+    except UrbansoundError as exc:  # the storage is down: the ownerless rule fails them later
+        log.error("the trials of dead worker %s could not be queued again: %s", name, exc)
+        return []
+    mine = [t.number for t in running if t.user_attrs.get("worker") == name]
+    for number in mine:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        message = f"its worker process (pid {pid}) died ({how}); queued again"
+        abandon(study, storage, trial_id, message, settings)
+    release(storage)
+    return mine
+
+
+def study_record(settings: SweepSettings) -> dict[str, Any]:
+    """What ``<sweep dir>/study.json`` holds: the study and storage the directory belongs to,
+    its direction and metric, and the name of the environment variable holding the storage's
+    password (for readers: the report, ``fit``)."""
+    return {
+        "study_name": settings.study_name,
+        "storage": display_storage(settings.storage),
+        "direction": settings.direction,
+        "metric": settings.metric_name,
+        "password_env": settings.password_env,
+    }
 
 
 def run_sweep(
@@ -317,12 +404,24 @@ def run_sweep(
     :func:`~urbansound.sweep.lifecycle.run_trials`); None runs trials one at a time in
     ``n_jobs`` workers. Returns the summary (``trials.csv`` and ``best_params.yaml`` written
     into ``sweep_dir``).
+
+    Raises
+    ------
+    ConfigError
+        Before any trial: ``sweep_dir`` belongs to another study (its ``study.json`` or job
+        directories: :func:`~urbansound.sweep.ownership.check_sweep_dir`).
     """
     if compose is not None:
         settings = resolve_settings(settings, compose, check)
+    owner = Owner(settings.storage, settings.study_name)
+    if sweep_dir is not None:  # another study's directory: stop before the study is touched
+        check_sweep_dir(sweep_dir, owner)
+    # The jobs get trial.storage alone: in this process and the workers it forks, they open
+    # it with the password of the variable the sweep names.
+    use_password_env(settings.storage, settings.password_env)
     storage, study = retrying("opening the study", lambda: prepare_study(settings))
-    if sweep_dir is not None:
-        write_study_json(settings, sweep_dir)
+    if sweep_dir is not None:  # before any trial; a sweep that started at the same moment on
+        claim_sweep_dir(sweep_dir, owner, study_record(settings))  # this directory may win
     progress = study_progress(study.get_trials(deepcopy=False))
     log.info(
         "study %s in %s: %d trials counted (%d complete, %d pruned, %d failed, %d running); "

@@ -23,7 +23,8 @@ from urbansound.errors import ConfigError
 from urbansound.sweep._compat import quiet_optuna
 from urbansound.sweep.grid import BranchGridSampler, grid_n_trials
 from urbansound.sweep.space import SearchSpace, build_search_space, derive_study_name
-from urbansound.sweep.storage import normalize_storage
+from urbansound.sweep.storage import PASSWORD_ENV_KEY, normalize_storage
+from urbansound.sweep.urls import check_password_env
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,8 @@ class SweepSettings:
     batch_size: int = 1
     # hydra/launcher option name ("basic", "joblib", "submitit_local", ...), for messages.
     launcher: str = "basic"
+    # The environment variable holding the storage's password (its name), or None.
+    password_env: str | None = None
 
     @property
     def max_failures(self) -> int:
@@ -311,6 +314,14 @@ def sweep_settings(
         )
 
     storage = normalize_storage(conf["storage"])
+    password_env = conf["storage_password_env"]
+    if password_env is not None:
+        if "://" not in storage or storage.startswith("sqlite"):
+            raise ConfigError(
+                f"{PASSWORD_ENV_KEY}={password_env}: the storage {storage} has no password "
+                "(a SQLite or journal file): leave it unset"
+            )
+        password_env = check_password_env(password_env, key=PASSWORD_ENV_KEY)
     name = conf["study_name"]
     named = name is not None
     if not named:
@@ -339,4 +350,5 @@ def sweep_settings(
         named=named,
         batch_size=batch_size,
         launcher=launcher_name,
+        password_env=password_env,
     )

@@ -21,7 +21,12 @@ from optuna.storages import BaseStorage
 
 from urbansound.errors import ConfigError, UrbansoundError
 from urbansound.sweep._compat import quiet_optuna
-from urbansound.utils.redaction import redact_url
+from urbansound.sweep.urls import (
+    display_storage,
+    refuse_password,
+    with_password,
+    without_password,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,16 +57,32 @@ def _make_folder(path: Path, storage: str) -> None:
         ) from None
 
 
+#: How a sweep is told which environment variable holds its storage's password.
+PASSWORD_ENV_KEY = "hydra.sweeper.storage_password_env"
+
+
 def normalize_storage(storage: str) -> str:
     """``storage`` made usable from any working directory (absolute paths, a driver that exists).
 
     A value without ``://`` is a file path for Optuna's journal storage. A relative SQLite path
     becomes absolute and its folder is created; ``postgresql://`` uses psycopg (3) when psycopg2
     is not installed.
+
+    Raises
+    ------
+    ConfigError
+        Before anything is created: a URL that holds a password (it would be written into every
+        job's files), one that is no URL, an in-memory SQLite database, a folder that cannot be
+        created.
     """
     if not isinstance(storage, str) or not storage.strip():
         raise ConfigError("hydra.sweeper.storage must be a storage URL or a journal file path")
     storage = storage.strip()
+    refuse_password(
+        storage,
+        key="hydra.sweeper.storage",
+        how=f"name an environment variable that holds it with {PASSWORD_ENV_KEY}=<NAME>",
+    )
     if "://" not in storage:
         path = Path(storage).expanduser().resolve()
         _make_folder(path, storage)
@@ -71,7 +92,7 @@ def normalize_storage(storage: str) -> str:
 
     try:
         url = make_url(storage)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:
         raise ConfigError(f"hydra.sweeper.storage {storage!r} is not a valid URL: {exc}") from None
     if url.get_backend_name() == "sqlite":
         database = url.database or ""
@@ -95,36 +116,37 @@ def _postgres_driver() -> str:
     return "psycopg2"
 
 
-def display_storage(storage: str) -> str:
-    """``storage`` with any password replaced by ``***`` (for consoles, logs and files)."""
-    return redact_url(storage) or ""
+def dashboard_command(storage: str, password_env: str | None = None) -> str:
+    """The optuna-dashboard command line that opens ``storage`` (a URL without a password).
 
-
-def dashboard_command(storage: str) -> str:
-    """The optuna-dashboard command line that opens ``storage``.
-
-    A password is left out of the URL (libpq then reads ``PGPASSWORD``); a shell comment says so.
+    With ``password_env`` (the variable holding a PostgreSQL password), the command hands it
+    to the dashboard's client as ``PGPASSWORD``, by the variable's name, never its value.
     """
     if "://" not in storage:
         return f"optuna-dashboard {shlex.quote(storage)}"
-    from sqlalchemy.engine import URL, make_url
-
-    url = make_url(storage)
-    bare = URL.create(
-        url.drivername,
-        username=url.username,
-        host=url.host,
-        port=url.port,
-        database=url.database,
-        query=url.query,
-    )
-    command = f"optuna-dashboard {shlex.quote(bare.render_as_string(hide_password=False))}"
-    if url.password:
-        command += "  # password left out: export PGPASSWORD=... first"
+    command = f"optuna-dashboard {shlex.quote(display_storage(without_password(storage)))}"
+    if password_env is not None and storage.startswith(("postgresql", "postgres:")):
+        command = f'PGPASSWORD="${password_env}" {command}'
     return command
 
 
-def open_storage(storage: str, *, create: bool = True) -> BaseStorage:
+#: Storage URL -> the environment variable holding its password, in this process (and those it
+#: forks): how a job, which gets only ``trial.storage``, opens its sweep's storage.
+_PASSWORD_ENVS: dict[str, str] = {}
+
+
+def use_password_env(storage: str, password_env: str | None) -> None:
+    """Open ``storage`` with the password in environment variable ``password_env`` from now on,
+    in this process and the processes it starts (None: with none)."""
+    if password_env is None:
+        _PASSWORD_ENVS.pop(storage, None)
+    else:
+        _PASSWORD_ENVS[storage] = password_env
+
+
+def open_storage(
+    storage: str, *, create: bool = True, password_env: str | None = None
+) -> BaseStorage:
     """The Optuna storage ``storage`` names: the one way this package opens a storage.
 
     Parameters
@@ -137,6 +159,10 @@ def open_storage(storage: str, *, create: bool = True) -> BaseStorage:
         is created, and opening is tried a few times (several workers create the tables at
         once; a server may be busy). False for a reader of a finished sweep (the report,
         ``fit``): a missing file is an error, never created, and opening is tried once.
+    password_env:
+        The environment variable holding the storage's password, put into the URL in memory
+        only; None: the one :func:`use_password_env` gave for ``storage``, if any (else the
+        database client's own sources, such as ``PGPASSWORD`` and ``~/.pgpass``).
 
     Returns
     -------
@@ -160,16 +186,25 @@ def open_storage(storage: str, *, create: bool = True) -> BaseStorage:
     if "://" not in storage:
         from optuna.storages.journal import JournalFileBackend
 
+        check_journal(Path(storage), where=where, create=create)
         try:
             with quiet_optuna():
                 return optuna.storages.JournalStorage(JournalFileBackend(storage))
-        except (ValueError, OSError) as exc:  # not a journal (JSON lines), unreadable
+        except OSError as exc:  # unreadable, a folder that cannot be written
             raise ConfigError(
                 f"{where}cannot open the study storage ({_cause(exc)}): {storage} is not an "
                 "Optuna journal file that can be read and written"
                 + ("; name a new file, or an sqlite:/// URL" if create else "")
             ) from None
-    storage = _with_driver(storage)
+        except (ValueError, KeyError, TypeError, IndexError, AssertionError) as exc:
+            # Lines of JSON that Optuna's replay does not understand ("Should not reach.")
+            raise ConfigError(
+                f"{where}the journal file's records are no Optuna journal "
+                f"({_cause(exc)}): {_restore(create)}"
+            ) from None
+    password_env = password_env or _PASSWORD_ENVS.get(storage)
+    key = f"{where}{PASSWORD_ENV_KEY}" if create else "the password's environment variable"
+    storage = _with_driver(with_password(storage, password_env, key=key))
     engine_kwargs: dict[str, Any] = {}
     if storage.startswith("sqlite"):
         # Several processes write one file: wait for its lock rather than fail at once.
@@ -185,7 +220,10 @@ def open_storage(storage: str, *, create: bool = True) -> BaseStorage:
                 from sqlalchemy import event
 
                 event.listen(rdb.engine, "connect", _sqlite_pragmas)
-                rdb.engine.dispose()  # reconnect with the pragmas
+                if create:  # a sweep writes: its transactions must be transactions
+                    event.listen(rdb.engine, "connect", _sqlite_transactions)
+                    event.listen(rdb.engine, "begin", _sqlite_begin)
+                rdb.engine.dispose()  # reconnect with the pragmas and the transaction control
             return rdb
         except ImportError as exc:
             raise ConfigError(f"{where}cannot open the study storage ({exc})") from None
@@ -195,6 +233,61 @@ def open_storage(storage: str, *, create: bool = True) -> BaseStorage:
                 time.sleep(0.5 * (attempt + 1))
     message = f"{where}cannot open the study storage ({_cause(last)})"
     raise SweepError(message) if create else ConfigError(message)
+
+
+def _restore(create: bool) -> str:
+    """What to do about a damaged journal file: for a sweep, a new file is a way out too."""
+    return "restore the file from a copy" + (
+        ", or name another file for a new study" if create else ""
+    )
+
+
+def check_journal(path: Path, *, where: str = "", create: bool = False) -> None:
+    """ConfigError, one line saying what to do, when the journal file ``path`` is damaged.
+
+    ``where`` starts the message (the key or option that named the file); ``create`` says it
+    is a sweep's (which may start a new file instead).
+
+    Every complete line must be a JSON object with an ``op_code`` (Optuna's journal records). A
+    last line without its newline is a record a process was stopped while writing: Optuna
+    skips it, and the next record written would be glued to it and lost with it. A writer that
+    is appending at this moment finishes its line within a moment, so such a line is read
+    again before it counts as cut off. A missing or empty file is a new journal.
+    """
+    import json
+
+    for _ in range(5):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ConfigError(f"{where}cannot read the journal file {path} ({exc})") from None
+        lines = data.split(b"\n")
+        last = lines.pop()  # b"" when the file ends with its newline
+        if not last:
+            break
+        time.sleep(0.2)
+        if path.stat().st_size == len(data):  # nobody is writing it
+            cut = len(data) - len(last)
+            raise ConfigError(
+                f"{where}the journal file is cut off: its last line (from byte {cut}) "
+                "is incomplete, a process was stopped while writing it; keep a copy of the "
+                f"file, then remove that line (truncate -s {cut} {path}) and run again"
+            )
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            cause = _cause(exc)
+        else:
+            if isinstance(record, dict) and isinstance(record.get("op_code"), int):
+                continue
+            cause = "no op_code"
+        raise ConfigError(
+            f"{where}line {number} of the journal file is no Optuna journal record ({cause}): "
+            f"the file is corrupt or no journal; {_restore(create)}"
+        )
 
 
 def _check_exists(storage: str) -> None:
@@ -249,6 +342,29 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         log.debug("SQLite pragmas not applied: %s", exc)
     finally:
         cursor.close()
+
+
+def _sqlite_transactions(dbapi_connection: Any, _record: Any) -> None:
+    """A sweep's SQLite connection: SQLAlchemy, not the sqlite3 module, begins transactions.
+
+    sqlite3's legacy transaction control begins a transaction only at the first INSERT or
+    UPDATE, so the SELECT ... FOR UPDATE with which Optuna claims a WAITING trial (FOR UPDATE is
+    a no-op in SQLite) ran outside it, and two workers could claim the same trial. With BEGIN
+    emitted by SQLAlchemy (:func:`_sqlite_begin`; SQLAlchemy's documented recipe for SQLite
+    transactions), Optuna's read-then-write is one transaction, as on PostgreSQL.
+    """
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(connection: Any) -> None:
+    """Begin every transaction with SQLite's write lock (``BEGIN IMMEDIATE``).
+
+    A transaction that reads and then writes (Optuna popping a WAITING trial, failing a RUNNING
+    one) then sees no other writer in between: the second of two workers waits for the lock
+    (up to the connection's 60 s timeout), reads the trial as RUNNING, and leaves it. Readers
+    outside this package (optuna-dashboard) are not blocked: the log is write-ahead.
+    """
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def release(storage: BaseStorage) -> None:

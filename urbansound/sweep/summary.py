@@ -15,8 +15,9 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from urbansound.sweep.settings import SweepSettings
-from urbansound.sweep.storage import dashboard_command, display_storage, open_storage
+from urbansound.sweep.storage import dashboard_command, open_storage
 from urbansound.sweep.trials import EXCESS_ATTR, Progress, study_progress, superseded
+from urbansound.sweep.urls import display_storage
 from urbansound.utils.files import atomic_write
 
 
@@ -111,7 +112,7 @@ def summarize(settings: SweepSettings, sweep_dir: Path | None) -> SweepSummary:
     """
     import optuna
 
-    storage = open_storage(settings.storage)
+    storage = open_storage(settings.storage, password_env=settings.password_env)
     study = optuna.load_study(study_name=settings.study_name, storage=storage)
     trials = study.get_trials(deepcopy=False)
     rows = trial_rows(trials)
@@ -145,7 +146,7 @@ def summarize(settings: SweepSettings, sweep_dir: Path | None) -> SweepSummary:
         progress=progress,
         n_trials=settings.n_trials,
         best=best,
-        dashboard=dashboard_command(settings.storage),
+        dashboard=dashboard_command(settings.storage, settings.password_env),
         failed_too_often=progress.failed > settings.max_failures,
         rows=rows,
         no_best=no_best,

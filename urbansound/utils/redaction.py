@@ -9,22 +9,32 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["redact_url"]
+__all__ = ["HIDDEN", "PASSWORD_KEYS", "QUERY_PASSWORD", "redact_url"]
+
+#: What a hidden password is shown as.
+HIDDEN = "***"
+#: Query keys that carry a password in an SQLAlchemy URL (libpq's, PyMySQL's).
+PASSWORD_KEYS = frozenset({"password", "passwd", "pwd", "sslpassword"})
+#: A password query parameter (``?password=...``, ``&sslpassword=...``), its value in the match's
+#: end: group 1 is the key and ``=``.
+QUERY_PASSWORD = re.compile(r"([?&](?:" + "|".join(sorted(PASSWORD_KEYS)) + r")=)[^&]*", re.I)
 
 
 def redact_url(url: str | None) -> str | None:
     """A database URL with any password replaced by ``***``; other strings are returned as given.
 
-    Uses SQLAlchemy's URL parser, so ``postgresql+psycopg://user:pw@host/db`` becomes
-    ``postgresql+psycopg://user:***@host/db``; a journal-file path has no password and is kept.
-    A URL SQLAlchemy cannot parse (a port that is no number) still has whatever sits between
-    ``user:`` and ``@`` replaced.
+    Both places a URL carries one are hidden: the user part (``postgresql+psycopg://user:pw@host
+    /db`` becomes ``postgresql+psycopg://user:***@host/db``, through SQLAlchemy's URL parser) and
+    a password query parameter (``?password=pw``, :data:`PASSWORD_KEYS`). A journal-file path has
+    no password and is kept. A URL SQLAlchemy cannot parse (a port that is no number) still has
+    whatever sits between ``user:`` and ``@`` replaced.
     """
     if url is None or "://" not in url:
         return url
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        text = make_url(url).render_as_string(hide_password=True)
     except Exception:  # not a SQLAlchemy URL: hide what looks like a password
-        return re.sub(r"(://[^/:@]+:)[^@/]*@", r"\1***@", url)
+        text = re.sub(r"(://[^/:@]*:)[^@/]*@", rf"\1{HIDDEN}@", url)
+    return QUERY_PASSWORD.sub(rf"\g<1>{HIDDEN}", text)

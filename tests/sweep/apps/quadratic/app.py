@@ -48,7 +48,8 @@ def task(cfg: DictConfig) -> float:
     trial = TrialSettings(**cfg.trial)
     if cfg.marker_dir:
         Path(cfg.marker_dir).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.marker_dir) / f"{trial.number}.start").touch()
+        with (Path(cfg.marker_dir) / f"{trial.number}.start").open("a") as marker:
+            marker.write(f"{os.getpid()} {out}\n")  # one line per start of this trial
     set_trial_attrs(trial, job_dir=str(out))
     reporter = epoch_reporter(trial)
     final = score(float(cfg.x), float(cfg.y), dict(cfg.branch))
