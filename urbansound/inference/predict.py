@@ -3,9 +3,8 @@
 :func:`predict_files` classifies files with a :class:`~urbansound.inference.modelfile.ModelFile`
 (the command line is :mod:`urbansound.inference.cli`). Features are computed by the training code
 (:func:`urbansound.features.audio.load_audio`, then :func:`urbansound.features.dsp.log_mel` and
-:func:`urbansound.features.dsp.clip_features` with the model's feature settings, BLAS on one thread
-as in :func:`urbansound.features.extraction.extract_features`), so a training clip gives exactly
-its training features.
+:func:`urbansound.features.dsp.clip_features` with the model's feature settings, which make no
+BLAS call), so a training clip gives exactly its training features.
 
 - A file up to the model's window (the training clips' length, 4 s; ``window_s`` in the model
   file) is one clip: one row, the whole file, as a training clip is.
@@ -197,8 +196,6 @@ def predict_files(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from threadpoolctl import threadpool_limits
-
     from urbansound.features.audio import HINT
     from urbansound.utils.progress import progress_bar
 
@@ -226,9 +223,8 @@ def predict_files(
     done: list[tuple[str, float, list[tuple[int, int]], np.ndarray]] = []
     mode = progress if len(paths) > 1 else "none"
     bar = progress_bar(total=len(paths), desc="predict", unit="file", mode=mode)
-    # One BLAS thread, as extract_features: a multi-threaded product changed the last bit of a
-    # few clips' features there.
-    blas = threadpool_limits(1, user_api="blas")
+    # No BLAS thread limit, as extract_features: the feature DSP makes no BLAS call
+    # (features.dsp._mel_power), so a clip's features are the same bits in any thread.
     try:
         workers = max(1, min(n_jobs if n_jobs > 0 else (os.cpu_count() or 1), len(paths)))
         if workers == 1:
@@ -252,7 +248,6 @@ def predict_files(
             if workers > 1:
                 pool.shutdown(cancel_futures=True)
     finally:
-        blas.restore_original_limits()
         bar.close()
     if not done:
         return []
