@@ -136,10 +136,12 @@ class Member:
         The MLP is evaluated by the trainer's own code (:class:`urbansound.training.mlp.StackedMLP`,
         one model, on the CPU, single-threaded as the trainer), after the trainer's
         standardisation, from an input torch allocated as the trainer's test rows are: the same
-        rows in the same order give bitwise the trainer's probabilities (``docs/fit-predict.md``
-        says what other batches give). A scikit-learn member's ``predict_proba`` is placed in
-        the columns of its ``classes_``; raises :class:`ModelFileError` when it breaks the
-        training's output contract (:func:`urbansound.training.contract.output_breach`).
+        rows in the same order give bitwise the probabilities of a trainer evaluating this one
+        model on the same machine; other batches agree within
+        :data:`urbansound.inference.predict.AGREEMENT_TOLERANCE` (``docs/fit-predict.md``). A
+        scikit-learn member's ``predict_proba`` is placed in the columns of its ``classes_``;
+        raises :class:`ModelFileError` when it breaks the training's output contract
+        (:func:`urbansound.training.contract.output_breach`).
         """
         X = np.asarray(X, dtype=np.float32)
         if self.family != "mlp":

@@ -16,9 +16,11 @@ BLAS call), so a training clip gives exactly its training features.
   one segment, from its first window's start to the next segment's first start (the last to the
   end of the file).
 
-All clips and windows of one call are classified in one batch, as the trainer evaluates a fold:
-the same clips in the same order give bitwise the trainer's probabilities (other batches agree to
-float32 rounding).
+All clips and windows of one call are classified in one batch, as the trainer evaluates one fold:
+the same clips in the same order, on the same machine, give bitwise the probabilities of the fit
+and of a CV run of that one fold (the same computation). Any other batch (a clip alone, a CV run
+evaluating several folds stacked, another CPU) agrees within :data:`AGREEMENT_TOLERANCE`:
+matrix-product kernels are chosen per shape and CPU and round differently.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from urbansound.inference.modelfile import ModelFile
 
 __all__ = [
+    "AGREEMENT_TOLERANCE",
     "FilePrediction",
     "Segment",
     "Window",
@@ -46,6 +49,13 @@ __all__ = [
     "timeline",
     "window_bounds",
 ]
+
+#: How far (absolute, per class probability) predict's probabilities of a clip may lie from the
+#: trainer's when they are not the same computation (``docs/fit-predict.md``, "How exact"): the
+#: same rows in another batch, a CV run's stacked folds, another CPU. float32 rounding of a logit
+#: differs by a few units in the last place between matrix-product kernels; measured up to
+#: 2.4e-7 (a clip alone against the same clip in a batch of 780-990), 3e-8 on other CPUs.
+AGREEMENT_TOLERANCE = 1e-5
 
 #: A file this much longer than the window (in seconds) is still one clip: UrbanSound8K's
 #: "4 s" slices run a few ms over.
