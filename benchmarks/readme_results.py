@@ -126,9 +126,9 @@ def markdown(results: dict[str, dict]) -> str:
         "`summary.json` files in `benchmarks/results/`._",
         "",
     ]
+    kinds = {name: s for name, s in results.items() if name.endswith("-kinds")}
     for name, s in results.items():
         if name.endswith("-kinds"):
-            lines += _kinds_markdown(name, s)
             continue
         title = {
             "real": "Real UrbanSound8K sample (164 clips of `../shared/data`)",
@@ -170,59 +170,66 @@ def markdown(results: dict[str, dict]) -> str:
         imgs = [p for p in (*PLOTS, "classes_overview.png") if (RESULTS / name / p).is_file()]
         lines += [f"![{name} {p[:-4]}](benchmarks/results/{name}/{p})" for p in imgs]
         lines.append("")
+    if kinds:
+        lines += _kinds_markdown(kinds)
     lines.append(END)
     return "\n".join(lines)
 
 
-def _kinds_markdown(name: str, s: dict) -> list[str]:
-    """Hand-made features against BirdNET embeddings: every trial, the kinds' paired test, the
-    ensemble across kinds."""
-    title = {
-        "real-kinds": "Hand-made features against BirdNET embeddings, real sample",
-        "demo-kinds": "Hand-made features against BirdNET embeddings, demo corpus",
-    }[name]
+def _kinds_markdown(kinds: dict[str, dict]) -> list[str]:
+    """Hand-made features against BirdNET embeddings on each dataset: one table of every trial,
+    each dataset's paired test between the kinds' bests and its ensemble across kinds."""
+    titles = {"real-kinds": "real sample", "demo-kinds": "demo corpus"}
+    values: dict[tuple[str, str], dict[str, str]] = {}
+    rank: dict[tuple[str, str], float] = {}  # the first dataset's value orders the rows
+    for name, s in kinds.items():
+        for t in s["trials"]:
+            if t["state"] == "COMPLETE":
+                key = (t["params"].get("features"), t["params"].get("model"))
+                values.setdefault(key, {})[name] = f"{_pct(t['value'])} ± {_pct(t['std'])}"
+                rank.setdefault(key, t["value"])
+    order = sorted(values, key=lambda k: -rank[k])
     lines = [
-        f"#### {title}",
+        "#### Hand-made features against BirdNET embeddings",
         "",
-        "| features | model | mean CV accuracy (predefined folds) | std over folds |",
-        "| --- | --- | ---: | ---: |",
+        "| features | model | " + " | ".join(f"{titles[n]}: mean CV ± std" for n in kinds) + " |",
+        "| --- | --- | " + " | ".join("---:" for _ in kinds) + " |",
     ]
-    done = [t for t in s["trials"] if t["state"] == "COMPLETE"]
-    for t in sorted(done, key=lambda t: -t["value"]):
-        p = t["params"]
-        lines.append(
-            f"| {p.get('features')} | {p.get('model')} | {_pct(t['value'])} | {_pct(t['std'])} |"
-        )
+    for key in order:
+        cells = " | ".join(values[key].get(n, "-") for n in kinds)
+        lines.append(f"| {key[0]} | {key[1]} | {cells} |")
     lines.append("")
-    for c in s.get("kind_comparisons") or []:
-        if "comparison" not in c:
-            continue
-        cmp, best, other = c["comparison"], c["best"], c["other"]
-        lines.append(
-            f"Best {best['kind']} ({best['family']}, {_pct(best['value'])}) against best "
-            f"{other['kind']} ({other['family']}, {_pct(other['value'])}): mean per-fold "
-            f"difference {100 * cmp['mean_difference']:+.1f} points, corrected resampled t-test "
-            f"p = {cmp['ttest']['pvalue']:.2g}, Wilcoxon p = {cmp['wilcoxon']['pvalue']:.2g}."
-        )
-    ens = s.get("ensemble") or {}
-    if ens.get("best"):
-        lines.append(
-            f"Top-{ens['k']} ensemble across kinds (mean class probabilities): "
-            f"{_pct(ens['value'])} against {_pct(ens['best']['value_from_predictions'])} for "
-            "the best trial alone."
-        )
+    for name, s in kinds.items():
+        for c in s.get("kind_comparisons") or []:
+            if "comparison" not in c:
+                continue
+            cmp, best, other = c["comparison"], c["best"], c["other"]
+            lines.append(
+                f"{titles[name].capitalize()}: best {best['kind']} ({best['family']}) minus best "
+                f"{other['kind']} ({other['family']}) {100 * cmp['mean_difference']:+.1f} points "
+                f"a fold, corrected resampled t-test p = {cmp['ttest']['pvalue']:.2g}, Wilcoxon "
+                f"p = {cmp['wilcoxon']['pvalue']:.2g}"
+                + _ensemble_clause(s.get("ensemble") or {})
+                + "."
+            )
     lines += [
-        "BirdNET's model is CC BY-NC-SA 4.0 (the `birdnet` extra; "
-        "[licence](docs/features.md#licence)).",
-        "",
-        "Reproduce:",
+        "BirdNET's model is CC BY-NC-SA 4.0 (the opt-in `birdnet` extra). Reproduce:",
         "",
         "```bash",
-        *s["_commands"],
+        *(c for s in kinds.values() for c in s["_commands"]),
         "```",
         "",
     ]
     return lines
+
+
+def _ensemble_clause(ens: dict) -> str:
+    if not ens.get("best"):
+        return ""
+    return (
+        f"; the top-{ens['k']} ensemble across kinds {_pct(ens['value'])} against "
+        f"{_pct(ens['best']['value_from_predictions'])} for the best trial alone"
+    )
 
 
 def update_readme(section: str) -> None:
