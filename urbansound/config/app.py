@@ -319,12 +319,49 @@ def hydra_main(
         if name == CONFIG_NAME:  # the `urbansound` console script's help and completion
             _name_the_command()
         argv = sys.argv[1:]
+        try:
+            refuse_url_passwords(argv)
+        except UrbansoundError as exc:
+            _exit(error_line(exc), 2)
         if composition_choices is not None and not any(a.startswith("-") for a in argv):
             hydra_task.composition_only = tuple(composition_choices(argv))
             sys.argv[1:1] = hydra_task.composition_only
         return _run_hydra(decorated, task)
 
     return main
+
+
+def refuse_url_passwords(argv: Sequence[str]) -> None:
+    """Refuse a command line whose override holds a URL with a password, before Hydra runs.
+
+    Hydra writes every override into the run directory (``.hydra/overrides.yaml``,
+    ``hydra.yaml``, ``multirun.yaml``) and its log before any task or sweeper can look at it, so
+    a password in ``hydra.sweeper.storage``, ``trial.storage``, ``fit.from`` or any other key
+    would land in files, whether the run is a sweep or not
+    (:func:`urbansound.utils.redaction.has_password` says which values hold one).
+
+    Raises
+    ------
+    ConfigError
+        Naming the key, with the URL's password hidden, and the ways that keep it out of files.
+    """
+    from urbansound.errors import ConfigError
+    from urbansound.utils.redaction import has_password, redact_url
+
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or "://" not in value:
+            continue
+        value = value.strip("'\"")
+        if has_password(value):
+            raise ConfigError(
+                f"{key.lstrip('+~')}={redact_url(value)}: a password in a URL on the command line "
+                "would be written into the run's .hydra/ files and log: remove it from the URL and "
+                "give it "
+                "through PGPASSWORD or ~/.pgpass (PostgreSQL), or name the environment variable "
+                "that holds it (hydra.sweeper.storage_password_env=VAR for a sweep; a sweep "
+                "directory as fit.from, whose study.json names it)"
+            )
 
 
 def _run_hydra(decorated: Callable[[], Any], task: Callable[..., Any]) -> Any:
