@@ -455,3 +455,55 @@ def test_a_bad_config_is_refused_without_loading_the_feature_stage() -> None:
     message, loaded = out.stdout.splitlines()
     assert message.startswith("features.n_mels (2000) leaves mel bands without any FFT bin")
     assert loaded == "[]"
+
+
+SECRET = "Sup3r-S3cret"
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        # a single run: Hydra ignores the sweeper's keys but writes them into .hydra/hydra.yaml
+        ("urbansound.run", [f"hydra.sweeper.storage=postgresql://u:{SECRET}@db/optuna"]),
+        ("urbansound.run", [f"trial.storage=postgresql://u:{SECRET}@db/optuna"]),
+        ("urbansound.run", ["-m", f"hydra.sweeper.storage=sqlite:///o.db?password={SECRET}"]),
+        ("urbansound.fit", [f"fit.from=postgresql+psycopg://u:{SECRET}@db:5432/optuna"]),
+        ("urbansound.fit", [f"+extra=mysql://u:{SECRET}@db/x"]),  # any key
+    ],
+    ids=["run-sweeper-key", "run-trial-storage", "sweep-query-password", "fit-from", "any-key"],
+)
+def test_a_url_password_on_the_command_line_is_refused_before_anything_is_written(
+    tmp_path: Path, module: str, args: list[str]
+) -> None:
+    """Hydra writes every override into .hydra/ and its log before a task or sweeper sees it:
+    a password there is refused first, for any command and key, with the password hidden."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMET_", "HYDRA_"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args, "tracking.mode=disabled"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    (line,) = [x for x in proc.stderr.splitlines() if x.strip()]
+    key = args[-1].split("=", 1)[0].lstrip("+")
+    assert line.startswith(f"error: {key}=") and "***" in line
+    assert "PGPASSWORD" in line and "storage_password_env" in line
+    assert SECRET not in proc.stdout + proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no outputs/, no .hydra/
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////tmp/a:b@c/optuna.db",  # ':' and '@' in a folder name are no password
+        "postgresql://user@dbhost/optuna?sslmode=require&application_name=sweep",
+        "sqlite:///a%20b.db",
+    ],
+)
+def test_a_url_without_a_password_passes_the_command_line_check(url: str) -> None:
+    from urbansound.config.app import refuse_url_passwords
+
+    refuse_url_passwords([f"hydra.sweeper.storage={url}", f"fit.from={url}", "n_mfcc=20"])

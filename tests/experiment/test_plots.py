@@ -212,3 +212,13 @@ def test_epoch_axis_ticks_are_integers():
     for ax in fig.axes:
         ticks = ax.get_xticks()
         assert np.all(ticks == np.round(ticks)), ticks
+
+
+def test_the_figure_cache_is_inside_the_cache_directory_chosen(tmp_path):
+    """It was ``Path(features.cache_dir).parent / "figures"``: a cache_dir of /data/cache wrote
+    /data/figures, outside what the user chose."""
+    chosen = tmp_path / "mine" / "cache"
+    feats = FeatureSettings(cache_dir=str(chosen))
+    assert plots.dataset_figures_cache(feats) == chosen / "figures"
+    home = FeatureSettings(cache_dir="~/urbansound-cache")
+    assert plots.dataset_figures_cache(home) == Path.home() / "urbansound-cache" / "figures"

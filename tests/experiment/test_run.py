@@ -207,7 +207,9 @@ def test_dataset_figures_drawn_after_the_run_once_per_stage_settings(
         f"hydra.sweep.dir={sweep_dir}",
         "n_mfcc=13,20",
     )
-    (entry,) = (tmp_path / "cache" / "figures").iterdir()  # one entry for both n_mfcc values
+    # in the cache directory chosen (features.cache_dir), not beside it: one entry for both
+    (entry,) = (tmp_path / "cache" / "features" / "figures").iterdir()
+    assert not (tmp_path / "cache" / "figures").exists()
     linked = sweep_dir / "figures" / "dataset"
     assert (linked / "classes_overview.png").stat().st_ino == (
         entry / "classes_overview.png"

@@ -22,7 +22,8 @@ from tests.helpers import DEMO_CLIPS_PER_CLASS, cli_env
 from urbansound.errors import ConfigError
 from urbansound.sweep.settings import sweep_settings
 from urbansound.sweep.storage import dashboard_command, open_storage
-from urbansound.sweep.urls import display_storage, has_password, storage_identity
+from urbansound.sweep.urls import display_storage, storage_identity
+from urbansound.utils.redaction import has_password
 
 from .apps.sweeper_conf import sweeper_conf
 from .postgres import Server, postgres_server

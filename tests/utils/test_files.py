@@ -116,3 +116,106 @@ def test_a_missing_parent_that_cannot_be_made_says_what_to_do(tmp_path) -> None:
         "cannot write /proc/nope/x: a folder on its path does not exist and cannot be created; "
         "choose another path"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# What the path already is: a link, a device, a FIFO, a descriptor (issue 22)
+
+
+def test_a_symlink_is_written_through_and_stays_a_link(tmp_path: Path) -> None:
+    target = tmp_path / "real" / "out.csv"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(Path("real") / "out.csv")  # relative, as `ln -s` makes them
+    chain = tmp_path / "chain.csv"
+    chain.symlink_to(link)
+    atomic_write(chain, "new")
+    assert chain.is_symlink() and link.is_symlink()
+    assert target.read_text() == "new" and not target.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chain.csv", "link.csv", "real"]
+    assert [p.name for p in target.parent.iterdir()] == ["out.csv"]  # no temporary left
+    # a dangling link creates its target, as a shell's `>` does
+    dangling = tmp_path / "dangling.csv"
+    dangling.symlink_to(tmp_path / "real" / "new.csv")
+    write_json(dangling, {"a": 1})
+    assert dangling.is_symlink() and json.loads((target.parent / "new.csv").read_text()) == {"a": 1}
+
+
+def test_a_fifo_is_written_in_place_not_replaced(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    # the reading end, opened first and without blocking (the writer's open then returns)
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        atomic_write(fifo, "a,b\n1,2\n")
+        try:
+            got = os.read(fd, 1 << 16)
+        except BlockingIOError:  # nothing came through the pipe
+            got = b""
+    finally:
+        os.close(fd)
+    assert got == b"a,b\n1,2\n"
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
+
+
+def test_a_character_device_is_written_in_place_not_replaced(tmp_path: Path) -> None:
+    """As root, `-o /dev/null` renamed a temporary file over the device; here on a private
+    node of the same device (1, 3), so that the machine's /dev/null is never at stake."""
+    import os
+    import stat
+
+    null = tmp_path / "null"
+    try:
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device node needs root (the case the issue is about)")
+    link = tmp_path / "to-null"
+    link.symlink_to(null)
+    for path in (null, link):
+        atomic_write(path, b"x" * 100)
+        write_json(path, {"a": 1})
+    assert stat.S_ISCHR(os.stat(null).st_mode) and os.stat(null).st_rdev == os.makedev(1, 3)
+    assert link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null", "to-null"]
+
+
+def test_a_descriptor_path_is_written_through_its_descriptor_appending(tmp_path: Path) -> None:
+    """`-o /dev/stdout` with stdout redirected to a file (`>>` here) writes to that
+    descriptor: the file keeps what was there and is not replaced by another inode."""
+    import os
+
+    out = tmp_path / "redirected.csv"
+    out.write_text("before\n")
+    inode = out.stat().st_ino
+    with open(out, "a") as fh:
+        atomic_write(f"/proc/self/fd/{fh.fileno()}", "after\n")
+    assert out.read_text() == "before\nafter\n" and out.stat().st_ino == inode
+    assert [p.name for p in tmp_path.iterdir()] == ["redirected.csv"]
+    assert os.path.exists("/dev/stdout")
+
+
+def test_a_socket_or_a_symlink_loop_is_one_line_naming_the_path(tmp_path: Path) -> None:
+    import socket
+
+    sock_path = tmp_path / "s.sock"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(sock_path))
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to(loop)
+    try:
+        for path, expected in [
+            (sock_path, "a socket, not a regular file"),
+            (loop, "its symbolic links form a loop"),
+        ]:
+            with pytest.raises(OutputError) as err:
+                atomic_write(path, "x")
+            assert str(err.value).startswith(f"cannot write {path}: {expected}")
+            assert "\n" not in str(err.value)
+    finally:
+        sock.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop.csv", "s.sock"]

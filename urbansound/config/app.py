@@ -22,6 +22,13 @@ Failures, handled here and nowhere else:
   cannot make are one line, exit status 2 (``HYDRA_FULL_ERROR=1`` keeps their tracebacks);
 - Ctrl-C is one line, exit status 130: ``error: interrupted; `` and the task's own words about
   what it left behind.
+- memory that runs out is one line naming memory, exit status 2: an address-space limit
+  (``ulimit -v``) too small to load torch and the training code is found before they are loaded
+  (:func:`urbansound.utils.memory.require_memory_for`, at the start of the run and fit tasks;
+  predict checks before its features and an MLP's first use), and a ``MemoryError`` (or a
+  library's failure to map or allocate, named so in its message) is turned into that line;
+- stdout closed by its reader (``predict ... | head -1``): no line, exit status 141 (128 +
+  SIGPIPE, what a shell reports for a Unix tool that SIGPIPE killed).
 
 After a task's failure or Ctrl-C, a run directory that holds nothing but Hydra's ``.hydra/`` and
 an empty log is removed (it would only clutter ``outputs/``).
@@ -29,6 +36,7 @@ an empty log is removed (it would only clutter ``outputs/``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -38,15 +46,18 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from urbansound.errors import UrbansoundError
+from urbansound.utils.memory import memory_failure, require_memory_for
 
 __all__ = [
     "FIT_CONFIG_NAME",
+    "TASK_MODULES",
     "TaskContext",
     "error_line",
     "fit_config_schema",
     "hydra_main",
     "register_configs",
     "run_command",
+    "stdout_gone",
 ]
 
 #: The primary config of ``urbansound.fit``: ``config`` plus the ``fit`` node.
@@ -134,7 +145,8 @@ def run_command(command: Callable[[], int], *, interrupted: Callable[[], str]) -
     Returns what ``command`` returns (its exit status); 2 after an
     :class:`~urbansound.errors.UrbansoundError`, printed as one :func:`error_line`; 130 after
     Ctrl-C, printed as ``error: interrupted; <interrupted()>`` (the command's words about what
-    it left, asked for when it happens).
+    it left, asked for when it happens); 141 (128 + SIGPIPE, what a shell reports for a Unix
+    tool killed by it) when the reader of stdout went away (``predict ... | head -1``), silently.
     """
     try:
         return command()
@@ -144,6 +156,44 @@ def run_command(command: Callable[[], int], *, interrupted: Callable[[], str]) -
     except KeyboardInterrupt:
         print(f"error: interrupted; {interrupted()}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return stdout_gone()
+    except (MemoryError, OSError, ImportError, RuntimeError) as exc:
+        line = memory_failure(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
+
+
+def stdout_gone() -> int:
+    """The exit status after the reader of stdout went away: 141 (128 + SIGPIPE).
+
+    Points stdout at ``/dev/null`` first, so that the interpreter's flush at exit does not
+    print ``Exception ignored ... BrokenPipeError`` (Python's documented way out).
+    """
+    import signal
+
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 128 + signal.SIGPIPE
+
+
+# --------------------------------------------------------------------------------------------
+# Memory
+
+#: What the run and fit tasks load (as import names: nothing is imported here): torch and the
+#: trainer, scikit-learn's families, the feature code (librosa, soundfile, soxr, scipy's BLAS),
+#: the figures.
+TASK_MODULES = (
+    "torch",
+    "urbansound.training.cross_validation",
+    "urbansound.training.families",
+    "urbansound.features.extraction",
+    "urbansound.experiment.plots",
+)
 
 
 @dataclass(frozen=True)
@@ -191,7 +241,16 @@ class _HydraTask:
         )
         _quiet_chatty_libraries()
         try:
+            require_memory_for(TASK_MODULES, doing="loading torch and the training code")
             return self.task(cfg, context)
+        except (MemoryError, OSError, ImportError, RuntimeError) as exc:
+            line = memory_failure(exc)
+            if line is None:
+                raise
+            if context.multirun:
+                raise UrbansoundError(line) from None
+            _remove_if_untouched(context.run_dir)
+            _exit(f"error: {line}", 2)
         except UrbansoundError as exc:
             if context.multirun:
                 raise  # the sweeper records the trial as failed, with this message
@@ -203,6 +262,10 @@ class _HydraTask:
             _remove_if_untouched(context.run_dir)
             words = self.interrupted.format(run_dir=context.run_dir)
             _exit(f"error: interrupted; {words}", 130)
+        except BrokenPipeError:
+            if context.multirun:
+                raise
+            sys.exit(stdout_gone())  # `python -m urbansound.fit ... | head -1`
 
 
 def hydra_main(
@@ -256,12 +319,49 @@ def hydra_main(
         if name == CONFIG_NAME:  # the `urbansound` console script's help and completion
             _name_the_command()
         argv = sys.argv[1:]
+        try:
+            refuse_url_passwords(argv)
+        except UrbansoundError as exc:
+            _exit(error_line(exc), 2)
         if composition_choices is not None and not any(a.startswith("-") for a in argv):
             hydra_task.composition_only = tuple(composition_choices(argv))
             sys.argv[1:1] = hydra_task.composition_only
         return _run_hydra(decorated, task)
 
     return main
+
+
+def refuse_url_passwords(argv: Sequence[str]) -> None:
+    """Refuse a command line whose override holds a URL with a password, before Hydra runs.
+
+    Hydra writes every override into the run directory (``.hydra/overrides.yaml``,
+    ``hydra.yaml``, ``multirun.yaml``) and its log before any task or sweeper can look at it, so
+    a password in ``hydra.sweeper.storage``, ``trial.storage``, ``fit.from`` or any other key
+    would land in files, whether the run is a sweep or not
+    (:func:`urbansound.utils.redaction.has_password` says which values hold one).
+
+    Raises
+    ------
+    ConfigError
+        Naming the key, with the URL's password hidden, and the ways that keep it out of files.
+    """
+    from urbansound.errors import ConfigError
+    from urbansound.utils.redaction import has_password, redact_url
+
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or "://" not in value:
+            continue
+        value = value.strip("'\"")
+        if has_password(value):
+            raise ConfigError(
+                f"{key.lstrip('+~')}={redact_url(value)}: a password in a URL on the command line "
+                "would be written into the run's .hydra/ files and log: remove it from the URL and "
+                "give it "
+                "through PGPASSWORD or ~/.pgpass (PostgreSQL), or name the environment variable "
+                "that holds it (hydra.sweeper.storage_password_env=VAR for a sweep; a sweep "
+                "directory as fit.from, whose study.json names it)"
+            )
 
 
 def _run_hydra(decorated: Callable[[], Any], task: Callable[..., Any]) -> Any:

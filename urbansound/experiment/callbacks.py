@@ -94,7 +94,7 @@ class DatasetFiguresCallback(Callback):
 
     Off the run's critical path and at most once per sweep: once the run (``on_run_end``) or the
     whole sweep (``on_multirun_end``) has ended, it reads the dataset from a ``results.json`` of
-    the run or sweep directory, draws (or finds in the cache beside the feature cache) the figures
+    the run or sweep directory, draws (or finds in ``<features.cache_dir>/figures``) the figures
     of :func:`urbansound.experiment.plots.dataset_figures` for the dataset and the stage settings,
     links them into ``<run or sweep dir>/figures/dataset/`` and hands them to
     :func:`urbansound.tracking.experiments.log_dataset_samples`.
@@ -160,7 +160,7 @@ def _dataset_samples(config: DictConfig, directory: Path, *, sweep: bool) -> Any
         dataset=index.name,
         # the class overview's spectrograms: the run's hand-made settings, else the tutorial's
         features=f if isinstance(f := settings.features, FeatureSettings) else FeatureSettings(),
-        cache_dir=Path(settings.features.cache_dir).expanduser().parent / "figures",
+        cache_dir=plots.dataset_figures_cache(settings.features),
         dest=directory / plots.FIGURES_DIR / "dataset",
     )
     if drawn.figures and settings.tracking.mode != "disabled":

@@ -67,14 +67,8 @@ from urbansound.experiment.rundir import (
     write_fit_summary,
     write_predictions,
 )
-from urbansound.inference.modelfile import (
-    MODEL_FILE,
-    Member,
-    ModelFile,
-    feature_settings_dict,
-    feature_stage,
-    save_model,
-)
+from urbansound.inference.modelfile import MODEL_FILE, Member, ModelFile, save_model
+from urbansound.inference.stage import feature_settings_dict, feature_stage
 from urbansound.training import metrics
 from urbansound.training.results import CVResult, EpochMetrics, FoldPredictions, RunResult
 
@@ -170,7 +164,9 @@ def fit_model(
     ------
     UrbansoundError
         Bad configuration or data (one line naming the key or file), an unwritable run
-        directory (:class:`~urbansound.errors.OutputError`).
+        directory (:class:`~urbansound.errors.OutputError`), an estimator a model file could not
+        hold (a user's own class: :class:`~urbansound.errors.ConfigError`, before anything is
+        written or trained).
     """
     from urbansound.data.cv import Split
     from urbansound.features.extraction import feature_names
@@ -178,12 +174,13 @@ def fit_model(
     from urbansound.training.problem import CVProblem
 
     t_start = time.perf_counter()
-    run_dir = make_run_dir(run_dir)
-    if config is not None:
-        write_config(run_dir, config)
     seeds = [settings.train.seed] if seeds is None else [int(s) for s in seeds]
     if not seeds:
         raise ConfigError("fit.seeds must list at least one seed")
+    _check_storable(settings)  # before anything is written or trained, not after training
+    run_dir = make_run_dir(run_dir)
+    if config is not None:
+        write_config(run_dir, config)
     if settings.cv.name != "folds" or settings.cv.folds is not None:
         log.info("a final fit trains on every fold (cv.name and cv.folds do not apply)")
     held = settings.cv.outer_fold
@@ -338,6 +335,45 @@ def fit_model(
         y_true=y_test,
         result=result,
     )
+
+
+def _check_storable(settings: Settings) -> None:
+    """Refuse, before anything is trained, an estimator a model file could not hold: its types
+    (those of an unfitted instance, written by skops) must be on the model file's allowlist
+    (:mod:`urbansound.inference.allowlist`). A user's own classifier class trains and is
+    evaluated by ``run`` and sweeps; only a model file of it is refused.
+
+    Raises
+    ------
+    ConfigError
+        One line naming ``model._target_`` (or the family) and the types refused.
+    """
+    model = settings.model
+    if model.family == "mlp":
+        return
+    import skops.io
+
+    from urbansound.inference.allowlist import untrusted_types
+    from urbansound.training.families import make_estimator, make_pipeline
+
+    estimator = make_estimator(model, seed=settings.train.seed, n_jobs=1)
+    pipeline = make_pipeline(estimator, standardize=settings.train.standardize)
+    try:
+        refused = untrusted_types(skops.io.dumps(pipeline))
+    except Exception as exc:  # skops cannot write it at all (a lock, a generator, a lambda)
+        refused = [f"something skops cannot write ({type(exc).__name__}: {exc})"]
+    if refused:
+        name = (
+            f"model._target_={model.target}"
+            if model.family == "sklearn"
+            else f"model={model.family}"
+        )
+        raise ConfigError(
+            f"{name} cannot be stored in a model file, which holds only scikit-learn's "
+            f"classifiers and the types of their fitted state (it holds {', '.join(refused[:3])})"
+            "; `python -m urbansound.run` trains and evaluates it, `fit` cannot save it: "
+            "nothing was trained"
+        )
 
 
 def _member(fitted: Any, *, seed: int, fold: int | str, family: str) -> Member:

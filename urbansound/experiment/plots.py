@@ -10,7 +10,8 @@ Per run, :func:`write_run_figures` writes ``figures/confusion_matrix.png`` (summ
 folds) and ``figures/epoch_curves.png`` into the run directory. Per dataset,
 :func:`dataset_figures` draws what the tutorial showed for one clip of each class (a waveform and
 a log-mel spectrogram in dB), once per dataset and stage settings: the PNGs and one WAV per class
-are cached under a key of the chosen clips and the stage settings, and linked into a run or sweep
+are cached under a key of the chosen clips and the stage settings (in
+``<features.cache_dir>/figures``: :func:`dataset_figures_cache`), and linked into a run or sweep
 directory after the run (``urbansound.run``'s Hydra callback), off the run's critical path.
 """
 
@@ -44,6 +45,7 @@ __all__ = [
     "confusion_matrix_figure",
     "dataset_figure_key",
     "dataset_figures",
+    "dataset_figures_cache",
     "epoch_curves_figure",
     "link_or_copy",
     "per_class_accuracy_figure",
@@ -345,6 +347,16 @@ class DatasetFigures:
     directory: Path
     figures: dict[str, Path] = field(default_factory=dict)
     samples: list[tuple[str, Path]] = field(default_factory=list)
+
+
+def dataset_figures_cache(features: FeatureSettings) -> Path:
+    """Where :func:`dataset_figures` caches its entries: ``<features.cache_dir>/figures``.
+
+    Inside the cache directory the user chose, beside the feature cache's ``logmel/`` and
+    ``features/``: never its parent (``features.cache_dir=/data/cache`` must not write
+    ``/data/figures``).
+    """
+    return Path(features.cache_dir).expanduser() / "figures"
 
 
 def dataset_figures(

@@ -3,19 +3,24 @@
 ``MODEL`` is a ``model.safetensors`` written by :mod:`urbansound.fit` (or the fit's run
 directory). ``AUDIO`` are files, folders (searched recursively for audio files) and glob
 patterns (``'recordings/**/*.flac'``): :func:`expand_inputs`; every format and rate the pipeline
-reads (:func:`urbansound.features.audio.load_audio`). How files are cut into windows and
-classified is :mod:`urbansound.inference.predict`.
+reads (:func:`urbansound.features.audio.load_audio`). Only regular files are read: ``-``
+(standard input), a FIFO, a device or a socket is refused without being opened. How files are
+cut into windows and classified is :mod:`urbansound.inference.predict`.
 
-Output (stdout, or ``--output FILE`` written atomically): CSV by default, one row per clip or
-window: ``path,start,end,class,<probability of each class>`` (seconds; class probabilities in
-the model's class order); ``--timeline`` gives the segments instead (``path,start,end,class,
+Output (stdout, or ``--output FILE``: written as :func:`urbansound.utils.files.atomic_open`
+says, i.e. a regular file replaced atomically, a symbolic link written through, a device or
+FIFO written in place; ``-o -`` is stdout): CSV by default, one row per clip or window:
+``path,start,end,class,<probability of each class>`` (seconds; class probabilities in the
+model's class order); ``--timeline`` gives the segments instead (``path,start,end,class,
 windows,probability``: the mean top-class probability over its windows); ``--format json``
 gives both per file (:func:`to_csv`, :func:`to_json`).
 
 A file that cannot be read is reported on stderr (one line) and skipped; the others go on
 (``--on-error stop``: the first one ends the call, exit 2, nothing written). Exit status 0 when
-at least one file was classified, 2 when none was or on bad arguments (one ``error:`` line), 130
-on Ctrl-C (:func:`urbansound.config.app.run_command`).
+at least one file was classified, 2 when none was or on bad arguments (one ``error:`` line; when
+no argument gave a file to read, that line names the first one and why), 130 on Ctrl-C, 141
+(128 + SIGPIPE, as a Unix tool killed by it) when the reader of stdout went away
+(``predict ... | head -1``): :func:`urbansound.config.app.run_command`.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import numpy as np
 from urbansound.config.app import run_command
 from urbansound.errors import ConfigError, UrbansoundError
 from urbansound.inference.predict import FilePrediction, Segment, Window, min_hop, predict_files
+from urbansound.utils.memory import require_memory_for
 
 __all__ = ["AUDIO_SUFFIXES", "expand_inputs", "main", "to_csv", "to_json"]
 
@@ -62,8 +68,27 @@ AUDIO_SUFFIXES = (
 # Inputs
 
 
-def _has_magic(text: str) -> bool:
-    return glob.has_magic(text)
+def _glob(pattern: str) -> list[Path]:
+    """The paths ``pattern`` matches, sorted.
+
+    ``**`` matches any number of folders without following symbolic links to folders (as
+    ``os.walk`` and Python 3.13's pathlib do): a link loop would otherwise be followed until the
+    path grows too long (each file found 41 times through one loop, 2**40 times through two).
+    A name starting with ``.`` is matched only by a pattern part starting with ``.`` (as
+    :func:`glob.glob`).
+    """
+    if "**" not in pattern:
+        return [Path(m) for m in sorted(glob.glob(pattern))]
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base = Path(*parts[:first]) if first else Path()
+    rest = parts[first:]
+    dotted = any(part.startswith(".") for part in rest)
+    found = []
+    for match in base.glob(str(Path(*rest))):
+        if dotted or not any(c.startswith(".") for c in match.relative_to(base).parts):
+            found.append(match)
+    return sorted(found)
 
 
 def _audio_files(folder: Path) -> list[Path]:
@@ -76,43 +101,69 @@ def _audio_files(folder: Path) -> list[Path]:
     return found
 
 
+#: What reading a model file and computing features loads (import names).
+_FEATURE_MODULES = ("urbansound.features.extraction", "urbansound.inference.modelfile")
+
+#: An argument that names standard input; predict reads files (it decodes each one whole).
+STDIN = "-"
+
+
 def expand_inputs(args: Iterable[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Files to classify from files, folders and glob patterns, in order, without repeats.
 
     Folders (also those a pattern matches) are searched recursively for files with an
-    :data:`AUDIO_SUFFIXES` suffix, sorted by path; a pattern's matches are sorted; a file named
-    explicitly is taken whatever its suffix. Returns ``(paths, problems)`` with one
-    ``(argument, reason)`` per argument that gives nothing.
+    :data:`AUDIO_SUFFIXES` suffix, sorted by path; a pattern's matches are sorted (``**``
+    follows no symbolic link to a folder: :func:`_glob`); a file named explicitly is taken
+    whatever its suffix. Only regular files are taken (symbolic links followed), found so
+    without opening anything: ``-`` (standard input), a FIFO, a device such as ``/dev/zero``, a
+    socket, a missing file or a broken link each give a problem instead. A file reached by two
+    paths (a link, a folder given twice) is taken once, by the first. Returns
+    ``(paths, problems)`` with one ``(argument or file, reason)`` per argument that gives
+    nothing and per file refused.
     """
+    from urbansound.utils.files import not_a_regular_file
+
     paths: list[str] = []
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
 
-    def add(p: Path) -> None:
-        key = os.path.abspath(p)
+    def add(p: Path, *, named: str | None = None) -> None:
+        reason = not_a_regular_file(p)
+        if reason is not None:
+            problems.append((named or str(p), reason))
+            return
+        key = os.path.realpath(p)
         if key not in seen:
             seen.add(key)
             paths.append(str(p))
 
     for arg in args:
-        matches = (
-            [Path(m) for m in sorted(glob.glob(arg, recursive=True))]
-            if _has_magic(arg)
-            else [Path(arg)]
-        )
+        if arg == STDIN:
+            problems.append((arg, _STDIN_REASON))
+            continue
+        magic = glob.has_magic(arg)
+        matches = _glob(arg) if magic else [Path(arg)]
         if not matches:
             problems.append((arg, "no file matches this pattern"))
             continue
-        before = len(paths)
+        in_folders = 0
         for m in matches:
             if m.is_dir():
-                for f in _audio_files(m):
+                found = _audio_files(m)
+                in_folders += len(found)
+                for f in found:
                     add(f)
-            elif m.exists() or not _has_magic(arg):
-                add(m)  # a missing named file is reported when it is read
-        if len(paths) == before and all(m.is_dir() for m in matches):
+            else:
+                add(m, named=None if magic else arg)
+        if in_folders == 0 and all(m.is_dir() for m in matches):
             problems.append((arg, "no audio file in this folder"))
     return paths, problems
+
+
+_STDIN_REASON = (
+    "standard input is not read: predict decodes whole audio files; save the stream to a file "
+    "and give its path"
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,7 +284,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="default: json for an --output ending in .json, otherwise csv",
     )
-    p.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    p.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="write here instead of stdout (`-`: stdout); a regular file is replaced atomically, "
+        "a symbolic link written through, a device or FIFO written in place",
+    )
     p.add_argument(
         "--jobs", type=int, default=-1, metavar="N", help="files decoded at once (-1: all cores)"
     )
@@ -268,15 +325,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _predict(argv: Sequence[str] | None) -> int:
-    from urbansound.inference.modelfile import FeatureVersionWarning, load_model
+    from urbansound.inference.modelfile import ModelFileWarning, load_model
 
     args = _parser().parse_args(argv)
     if args.hop is not None and not (math.isfinite(args.hop) and args.hop > 0):
         raise ConfigError(f"--hop must be a number of seconds > 0, got {args.hop}")
     if args.jobs == 0 or args.jobs < -1:
         raise ConfigError(f"--jobs must be a positive count or -1, got {args.jobs}")
+    # an address-space limit (ulimit -v) too small for the feature code: one line, not an abort
+    # in a library's loader (torch is checked where an MLP is first used)
+    require_memory_for(_FEATURE_MODULES, doing="loading the feature code", spare=128 * 2**20)
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", FeatureVersionWarning)
+        warnings.simplefilter("always", ModelFileWarning)
         model = load_model(args.model)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
@@ -287,7 +347,12 @@ def _predict(argv: Sequence[str] | None) -> int:
         )
 
     paths, problems = expand_inputs(args.audio)
-    if args.output:
+    if not paths:  # nothing to classify: one line, the first reason
+        arg, reason = problems[0]
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise ConfigError(f"{arg}: {reason}; nothing to classify{more}")
+    to_file = args.output not in (None, STDIN)
+    if to_file:
         clash = _output_clash(args.output, [str(model.path), *paths])
         if clash is not None:
             raise ConfigError(
@@ -322,12 +387,12 @@ def _predict(argv: Sequence[str] | None) -> int:
         raise ConfigError(f"none of the {len(args.audio)} input(s) gave an audio file to classify")
     names = model.class_names
     if args.format is None:
-        args.format = "json" if (args.output or "").lower().endswith(".json") else "csv"
+        args.format = "json" if to_file and args.output.lower().endswith(".json") else "csv"
     if args.format == "json":
         text = to_json(preds, names, model_path=str(model.path), skipped=skipped)
     else:
         text = to_csv(preds, names, segments=args.timeline)
-    if args.output:
+    if to_file:
         from urbansound.utils.files import atomic_write
 
         atomic_write(args.output, text)

@@ -3,13 +3,12 @@
 :func:`predict_files` classifies files with a :class:`~urbansound.inference.modelfile.ModelFile`
 (the command line is :mod:`urbansound.inference.cli`). Features are computed by the training code
 (:func:`urbansound.features.audio.load_audio`, then :func:`urbansound.features.dsp.log_mel` and
-:func:`urbansound.features.dsp.clip_features` with the model's feature settings, BLAS on one thread
-as in :func:`urbansound.features.extraction.extract_features`), so a training clip gives exactly
-its training features. For an embedding kind the audio is decoded at the network's rate and each
-window of it (below) is cut into the network's windows, embedded and pooled by
-:func:`urbansound.features.embeddings.stage.audio_row`, the training code too; the network is the
-one recorded in the model file, used only while its file has the recorded SHA-256
-(:func:`open_network`).
+:func:`urbansound.features.dsp.clip_features` with the model's feature settings, which make no
+BLAS call), so a training clip gives exactly its training features. For an embedding kind the
+audio is decoded at the network's rate and each window of it (below) is cut into the network's
+windows, embedded and pooled by :func:`urbansound.features.embeddings.stage.audio_row`, the
+training code too; the network is the one recorded in the model file, used only while its file
+has the recorded SHA-256 (:func:`open_network`).
 
 - A file up to the model's window (the training clips' length, 4 s; ``window_s`` in the model
   file) is one clip: one row, the whole file, as a training clip is.
@@ -21,9 +20,11 @@ one recorded in the model file, used only while its file has the recorded SHA-25
   one segment, from its first window's start to the next segment's first start (the last to the
   end of the file).
 
-All clips and windows of one call are classified in one batch, as the trainer evaluates a fold:
-the same clips in the same order give bitwise the trainer's probabilities (other batches agree to
-float32 rounding).
+All clips and windows of one call are classified in one batch, as the trainer evaluates one fold:
+the same clips in the same order, on the same machine, give bitwise the probabilities of the fit
+and of a CV run of that one fold (the same computation). Any other batch (a clip alone, a CV run
+evaluating several folds stacked, another CPU) agrees within :data:`AGREEMENT_TOLERANCE`:
+matrix-product kernels are chosen per shape and CPU and round differently.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from urbansound.inference.modelfile import ModelFile
 
 __all__ = [
+    "AGREEMENT_TOLERANCE",
     "FilePrediction",
     "Segment",
     "Window",
@@ -53,6 +55,13 @@ __all__ = [
     "timeline",
     "window_bounds",
 ]
+
+#: How far (absolute, per class probability) predict's probabilities of a clip may lie from the
+#: trainer's when they are not the same computation (``docs/fit-predict.md``, "How exact"): the
+#: same rows in another batch, a CV run's stacked folds, another CPU. float32 rounding of a logit
+#: differs by a few units in the last place between matrix-product kernels; measured up to
+#: 2.4e-7 (a clip alone against the same clip in a batch of 780-990), 3e-8 on other CPUs.
+AGREEMENT_TOLERANCE = 1e-5
 
 #: A file this much longer than the window (in seconds) is still one clip: UrbanSound8K's
 #: "4 s" slices run a few ms over.
@@ -261,8 +270,6 @@ def predict_files(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from threadpoolctl import threadpool_limits
-
     from urbansound.features.audio import HINT
     from urbansound.utils.progress import progress_bar
 
@@ -294,9 +301,8 @@ def predict_files(
     done: list[tuple[str, float, list[tuple[int, int]], np.ndarray]] = []
     mode = progress if len(paths) > 1 else "none"
     bar = progress_bar(total=len(paths), desc="predict", unit="file", mode=mode)
-    # One BLAS thread, as extract_features: a multi-threaded product changed the last bit of a
-    # few clips' features there.
-    blas = threadpool_limits(1, user_api="blas")
+    # No BLAS thread limit, as extract_features: the feature DSP makes no BLAS call
+    # (features.dsp._mel_power), so a clip's features are the same bits in any thread.
     try:
         workers = max(1, min(n_jobs if n_jobs > 0 else (os.cpu_count() or 1), len(paths)))
         if workers == 1:
@@ -320,7 +326,6 @@ def predict_files(
             if workers > 1:
                 pool.shutdown(cancel_futures=True)
     finally:
-        blas.restore_original_limits()
         bar.close()
     if not done:
         return []

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from urbansound.errors import ConfigError
-from urbansound.utils.redaction import HIDDEN, PASSWORD_KEYS, QUERY_PASSWORD, redact_url
+from urbansound.utils.redaction import HIDDEN, PASSWORD_KEYS, has_password, redact_url
 
 #: The usual port of each network backend, so that ``host`` and ``host:5432`` are one storage.
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
@@ -37,21 +37,6 @@ def _parse(storage: str) -> Any | None:
         return make_url(storage)
     except Exception:  # an ArgumentError, or a port that is no number
         return None
-
-
-def has_password(storage: str) -> bool:
-    """True when ``storage`` carries a password: ``user:password@`` (percent-encoded or not) or
-    a password query key (``?password=``). A URL SQLAlchemy cannot parse counts when its text
-    has ``user:...@`` or such a key."""
-    url = _parse(storage)
-    if url is None:
-        if "://" not in storage:
-            return False
-        userinfo = re.search(r"://[^/@]*:[^/@]*@", storage)
-        query = QUERY_PASSWORD.search(storage)
-        return bool(userinfo or query)
-    query_keys = {k.lower() for k in url.query}
-    return bool(url.password) or bool(query_keys & PASSWORD_KEYS)
 
 
 def display_storage(storage: str | None) -> str:

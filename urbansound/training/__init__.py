@@ -24,6 +24,9 @@ mlp
     The Keras-equivalent MLP: initialisation, the stacked forward and backward passes, Adam.
 families
     The scikit-learn families: estimators, pipelines, staged fitting for pruning.
+contract
+    What a family's classifier must be before it is made (an estimator class, nothing called)
+    and give on every split (finite probabilities summing to 1, integer class ids).
 metrics
     The one loss, the confusion matrix and a fold's result.
 results

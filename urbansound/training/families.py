@@ -25,6 +25,19 @@ stage is the forest's own ``predict_proba``, so the saved probabilities are exac
 ``hist_gb`` predicts with all iterations so far at every stage (about ``stages/2`` predictions of
 the test part: ~3% of its fit on the demo corpus, not worth scikit-learn's private API).
 
+The output contract, checked on every split at every stage
+(:func:`urbansound.training.contract.output_breach`): integer
+``classes_`` among the dataset's class ids, one ``predict_proba`` column per entry of
+``classes_``, finite probabilities in [0, 1] whose rows sum to 1 within
+:data:`PROBABILITY_TOLERANCE`. A classifier that breaks it (a user's ``model=sklearn`` class
+returning NaN, three columns or string classes) stops the run with one
+:class:`~urbansound.errors.ConfigError` line naming ``model._target_`` and the fold, so it can
+never score (a sweep records the trial as FAIL, with no value).
+
+``model=sklearn`` instantiates nothing before it has checked that ``model._target_`` (and every
+nested ``_target_`` of its keys, such as a meta-estimator's ``estimator``) names a scikit-learn
+estimator class: a foreign config naming ``numpy.memmap`` is refused before anything is called.
+
 Metrics: the class probabilities are ``predict_proba`` aligned to all ``n_classes`` columns (a
 class absent from a training part gets probability 0); a clip's prediction is their argmax, so the
 fold accuracy, per-class accuracy and confusion matrix follow from the saved probabilities
@@ -47,6 +60,12 @@ import numpy as np
 from urbansound.config.settings import AnyModelSettings, TrainSettings
 from urbansound.data.cv import Split
 from urbansound.errors import ConfigError, DataError
+from urbansound.training.contract import (
+    PROBABILITY_TOLERANCE,
+    check_estimator_class,
+    nested_targets,
+    output_breach,
+)
 from urbansound.training.metrics import cross_entropy
 from urbansound.training.problem import CVProblem
 from urbansound.training.results import (
@@ -139,6 +158,9 @@ def _instantiate(target: str, params: dict[str, Any], seed: int) -> Any:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
+    check_estimator_class(target, "model._target_", classifier=True)
+    for key, nested in nested_targets(params, "model"):
+        check_estimator_class(nested, key, classifier=False)
     try:
         estimator = instantiate({"_target_": target, **params}, _convert_="all")
     except InstantiationException as exc:
@@ -207,6 +229,12 @@ class _Fold:
     def __init__(self, problem: CVProblem, split: Split, pipeline: Any) -> None:
         self.split = split
         self.pipeline = pipeline
+        model = problem.model
+        self.label = (
+            f"model._target_={model.target}"
+            if model.family == "sklearn"
+            else f"model={model.family}"
+        )
         self.n_classes = problem.n_classes
         self.X_train, self.y_train = problem.X[split.train], problem.y[split.train]
         self.X_test, self.y_test = problem.X[split.test], problem.y[split.test]
@@ -250,8 +278,18 @@ class _Fold:
         if not last and hasattr(classifier, "estimators_") and grow == "n_estimators":
             proba = self._forest_proba(classifier)
         else:
-            proba = np.asarray(classifier.predict_proba(self.X_test), dtype=np.float64)
-        classes = np.asarray(classifier.classes_, dtype=np.int64)
+            proba = classifier.predict_proba(self.X_test)
+        classes = getattr(classifier, "classes_", None)
+        breach = output_breach(proba, classes, n_rows=len(self.X_test), n_classes=self.n_classes)
+        if breach is not None:
+            raise ConfigError(
+                f"{self.label}: on fold {self.split.fold} {breach}; a classifier must give "
+                f"finite probabilities in [0, 1] summing to 1 (within {PROBABILITY_TOLERANCE:g}) "
+                "per row, one column per entry of classes_, and integer classes_ among the "
+                f"dataset's class ids 0..{self.n_classes - 1}"
+            )
+        proba = np.asarray(proba, dtype=np.float64)
+        classes = np.asarray(classes, dtype=np.int64)
         full = np.zeros((len(self.X_test), self.n_classes), dtype=np.float64)
         full[:, classes] = proba
         self.probabilities = full.astype(np.float32)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["HIDDEN", "PASSWORD_KEYS", "QUERY_PASSWORD", "redact_url"]
+__all__ = ["HIDDEN", "PASSWORD_KEYS", "QUERY_PASSWORD", "has_password", "redact_url"]
 
 #: What a hidden password is shown as.
 HIDDEN = "***"
@@ -18,6 +18,21 @@ PASSWORD_KEYS = frozenset({"password", "passwd", "pwd", "sslpassword"})
 #: A password query parameter (``?password=...``, ``&sslpassword=...``), its value in the match's
 #: end: group 1 is the key and ``=``.
 QUERY_PASSWORD = re.compile(r"([?&](?:" + "|".join(sorted(PASSWORD_KEYS)) + r")=)[^&]*", re.I)
+
+
+def has_password(url: str) -> bool:
+    """True when the URL ``url`` carries a password: ``user:password@`` (percent-encoded or not)
+    or a password query key (:data:`PASSWORD_KEYS`). A URL SQLAlchemy cannot parse counts when
+    its text has ``user:...@`` or such a key; a journal-file path (no ``://``) never does."""
+    if "://" not in url:
+        return False
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # an ArgumentError, or a port that is no number
+        return bool(re.search(r"://[^/@]*:[^/@]*@", url) or QUERY_PASSWORD.search(url))
+    return bool(parsed.password) or bool({k.lower() for k in parsed.query} & PASSWORD_KEYS)
 
 
 def redact_url(url: str | None) -> str | None:
