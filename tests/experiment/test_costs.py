@@ -88,3 +88,25 @@ def test_clips_that_do_not_decode_leave_the_feature_times_out(tmp_path: Path) ->
         train_seconds=0.1,
     )
     assert set(costs) == {"model_bytes", "model_ms_per_clip", "train_seconds"}
+
+
+class _Custom(LogisticRegression):
+    """A type no model file stores (off its allowlist)."""
+
+
+def test_a_model_no_model_file_stores_leaves_model_bytes_out(demo_dir: Path) -> None:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 6)).astype(np.float32)
+    model = _Custom(max_iter=200).fit(X, np.arange(60) % 3)
+    costs = measure_costs(
+        model,
+        X,
+        n_classes=3,
+        clip_paths=sorted(str(p) for p in demo_dir.rglob("*.wav"))[:1],
+        features=FeatureSettings(),
+        family="sklearn",
+        seed=0,
+        train_seconds=0.1,
+    )
+    assert "model_bytes" not in costs
+    assert costs["inference_ms_per_clip"] > costs["model_ms_per_clip"] > 0

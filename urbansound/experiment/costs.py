@@ -84,11 +84,18 @@ def _median_ms(call: Callable[[], Any], repeats: int) -> float:
     return 1000.0 * statistics.median(times)
 
 
-def _model_bytes(member: Any) -> int:
+def _model_bytes(member: Any) -> int | None:
+    """The member's size as a model file (bytes); None when a model file cannot store it (a
+    type off the model file's allowlist: ``fit`` would refuse it too)."""
+    from urbansound.errors import UrbansoundError
     from urbansound.inference.modelfile import save_model
 
     with tempfile.TemporaryDirectory(prefix="urbansound-costs-") as tmp:
-        path = save_model(Path(tmp) / "model.safetensors", [member], {"purpose": "costs"})
+        try:
+            path = save_model(Path(tmp) / "model.safetensors", [member], {"purpose": "costs"})
+        except UrbansoundError as exc:
+            log.warning("model_bytes not measured: %s", exc)
+            return None
         return path.stat().st_size
 
 
@@ -164,16 +171,16 @@ def measure_costs(
     dict
         ``model_bytes``, ``model_ms_per_clip``, ``feature_ms_per_clip``,
         ``inference_ms_per_clip`` and ``train_seconds``; the feature and inference times are
-        left out when no clip could be decoded.
+        left out when no clip could be decoded, ``model_bytes`` when a model file cannot store
+        the model (a warning says why). A measurement never fails the run.
     """
     member = model_member(fitted, seed=seed, fold=getattr(fitted, "fold", 0), family=family)
     batch = np.ascontiguousarray(X[:BATCH], dtype=np.float32)
     model_ms = _median_ms(lambda: member.predict_proba(batch, n_classes), REPEATS) / len(batch)
-    costs: dict[str, float] = {
-        "model_bytes": float(_model_bytes(member)),
-        "model_ms_per_clip": model_ms,
-        "train_seconds": float(train_seconds),
-    }
+    costs: dict[str, float] = {"model_ms_per_clip": model_ms, "train_seconds": float(train_seconds)}
+    size = _model_bytes(member)
+    if size is not None:
+        costs["model_bytes"] = float(size)
     feature_ms = _feature_ms(list(clip_paths)[:FEATURE_CLIPS], features)
     if feature_ms is not None:
         costs["feature_ms_per_clip"] = feature_ms
