@@ -95,14 +95,13 @@ def study(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Study:
     return Study(work, first, second, comet, resumed, foreign)
 
 
-def test_the_sweep_directories_of_a_study_are_found_by_its_study_json(study: Study) -> None:
-    template = str(study.work / "multirun" / "${now:%H-%M-%S}")
-    assert study_sweep_dirs(study.second, template=template) == [study.second, study.first]
-    assert study_sweep_dirs(study.first, template=str(study.first)) == [study.first, study.second]
+def test_the_sweep_directories_of_a_study_are_found_through_its_storage(study: Study) -> None:
+    """Each sweep records its directory in the study (sweep.study.study_sweep_dirs); the other
+    study's directory beside them is not one of them."""
+    assert study_sweep_dirs(study.second) == [study.second, study.first]
+    assert study_sweep_dirs(study.first) == [study.first, study.second]
     # a directory of no study: only itself
-    assert study_sweep_dirs(study.work / "elsewhere", template=template) == [
-        study.work / "elsewhere"
-    ]
+    assert study_sweep_dirs(study.work / "elsewhere") == [study.work / "elsewhere"]
 
 
 def test_a_resumed_sweep_prints_one_upload_line_naming_every_archive_of_its_study(

@@ -41,40 +41,35 @@ class CometUploadCommand(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        template = OmegaConf.to_container(config.hydra.sweep, resolve=False)["dir"]
-        directories = study_sweep_dirs(sweep_dir, template=str(template))
+        directories = study_sweep_dirs(sweep_dir)
         _print_upload_command(directories, list_file=sweep_dir / "comet_archives.txt")
 
 
-def study_sweep_dirs(sweep_dir: Path, *, template: str) -> list[Path]:
+def study_sweep_dirs(sweep_dir: Path) -> list[Path]:
     """The sweep directories on this machine of the study that ``sweep_dir`` belongs to.
 
-    ``sweep_dir`` itself, and every directory that ``template`` (``hydra.sweep.dir`` as written,
-    ``outputs/multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}``) could have made whose ``study.json``
-    names the same study (:class:`~urbansound.sweep.ownership.Owner`: the same storage and
-    name): the directories under the template's fixed part (``outputs/multirun``; a template
-    without ``${`` is one directory: its parent), as deep as the template goes on. A
-    ``study.json`` that cannot be read is skipped. Sorted, ``sweep_dir`` first.
+    ``sweep_dir`` first, then every other directory the study's storage records its sweeps
+    wrote into on this machine (:func:`urbansound.sweep.study.study_sweep_dirs`), opened with
+    the storage and password variable of ``sweep_dir``'s ``study.json``, that still exists. A
+    directory without a readable ``study.json``, or a storage that cannot be opened now, gives
+    ``[sweep_dir]``: the upload line then names less, and no sweep fails for it.
     """
     from urbansound.errors import UrbansoundError
-    from urbansound.sweep.ownership import STUDY_FILE, Owner, read_study_file
+    from urbansound.sweep import study
+    from urbansound.sweep.ownership import read_study_file
 
-    def owner(directory: Path) -> tuple[str, str] | None:
-        try:
-            info = read_study_file(directory)
-        except UrbansoundError:  # a damaged study.json: it names no study
-            return None
-        return None if info is None else Owner(info["storage"], info["study_name"]).identity
-
-    mine = owner(sweep_dir)
-    if mine is None:  # no study.json: a sweep of another sweeper, or none recorded
+    try:
+        info = read_study_file(sweep_dir)
+        if info is None:  # a sweep of another sweeper, or none recorded
+            return [sweep_dir]
+        recorded = study.study_sweep_dirs(
+            info["storage"], info["study_name"], password_env=info.get("password_env")
+        )
+    except UrbansoundError as exc:
+        log.warning("comet upload line: the study's other sweep directories are unknown (%s)", exc)
         return [sweep_dir]
-    parts = Path(template).parts
-    fixed = next((i for i, part in enumerate(parts) if "${" in part), len(parts) - 1)
-    root = Path(*parts[:fixed]) if fixed else Path()
-    pattern = "/".join(["*"] * (len(parts) - fixed) + [STUDY_FILE])
-    found = {path.parent for path in root.glob(pattern)} - {sweep_dir}
-    return [sweep_dir, *sorted(d for d in found if owner(d) == mine)]
+    mine = sweep_dir.resolve()
+    return [sweep_dir, *(d for d in recorded if d.resolve() != mine and d.is_dir())]
 
 
 def _print_upload_command(directories: list[Path], *, list_file: Path | None) -> None:
