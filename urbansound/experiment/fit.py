@@ -57,6 +57,7 @@ from urbansound.config.app import FIT_CONFIG_NAME, TaskContext, hydra_main
 from urbansound.config.checks import settings_from_config
 from urbansound.config.settings import Settings
 from urbansound.errors import ConfigError, DataError
+from urbansound.experiment.costs import model_member
 from urbansound.experiment.fit_config import fit_configuration, source_model_choice
 from urbansound.experiment.fit_source import Source
 from urbansound.experiment.pipeline import prepare_data
@@ -231,7 +232,7 @@ def fit_model(
             keep_models=True,
         )
         results.append(res)
-        members.append(_member(res.models[0], seed=seed, fold=label, family=family))
+        members.append(model_member(res.models[0], seed=seed, fold=label, family=family))
     durations["train"] = time.perf_counter() - t0
     probs = [r.predictions[0].probabilities for r in results]
     if len(probs) == 1:
@@ -374,24 +375,6 @@ def _check_storable(settings: Settings) -> None:
             "; `python -m urbansound.run` trains and evaluates it, `fit` cannot save it: "
             "nothing was trained"
         )
-
-
-def _member(fitted: Any, *, seed: int, fold: int | str, family: str) -> Member:
-    """A trained split's model as a model-file member: the MLP's arrays (:class:`FittedMLP`),
-    or another family's fitted scikit-learn Pipeline (stored with skops)."""
-    from urbansound.training.results import FittedMLP
-
-    if not isinstance(fitted, FittedMLP):
-        return Member(seed=seed, fold=fold, family=family, estimator=fitted)
-    return Member(
-        seed=seed,
-        fold=fold,
-        family="mlp",
-        params=[(np.asarray(w), np.asarray(b)) for w, b in fitted.params],
-        activation=fitted.activation,
-        mean=fitted.mean,
-        std=fitted.std,
-    )
 
 
 def _plain(obj: Any) -> dict[str, Any]:
