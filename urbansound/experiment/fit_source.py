@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from urbansound.config.checks import SEED_MAX
 from urbansound.errors import ConfigError, DataError
 from urbansound.experiment.rundir import CONFIG_FILE, RESULTS_FILE, read_config, read_results
 from urbansound.sweep.objectives import Constraint, parse_constraints
@@ -38,8 +39,6 @@ log = logging.getLogger("urbansound.fit")
 __all__ = ["FitOptions", "Source", "fit_options", "resolve_source"]
 
 _FIT_KEYS = ("from", "study", "trial", "seeds", "objective", "constraints")
-#: The largest seed NumPy and scikit-learn take (``random_state < 2**32``), as for train.seed.
-_SEED_MAX = 2**32 - 1
 
 # --------------------------------------------------------------------------------------------
 # The `fit` node of the config
@@ -90,11 +89,11 @@ def fit_options(node: Mapping[str, Any] | None) -> FitOptions:
             seeds = [seeds]
         ok = isinstance(seeds, list | tuple) and seeds
         ok = ok and all(
-            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= _SEED_MAX for s in seeds
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= SEED_MAX for s in seeds
         )
         if not ok or len(set(seeds)) != len(seeds):
             raise ConfigError(
-                f"fit.seeds must be a list of distinct integers between 0 and {_SEED_MAX} "
+                f"fit.seeds must be a list of distinct integers between 0 and {SEED_MAX} "
                 f"(e.g. [0,1,2]), got {seeds!r}"
             )
         seeds = tuple(int(s) for s in seeds)
