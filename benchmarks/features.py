@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=-1, help="features.n_jobs (-1: all cores)")
     args = parser.parse_args(argv)
 
-    from urbansound.data.index import load_index, make_demo_corpus
+    from urbansound.data.demo import make_demo_corpus
+    from urbansound.data.index import load_index
 
     if args.root:
         root, name = Path(args.root), "urbansound8k"
