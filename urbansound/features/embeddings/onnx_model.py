@@ -31,7 +31,7 @@ from urbansound.errors import ConfigError
 from urbansound.features.embeddings.model import EmbeddingModel, ModelIdentity, file_sha256
 
 LICENCE = "not stated (a user's own model)"
-INSTALL_HINT = "install onnxruntime (pip install onnxruntime)"
+INSTALL_HINT = "install the onnx extra (pip install -e '.[onnx]', which installs onnxruntime)"
 
 
 def _dims(shape: list[Any]) -> str:
