@@ -240,7 +240,11 @@ def test_the_command_line_says_what_is_wrong_in_one_line(tmp_path: Path) -> None
         (["+fit.frm=x"], "error: unknown key fit.frm; did you mean fit.from?"),
         ([f"fit.from={tmp_path / 'nowhere'}"], "error: fit.from="),
         (["train.epoch=3"], "error: "),
-        (["fit.bogus=1"], "error: unknown key fit.bogus; fit has from, study, trial, objective, constraints, seeds\n"),
+        (
+            ["fit.bogus=1"],
+            "error: unknown key fit.bogus; fit has from, study, trial, objective, constraints, "
+            "seeds\n",
+        ),
     ]:
         proc = _cli(
             "fit", *args, "tracking.mode=disabled", cwd=tmp_path, check=False, full_errors=False
