@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,8 +16,22 @@ from urbansound.config.app import register_configs
 
 def pytest_configure(config: pytest.Config) -> None:
     """The config schemas in Hydra's ConfigStore before any test composes the config tree
-    (registration is explicit: the entry points do it themselves)."""
+    (registration is explicit: the entry points do it themselves); and the interrupt signals at
+    their defaults for the processes the tests start.
+
+    A shell starts a background job (``pytest &``, ``nohup ... &``, some CI runners) with SIGINT
+    and SIGQUIT ignored, and an ignored signal stays ignored across ``exec``: every command a test
+    starts would then ignore the Ctrl-C the signal tests send it and run to the end. A handled
+    signal is reset to its default in an exec'd child, so handling them here gives the children
+    what a terminal's user has, whatever started pytest.
+    """
     register_configs()
+    for sig, handler in (
+        (signal.SIGINT, signal.default_int_handler),
+        (signal.SIGQUIT, signal.SIG_DFL),
+    ):
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="session")
