@@ -316,8 +316,6 @@ def hydra_main(
         )
         if cfg_passthrough is not None:
             return decorated(cfg_passthrough)
-        if name == CONFIG_NAME:  # the `urbansound` console script's help and completion
-            _name_the_command()
         argv = sys.argv[1:]
         try:
             refuse_url_passwords(argv)
@@ -469,20 +467,3 @@ def _quiet_chatty_libraries() -> None:
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(logging.WARNING)
-
-
-_COMMAND_FLAGS = ("--hydra-help", "-sc", "--shell-completion")
-
-
-def _name_the_command() -> None:
-    """``python -m urbansound.run --hydra-help`` or ``-sc install=bash``: say ``urbansound``.
-
-    Hydra names the command after ``sys.argv[0]``: the path of ``run.py`` when started with
-    ``python -m``, which its help would print as ``python /.../run.py`` and its bash completion
-    would register for every ``python`` command. Both should name the installed console script,
-    the command that completion works for; only these flags see the change.
-    """
-    if sys.argv[0].endswith(".py") and any(
-        arg.split("=")[0] in _COMMAND_FLAGS for arg in sys.argv[1:]
-    ):
-        sys.argv[0] = "urbansound"
